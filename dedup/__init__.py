@@ -1,0 +1,1 @@
+"""Deduplication stage: global MinHash/LSH fuzzy dedup across every source."""

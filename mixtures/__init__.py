@@ -1,0 +1,1 @@
+"""Token accounting, tokenization into Megatron indexed datasets, mixture planning and blend files."""

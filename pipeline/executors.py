@@ -1,0 +1,91 @@
+"""Running a list of datatrove steps with the executor the recipe chose (local processes or a Ray cluster).
+
+Steps never know which executor runs them; the same pipeline gives the same shards either way, because
+files are dealt to ranks by rank number and every stage's task count is fixed by the recipe.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from loguru import logger
+
+from pipeline.recipe import ExecutorConfig, RayConfig
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+def ensure_ray(cfg: RayConfig) -> None:
+    """Connect to the configured cluster, or start a local one, once per process."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if cfg.address:
+        logger.info(f"connecting to Ray cluster at {cfg.address}")
+        ray.init(address=cfg.address, log_to_driver=False)
+    else:
+        logger.info("starting a local Ray cluster")
+        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=False)
+
+
+def run_steps(
+    cfg: ExecutorConfig,
+    steps: list,
+    logging_dir: str,
+    tasks: int,
+    name: str,
+    workers: int | None = None,
+) -> dict:
+    """Run ``steps`` as ``tasks`` ranks; raise if any rank did not complete. Returns datatrove's merged stats."""
+    workers = max(1, min(workers or cfg.workers, tasks))
+    if cfg.kind == "local":
+        from datatrove.executor import LocalPipelineExecutor
+
+        executor = LocalPipelineExecutor(pipeline=steps, tasks=tasks, workers=workers, logging_dir=logging_dir)
+    else:
+        from datatrove.executor import RayPipelineExecutor
+
+        ensure_ray(cfg.ray)
+        executor = RayPipelineExecutor(
+            pipeline=steps,
+            tasks=tasks,
+            workers=workers,
+            logging_dir=logging_dir,
+            cpus_per_task=cfg.ray.cpus_per_task,
+            mem_per_cpu_gb=cfg.ray.mem_per_cpu_gb,
+        )
+    logger.info(f"{name}: {tasks} task(s) on the {cfg.kind} executor, {workers} at a time")
+    executor.run()
+    incomplete = executor.get_incomplete_ranks(range(tasks), skip_completed=True)
+    if incomplete:
+        raise StageFailed(f"{name}: task(s) {incomplete} did not complete; their logs are in {logging_dir}/logs")
+    return read_step_stats(logging_dir)
+
+
+def step_stats(stats: dict[str, dict[str, float]], step_name: str) -> dict[str, float]:
+    """The stats of the step called ``step_name`` (datatrove keys blocks as "<type>: <name>")."""
+    for key, values in stats.items():
+        if key == step_name or key.endswith(f": {step_name}"):
+            return values
+    return {}
+
+
+def read_step_stats(logging_dir: str) -> dict[str, dict[str, float]]:
+    """datatrove's per-rank ``stats/<rank>.json`` summed as {step name: {stat: total}}.
+
+    The per-rank files are read rather than ``stats.json``, which holds only the ranks run by the last
+    launch (a resumed stage skips completed ranks).
+    """
+    stats_dir = os.path.join(logging_dir, "stats")
+    out: dict[str, dict[str, float]] = {}
+    for rank_file in sorted(os.listdir(stats_dir)):
+        with open(os.path.join(stats_dir, rank_file)) as f:
+            for step in json.load(f):
+                agg = out.setdefault(step["name"], {})
+                for key, val in step["stats"].items():
+                    agg[key] = agg.get(key, 0) + (val["total"] if isinstance(val, dict) else val)
+    return out

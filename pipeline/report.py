@@ -1,0 +1,150 @@
+"""Stage summaries and the run report: the funnel (documents and tokens per source per stage), the
+contamination found, the mixture plan and the exit losses."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.accounting import read_stats
+from pipeline.layout import DOC_STAGES, RunLayout
+
+console = Console(stderr=False, width=160)
+
+
+def _fmt(n) -> str:
+    return f"{n:,}" if isinstance(n, int) else str(n)
+
+
+def print_doc_stage(stats: dict) -> None:
+    t = Table(title=f"stage {stats['stage']}: documents per source (in = kept + removed + quarantined)")
+    for col in ("source", "in", "kept", "removed", "quarantined", "kept tokens", "top removal reasons"):
+        t.add_column(col, justify="left" if col in ("source", "top removal reasons") else "right")
+    for src, c in stats["sources"].items():
+        reasons = c["removed"].get("reasons", {}) | c["quarantined"].get("reasons", {})
+        top = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items(), key=lambda x: (-x[1], x[0]))[:3])
+        t.add_row(src, _fmt(c["in"]["docs"]), _fmt(c["kept"]["docs"]), _fmt(c["removed"]["docs"]),
+                  _fmt(c["quarantined"]["docs"]), _fmt(c["kept"]["tokens"]), top)
+    tot = stats["totals"]
+    t.add_row("[b]total", *(f"[b]{_fmt(tot[p]['docs'])}" for p in ("in", "kept", "removed", "quarantined")),
+              f"[b]{_fmt(tot['kept']['tokens'])}", "")
+    console.print(t)
+
+
+def print_tokenize(stats: dict) -> None:
+    t = Table(title=f"stage tokenize: Megatron indexed datasets ({stats['dtype']} tokens)")
+    for col in ("source", "documents", "tokens (with EOS)", "prefix"):
+        t.add_column(col)
+    for src, c in stats["sources"].items():
+        t.add_row(src, _fmt(c["documents"]), _fmt(c["tokens"]), c["prefix"] or "(empty: no prefix)")
+    console.print(t)
+
+
+def print_mix(stats: dict) -> None:
+    for st in stats["plan"]["stages"]:
+        t = Table(title=f"mixture stage {st['name']}: {st['tokens']:,} tokens")
+        for col in ("source", "weight", "tokens planned", "tokens available", "epochs"):
+            t.add_column(col)
+        for r in st["prefixes"]:
+            t.add_row(r["source"], f"{r['weight']:.4f}", _fmt(r["tokens_planned"]), _fmt(r["tokens_available"]), f"{r['epochs']:.3f}")
+        console.print(t)
+
+
+def print_train(stats: dict) -> None:
+    t = Table(title=f"stage train: {stats['steps']} steps, {stats['parameters']:,} parameters, exits {stats['exits']}")
+    t.add_column("exit")
+    t.add_column("first loss")
+    t.add_column("last loss")
+    for st in stats["eval"]:
+        t.add_column(f"eval {st}")
+    for k in stats["first_loss"]:
+        t.add_row(k, f"{stats['first_loss'][k]:.4f}", f"{stats['last_loss'][k]:.4f}",
+                  *(f"{stats['eval'][st].get(k, float('nan')):.4f}" for st in stats["eval"]))
+    console.print(t)
+
+
+def print_stage(stage: str, stats: dict) -> None:
+    {"tokenize": print_tokenize, "mix": print_mix, "train": print_train}.get(stage, print_doc_stage)(stats)
+
+
+# ------------------------------------------------------------------------------------------------ funnel
+def funnel(layout: RunLayout) -> list[dict]:
+    """One row per source: documents and tokens entering filtering, and after each stage."""
+    rows: dict[str, dict] = {}
+    for stage in DOC_STAGES:
+        if not os.path.exists(layout.stats(stage)):
+            continue
+        for src, c in read_stats(layout.stats(stage))["sources"].items():
+            row = rows.setdefault(src, {"source": src})
+            if stage == "filter":
+                row["raw_docs"] = c["in"]["docs"]
+                row["raw_bytes"] = c["in"]["bytes"]
+            row[f"{stage}_docs"] = c["kept"]["docs"]
+            row[f"{stage}_tokens"] = c["kept"]["tokens"]
+    if os.path.exists(layout.stats("tokenize")):
+        for src, c in read_stats(layout.stats("tokenize"))["sources"].items():
+            rows.setdefault(src, {"source": src})["tokenized_tokens"] = c["tokens"]
+    if os.path.exists(layout.stats("mix")):
+        for st in read_stats(layout.stats("mix"))["plan"]["stages"]:
+            for r in st["prefixes"]:
+                rows.setdefault(r["source"], {"source": r["source"]})[f"mix_{st['name']}_tokens"] = r["tokens_planned"]
+    return list(rows.values())
+
+
+def print_funnel(rows: list[dict]) -> None:
+    if not rows:
+        return
+    cols = [k for k in rows[0] if k != "source"]
+    for r in rows[1:]:
+        cols += [k for k in r if k not in cols and k != "source"]
+    t = Table(title="funnel: documents and tokens per source per stage")
+    t.add_column("source")
+    for c in cols:
+        t.add_column(c.replace("_", " "), justify="right")
+    for r in rows:
+        t.add_row(r["source"], *(_fmt(r.get(c, "")) for c in cols))
+    console.print(t)
+
+
+def build_report(layout: RunLayout) -> dict:
+    report: dict = {"run_dir": layout.root, "funnel": funnel(layout)}
+    contamination = os.path.join(layout.stage("decontam"), "contamination.json")
+    if os.path.exists(contamination):
+        with open(contamination) as f:
+            c = json.load(f)
+        report["contamination"] = {
+            b: {k: r[k] for k in ("items_indexed", "items_found", "documents", "documents_per_source", "examples")}
+            for b, r in c["benchmarks"].items()
+        }
+    for stage in ("mix", "train"):
+        if os.path.exists(layout.stats(stage)):
+            s = read_stats(layout.stats(stage))
+            report[stage] = s["plan"] if stage == "mix" else {k: s[k] for k in ("steps", "exits", "first_loss", "last_loss", "eval")}
+    with open(os.path.join(layout.root, "report.json"), "w") as f:
+        json.dump(report, f, indent=2, sort_keys=True)
+    return report
+
+
+def print_report(report: dict) -> None:
+    print_funnel(report["funnel"])
+    if "contamination" in report:
+        t = Table(title="contamination found (documents removed by decontam)")
+        for col in ("benchmark", "items indexed", "items found", "documents", "per source", "example match"):
+            t.add_column(col)
+        for b, r in report["contamination"].items():
+            ex = r["examples"][0]["matched"][:60] if r["examples"] else ""
+            t.add_row(b, _fmt(r["items_indexed"]), _fmt(r["items_found"]), _fmt(r["documents"]),
+                      ", ".join(f"{s} {n}" for s, n in r["documents_per_source"].items()), ex)
+        console.print(t)
+    if "train" in report:
+        tr = report["train"]
+        t = Table(title=f"exit losses after {tr['steps']} steps")
+        t.add_column("exit")
+        t.add_column("first")
+        t.add_column("last")
+        for k in tr["first_loss"]:
+            t.add_row(k, f"{tr['first_loss'][k]:.4f}", f"{tr['last_loss'][k]:.4f}")
+        console.print(t)

@@ -1,0 +1,266 @@
+"""The stage graph: filter -> dedup -> decontam -> tokenize -> mix -> train.
+
+Each stage reads only the previous stage's output from the run directory, runs its datatrove pipeline(s)
+through the configured executor, then checks and writes its stats. Stages are plain functions of
+(recipe, layout) so that the CLI can run one, or all in order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Callable
+
+from loguru import logger
+
+from pipeline.accounting import read_stats, stage_accounting, write_stats
+from pipeline.executors import run_steps, step_stats
+from pipeline.layout import RunLayout
+from pipeline.recipe import Recipe
+from pipeline.sources import QUARANTINE_STAT, READ_STAT, SourceReader
+
+
+class MissingInput(RuntimeError):
+    pass
+
+
+def _require(path: str, stage: str, needs: str) -> None:
+    if not os.path.exists(path):
+        raise MissingInput(f"stage {stage!r} needs the output of {needs!r} ({path}); run `ruyi2 {needs}` first")
+
+
+def _previous_kept(layout: RunLayout, stage: str) -> dict[str, int]:
+    stats = read_stats(layout.stats(stage))
+    return {src: c["kept"]["docs"] for src, c in stats["sources"].items()}
+
+
+def _source_names(recipe: Recipe) -> list[str]:
+    return [s.name for s in recipe.sources]
+
+
+# ------------------------------------------------------------------------------------------------ filter
+def run_filter(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
+    from filters.language import FastTextLanguageTagger
+    from filters.rules import RULE_ORDER, RuleStep, rules_per_source
+    from mixtures.token_count import TokenCountTagger
+    from pipeline.routing import StageRouter
+
+    layout.fresh_stage("filter", resume)
+    per_source = rules_per_source(recipe.filter, recipe.sources)
+    steps = [
+        SourceReader(recipe.sources, layout.quarantine("filter")),
+        FastTextLanguageTagger(),
+        *[RuleStep(rule, per_source, recipe.sources) for rule in RULE_ORDER],
+        # after the rules: C4's line filter edits text, and the funnel counts what leaves the stage
+        TokenCountTagger(recipe.tokenizer.path, recipe.tokenizer.batch_size),
+        StageRouter(layout.output("filter"), layout.removed("filter"), "filter"),
+    ]
+    stats_by_step = run_steps(recipe.executor, steps, layout.logs("filter"), recipe.executor.tasks, "filter")
+    reader = step_stats(stats_by_step, SourceReader.name)
+    read = {src: int(reader.get(READ_STAT + src, 0)) for src in _source_names(recipe)}
+    stats = stage_accounting("filter", layout.stage("filter"), read, _source_names(recipe))
+    stats["reader_quarantined"] = {src: int(reader.get(QUARANTINE_STAT + src, 0)) for src in read}
+    write_stats(layout.stats("filter"), stats)
+    return stats
+
+
+# ------------------------------------------------------------------------------------------------- dedup
+def run_dedup(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
+    from dedup import minhash
+
+    _require(layout.stats("filter"), "dedup", "filter")
+    layout.fresh_stage("dedup", resume)
+    src_in = layout.output("filter")
+    settings = recipe.dedup.minhash
+    tasks = recipe.executor.tasks
+    if not recipe.dedup.enabled:
+        _pass_through(src_in, layout.output("dedup"))
+    else:
+        sigs, buckets, clusters = (layout.work("dedup", p) for p in ("signatures", "buckets", "clusters"))
+        logger.info(
+            f"dedup: MinHash {settings.n_grams}-grams, {settings.num_buckets} bands x {settings.hashes_per_bucket} rows "
+            f"-> similarity threshold ~{settings.threshold:.3f}"
+        )
+        run_steps(recipe.executor, minhash.signature_steps(src_in, sigs, settings), layout.logs("dedup", "signatures"), tasks, "dedup/signatures")
+        run_steps(recipe.executor, minhash.bucket_steps(sigs, buckets, settings), layout.logs("dedup", "buckets"), settings.num_buckets, "dedup/buckets")
+        run_steps(recipe.executor, minhash.cluster_steps(buckets, clusters, settings), layout.logs("dedup", "clusters"), 1, "dedup/clusters")
+        run_steps(
+            recipe.executor,
+            minhash.filter_steps(src_in, clusters, layout.output("dedup"), layout.removed("dedup")),
+            layout.logs("dedup", "filter"),
+            tasks,
+            "dedup/filter",
+        )
+    stats = stage_accounting("dedup", layout.stage("dedup"), _previous_kept(layout, "filter"), _source_names(recipe))
+    stats["minhash"] = settings.model_dump() | {"threshold": settings.threshold, "enabled": recipe.dedup.enabled}
+    write_stats(layout.stats("dedup"), stats)
+    return stats
+
+
+def _pass_through(src: str, dst: str) -> None:
+    """A disabled document stage still produces its output folder, unchanged."""
+    shutil.copytree(src, dst, dirs_exist_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------- decontam
+def run_decontam(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
+    from decontam.benchmarks import load_benchmark
+    from decontam.filter import NgramDecontaminationTagger
+    from decontam.ngrams import NgramIndex
+    from decontam.report import contamination_report
+    from pipeline.documents import stage_reader
+    from pipeline.routing import StageRouter
+
+    _require(layout.stats("dedup"), "decontam", "dedup")
+    layout.fresh_stage("decontam", resume)
+    cfg = recipe.decontam
+    report = None
+    if not cfg.enabled:
+        _pass_through(layout.output("dedup"), layout.output("decontam"))
+    else:
+        items = [item for name in cfg.benchmarks for item in load_benchmark(name)]
+        index = NgramIndex.build(items, cfg.n_gram)
+        index_path = index.save(os.path.join(layout.stage("decontam"), "index"))
+        logger.info(f"decontam: {len(items)} benchmark items, {len(index.hashes):,} distinct {cfg.n_gram}-grams indexed")
+        steps = [
+            stage_reader(layout.output("dedup")),
+            NgramDecontaminationTagger(index_path),
+            StageRouter(layout.output("decontam"), layout.removed("decontam"), "decontam"),
+        ]
+        run_steps(recipe.executor, steps, layout.logs("decontam"), recipe.executor.tasks, "decontam")
+        report = contamination_report(layout.removed("decontam"), items, cfg.n_gram)
+        with open(os.path.join(layout.stage("decontam"), "contamination.json"), "w") as f:
+            json.dump(report, f, indent=2, sort_keys=True)
+    stats = stage_accounting("decontam", layout.stage("decontam"), _previous_kept(layout, "dedup"), _source_names(recipe))
+    if report:
+        stats["contamination"] = {b: {"items_found": r["items_found"], "documents": r["documents"]} for b, r in report["benchmarks"].items()}
+    write_stats(layout.stats("decontam"), stats)
+    return stats
+
+
+# ---------------------------------------------------------------------------------------------- tokenize
+def run_tokenize(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
+    from mixtures.megatron_writer import HELDOUT, MegatronPartWriter, merge_parts, token_dtype
+    from pipeline.documents import stage_reader
+
+    _require(layout.stats("decontam"), "tokenize", "decontam")
+    layout.fresh_stage("tokenize", resume)
+    parts = os.path.join(layout.stage("tokenize"), "parts")
+    tk = recipe.tokenizer
+    steps = [
+        stage_reader(layout.output("decontam")),
+        MegatronPartWriter(tk.path, parts, tk.eos_token, tk.batch_size, tk.heldout_fraction),
+    ]
+    stats_by_step = run_steps(recipe.executor, steps, layout.logs("tokenize"), recipe.executor.tasks, "tokenize")
+    writer = step_stats(stats_by_step, MegatronPartWriter.name)
+    dtype = token_dtype(tk.path)
+    decontam = read_stats(layout.stats("decontam"))["sources"]
+    per_source, problems = {}, []
+    for src in _source_names(recipe):
+        row = {}
+        for heldout in (False, True):
+            part = f"{src}.{HELDOUT}" if heldout else src
+            docs, tokens = int(writer.get(f"docs/{part}", 0)), int(writer.get(f"tokens/{part}", 0))
+            prefix = layout.token_prefix(src, heldout)
+            n_parts = merge_parts(parts, part, prefix, dtype) if docs else 0
+            key = "heldout_" if heldout else ""
+            row |= {f"{key}prefix": prefix if docs else None, f"{key}documents": docs, f"{key}tokens": tokens, f"{key}parts_merged": n_parts}
+        docs, tokens = row["documents"] + row["heldout_documents"], row["tokens"] + row["heldout_tokens"]
+        kept = decontam[src]["kept"]
+        if docs != kept["docs"]:
+            problems.append(f"{src}: tokenized {docs} documents, decontam kept {kept['docs']}")
+        if tokens != kept["tokens"] + docs:  # + one EOS per document
+            problems.append(f"{src}: {tokens} tokens written, expected {kept['tokens']} + {docs} EOS")
+        per_source[src] = row
+    shutil.rmtree(parts, ignore_errors=True)
+    if problems:
+        from pipeline.accounting import AccountingError
+
+        raise AccountingError("tokenize: " + "; ".join(problems))
+    stats = {"stage": "tokenize", "dtype": dtype.__name__, "tokenizer": tk.path, "sources": per_source, "balanced": True}
+    write_stats(layout.stats("tokenize"), stats)
+    return stats
+
+
+# --------------------------------------------------------------------------------------------------- mix
+def run_mix(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
+    from mixtures.plan import plan_mixture, write_plan
+
+    _require(layout.stats("tokenize"), "mix", "tokenize")
+    layout.fresh_stage("mix", resume)
+    tok = read_stats(layout.stats("tokenize"))["sources"]
+    tokens = {s: v["tokens"] for s, v in tok.items()}
+    prefixes = {s: v["prefix"] for s, v in tok.items()}
+    heldout = {s: v["heldout_prefix"] for s, v in tok.items() if v["heldout_prefix"]}
+    plan = plan_mixture(recipe.mixture, recipe.sources, tokens, prefixes, heldout)
+    paths = write_plan(plan, layout.stage("mix"))
+    for note in plan["notes"]:
+        logger.warning(f"mix: {note}")
+    stats = {"stage": "mix", "plan": plan, "data_args": paths}
+    write_stats(layout.stats("mix"), stats)
+    return stats
+
+
+# ------------------------------------------------------------------------------------------------- train
+def run_train(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
+    from mixtures.tokenizer import token_id
+    from train_entry.config import build_config
+    from train_entry.data import DatasetTokenizer
+    from train_entry.loss_schedule import ExitWeight
+    from train_entry.trainer import CurriculumStage, DistributedContext, FamilialTrainer, TrainSettings
+
+    _require(layout.stats("mix"), "train", "mix")
+    layout.fresh_stage("train", resume)
+    cfg = recipe.train
+    m = cfg.model
+    fcfg = build_config(
+        m.preset,
+        cfg.seq_length,
+        num_layers=m.num_layers,
+        hidden_size=m.hidden_size,
+        ffn_hidden_size=m.ffn_hidden_size,
+        num_attention_heads=m.num_attention_heads,
+        num_query_groups=m.num_query_groups,
+        kv_channels=m.kv_channels,
+        exits=m.exits,
+    )
+    weights = cfg.exit_weights or [None] * len(fcfg.exits)
+    exit_weights = [ExitWeight(**w.model_dump()) if w else ExitWeight() for w in weights]
+    mix = read_stats(layout.stats("mix"))
+    stages = [
+        CurriculumStage(st["name"], mix["data_args"][st["name"]]["train"], st["tokens"], mix["data_args"][st["name"]]["valid"])
+        for st in mix["plan"]["stages"]
+    ]
+    tokenizer = DatasetTokenizer(fcfg.vocab_size, token_id(recipe.tokenizer.path, recipe.tokenizer.eos_token), recipe.tokenizer.path)
+    settings = TrainSettings(
+        steps=cfg.steps,
+        micro_batch_size=cfg.micro_batch_size,
+        seq_length=cfg.seq_length,
+        lr=cfg.lr,
+        min_lr=cfg.min_lr,
+        weight_decay=cfg.weight_decay,
+        seed=cfg.seed,
+        eval_samples=cfg.eval_samples,
+        exit_weights=exit_weights,
+    )
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    with DistributedContext():
+        result = FamilialTrainer(fcfg, settings, tokenizer, layout.stage("train")).run(stages)
+    stats = {"stage": "train", "model": {k: v for k, v in fcfg.__dict__.items()}, **result}
+    write_stats(layout.stats("train"), stats)
+    return stats
+
+
+STAGE_FUNCS: dict[str, Callable[..., dict]] = {
+    "filter": run_filter,
+    "dedup": run_dedup,
+    "decontam": run_decontam,
+    "tokenize": run_tokenize,
+    "mix": run_mix,
+    "train": run_train,
+}
+

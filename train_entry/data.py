@@ -1,0 +1,72 @@
+"""Handoff from the mixture stage: a data-args blend file -> megatron-core GPTDatasets through
+``BlendedMegatronDatasetBuilder``, exactly as Megatron-LM's ``--data-args-path`` would read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mixtures.plan import read_blend
+
+
+@dataclass
+class DatasetTokenizer:
+    """The tokenizer surface GPTDataset uses. pad = -1: Qwen's pad token is its EOD token, and megatron-core
+    would otherwise mask every EOD out of the loss."""
+
+    vocab_size: int
+    eod: int
+    name: str
+
+    @property
+    def eos(self) -> int:
+        return self.eod
+
+    @property
+    def pad(self) -> int:
+        return -1
+
+    @property
+    def unique_identifiers(self) -> dict:
+        return {"class": "DatasetTokenizer", "tokenizer": self.name, "eod": self.eod, "vocab_size": self.vocab_size}
+
+
+def build_datasets(
+    data_args_path: str,
+    valid_data_args_path: str | None,
+    seq_length: int,
+    train_samples: int,
+    eval_samples: int,
+    tokenizer: DatasetTokenizer,
+    seed: int,
+    cache_dir: str | None,
+):
+    """(train, valid) from separate train and held-out blends (``blend_per_split``, like Megatron-LM's
+    --train-data-path / --valid-data-path). A held-out set that is a separate prefix cannot come out empty
+    for a small source, which a percentage ``split`` can (megatron-core then loops forever)."""
+    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+    from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+
+    valid_blend = read_blend(valid_data_args_path) if valid_data_args_path and eval_samples else None
+    config = GPTDatasetConfig(
+        random_seed=seed,
+        sequence_length=seq_length,
+        blend_per_split=[read_blend(data_args_path), valid_blend, None],
+        tokenizer=tokenizer,
+        reset_position_ids=False,
+        reset_attention_mask=False,
+        eod_mask_loss=False,
+        create_attention_mask=False,
+        path_to_cache=cache_dir,
+        mmap_bin_files=True,
+    )
+    sizes = [train_samples, eval_samples if valid_blend else 0, 0]
+    train, valid, _ = BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, config).build()
+    return train, valid
+
+
+def collate(samples: list[dict]) -> dict:
+    import torch
+
+    return {k: torch.from_numpy(np.stack([np.asarray(s[k]) for s in samples])) for k in ("tokens", "labels", "loss_mask", "position_ids")}

@@ -1,0 +1,150 @@
+"""The familial model: megatron-core's GPTModel with Ruyi2's early-exit branches.
+
+Branch k taps the backbone after layer e_k - 1 (global ``layer_number == e_k``), runs its own decoder layer
+(built from the same layer spec, so it is sharded like the backbone under tensor parallelism), its own
+RMSNorm and its own vocab-parallel LM head. The last exit is the full model.
+
+The exit loss is attached to the trunk activation with ``ExitLossInjector``, an autograd function that is
+the identity forward and injects d(lambda_k * CE_k) = scale in backward, the same trick megatron-core uses
+for the MoE auxiliary loss (``MoEAuxLossAutoScaler``). Every stock megatron-core schedule (no pipelining,
+1F1B, interleaved) then trains the exits without a forked schedule, on whichever pipeline stage holds them.
+"""
+
+from __future__ import annotations
+
+import torch
+from megatron.core import parallel_state, tensor_parallel
+from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+from megatron.core.models.gpt.gpt_model import GPTModel
+from megatron.core.transformer.spec_utils import build_module
+from megatron.core.transformer.transformer_layer import get_transformer_layer_offset
+
+from train_entry.config import FamilialConfig
+
+
+class ExitLossInjector(torch.autograd.Function):
+    """Identity on ``hidden``; in backward, the gradient of the attached scalar loss is ``scale``."""
+
+    scale = torch.tensor(1.0)  # the trainer sets 1/num_microbatches (times the loss scale under fp16)
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(loss)
+        return hidden
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (loss,) = ctx.saved_tensors
+        return grad, torch.ones_like(loss) * ExitLossInjector.scale.to(loss.device)
+
+
+class FamilialGPTModel(GPTModel):
+    def __init__(self, fcfg: FamilialConfig, transformer_config, pre_process: bool = True, post_process: bool = True):
+        spec = get_gpt_layer_local_spec(qk_layernorm=True, normalization="RMSNorm")
+        super().__init__(
+            config=transformer_config,
+            transformer_layer_spec=spec,
+            vocab_size=fcfg.vocab_size,
+            max_sequence_length=fcfg.max_sequence_length,
+            pre_process=pre_process,
+            post_process=post_process,
+            share_embeddings_and_output_weights=False,
+            position_embedding_type="rope",
+            rotary_base=int(fcfg.rope_theta),
+        )
+        self.fcfg = fcfg
+        self.exit_weights: dict[int, float] = {e: 1.0 for e in fcfg.exits}  # lambda_k(t), set each step
+        self.exit_losses: dict[int, torch.Tensor] = {}  # last forward's per-exit CE (detached)
+        self._batch_ctx: dict | None = None
+        self.ee_layers = torch.nn.ModuleDict()
+        self.ee_norms = torch.nn.ModuleDict()
+        self.ee_heads = torch.nn.ModuleDict()
+        offset = get_transformer_layer_offset(self.config, self.vp_stage)
+        cfg = self.config
+        for e in fcfg.aux_exits:
+            local = [layer for layer in self.decoder.layers if layer.layer_number == e]
+            if not local:
+                continue  # this exit's tap layer lives on another pipeline stage
+            key = str(e)
+            self.ee_layers[key] = build_module(spec, config=cfg, layer_number=e + 1 - offset)
+            self.ee_norms[key] = build_module(
+                self.decoder.submodules.layer_norm, config=cfg, hidden_size=cfg.hidden_size, eps=cfg.layernorm_epsilon
+            )
+            self.ee_heads[key] = tensor_parallel.ColumnParallelLinear(
+                cfg.hidden_size,
+                self.vocab_size,
+                config=cfg,
+                init_method=cfg.init_method,
+                bias=False,
+                skip_bias_add=False,
+                gather_output=not self.parallel_output,
+            )
+            local[0].register_forward_hook(self._exit_hook(e), with_kwargs=True)
+
+    @property
+    def local_exits(self) -> list[int]:
+        """Exits whose loss this pipeline stage computes (the full-model exit on the last stage)."""
+        out = [int(k) for k in self.ee_layers.keys()]
+        if self.post_process:
+            out.append(self.fcfg.exits[-1])
+        return out
+
+    def init_branches_from_backbone(self) -> None:
+        """Branch layer k <- backbone layer e_k (the layer right after the exit), as in Ruyi2."""
+        with torch.no_grad():
+            for key, branch in self.ee_layers.items():
+                src = [layer for layer in self.decoder.layers if layer.layer_number == int(key) + 1]
+                if not src:
+                    raise RuntimeError(
+                        f"backbone layer {int(key)} is on another pipeline stage: initialise exit {key} from a checkpoint"
+                    )
+                branch.load_state_dict(src[0].state_dict())
+
+    def _exit_hook(self, e: int):
+        key = str(e)
+
+        def hook(module, args, kwargs, output):
+            ctx = self._batch_ctx
+            if ctx is None or ctx.get("labels") is None:
+                return output
+            hidden, context = output
+            branch_kwargs = dict(kwargs)
+            branch_kwargs["hidden_states"] = hidden
+            h, _ = self.ee_layers[key](**branch_kwargs)
+            logits, _ = self.ee_heads[key](self.ee_norms[key](h))
+            token_loss = self.compute_language_model_loss(ctx["labels"], logits)  # [b, s]
+            loss = masked_mean(token_loss, ctx.get("loss_mask"))
+            self.exit_losses[e] = loss.detach().clone()
+            if not torch.is_grad_enabled():
+                return output
+            return ExitLossInjector.apply(hidden, self.exit_weights[e] * loss), context
+
+        return hook
+
+    def forward(self, input_ids, position_ids, attention_mask, *args, labels=None, loss_mask=None, **kwargs):
+        self._batch_ctx = {"labels": labels, "loss_mask": loss_mask}
+        try:
+            return super().forward(input_ids, position_ids, attention_mask, *args, labels=labels, **kwargs)
+        finally:
+            self._batch_ctx = None
+
+
+def masked_mean(token_loss: torch.Tensor, loss_mask: torch.Tensor | None) -> torch.Tensor:
+    token_loss = token_loss.float()
+    if loss_mask is None:
+        return token_loss.mean()
+    mask = loss_mask.float()
+    return (token_loss * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def build_model(fcfg: FamilialConfig, tp: int = 1, pp: int = 1, params_dtype=torch.float32) -> FamilialGPTModel:
+    tcfg = fcfg.transformer_config(tp=tp, pp=pp, params_dtype=params_dtype)
+    model = FamilialGPTModel(
+        fcfg,
+        tcfg,
+        pre_process=parallel_state.is_pipeline_first_stage(),
+        post_process=parallel_state.is_pipeline_last_stage(),
+    )
+    if pp == 1:
+        model.init_branches_from_backbone()
+    return model

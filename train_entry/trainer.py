@@ -1,0 +1,240 @@
+"""Joint multi-branch continued pretraining over the curriculum planned by the mixture stage.
+
+Each optimizer step runs megatron-core's own forward-backward schedule; the exit losses ride on the trunk
+activations (``ExitLossInjector``), so the same loop serves tensor and pipeline parallelism. Every exit's
+loss and lambda_k(t) is logged per step to ``metrics.jsonl``; each curriculum stage ends with a held-out
+evaluation of every exit.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from loguru import logger
+
+from train_entry import cpu_support
+from train_entry.config import FamilialConfig
+from train_entry.data import DatasetTokenizer, build_datasets, collate
+from train_entry.loss_schedule import ExitWeight, lr_at
+from train_entry.model import ExitLossInjector, FamilialGPTModel, build_model, masked_mean
+
+
+@dataclass
+class CurriculumStage:
+    name: str
+    data_args_path: str
+    tokens: int
+    valid_data_args_path: str | None = None
+
+
+@dataclass
+class TrainSettings:
+    steps: int
+    micro_batch_size: int
+    seq_length: int
+    lr: float
+    min_lr: float
+    weight_decay: float
+    seed: int
+    eval_samples: int
+    exit_weights: list[ExitWeight]
+    warmup_steps: int = 0
+    tp: int = 1
+    pp: int = 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DistributedContext:
+    """torch.distributed (gloo on CPU, nccl on GPU) plus megatron-core's parallel state.
+
+    Under torchrun the environment gives rank and world size; otherwise a single local process group is
+    created on 127.0.0.1 and torn down afterwards."""
+
+    def __init__(self, tp: int = 1, pp: int = 1):
+        self.tp, self.pp, self.owned = tp, pp, False
+
+    def __enter__(self):
+        from megatron.core import parallel_state
+
+        if not torch.distributed.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            if "RANK" in os.environ and "MASTER_ADDR" in os.environ:
+                torch.distributed.init_process_group(backend)
+            else:
+                torch.distributed.init_process_group(
+                    backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1
+                )
+            self.owned = True
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        cpu_support.install()
+        parallel_state.initialize_model_parallel(tensor_model_parallel_size=self.tp, pipeline_model_parallel_size=self.pp)
+        return self
+
+    def __exit__(self, *exc):
+        from megatron.core import parallel_state
+
+        parallel_state.destroy_model_parallel()
+        if self.owned:
+            torch.distributed.destroy_process_group()
+        return False
+
+
+def stage_steps(stages: list[CurriculumStage], total: int) -> list[int]:
+    """Optimizer steps per curriculum stage, proportional to its tokens, at least one each."""
+    tokens = sum(s.tokens for s in stages)
+    raw = [max(1, math.floor(total * s.tokens / tokens)) for s in stages]
+    raw[-1] = max(1, total - sum(raw[:-1]))
+    return raw
+
+
+class FamilialTrainer:
+    def __init__(self, fcfg: FamilialConfig, settings: TrainSettings, tokenizer: DatasetTokenizer, out_dir: str):
+        if len(settings.exit_weights) != len(fcfg.exits):
+            raise ValueError(f"{len(settings.exit_weights)} exit weight schedules for {len(fcfg.exits)} exits")
+        self.fcfg, self.s, self.tokenizer, self.out_dir = fcfg, settings, tokenizer, out_dir
+        os.makedirs(out_dir, exist_ok=True)
+        torch.manual_seed(settings.seed)
+        self.model: FamilialGPTModel = build_model(fcfg, tp=settings.tp, pp=settings.pp)
+        if torch.cuda.is_available():
+            self.model.cuda()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=settings.lr, weight_decay=settings.weight_decay)
+        self.step = 0
+
+    # ------------------------------------------------------------------------------------------- steps
+    def _set_exit_weights(self) -> dict[int, float]:
+        lambdas = {e: w.at(self.step, self.s.steps) for e, w in zip(self.fcfg.exits, self.s.exit_weights)}
+        self.model.exit_weights.update(lambdas)
+        return lambdas
+
+    def _device_batch(self, batch: dict) -> dict:
+        return {k: v.cuda(non_blocking=True) for k, v in batch.items()} if torch.cuda.is_available() else batch
+
+    def _forward_step(self, data_iterator, model):
+        batch = self._device_batch(next(data_iterator))
+        output = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"], loss_mask=batch["loss_mask"])
+        return output, partial(self._loss_func, batch["loss_mask"])
+
+    def _loss_func(self, loss_mask, output_tensor):
+        final = self.fcfg.exits[-1]
+        loss = masked_mean(output_tensor, loss_mask)
+        self.model.exit_losses[final] = loss.detach().clone()
+        return self.model.exit_weights[final] * loss, {"final": loss.detach().clone()}
+
+    def train_step(self, batch: dict) -> dict[int, float]:
+        from megatron.core.pipeline_parallel import get_forward_backward_func
+
+        lambdas = self._set_exit_weights()
+        lr = lr_at(self.step, self.s.steps, self.s.lr, self.s.min_lr, self.s.warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        ExitLossInjector.scale = torch.tensor(1.0)  # one microbatch per step
+        self.optimizer.zero_grad(set_to_none=True)
+        with cpu_support.device_mode():
+            get_forward_backward_func()(
+                forward_step_func=self._forward_step,
+                data_iterator=iter([batch]),
+                model=[self.model],
+                num_microbatches=1,
+                seq_length=self.s.seq_length,
+                micro_batch_size=batch["tokens"].shape[0],
+                forward_only=False,
+            )
+        self.optimizer.step()
+        losses = {e: float(v) for e, v in self.model.exit_losses.items()}
+        self.step += 1
+        return {"lr": lr, "lambdas": lambdas, "losses": losses}
+
+    @torch.no_grad()
+    def evaluate(self, dataset, batches: int) -> dict[int, float]:
+        """Mean held-out loss of every exit."""
+        self.model.eval()
+        sums: dict[int, float] = {}
+        n = 0
+        for b in range(batches):
+            idx = range(b * self.s.micro_batch_size, min(len(dataset), (b + 1) * self.s.micro_batch_size))
+            if not idx:
+                break
+            batch = self._device_batch(collate([dataset[i] for i in idx]))
+            out = self.model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"], loss_mask=batch["loss_mask"])
+            self.model.exit_losses[self.fcfg.exits[-1]] = masked_mean(out, batch["loss_mask"])
+            for e, v in self.model.exit_losses.items():
+                sums[e] = sums.get(e, 0.0) + float(v)
+            n += 1
+        self.model.train()
+        return {e: v / max(1, n) for e, v in sums.items()}
+
+    # ----------------------------------------------------------------------------------------- the run
+    def run(self, stages: list[CurriculumStage]) -> dict:
+        metrics_path = os.path.join(self.out_dir, "metrics.jsonl")
+        steps_per_stage = stage_steps(stages, self.s.steps)
+        history, evals = [], {}
+        with open(metrics_path, "w") as metrics:
+            for stage, n_steps in zip(stages, steps_per_stage):
+                train_ds, valid_ds = build_datasets(
+                    stage.data_args_path,
+                    stage.valid_data_args_path,
+                    self.s.seq_length,
+                    train_samples=n_steps * self.s.micro_batch_size,
+                    eval_samples=max(1, self.s.eval_samples),
+                    tokenizer=self.tokenizer,
+                    seed=self.s.seed,
+                    cache_dir=os.path.join(self.out_dir, "dataset_cache"),
+                )
+                for i in range(n_steps):
+                    idx = range(i * self.s.micro_batch_size, (i + 1) * self.s.micro_batch_size)
+                    t0 = time.perf_counter()
+                    rec = self.train_step(collate([train_ds[j] for j in idx]))
+                    rec |= {"step": self.step, "stage": stage.name, "seconds": round(time.perf_counter() - t0, 4)}
+                    row = {
+                        "step": rec["step"],
+                        "stage": stage.name,
+                        "lr": rec["lr"],
+                        "seconds": rec["seconds"],
+                        "loss": {self.fcfg.exit_name(e): v for e, v in sorted(rec["losses"].items())},
+                        "lambda": {self.fcfg.exit_name(e): v for e, v in sorted(rec["lambdas"].items())},
+                    }
+                    metrics.write(json.dumps(row) + "\n")
+                    metrics.flush()
+                    history.append(row)
+                    logger.info(
+                        f"step {self.step}/{self.s.steps} [{stage.name}] lr {rec['lr']:.2e} | "
+                        + " | ".join(f"{k} {v:.4f} (λ {row['lambda'][k]:.2f})" for k, v in row["loss"].items())
+                    )
+                if self.s.eval_samples and valid_ds is not None:
+                    ev = self.evaluate(valid_ds, math.ceil(self.s.eval_samples / self.s.micro_batch_size))
+                    evals[stage.name] = {self.fcfg.exit_name(e): v for e, v in sorted(ev.items())}
+                    logger.info(f"eval [{stage.name}] " + " | ".join(f"{k} {v:.4f}" for k, v in evals[stage.name].items()))
+        ckpt = self.save_checkpoint()
+        n_params = sum(p.numel() for p in self.model.parameters())
+        return {
+            "steps": self.step,
+            "steps_per_stage": dict(zip([s.name for s in stages], steps_per_stage)),
+            "parameters": n_params,
+            "exits": list(self.fcfg.exits),
+            "first_loss": history[0]["loss"],
+            "last_loss": history[-1]["loss"],
+            "eval": evals,
+            "metrics": metrics_path,
+            "checkpoint": ckpt,
+        }
+
+    def save_checkpoint(self) -> str:
+        folder = os.path.join(self.out_dir, "checkpoint")
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, "model_optim.pt")
+        torch.save({"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}, path)
+        return path
