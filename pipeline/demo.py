@@ -96,13 +96,33 @@ def sympy_math_docstrings(limit: int | None) -> list[dict]:
     return docs[:limit] if limit else docs
 
 
+_MD_RULES = [  # Markdown/reST markup -> the text a page extractor would keep
+    (re.compile(r"```.*?```", re.S), ""),
+    (re.compile(r"<[^>\n]+>"), ""),
+    (re.compile(r"!\[[^\]]*\]\([^)]*\)"), ""),
+    (re.compile(r"\[([^\]]+)\]\([^)]*\)"), r"\1"),
+    (re.compile(r"`+([^`\n]+)`+"), r"\1"),
+    (re.compile(r"(?m)^\s*[#=*\-~^|+]{3,}.*$"), ""),
+    (re.compile(r"(?m)^#+\s*"), ""),
+    (re.compile(r"(\*\*|__|\*)(\S[^*\n]*?)\1"), r"\2"),
+    (re.compile(r"\n{3,}"), "\n\n"),
+]
+
+
+def markdown_to_text(text: str) -> str:
+    for pattern, repl in _MD_RULES:
+        text = pattern.sub(repl, text)
+    return text.strip()
+
+
 def package_descriptions() -> list[dict]:
+    """The long descriptions (READMEs) of the installed distributions, as extracted page text."""
     docs = {}
     for dist in importlib.metadata.distributions():
         name = dist.metadata.get("Name")
-        body = dist.metadata.get_payload() or dist.metadata.get("Description") or ""
-        if name and body.strip():
-            docs[name.lower()] = {"id": f"pypi/{name.lower()}", "text": body.strip(), "url": f"https://pypi.org/project/{name}/"}
+        body = markdown_to_text(dist.metadata.get_payload() or dist.metadata.get("Description") or "")
+        if name and body:
+            docs[name.lower()] = {"id": f"pypi/{name.lower()}", "text": body, "url": f"https://pypi.org/project/{name}/"}
     return [docs[k] for k in sorted(docs)]
 
 
@@ -114,13 +134,13 @@ def sample_emails() -> list[dict]:
     return docs
 
 
-def _near_duplicate(doc: dict, rng: random.Random, n: int) -> dict:
-    """A re-post of ``doc``: a tracking line added, a few words dropped (Jaccard stays high)."""
+def _near_duplicate(doc: dict, rng: random.Random, n: int, kind: str, trailer: str) -> dict:
+    """A re-post of ``doc``: a trailer line added, a few words dropped (Jaccard stays high)."""
     words = doc["text"].split(" ")
     for _ in range(max(1, len(words) // 200)):
         del words[rng.randrange(len(words))]
-    text = " ".join(words) + "\n\nShared from a mirror of the project page."
-    return {"id": f"{PLANTED_PREFIX}repost-{n}", "text": text, "planted": "near_duplicate", "of": doc["id"]}
+    text = " ".join(words) + "\n\n" + trailer
+    return {"id": f"{PLANTED_PREFIX}{kind}-{n}", "text": text, "planted": "near_duplicate", "of": doc["id"]}
 
 
 def planted_benchmark_posts() -> list[dict]:
@@ -184,7 +204,11 @@ def build_demo_corpus(folder: str, small: bool = False, seed: int = 0) -> dict[s
     docstrings = stdlib_docstrings(cap or 260)
     math_docs = sympy_math_docstrings(cap or 120)
     web = package_descriptions()[: (cap or 10_000)] + sample_emails()[: (cap or 10_000)]
-    reposts = [_near_duplicate(d, rng, i) for i, d in enumerate(rng.sample([d for d in web if len(d["text"]) > 2000], 8))]
+    long_pages = [d for d in web if len(d["text"]) > 2000 and d["id"].startswith("pypi/")]
+    reposts = [_near_duplicate(d, rng, i, "repost", "Shared from a mirror of the project page.")
+               for i, d in enumerate(rng.sample(long_pages, min(8, len(long_pages))))]
+    scenes += [_near_duplicate(d, rng, i, "edition", "Text from another edition of the play.")
+               for i, d in enumerate(rng.sample(scenes, 6))]
     scraped = [dict(d, id=f"{PLANTED_PREFIX}scraped-{d['id']}", planted="cross_source_duplicate") for d in docstrings if len(d["text"]) > 3000][:4]
     web_docs = web + reposts + scraped + planted_benchmark_posts()
     _write_jsonl(os.path.join(folder, "shakespeare.jsonl.gz"), scenes)
@@ -222,10 +246,11 @@ def demo_recipe(run_dir: str, corpus: str, executor: str = "local", small: bool 
         "mixture": {
             "max_epochs": 4,
             "stages": [
-                {"name": "general", "tokens": 100_000 if small else 400_000,
-                 "weights": {"web": 0.35, "book": 0.2, "docs": 0.15, "code": 0.2, "math": 0.1}},
-                {"name": "anneal", "tokens": 25_000 if small else 100_000,
-                 "weights": {"code": 0.35, "math": 0.3, "docs": 0.2, "web": 0.1, "book": 0.05}},
+                # general pretraining, then an annealing stage that upsamples code, math and docs (STEM)
+                {"name": "general", "tokens": 50_000 if small else 200_000,
+                 "weights": {"web": 0.1, "book": 0.3, "docs": 0.1, "code": 0.35, "math": 0.15}},
+                {"name": "anneal", "tokens": 15_000 if small else 60_000,
+                 "weights": {"code": 0.4, "math": 0.3, "docs": 0.15, "web": 0.05, "book": 0.1}},
             ],
         },
         "train": {"steps": 8, "micro_batch_size": 2, "seq_length": 64, "lr": 3e-3, "eval_samples": 4,

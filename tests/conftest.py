@@ -1,0 +1,41 @@
+"""Shared fixtures: one small demo run (every stage, real data from installed packages) reused by the
+stage tests, so each stage is checked on the output the real flow produced."""
+
+from __future__ import annotations
+
+import os
+
+# Ray turns 127.0.0.1 into the machine's outward address when it connects, unless clusters are marked
+# loopback-only; Ray reads this once at import, so it is set before anything imports ray. Test clusters
+# must stay on 127.0.0.1.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+import pytest
+
+from pipeline.demo import prepare_demo
+from pipeline.layout import STAGES, RunLayout
+from pipeline.recipe import load_recipe
+from pipeline.runner import run_stages
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    run_dir = str(tmp_path_factory.mktemp("demo_run"))
+    recipe = load_recipe(prepare_demo(run_dir, small=True))
+    results = run_stages(recipe, list(STAGES), quiet=True)
+    return {"recipe": recipe, "layout": RunLayout(run_dir), "results": results}
+
+
+def read_docs(folder: str) -> list[dict]:
+    """Every document of a stage folder as {id, text, metadata(dict)}."""
+    import glob
+    import json
+
+    import pyarrow.parquet as pq
+
+    out = []
+    for path in sorted(glob.glob(os.path.join(folder, "*.parquet"))):
+        for row in pq.read_table(path).to_pylist():
+            row["metadata"] = json.loads(row["metadata"])
+            out.append(row)
+    return out

@@ -1,0 +1,50 @@
+"""The filter stage on a real two-node Ray cluster (127.0.0.1) keeps exactly what the local executor keeps."""
+
+import pytest
+
+from pipeline.layout import RunLayout
+from pipeline.runner import run_stages
+from tests.conftest import read_docs
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import os
+
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    # conftest.py sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before ray is imported: the cluster stays on 127.0.0.1
+    assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0"
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1", "memory": 3 * 2**30, "include_dashboard": False},
+    )
+    cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", memory=3 * 2**30)
+    ray.init(address=cluster.address)
+    cluster.wait_for_nodes()
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def _by_id(folder):
+    return {d["id"]: (d["text"], d["metadata"]) for d in read_docs(folder)}
+
+
+def test_ray_filter_matches_local(demo_run, ray_cluster, tmp_path):
+    import ray
+
+    assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+    recipe = demo_run["recipe"].model_copy(deep=True)
+    recipe.run_dir = str(tmp_path / "ray_run")
+    recipe.executor.kind = "ray"
+    recipe.executor.ray.address = ray_cluster.address
+    recipe.executor.ray.mem_per_cpu_gb = 0.5
+    stats = run_stages(recipe, ["filter"], quiet=True)["filter"]
+    ray_layout, local_layout = RunLayout(recipe.run_dir), demo_run["layout"]
+    for part in ("output", "removed", "quarantine"):
+        folder = getattr(RunLayout, part)
+        assert _by_id(folder(ray_layout, "filter")) == _by_id(folder(local_layout, "filter")), part
+    local = demo_run["results"]["filter"]
+    assert stats["sources"] == local["sources"]
