@@ -69,5 +69,11 @@ class RemovedDocWriter(DocWriter):
 
 
 def stage_reader(folder: str, **kwargs) -> ParquetReader:
-    """Reads a previous stage's output; files are split across ranks the same way on every run."""
-    return ParquetReader(folder, glob_pattern="*.parquet", recursive=False, **kwargs)
+    """Reads a previous stage's output; files are split across ranks the same way on every run.
+
+    datatrove's readers stamp ``metadata["file_path"]`` with the absolute path of the shard read: that
+    path names the run directory, so the same run in another folder would write different bytes. The
+    document's provenance is already in ``source`` and ``origin``, so the stamp is switched off."""
+    reader = ParquetReader(folder, glob_pattern="*.parquet", recursive=False, **kwargs)
+    reader.add_file_path = False  # ParquetReader.__init__ does not forward this BaseDiskReader option
+    return reader

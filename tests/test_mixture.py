@@ -1,0 +1,61 @@
+"""Mixture planning and the blends megatron-core builds from them."""
+
+import collections
+
+import numpy as np
+import pytest
+
+from mixtures.plan import MixtureError, plan_mixture, source_weights
+from pipeline.accounting import read_stats
+from pipeline.recipe import MixtureConfig, SourceConfig
+
+SOURCES = [
+    SourceConfig(name="a", paths=["x"], format="jsonl", domain="web"),
+    SourceConfig(name="b", paths=["x"], format="jsonl", domain="web"),
+    SourceConfig(name="c", paths=["x"], format="text", domain="code", language="python"),
+]
+
+
+def test_domain_weight_is_shared_by_tokens_and_sources_can_override():
+    w = source_weights({"web": 0.6, "code": 0.4}, SOURCES, {"a": 300, "b": 100, "c": 50})
+    assert w == pytest.approx({"a": 0.45, "b": 0.15, "c": 0.4})
+    w = source_weights({"web": 0.5, "b": 0.2, "c": 0.3}, SOURCES, {"a": 300, "b": 100, "c": 50})
+    assert w == pytest.approx({"a": 0.5, "b": 0.2, "c": 0.3})
+
+
+def test_plan_respects_the_repeat_cap_or_fails_clearly():
+    mix = MixtureConfig(stages=[{"name": "s", "tokens": 1000, "weights": {"web": 0.5, "code": 0.5}}], max_epochs=4)
+    plan = plan_mixture(mix, SOURCES, {"a": 300, "b": 100, "c": 200}, {"a": "pa", "b": "pb", "c": "pc"})
+    rows = {r["source"]: r for r in plan["stages"][0]["prefixes"]}
+    assert rows["c"]["epochs"] == pytest.approx(2.5)
+    mix.stages[0].tokens = 10_000
+    with pytest.raises(MixtureError, match=r"source 'a' would be repeated 12.50 times .* > max_epochs 4"):
+        plan_mixture(mix, SOURCES, {"a": 300, "b": 100, "c": 200}, {"a": "pa", "b": "pb", "c": "pc"})
+
+
+def test_sources_without_tokens_are_left_out_with_a_note():
+    mix = MixtureConfig(stages=[{"name": "s", "tokens": 100, "weights": {"a": 1, "c": 1}}])
+    plan = plan_mixture(mix, SOURCES, {"a": 0, "b": 10, "c": 200}, {"a": None, "b": "pb", "c": "pc"})
+    assert [r["source"] for r in plan["stages"][0]["prefixes"]] == ["c"]
+    assert "['a'] have no tokens" in plan["notes"][0]
+
+
+def test_blended_sampling_matches_the_planned_token_shares(demo_run):
+    """Sample from BlendedMegatronDatasetBuilder with the demo's blend: each prefix's share of the sampled
+    sequences is its planned weight."""
+    from mixtures.megatron_writer import read_docids
+    from train_entry.data import DatasetTokenizer, build_datasets
+
+    layout = demo_run["layout"]
+    mix = read_stats(layout.stats("mix"))
+    tokenizer = DatasetTokenizer(151936, 151643, "qwen3")
+    for st in mix["plan"]["stages"]:
+        n = 4000
+        train, _ = build_datasets(mix["data_args"][st["name"]]["train"], None, 64, n, 0, tokenizer, 1234, None)
+        counts = collections.Counter(int(train.dataset_index[i]) for i in range(n))
+        for i, row in enumerate(st["prefixes"]):
+            assert counts[i] / n == pytest.approx(row["weight"], abs=0.01), (st["name"], row["source"])
+        # the sampled sequences are real tokens of that prefix
+        sample = train[0]
+        assert tuple(sample["tokens"].shape) == (64,) and bool((sample["tokens"] >= 0).all())
+    assert read_docids(mix["plan"]["stages"][0]["prefixes"][0]["prefix"])
