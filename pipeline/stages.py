@@ -204,27 +204,42 @@ def run_mix(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
 
 # ------------------------------------------------------------------------------------------------- train
 def run_train(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
+    """Train in a fresh (spawned) process, or in this one under torchrun.
+
+    torch.distributed and megatron-core's parallel state leave threads and process groups behind; the data
+    stages fork worker processes, and forking a process in that state can crash. A spawned process keeps
+    the driver clean, so stages can run in any order in one process."""
+    import multiprocessing
+
+    from pipeline.executors import StageFailed
+
+    _require(layout.stats("mix"), "train", "mix")
+    layout.fresh_stage("train", resume)
+    if "RANK" in os.environ:  # launched by torchrun: this process is one rank of the job
+        return train_in_process(recipe, layout)
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_train_main, args=(recipe.model_dump(mode="json"), layout.root), name="ruyi2-train"
+    )
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        raise StageFailed(f"train: the training process exited with status {proc.exitcode} (its error is printed above)")
+    return read_stats(layout.stats("train"))
+
+
+def _train_main(recipe_json: dict, root: str) -> None:
+    train_in_process(Recipe.model_validate(recipe_json), RunLayout(root))
+
+
+def train_in_process(recipe: Recipe, layout: RunLayout) -> dict:
     from mixtures.tokenizer import token_id
     from train_entry.config import build_config
     from train_entry.data import DatasetTokenizer
     from train_entry.loss_schedule import ExitWeight
     from train_entry.trainer import CurriculumStage, DistributedContext, FamilialTrainer, TrainSettings
 
-    _require(layout.stats("mix"), "train", "mix")
-    layout.fresh_stage("train", resume)
     cfg = recipe.train
-    m = cfg.model
-    fcfg = build_config(
-        m.preset,
-        cfg.seq_length,
-        num_layers=m.num_layers,
-        hidden_size=m.hidden_size,
-        ffn_hidden_size=m.ffn_hidden_size,
-        num_attention_heads=m.num_attention_heads,
-        num_query_groups=m.num_query_groups,
-        kv_channels=m.kv_channels,
-        exits=m.exits,
-    )
+    fcfg = build_config(cfg.model.preset, cfg.seq_length, **cfg.model.model_dump(exclude={"preset"}))
     weights = cfg.exit_weights or [None] * len(fcfg.exits)
     exit_weights = [ExitWeight(**w.model_dump()) if w else ExitWeight() for w in weights]
     mix = read_stats(layout.stats("mix"))
@@ -233,24 +248,14 @@ def run_train(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
         for st in mix["plan"]["stages"]
     ]
     tokenizer = DatasetTokenizer(fcfg.vocab_size, token_id(recipe.tokenizer.path, recipe.tokenizer.eos_token), recipe.tokenizer.path)
-    settings = TrainSettings(
-        steps=cfg.steps,
-        micro_batch_size=cfg.micro_batch_size,
-        seq_length=cfg.seq_length,
-        lr=cfg.lr,
-        min_lr=cfg.min_lr,
-        weight_decay=cfg.weight_decay,
-        seed=cfg.seed,
-        eval_samples=cfg.eval_samples,
-        exit_weights=exit_weights,
-    )
+    settings = TrainSettings(**cfg.model_dump(exclude={"enabled", "model", "exit_weights", "threads"}), exit_weights=exit_weights)
     if cfg.threads:
         import torch
 
         torch.set_num_threads(cfg.threads)
     with DistributedContext():
         result = FamilialTrainer(fcfg, settings, tokenizer, layout.stage("train")).run(stages)
-    stats = {"stage": "train", "model": {k: v for k, v in fcfg.__dict__.items()}, **result}
+    stats = {"stage": "train", "model": dict(fcfg.__dict__), **result}
     write_stats(layout.stats("train"), stats)
     return stats
 
