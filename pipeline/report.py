@@ -86,7 +86,9 @@ def funnel(layout: RunLayout) -> list[dict]:
             row[f"{stage}_tokens"] = c["kept"]["tokens"]
     if os.path.exists(layout.stats("tokenize")):
         for src, c in read_stats(layout.stats("tokenize"))["sources"].items():
-            rows.setdefault(src, {"source": src})["tokenized_tokens"] = c["tokens"]
+            row = rows.setdefault(src, {"source": src})
+            row["tokenized_tokens"] = c["tokens"] + c["heldout_tokens"]  # with one EOS per document
+            row["heldout_tokens"] = c["heldout_tokens"]
     if os.path.exists(layout.stats("mix")):
         for st in read_stats(layout.stats("mix"))["plan"]["stages"]:
             for r in st["prefixes"]:
