@@ -14,7 +14,7 @@ from typing import Callable
 
 from loguru import logger
 
-from pipeline.accounting import read_stats, stage_accounting, write_stats
+from pipeline.accounting import AccountingError, read_stats, stage_accounting, write_stats
 from pipeline.executors import run_steps, step_stats
 from pipeline.layout import RunLayout
 from pipeline.recipe import Recipe
@@ -60,7 +60,10 @@ def run_filter(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
     reader = step_stats(stats_by_step, SourceReader.name)
     read = {src: int(reader.get(READ_STAT + src, 0)) for src in _source_names(recipe)}
     stats = stage_accounting("filter", layout.stage("filter"), read, _source_names(recipe))
-    stats["reader_quarantined"] = {src: int(reader.get(QUARANTINE_STAT + src, 0)) for src in read}
+    for src, c in stats["sources"].items():  # what the reader quarantined is what the quarantine holds
+        if int(reader.get(QUARANTINE_STAT + src, 0)) != c["quarantined"]["docs"]:
+            raise AccountingError(f"filter: {src}: reader quarantined {int(reader.get(QUARANTINE_STAT + src, 0))}, "
+                                  f"quarantine/ holds {c['quarantined']['docs']}")
     write_stats(layout.stats("filter"), stats)
     return stats
 
@@ -175,8 +178,6 @@ def run_tokenize(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dic
         per_source[src] = row
     shutil.rmtree(parts, ignore_errors=True)
     if problems:
-        from pipeline.accounting import AccountingError
-
         raise AccountingError("tokenize: " + "; ".join(problems))
     stats = {"stage": "tokenize", "dtype": dtype.__name__, "tokenizer": tk.path, "sources": per_source, "balanced": True}
     write_stats(layout.stats("tokenize"), stats)
