@@ -2,7 +2,6 @@
 
 import collections
 
-import numpy as np
 import pytest
 
 from mixtures.plan import MixtureError, plan_mixture, source_weights
