@@ -272,6 +272,8 @@ class TrainConfig(Strict):
     )
     eval_samples: int = Field(8, ge=0, description="held-out samples per curriculum stage, evaluated per exit")
     threads: int | None = Field(None, ge=1, description="torch CPU threads")
+    tensor_parallel: int = Field(1, ge=1, description="under torchrun: tensor-parallel size")
+    pipeline_parallel: int = Field(1, ge=1, description="under torchrun: pipeline-parallel size (data parallel is the rest)")
 
 
 # ---------------------------------------------------------------------------------------------- recipe

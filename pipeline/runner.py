@@ -21,9 +21,13 @@ def run_stages(recipe: Recipe, stages: list[str], resume: bool = False, quiet: b
     if not recipe.train.enabled and "train" in stages:
         stages = [s for s in stages if s != "train"]
     layout = RunLayout(recipe.run_dir)
+    # under torchrun every rank runs this; only rank 0 writes the run's files and prints
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    quiet = quiet or not rank0
     os.makedirs(layout.root, exist_ok=True)
-    dump_recipe(recipe, os.path.join(layout.root, "recipe.yaml"))
-    write_manifest(recipe, os.path.join(layout.root, "manifest.json"), stages)
+    if rank0:
+        dump_recipe(recipe, os.path.join(layout.root, "recipe.yaml"))
+        write_manifest(recipe, os.path.join(layout.root, "manifest.json"), stages)
     results = {}
     for stage in stages:
         t0 = time.perf_counter()
@@ -32,7 +36,8 @@ def run_stages(recipe: Recipe, stages: list[str], resume: bool = False, quiet: b
         logger.info(f"=== stage {stage} done in {time.perf_counter() - t0:.1f}s ===")
         if not quiet:
             print_stage(stage, results[stage])
-    report = build_report(layout)
-    if not quiet and len(stages) > 1:
-        print_report(report)
+    if rank0:
+        report = build_report(layout)
+        if not quiet and len(stages) > 1:
+            print_report(report)
     return results

@@ -215,9 +215,9 @@ def run_train(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
     from pipeline.executors import StageFailed
 
     _require(layout.stats("mix"), "train", "mix")
-    layout.fresh_stage("train", resume)
     if "RANK" in os.environ:  # launched by torchrun: this process is one rank of the job
-        return train_in_process(recipe, layout)
+        return train_in_process(recipe, layout, resume)
+    layout.fresh_stage("train", resume)
     proc = multiprocessing.get_context("spawn").Process(
         target=_train_main, args=(recipe.model_dump(mode="json"), layout.root), name="ruyi2-train"
     )
@@ -229,10 +229,10 @@ def run_train(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
 
 
 def _train_main(recipe_json: dict, root: str) -> None:
-    train_in_process(Recipe.model_validate(recipe_json), RunLayout(root))
+    train_in_process(Recipe.model_validate(recipe_json), RunLayout(root), prepared=True)
 
 
-def train_in_process(recipe: Recipe, layout: RunLayout) -> dict:
+def train_in_process(recipe: Recipe, layout: RunLayout, resume: bool = False, prepared: bool = False) -> dict:
     from mixtures.tokenizer import token_id
     from train_entry.config import build_config
     from train_entry.data import DatasetTokenizer
@@ -249,15 +249,29 @@ def train_in_process(recipe: Recipe, layout: RunLayout) -> dict:
         for st in mix["plan"]["stages"]
     ]
     tokenizer = DatasetTokenizer(fcfg.vocab_size, token_id(recipe.tokenizer.path, recipe.tokenizer.eos_token), recipe.tokenizer.path)
-    settings = TrainSettings(**cfg.model_dump(exclude={"enabled", "model", "exit_weights", "threads"}), exit_weights=exit_weights)
-    if cfg.threads:
-        import torch
+    tp, pp = cfg.tensor_parallel, cfg.pipeline_parallel
+    settings = TrainSettings(
+        **cfg.model_dump(exclude={"enabled", "model", "exit_weights", "threads", "tensor_parallel", "pipeline_parallel"}),
+        exit_weights=exit_weights,
+        tp=tp,
+        pp=pp,
+    )
+    import torch
 
+    if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    with DistributedContext():
+    with DistributedContext(tp=tp, pp=pp):
+        rank0 = torch.distributed.get_rank() == 0
+        if not prepared:  # under torchrun: one rank empties the stage folder, the others wait for it
+            if rank0:
+                layout.fresh_stage("train", resume)
+            torch.distributed.barrier()
         result = FamilialTrainer(fcfg, settings, tokenizer, layout.stage("train")).run(stages)
-    stats = {"stage": "train", "model": dict(fcfg.__dict__), **result}
-    write_stats(layout.stats("train"), stats)
+        stats = {"stage": "train", "model": dict(fcfg.__dict__), "parallel": {"tp": tp, "pp": pp,
+                 "world_size": torch.distributed.get_world_size()}, **result}
+        if rank0:
+            write_stats(layout.stats("train"), stats)
+        torch.distributed.barrier()
     return stats
 
 

@@ -21,7 +21,7 @@ from train_entry.loss_schedule import ExitWeight  # noqa: E402
 from train_entry.trainer import DistributedContext, FamilialTrainer, TrainSettings  # noqa: E402
 
 CFG = FamilialConfig(num_layers=6, hidden_size=32, ffn_hidden_size=64, num_attention_heads=4, num_query_groups=2,
-                     kv_channels=8, exits=(2, 4, 5), vocab_size=512, max_sequence_length=16)
+                     kv_channels=8, exits=(3, 4, 5), vocab_size=512, max_sequence_length=16)
 STEPS = 3
 
 
@@ -52,14 +52,36 @@ def load_reference(model, path: str) -> None:
     model.load_state_dict(mapped, strict=False)
 
 
+def check_branch_init(model, out: str) -> None:
+    """Each branch layer equals backbone layer e (which may sit on the other pipeline stage)."""
+    from megatron.core import parallel_state
+
+    mine = {n: {k: v for k, v in layer.state_dict().items() if isinstance(v, torch.Tensor)} for n, layer in
+            ((layer.layer_number, layer) for layer in model.decoder.layers)}
+    gathered = [None] * parallel_state.get_pipeline_model_parallel_world_size()
+    torch.distributed.all_gather_object(gathered, mine, group=parallel_state.get_pipeline_model_parallel_group())
+    layers = {n: sd for part in gathered for n, sd in part.items()}
+    checked = []
+    for key, branch in model.ee_layers.items():
+        for name, t in branch.state_dict().items():
+            if isinstance(t, torch.Tensor):
+                assert torch.equal(t, layers[int(key) + 1][name]), (key, name)
+        checked.append(int(key))
+    with open(os.path.join(out, f"branch_init_{torch.distributed.get_rank()}.json"), "w") as f:
+        json.dump(checked, f)
+
+
 def main() -> None:
-    tp, pp, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-    reference = sys.argv[4] if len(sys.argv) > 4 else None
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    tp, pp, out = int(args[0]), int(args[1]), args[2]
+    reference = args[3] if len(args) > 3 else None
     settings = TrainSettings(steps=STEPS, micro_batch_size=2, seq_length=16, lr=3e-3, min_lr=3e-3, weight_decay=0.0,
                              seed=1234, eval_samples=0, exit_weights=[ExitWeight(0.5), ExitWeight(0.8), ExitWeight(1.0)],
                              tp=tp, pp=pp)
     with DistributedContext(tp=tp, pp=pp):
         trainer = FamilialTrainer(CFG, settings, tokenizer=None, out_dir=out)
+        if reference and "--check-branch-init" in sys.argv:  # before loading: the model's own init
+            check_branch_init(trainer.model, out)
         if reference:
             load_reference(trainer.model, reference)
         rank = torch.distributed.get_rank()

@@ -17,10 +17,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(nproc: int, tp: int, pp: int, out: str, reference: str | None = None) -> dict[str, list[float]]:
+def _launch(nproc: int, tp: int, pp: int, out: str, reference: str | None = None, *flags: str) -> dict[str, list[float]]:
     os.makedirs(out, exist_ok=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), WORKER, str(tp), str(pp), out] + ([reference] if reference else [])
+           "--master_port", str(_free_port()), WORKER, str(tp), str(pp), out] + ([reference] if reference else []) + list(flags)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -44,7 +44,7 @@ def reference(tmp_path_factory):
 
 def test_reference_losses_fall(reference):
     losses, _ = reference
-    assert set(losses) == {"2", "4", "5"}
+    assert set(losses) == {"3", "4", "5"}
     assert all(series[-1] < series[0] for series in losses.values())
 
 
@@ -56,7 +56,37 @@ def test_tensor_parallel_matches_one_process(reference, tmp_path):
 
 
 def test_pipeline_parallel_matches_one_process(reference, tmp_path):
-    losses = _launch(2, 1, 2, str(tmp_path), reference[1])
-    assert set(losses) == set(reference[0])  # exit 2 computed on stage 0, exits 4 and 5 on stage 1
+    losses = _launch(2, 1, 2, str(tmp_path), reference[1], "--check-branch-init")
+    # exit 3's branch sits on stage 0 (layers 0-2) but is initialised from backbone layer 3 on stage 1;
+    # exit 4's branch and its source layer 4 are both on stage 1
+    checked = sorted(json.load(open(tmp_path / f"branch_init_{r}.json")) for r in range(2))
+    assert checked == [[3], [4]]
+    assert set(losses) == set(reference[0])  # exit 3 computed on stage 0, exits 4 and 5 on stage 1
     for e, series in reference[0].items():
         assert losses[e] == pytest.approx(series, abs=2e-4), e
+
+
+def test_ruyi2_train_under_torchrun_with_tensor_parallelism_matches_the_demo_run(demo_run, tmp_path):
+    """`torchrun -m pipeline.cli train` (TP=2) on the demo's blends logs the same exit losses as the
+    single-process train stage of the demo run."""
+    import shutil
+
+    from pipeline.recipe import dump_recipe
+
+    recipe = demo_run["recipe"].model_copy(deep=True)
+    recipe.run_dir = str(tmp_path / "run")
+    recipe.train.tensor_parallel = 2
+    shutil.copytree(demo_run["layout"].stage("mix"), os.path.join(recipe.run_dir, "mix"))
+    path = str(tmp_path / "recipe.yaml")
+    dump_recipe(recipe, path)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "-m", "pipeline.cli", "train", path]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    ours = [json.loads(line) for line in open(os.path.join(recipe.run_dir, "train", "metrics.jsonl"))]
+    single = [json.loads(line) for line in open(os.path.join(demo_run["layout"].stage("train"), "metrics.jsonl"))]
+    assert len(ours) == len(single)
+    for a, b in zip(ours, single):
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-3)
+    shards = sorted(os.listdir(os.path.join(recipe.run_dir, "train", "checkpoint")))
+    assert shards == ["mp_rank_00_000.pt", "mp_rank_01_000.pt"]

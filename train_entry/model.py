@@ -90,15 +90,24 @@ class FamilialGPTModel(GPTModel):
         return out
 
     def init_branches_from_backbone(self) -> None:
-        """Branch layer k <- backbone layer e_k (the layer right after the exit), as in Ruyi2."""
+        """Branch layer k <- backbone layer e_k (the layer right after the exit), as in Ruyi2.
+
+        Under pipeline parallelism layer e_k can live on the next stage: every stage contributes the
+        source layers it holds (its own tensor-parallel shard) through an all-gather over its pipeline
+        group. Collective: every rank of the pipeline group must call it."""
+        needed = {e + 1 for e in self.fcfg.aux_exits}
+        sources = {
+            layer.layer_number: {k: v.detach().cpu() for k, v in layer.state_dict().items() if isinstance(v, torch.Tensor)}
+            for layer in self.decoder.layers
+            if layer.layer_number in needed
+        }
+        if parallel_state.get_pipeline_model_parallel_world_size() > 1:
+            gathered: list = [None] * parallel_state.get_pipeline_model_parallel_world_size()
+            torch.distributed.all_gather_object(gathered, sources, group=parallel_state.get_pipeline_model_parallel_group())
+            sources = {n: sd for part in gathered for n, sd in part.items()}
         with torch.no_grad():
             for key, branch in self.ee_layers.items():
-                src = [layer for layer in self.decoder.layers if layer.layer_number == int(key) + 1]
-                if not src:
-                    raise RuntimeError(
-                        f"backbone layer {int(key)} is on another pipeline stage: initialise exit {key} from a checkpoint"
-                    )
-                branch.load_state_dict(src[0].state_dict())
+                branch.load_state_dict(sources[int(key) + 1], strict=False)
 
     def _exit_hook(self, e: int):
         key = str(e)
@@ -145,6 +154,5 @@ def build_model(fcfg: FamilialConfig, tp: int = 1, pp: int = 1, params_dtype=tor
         pre_process=parallel_state.is_pipeline_first_stage(),
         post_process=parallel_state.is_pipeline_last_stage(),
     )
-    if pp == 1:
-        model.init_branches_from_backbone()
+    model.init_branches_from_backbone()
     return model

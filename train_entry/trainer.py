@@ -134,15 +134,10 @@ class FamilialTrainer:
         self.model.exit_losses[final] = loss.detach().clone()
         return self.model.exit_weights[final] * loss, {"final": loss.detach().clone()}
 
-    def train_step(self, batch: dict) -> dict[int, float]:
+    def _run_schedule(self, batch: dict, forward_only: bool) -> None:
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
-        lambdas = self._set_exit_weights()
-        lr = lr_at(self.step, self.s.steps, self.s.lr, self.s.min_lr, self.s.warmup_steps)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        ExitLossInjector.scale = torch.tensor(1.0)  # one microbatch per step
-        self.optimizer.zero_grad(set_to_none=True)
+        self.model.exit_losses.clear()
         with cpu_support.device_mode():
             get_forward_backward_func()(
                 forward_step_func=self._forward_step,
@@ -151,16 +146,50 @@ class FamilialTrainer:
                 num_microbatches=1,
                 seq_length=self.s.seq_length,
                 micro_batch_size=batch["tokens"].shape[0],
-                forward_only=False,
+                forward_only=forward_only,
             )
+
+    def _all_exit_losses(self) -> dict[int, float]:
+        """Every exit's loss on every rank: each pipeline stage only computes the exits it holds."""
+        from megatron.core import parallel_state
+
+        local = {e: float(v) for e, v in self.model.exit_losses.items()}
+        if parallel_state.get_pipeline_model_parallel_world_size() == 1:
+            return local
+        gathered: list = [None] * parallel_state.get_pipeline_model_parallel_world_size()
+        torch.distributed.all_gather_object(gathered, local, group=parallel_state.get_pipeline_model_parallel_group())
+        return {e: v for part in gathered for e, v in part.items()}
+
+    def _average_data_parallel_grads(self) -> None:
+        # plain all-reduce of each gradient over the data-parallel group (megatron-core's bucketed DDP is
+        # the faster path for large runs; the result is the same)
+        from megatron.core import parallel_state
+
+        dp = parallel_state.get_data_parallel_world_size()
+        if dp == 1:
+            return
+        group = parallel_state.get_data_parallel_group()
+        for p in self.params:
+            if p.grad is not None:
+                torch.distributed.all_reduce(p.grad, group=group)
+                p.grad.div_(dp)
+
+    def train_step(self, batch: dict) -> dict:
+        lambdas = self._set_exit_weights()
+        lr = lr_at(self.step, self.s.steps, self.s.lr, self.s.min_lr, self.s.warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        ExitLossInjector.scale = torch.tensor(1.0)  # one microbatch per step
+        self.optimizer.zero_grad(set_to_none=True)
+        self._run_schedule(batch, forward_only=False)
+        self._average_data_parallel_grads()
         self.optimizer.step()
-        losses = {e: float(v) for e, v in self.model.exit_losses.items()}
         self.step += 1
-        return {"lr": lr, "lambdas": lambdas, "losses": losses}
+        return {"lr": lr, "lambdas": lambdas, "losses": self._all_exit_losses()}
 
     @torch.no_grad()
     def evaluate(self, dataset, batches: int) -> dict[int, float]:
-        """Mean held-out loss of every exit."""
+        """Mean held-out loss of every exit (through the schedule, so it works on every pipeline stage)."""
         self.model.eval()
         sums: dict[int, float] = {}
         n = 0
@@ -168,34 +197,37 @@ class FamilialTrainer:
             idx = range(b * self.s.micro_batch_size, min(len(dataset), (b + 1) * self.s.micro_batch_size))
             if not idx:
                 break
-            batch = self._device_batch(collate([dataset[i] for i in idx]))
-            out = self.model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"], loss_mask=batch["loss_mask"])
-            self.model.exit_losses[self.fcfg.exits[-1]] = masked_mean(out, batch["loss_mask"])
-            for e, v in self.model.exit_losses.items():
-                sums[e] = sums.get(e, 0.0) + float(v)
+            self._run_schedule(collate([dataset[i] for i in idx]), forward_only=True)
+            for e, v in self._all_exit_losses().items():
+                sums[e] = sums.get(e, 0.0) + v
             n += 1
         self.model.train()
         return {e: v / max(1, n) for e, v in sums.items()}
 
     # ----------------------------------------------------------------------------------------- the run
     def run(self, stages: list[CurriculumStage]) -> dict:
+        from megatron.core import parallel_state
+
+        dp, dp_rank = parallel_state.get_data_parallel_world_size(), parallel_state.get_data_parallel_rank()
+        writer = torch.distributed.get_rank() == 0  # after the gathers, rank 0 knows every exit's loss
         metrics_path = os.path.join(self.out_dir, "metrics.jsonl")
         steps_per_stage = stage_steps(stages, self.s.steps)
         history, evals = [], {}
-        with open(metrics_path, "w") as metrics:
+        with open(metrics_path if writer else os.devnull, "w") as metrics:
             for stage, n_steps in zip(stages, steps_per_stage):
                 train_ds, valid_ds = build_datasets(
                     stage.data_args_path,
                     stage.valid_data_args_path,
                     self.s.seq_length,
-                    train_samples=n_steps * self.s.micro_batch_size,
+                    train_samples=n_steps * self.s.micro_batch_size * dp,
                     eval_samples=max(1, self.s.eval_samples),
                     tokenizer=self.tokenizer,
                     seed=self.s.seed,
                     cache_dir=os.path.join(self.out_dir, "dataset_cache"),
                 )
                 for i in range(n_steps):
-                    idx = range(i * self.s.micro_batch_size, (i + 1) * self.s.micro_batch_size)
+                    start = (i * dp + dp_rank) * self.s.micro_batch_size  # each data-parallel rank its own samples
+                    idx = range(start, start + self.s.micro_batch_size)
                     t0 = time.perf_counter()
                     rec = self.train_step(collate([train_ds[j] for j in idx]))
                     rec |= {"step": self.step, "stage": stage.name, "seconds": round(time.perf_counter() - t0, 4)}
@@ -210,10 +242,11 @@ class FamilialTrainer:
                     metrics.write(json.dumps(row) + "\n")
                     metrics.flush()
                     history.append(row)
-                    logger.info(
-                        f"step {self.step}/{self.s.steps} [{stage.name}] lr {rec['lr']:.2e} | "
-                        + " | ".join(f"{k} {v:.4f} (λ {row['lambda'][k]:.2f})" for k, v in row["loss"].items())
-                    )
+                    if writer:
+                        logger.info(
+                            f"step {self.step}/{self.s.steps} [{stage.name}] lr {rec['lr']:.2e} | "
+                            + " | ".join(f"{k} {v:.4f} (λ {row['lambda'][k]:.2f})" for k, v in row["loss"].items())
+                        )
                 if self.s.eval_samples and valid_ds is not None:
                     ev = self.evaluate(valid_ds, math.ceil(self.s.eval_samples / self.s.micro_batch_size))
                     evals[stage.name] = {self.fcfg.exit_name(e): v for e, v in sorted(ev.items())}
@@ -232,9 +265,15 @@ class FamilialTrainer:
             "checkpoint": ckpt,
         }
 
-    def save_checkpoint(self) -> str:
+    def save_checkpoint(self) -> str | None:
+        """Each model-parallel shard (data-parallel rank 0) saves its own file, in Megatron's mp_rank layout."""
+        from megatron.core import parallel_state
+
+        if parallel_state.get_data_parallel_rank() != 0:
+            return None
         folder = os.path.join(self.out_dir, "checkpoint")
         os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, "model_optim.pt")
+        tp, pp = parallel_state.get_tensor_model_parallel_rank(), parallel_state.get_pipeline_model_parallel_rank()
+        path = os.path.join(folder, f"mp_rank_{tp:02d}_{pp:03d}.pt")
         torch.save({"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}, path)
         return path
