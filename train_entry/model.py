@@ -114,13 +114,16 @@ class FamilialGPTModel(GPTModel):
 
         def hook(module, args, kwargs, output):
             ctx = self._batch_ctx
-            if ctx is None or ctx.get("labels") is None:
+            if ctx is None or (ctx.get("labels") is None and not ctx.get("collect_logits")):
                 return output
             hidden, context = output
             branch_kwargs = dict(kwargs)
             branch_kwargs["hidden_states"] = hidden
             h, _ = self.ee_layers[key](**branch_kwargs)
             logits, _ = self.ee_heads[key](self.ee_norms[key](h))
+            if ctx.get("collect_logits"):
+                ctx["logits"][e] = logits.transpose(0, 1).contiguous()  # [s, b, v] -> [b, s, v]
+                return output
             token_loss = self.compute_language_model_loss(ctx["labels"], logits)  # [b, s]
             loss = masked_mean(token_loss, ctx.get("loss_mask"))
             self.exit_losses[e] = loss.detach().clone()
@@ -129,6 +132,20 @@ class FamilialGPTModel(GPTModel):
             return ExitLossInjector.apply(hidden, self.exit_weights[e] * loss), context
 
         return hook
+
+    @torch.no_grad()
+    def exit_logits(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Logits [b, s, v] of every exit held by this stage (TP=PP=1: all of them), for evaluation,
+        export checks and early-exit inference."""
+        self._batch_ctx = {"collect_logits": True, "logits": {}}
+        try:
+            final = super().forward(input_ids, position_ids, None)
+            logits = dict(self._batch_ctx["logits"])
+        finally:
+            self._batch_ctx = None
+        if self.post_process:
+            logits[self.fcfg.exits[-1]] = final
+        return logits
 
     def forward(self, input_ids, position_ids, attention_mask, *args, labels=None, loss_mask=None, **kwargs):
         self._batch_ctx = {"labels": labels, "loss_mask": loss_mask}

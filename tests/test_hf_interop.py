@@ -1,0 +1,118 @@
+"""Hugging Face interop: stock Qwen3 import and Ruyi2-layout export give the same logits at every exit."""
+
+import json
+
+import pytest
+import torch
+
+from train_entry.hf_interop import (
+    config_from_qwen3,
+    export_ruyi_hf,
+    import_qwen3,
+    load_hf_state,
+    mcore_to_ruyi_hf,
+    ruyi_hf_to_mcore,
+)
+from train_entry.model import FamilialGPTModel
+from train_entry.trainer import DistributedContext
+
+transformers = pytest.importorskip("transformers")
+
+
+def _qwen3_config(layers: int):
+    return transformers.Qwen3Config(
+        vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-6, max_position_embeddings=64, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0}, attn_implementation="eager",
+    )
+
+
+@pytest.fixture(scope="module")
+def dist():
+    with DistributedContext() as ctx:
+        yield ctx
+
+
+@pytest.fixture(scope="module")
+def qwen3_dir(tmp_path_factory):
+    torch.manual_seed(0)
+    model = transformers.Qwen3ForCausalLM(_qwen3_config(4)).eval()
+    folder = tmp_path_factory.mktemp("qwen3")
+    model.save_pretrained(folder)
+    return folder, model
+
+
+def _familial(folder, exits=(1, 2, 3)) -> FamilialGPTModel:
+    cfg = config_from_qwen3(str(folder), exits)
+    model = FamilialGPTModel(cfg, cfg.transformer_config())
+    import_qwen3(model, cfg, str(folder))
+    return model.eval()
+
+
+def _inputs():
+    ids = torch.randint(0, 256, (2, 12), generator=torch.Generator().manual_seed(3))
+    return ids, torch.arange(12).expand(2, 12)
+
+
+def test_import_reproduces_the_stock_qwen3_logits(dist, qwen3_dir):
+    folder, hf = qwen3_dir
+    model = _familial(folder)
+    ids, pos = _inputs()
+    ours = model.exit_logits(ids, pos)
+    with torch.no_grad():
+        ref = hf(ids).logits
+    assert (ours[3] - ref).abs().max().item() <= 1e-4
+    # branches start as Ruyi2 builds them: branch k is a copy of backbone layer e_k
+    for e in (1, 2):
+        src = model.decoder.layers[e].state_dict()
+        for name, t in model.ee_layers[str(e)].state_dict().items():
+            if isinstance(t, torch.Tensor):
+                assert torch.equal(t, src[name])
+
+
+def _independent_forward(state: dict, config: dict, k: int, ids: torch.Tensor) -> torch.Tensor:
+    """Exit k by stock transformers modules: layers[:e] + (eelayers[k] | layers[e]) + norms[k] + lm_head[k]."""
+    e = config["early_exit_points"][k]
+    last = k == len(config["early_exit_points"]) - 1
+    hf = transformers.Qwen3ForCausalLM(_qwen3_config(e + 1)).eval()
+    sd = {"model.embed_tokens.weight": state["model.embed_tokens.weight"], "model.norm.weight": state[f"model.norms.{k}.weight"],
+          "lm_head.weight": state[f"lm_head.{k}.weight"]}
+    for name, t in state.items():
+        for i in range(e):
+            if name.startswith(f"model.layers.{i}."):
+                sd[name] = t
+        src = f"model.layers.{e}." if last else f"model.eelayers.{k}."
+        if name.startswith(src):
+            sd[name.replace(src, f"model.layers.{e}.", 1)] = t
+    missing, unexpected = hf.load_state_dict(sd, strict=False)
+    assert not unexpected and all("rotary" in m for m in missing), (missing, unexpected)
+    with torch.no_grad():
+        return hf(ids).logits
+
+
+def test_export_gives_the_same_logits_at_every_exit(dist, qwen3_dir, tmp_path):
+    folder, _ = qwen3_dir
+    model = _familial(folder)
+    with torch.no_grad():  # make every branch differ from the backbone it was copied from
+        for p in list(model.ee_layers.parameters()) + list(model.ee_norms.parameters()) + list(model.ee_heads.parameters()):
+            p.add_(0.02 * torch.randn_like(p))
+    out = export_ruyi_hf(model, model.fcfg, str(tmp_path / "ruyi"))
+    config = json.load(open(f"{out}/config.json"))
+    assert config["model_type"] == "ruyi_qwen3" and config["early_exit_points"] == [1, 2, 3] and config["shared_heads"] is False
+    state = load_hf_state(out)
+    assert {n.split(".")[2] for n in state if n.startswith("model.eelayers.")} == {"0", "1"}
+    assert sorted(n for n in state if n.startswith("lm_head.")) == ["lm_head.0.weight", "lm_head.1.weight", "lm_head.2.weight"]
+    ids, pos = _inputs()
+    ours = model.exit_logits(ids, pos)
+    for k, e in enumerate(config["early_exit_points"]):
+        diff = (ours[e] - _independent_forward(state, config, k, ids)).abs().max().item()
+        assert diff <= 1e-4, (e, diff)
+
+
+def test_state_dict_round_trip(dist, qwen3_dir):
+    folder, _ = qwen3_dir
+    model = _familial(folder)
+    sd = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    back = ruyi_hf_to_mcore(mcore_to_ruyi_hf(sd, model.fcfg), model.fcfg)
+    assert set(back) == set(sd)
+    assert all(torch.equal(back[k], sd[k]) for k in sd)
