@@ -257,6 +257,14 @@ class ModelSettings(Strict):
     exits: list[int] | None = Field(None, description="0-based exit layer indices; the last one is the full model")
 
 
+class DaeSettings(Strict):
+    """DaE stage 1: deepen one branch with new identity-initialised blocks, everything else frozen."""
+
+    enabled: bool = False
+    exit: int | None = Field(None, description="0-based exit layer to deepen; default the smallest branch")
+    blocks: int = Field(3, ge=1)
+
+
 class TrainConfig(Strict):
     enabled: bool = True
     model: ModelSettings = ModelSettings()
@@ -274,6 +282,7 @@ class TrainConfig(Strict):
     threads: int | None = Field(None, ge=1, description="torch CPU threads")
     tensor_parallel: int = Field(1, ge=1, description="under torchrun: tensor-parallel size")
     pipeline_parallel: int = Field(1, ge=1, description="under torchrun: pipeline-parallel size (data parallel is the rest)")
+    dae: DaeSettings = DaeSettings()
 
 
 # ---------------------------------------------------------------------------------------------- recipe

@@ -251,10 +251,12 @@ def train_in_process(recipe: Recipe, layout: RunLayout, resume: bool = False, pr
     tokenizer = DatasetTokenizer(fcfg.vocab_size, token_id(recipe.tokenizer.path, recipe.tokenizer.eos_token), recipe.tokenizer.path)
     tp, pp = cfg.tensor_parallel, cfg.pipeline_parallel
     settings = TrainSettings(
-        **cfg.model_dump(exclude={"enabled", "model", "exit_weights", "threads", "tensor_parallel", "pipeline_parallel"}),
+        **cfg.model_dump(exclude={"enabled", "model", "exit_weights", "threads", "tensor_parallel", "pipeline_parallel", "dae"}),
         exit_weights=exit_weights,
         tp=tp,
         pp=pp,
+        dae_exit=(cfg.dae.exit if cfg.dae.exit is not None else fcfg.exits[0]) if cfg.dae.enabled else None,
+        dae_blocks=cfg.dae.blocks,
     )
     import torch
 

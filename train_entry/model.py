@@ -59,6 +59,7 @@ class FamilialGPTModel(GPTModel):
         self.ee_layers = torch.nn.ModuleDict()
         self.ee_norms = torch.nn.ModuleDict()
         self.ee_heads = torch.nn.ModuleDict()
+        self.dae_blocks = torch.nn.ModuleDict()  # DaE: extra blocks after a branch layer (train_entry/dae.py)
         offset = get_transformer_layer_offset(self.config, self.vp_stage)
         cfg = self.config
         for e in fcfg.aux_exits:
@@ -120,6 +121,8 @@ class FamilialGPTModel(GPTModel):
             branch_kwargs = dict(kwargs)
             branch_kwargs["hidden_states"] = hidden
             h, _ = self.ee_layers[key](**branch_kwargs)
+            for block in self.dae_blocks[key] if key in self.dae_blocks else ():
+                h, _ = block(**dict(branch_kwargs, hidden_states=h))
             logits, _ = self.ee_heads[key](self.ee_norms[key](h))
             if ctx.get("collect_logits"):
                 ctx["logits"][e] = logits.transpose(0, 1).contiguous()  # [s, b, v] -> [b, s, v]

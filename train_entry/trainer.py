@@ -48,6 +48,8 @@ class TrainSettings:
     warmup_steps: int = 0
     tp: int = 1
     pp: int = 1
+    dae_exit: int | None = None  # DaE stage 1 on this exit (train_entry/dae.py); None: joint training
+    dae_blocks: int = 3
 
 
 def _free_port() -> int:
@@ -108,6 +110,11 @@ class FamilialTrainer:
         os.makedirs(out_dir, exist_ok=True)
         torch.manual_seed(settings.seed)
         self.model: FamilialGPTModel = build_model(fcfg, tp=settings.tp, pp=settings.pp)
+        if settings.dae_exit is not None:
+            from train_entry.dae import append_dae_blocks, freeze_for_dae
+
+            append_dae_blocks(self.model, settings.dae_exit, settings.dae_blocks)
+            freeze_for_dae(self.model, settings.dae_exit)
         if torch.cuda.is_available():
             self.model.cuda()
         self.params = [p for p in self.model.parameters() if p.requires_grad]

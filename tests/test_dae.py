@@ -1,0 +1,70 @@
+"""DaE stage 1: identity-initialised blocks after the smallest branch, backbone frozen."""
+
+import pytest
+import torch
+
+from train_entry.config import FamilialConfig
+from train_entry.dae import append_dae_blocks, freeze_for_dae
+from train_entry.model import build_model, masked_mean
+from train_entry.trainer import DistributedContext
+
+CFG = FamilialConfig(num_layers=6, hidden_size=32, ffn_hidden_size=64, num_attention_heads=4, num_query_groups=2,
+                     kv_channels=8, exits=(2, 4, 5), vocab_size=256, max_sequence_length=16)
+
+
+@pytest.fixture(scope="module")
+def dist():
+    with DistributedContext() as ctx:
+        yield ctx
+
+
+def _batch():
+    tokens = torch.randint(0, 256, (2, 17), generator=torch.Generator().manual_seed(5))
+    return tokens[:, :-1], tokens[:, 1:], torch.arange(16).expand(2, 16), torch.ones(2, 16)
+
+
+def test_new_blocks_start_as_identity_and_only_they_and_the_head_train(dist):
+    torch.manual_seed(0)
+    model = build_model(CFG)
+    inp, lab, pos, mask = _batch()
+    before = model.exit_logits(inp, pos)
+    blocks = append_dae_blocks(model, 2, blocks=3)
+    assert len(blocks) == 3
+    for b in blocks:  # random inside, zero output projections
+        assert b.self_attention.linear_qkv.weight.std() > 0 and b.mlp.linear_fc1.weight.std() > 0
+        assert not b.self_attention.linear_proj.weight.any() and not b.mlp.linear_fc2.weight.any()
+    after = model.exit_logits(inp, pos)
+    for e in CFG.exits:
+        assert torch.allclose(before[e], after[e], atol=1e-6), e
+
+    trainable = freeze_for_dae(model, 2)
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert names and all(n.startswith(("dae_blocks.2.", "ee_heads.2.")) for n in names)
+    opt = torch.optim.AdamW(trainable, lr=3e-3)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(names)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    model.exit_weights.update({2: 1.0, 4: 0.0, 5: 0.0})
+    losses = []
+    for _ in range(5):
+        opt.zero_grad()
+        (0.0 * masked_mean(model(inp, pos, None, labels=lab, loss_mask=mask), mask)).backward()
+        opt.step()
+        losses.append(float(model.exit_losses[2]))
+    assert losses[-1] < losses[0] - 0.1
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
+    assert model.dae_blocks["2"][0].self_attention.linear_proj.weight.any()  # the new blocks did learn
+
+
+def test_trainer_with_dae_optimises_only_the_new_blocks_and_head(dist, tmp_path):
+    from train_entry.data import collate
+    from train_entry.loss_schedule import ExitWeight
+    from train_entry.trainer import FamilialTrainer, TrainSettings
+
+    settings = TrainSettings(steps=3, micro_batch_size=2, seq_length=16, lr=3e-3, min_lr=3e-3, weight_decay=0.0, seed=1,
+                             eval_samples=0, exit_weights=[ExitWeight(1.0), ExitWeight(0.0), ExitWeight(0.0)], dae_exit=2)
+    trainer = FamilialTrainer(CFG, settings, tokenizer=None, out_dir=str(tmp_path))
+    assert {id(p) for p in trainer.params} == {id(p) for n, p in trainer.model.named_parameters() if n.startswith(("dae_blocks.2.", "ee_heads.2."))}
+    inp, lab, pos, mask = _batch()
+    batch = collate([{"tokens": inp[i].numpy(), "labels": lab[i].numpy(), "loss_mask": mask[i].numpy(), "position_ids": pos[i].numpy()} for i in range(2)])
+    losses = [trainer.train_step(batch)["losses"][2] for _ in range(3)]
+    assert losses[-1] < losses[0]
