@@ -26,6 +26,16 @@ def demo_run(tmp_path_factory):
     return {"recipe": recipe, "layout": RunLayout(run_dir), "results": results}
 
 
+@pytest.fixture(scope="module")
+def dist():
+    """torch.distributed (gloo, world size 1) and megatron-core's parallel state, for one test module.
+    Module scope: the data stages fork workers, which must not inherit a live process group."""
+    from train_entry.trainer import DistributedContext
+
+    with DistributedContext() as ctx:
+        yield ctx
+
+
 def read_docs(folder: str) -> list[dict]:
     """Every document of a stage folder as {id, text, metadata(dict)}."""
     import glob

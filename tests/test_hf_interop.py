@@ -14,7 +14,6 @@ from train_entry.hf_interop import (
     ruyi_hf_to_mcore,
 )
 from train_entry.model import FamilialGPTModel
-from train_entry.trainer import DistributedContext
 
 transformers = pytest.importorskip("transformers")
 
@@ -25,12 +24,6 @@ def _qwen3_config(layers: int):
         num_key_value_heads=2, head_dim=16, rms_norm_eps=1e-6, max_position_embeddings=64, tie_word_embeddings=False,
         rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0}, attn_implementation="eager",
     )
-
-
-@pytest.fixture(scope="module")
-def dist():
-    with DistributedContext() as ctx:
-        yield ctx
 
 
 @pytest.fixture(scope="module")

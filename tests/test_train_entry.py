@@ -6,16 +6,10 @@ import torch
 from train_entry.config import PRESETS, FamilialConfig, build_config
 from train_entry.loss_schedule import ExitWeight, lr_at
 from train_entry.model import ExitLossInjector, build_model, masked_mean
-from train_entry.trainer import DistributedContext, stage_steps, CurriculumStage
+from train_entry.trainer import stage_steps, CurriculumStage
 
 TINY = FamilialConfig(num_layers=6, hidden_size=32, ffn_hidden_size=64, num_attention_heads=4, num_query_groups=2,
                       kv_channels=8, exits=(2, 4, 5), vocab_size=512, max_sequence_length=16)
-
-
-@pytest.fixture(scope="module")
-def dist():
-    with DistributedContext() as ctx:
-        yield ctx
 
 
 def test_presets_follow_the_report():
