@@ -15,7 +15,7 @@ from train_entry.hf_interop import (
 )
 from train_entry.model import FamilialGPTModel
 
-transformers = pytest.importorskip("transformers")
+import transformers  # noqa: E402  (a test dependency: pip install -e ".[test]")
 
 
 def _qwen3_config(layers: int):
