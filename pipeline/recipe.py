@@ -282,6 +282,7 @@ class TrainConfig(Strict):
     tensor_parallel: int = Field(1, ge=1, description="under torchrun: tensor-parallel size")
     pipeline_parallel: int = Field(1, ge=1, description="under torchrun: pipeline-parallel size (data parallel is the rest)")
     dae: DaeSettings = DaeSettings()
+    save_interval: int = Field(0, ge=0, description="sharded checkpoint every N steps (0: only at the end); --resume continues from the latest")
 
 
 # ---------------------------------------------------------------------------------------------- recipe

@@ -62,8 +62,22 @@ def print_train(stats: dict) -> None:
         t.add_column(f"eval {st}")
     for k in stats["first_loss"]:
         t.add_row(k, f"{stats['first_loss'][k]:.4f}", f"{stats['last_loss'][k]:.4f}",
-                  *(f"{stats['eval'][st].get(k, float('nan')):.4f}" for st in stats["eval"]))
+                  *(f"{stats['eval'][st]['blend'].get(k, float('nan')):.4f}" for st in stats["eval"]))
     console.print(t)
+    print_eval_sets(stats["eval"])
+
+
+def print_eval_sets(evals: dict) -> None:
+    """Held-out loss of every exit per evaluation set ("domain/source", "domain/*"), per curriculum stage."""
+    for st, sets in evals.items():
+        exits = list(sets["blend"])
+        t = Table(title=f"held-out loss per domain after stage {st}")
+        t.add_column("set")
+        for k in exits:
+            t.add_column(k)
+        for label, losses in sets.items():
+            t.add_row(label, *(f"{losses.get(k, float('nan')):.4f}" for k in exits))
+        console.print(t)
 
 
 def print_stage(stage: str, stats: dict) -> None:
@@ -150,3 +164,4 @@ def print_report(report: dict) -> None:
         for k in tr["first_loss"]:
             t.add_row(k, f"{tr['first_loss'][k]:.4f}", f"{tr['last_loss'][k]:.4f}")
         console.print(t)
+        print_eval_sets(tr["eval"])

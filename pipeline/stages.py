@@ -219,7 +219,7 @@ def run_train(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
         return train_in_process(recipe, layout, resume)
     layout.fresh_stage("train", resume)
     proc = multiprocessing.get_context("spawn").Process(
-        target=_train_main, args=(recipe.model_dump(mode="json"), layout.root), name="ruyi2-train"
+        target=_train_main, args=(recipe.model_dump(mode="json"), layout.root, resume), name="ruyi2-train"
     )
     proc.start()
     proc.join()
@@ -228,8 +228,8 @@ def run_train(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
     return read_stats(layout.stats("train"))
 
 
-def _train_main(recipe_json: dict, root: str) -> None:
-    train_in_process(Recipe.model_validate(recipe_json), RunLayout(root), prepared=True)
+def _train_main(recipe_json: dict, root: str, resume: bool) -> None:
+    train_in_process(Recipe.model_validate(recipe_json), RunLayout(root), resume, prepared=True)
 
 
 def train_in_process(recipe: Recipe, layout: RunLayout, resume: bool = False, prepared: bool = False) -> dict:
@@ -244,8 +244,17 @@ def train_in_process(recipe: Recipe, layout: RunLayout, resume: bool = False, pr
     weights = cfg.exit_weights or [None] * len(fcfg.exits)
     exit_weights = [ExitWeight(**w.model_dump()) if w else ExitWeight() for w in weights]
     mix = read_stats(layout.stats("mix"))
+    # each held-out prefix is also an evaluation set of its own, labelled "domain/source"
+    # (by file name: a plan may point at the token files of another run folder)
+    eval_label = {os.path.basename(layout.token_prefix(s.name, heldout=True)): f"{s.domain}/{s.name}" for s in recipe.sources}
     stages = [
-        CurriculumStage(st["name"], mix["data_args"][st["name"]]["train"], st["tokens"], mix["data_args"][st["name"]]["valid"])
+        CurriculumStage(
+            st["name"],
+            mix["data_args"][st["name"]]["train"],
+            st["tokens"],
+            mix["data_args"][st["name"]]["valid"],
+            eval_sets={eval_label[os.path.basename(r["prefix"])]: r["prefix"] for r in st["valid"]},
+        )
         for st in mix["plan"]["stages"]
     ]
     tokenizer = DatasetTokenizer(fcfg.vocab_size, token_id(recipe.tokenizer.path, recipe.tokenizer.eos_token), recipe.tokenizer.path)
@@ -268,7 +277,7 @@ def train_in_process(recipe: Recipe, layout: RunLayout, resume: bool = False, pr
             if rank0:
                 layout.fresh_stage("train", resume)
             torch.distributed.barrier()
-        result = FamilialTrainer(fcfg, settings, tokenizer, layout.stage("train")).run(stages)
+        result = FamilialTrainer(fcfg, settings, tokenizer, layout.stage("train")).run(stages, resume=resume)
         stats = {"stage": "train", "model": dict(fcfg.__dict__), "parallel": {"tp": tp, "pp": pp,
                  "world_size": torch.distributed.get_world_size()}, **result}
         if rank0:

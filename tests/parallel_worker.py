@@ -1,10 +1,12 @@
 """One rank of a tensor/pipeline-parallel check, launched by torchrun from test_parallel.py.
 
-    torchrun --nproc_per_node N tests/parallel_worker.py TP PP OUT_DIR [REFERENCE_STATE]
+    torchrun --nproc_per_node N tests/parallel_worker.py TP PP OUT_DIR [--load CKPT_DIR] [--steps N]
+                                                         [--save-init] [--check-branch-init]
 
-Trains the small familial model for a few steps on a fixed batch with megatron-core's schedules and
-writes this rank's exit losses to OUT_DIR/losses_<rank>.json. With PP > 1 the weights are loaded from
-REFERENCE_STATE (a TP=PP=1 state dict), renumbering the layers of each stage.
+Trains the small familial model for N steps on a fixed batch with megatron-core's schedules and writes this
+rank's exit losses to OUT_DIR/losses_<rank>.json, then saves a sharded checkpoint to OUT_DIR/ckpt.
+``--save-init`` also saves the initial weights to OUT_DIR/init_ckpt (step 0). ``--load`` restores model and
+optimizer from a sharded checkpoint written at any TP/PP layout (megatron-core reshards on load).
 """
 
 import json
@@ -33,25 +35,6 @@ def fixed_batch() -> dict:
     return collate([sample(0), sample(1)])
 
 
-def load_reference(model, path: str) -> None:
-    from megatron.core.transformer.transformer_layer import get_transformer_layer_offset
-
-    ref = torch.load(path, weights_only=False)
-    offset = get_transformer_layer_offset(model.config)
-    own = model.state_dict()
-    mapped = {}
-    for key in own:
-        src = key
-        if key.startswith("decoder.layers."):
-            i, rest = key[len("decoder.layers."):].split(".", 1)
-            src = f"decoder.layers.{int(i) + offset}.{rest}"
-        if src in ref:
-            mapped[key] = ref[src]
-    missing = [k for k in own if k not in mapped and not k.endswith("_extra_state")]
-    assert not missing, missing
-    model.load_state_dict(mapped, strict=False)
-
-
 def check_branch_init(model, out: str) -> None:
     """Each branch layer equals backbone layer e (which may sit on the other pipeline stage)."""
     from megatron.core import parallel_state
@@ -72,23 +55,33 @@ def check_branch_init(model, out: str) -> None:
 
 
 def main() -> None:
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    tp, pp, out = int(args[0]), int(args[1]), args[2]
-    reference = args[3] if len(args) > 3 else None
-    settings = TrainSettings(steps=STEPS, micro_batch_size=2, seq_length=16, lr=3e-3, min_lr=3e-3, weight_decay=0.0,
+    import argparse
+
+    from train_entry import checkpointing
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("tp", type=int)
+    ap.add_argument("pp", type=int)
+    ap.add_argument("out")
+    ap.add_argument("--load")
+    ap.add_argument("--steps", type=int, default=STEPS)
+    ap.add_argument("--save-init", action="store_true")
+    ap.add_argument("--check-branch-init", action="store_true")
+    a = ap.parse_args()
+    settings = TrainSettings(steps=a.steps, micro_batch_size=2, seq_length=16, lr=3e-3, min_lr=3e-3, weight_decay=0.0,
                              seed=1234, eval_samples=0, exit_weights=[ExitWeight(0.5), ExitWeight(0.8), ExitWeight(1.0)],
-                             tp=tp, pp=pp)
-    with DistributedContext(tp=tp, pp=pp):
-        trainer = FamilialTrainer(CFG, settings, tokenizer=None, out_dir=out)
-        if reference and "--check-branch-init" in sys.argv:  # before loading: the model's own init
-            check_branch_init(trainer.model, out)
-        if reference:
-            load_reference(trainer.model, reference)
-        rank = torch.distributed.get_rank()
-        if tp == pp == 1:
-            torch.save(trainer.model.state_dict(), os.path.join(out, "reference_state.pt"))
-        losses = [trainer.train_step(fixed_batch())["losses"] for _ in range(STEPS)]
-        with open(os.path.join(out, f"losses_{rank}.json"), "w") as f:
+                             tp=a.tp, pp=a.pp)
+    with DistributedContext(tp=a.tp, pp=a.pp):
+        trainer = FamilialTrainer(CFG, settings, tokenizer=None, out_dir=a.out)
+        if a.check_branch_init:  # before loading: the model's own init
+            check_branch_init(trainer.model, a.out)
+        if a.save_init:
+            checkpointing.save(os.path.join(a.out, "init_ckpt"), 0, trainer.model, trainer.optimizer, {})
+        if a.load:
+            trainer.step = int(checkpointing.load(a.load, trainer.model, trainer.optimizer)["step"])
+        losses = [trainer.train_step(fixed_batch())["losses"] for _ in range(a.steps)]
+        checkpointing.save(os.path.join(a.out, "ckpt"), trainer.step, trainer.model, trainer.optimizer, {})
+        with open(os.path.join(a.out, f"losses_{torch.distributed.get_rank()}.json"), "w") as f:
             json.dump({"local_exits": trainer.model.local_exits, "losses": [{str(k): v for k, v in s.items()} for s in losses]}, f)
 
 

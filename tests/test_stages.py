@@ -148,8 +148,39 @@ def test_train_logs_every_exit_and_losses_fall(demo_run):
         assert rows[-1]["loss"][e] < rows[0]["loss"][e] - 0.1, e
     lam = [r["lambda"]["exit1"] for r in rows]
     assert lam[0] == pytest.approx(1.0) and lam[-1] == pytest.approx(0.3) and lam == sorted(lam, reverse=True)
-    assert set(stats["eval"]) == {"general", "anneal"} and all(np.isfinite(v) for ev in stats["eval"].values() for v in ev.values())
-    assert os.path.exists(stats["checkpoint"])
+    assert set(stats["eval"]) == {"general", "anneal"}
+    sources = {f"{s.domain}/{s.name}" for s in demo_run["recipe"].sources}
+    for sets in stats["eval"].values():  # the stage's blend and every held-out source, each at every exit
+        assert "blend" in sets and set(sets) - {"blend"} <= sources | {f"{d.split('/')[0]}/*" for d in sources}
+        assert len(sets) > 1 and all(set(v) == set(exits) and all(np.isfinite(x) for x in v.values()) for v in sets.values())
+    assert stats["checkpoint"].endswith(f"iter_{stats['steps']:07d}") and os.path.isdir(stats["checkpoint"])
+
+
+def test_train_resumes_from_a_sharded_checkpoint_with_the_same_losses(demo_run, tmp_path):
+    """Checkpoint every 4 steps; after a crash past step 4 (step 8's checkpoint lost), --resume continues
+    from step 4 and logs exactly the losses and evaluations of the uninterrupted run."""
+    import shutil
+
+    from pipeline.layout import RunLayout
+    from pipeline.stages import run_train
+
+    recipe = demo_run["recipe"].model_copy(deep=True)
+    recipe.run_dir = str(tmp_path / "run")
+    recipe.train.save_interval = 4
+    layout = RunLayout(recipe.run_dir)
+    shutil.copytree(demo_run["layout"].stage("mix"), layout.stage("mix"))
+    full = run_train(recipe, layout)
+    uninterrupted = [json.loads(line) for line in open(full["metrics"])]
+    ckpt = os.path.join(layout.stage("train"), "checkpoint")
+    assert sorted(os.listdir(ckpt)) == ["iter_0000004", "iter_0000008", "latest_checkpointed_iteration.txt"]
+    shutil.rmtree(os.path.join(ckpt, "iter_0000008"))
+    with open(os.path.join(ckpt, "latest_checkpointed_iteration.txt"), "w") as f:
+        f.write("4\n")
+    resumed = run_train(recipe, layout, resume=True)
+    rows = [json.loads(line) for line in open(resumed["metrics"])]
+    assert [r["step"] for r in rows] == list(range(1, 9))
+    assert [r["loss"] for r in rows] == [r["loss"] for r in uninterrupted]
+    assert resumed["eval"] == full["eval"]
 
 
 def test_report_has_the_funnel(demo_run):

@@ -12,14 +12,14 @@ from __future__ import annotations
 import torch
 from megatron.core.transformer.spec_utils import build_module
 
-from train_entry.model import FamilialGPTModel
+from train_entry.model import FamilialGPTModel, ShardedModuleList
 
 
-def append_dae_blocks(model: FamilialGPTModel, exit_layer: int, blocks: int = 3) -> torch.nn.ModuleList:
+def append_dae_blocks(model: FamilialGPTModel, exit_layer: int, blocks: int = 3) -> ShardedModuleList:
     key = str(exit_layer)
     if key not in model.ee_layers:
         raise ValueError(f"exit {exit_layer} has no branch on this stage (branches: {sorted(model.ee_layers.keys())})")
-    new = torch.nn.ModuleList(
+    new = ShardedModuleList(
         build_module(model.transformer_layer_spec, config=model.config, layer_number=exit_layer + 2 + i) for i in range(blocks)
     )
     with torch.no_grad():

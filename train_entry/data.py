@@ -32,6 +32,23 @@ class DatasetTokenizer:
         return {"class": "DatasetTokenizer", "tokenizer": self.name, "eod": self.eod, "vocab_size": self.vocab_size}
 
 
+def _dataset_config(blend_per_split: list, seq_length: int, tokenizer: DatasetTokenizer, seed: int, cache_dir: str | None):
+    from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
+
+    return GPTDatasetConfig(
+        random_seed=seed,
+        sequence_length=seq_length,
+        blend_per_split=blend_per_split,
+        tokenizer=tokenizer,
+        reset_position_ids=False,
+        reset_attention_mask=False,
+        eod_mask_loss=False,
+        create_attention_mask=False,
+        path_to_cache=cache_dir,
+        mmap_bin_files=True,
+    )
+
+
 def build_datasets(
     data_args_path: str,
     valid_data_args_path: str | None,
@@ -46,24 +63,24 @@ def build_datasets(
     --train-data-path / --valid-data-path). A held-out set that is a separate prefix cannot come out empty
     for a small source, which a percentage ``split`` can (megatron-core then loops forever)."""
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
-    from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+    from megatron.core.datasets.gpt_dataset import GPTDataset
 
     valid_blend = read_blend(valid_data_args_path) if valid_data_args_path and eval_samples else None
-    config = GPTDatasetConfig(
-        random_seed=seed,
-        sequence_length=seq_length,
-        blend_per_split=[read_blend(data_args_path), valid_blend, None],
-        tokenizer=tokenizer,
-        reset_position_ids=False,
-        reset_attention_mask=False,
-        eod_mask_loss=False,
-        create_attention_mask=False,
-        path_to_cache=cache_dir,
-        mmap_bin_files=True,
-    )
+    config = _dataset_config([read_blend(data_args_path), valid_blend, None], seq_length, tokenizer, seed, cache_dir)
     sizes = [train_samples, eval_samples if valid_blend else 0, 0]
     train, valid, _ = BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, config).build()
     return train, valid
+
+
+def build_eval_dataset(prefix: str, seq_length: int, samples: int, tokenizer: DatasetTokenizer, seed: int,
+                       cache_dir: str | None):
+    """``samples`` sequences from one held-out prefix (one domain's evaluation set)."""
+    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+    from megatron.core.datasets.gpt_dataset import GPTDataset
+
+    config = _dataset_config([None, ([prefix], None), None], seq_length, tokenizer, seed, cache_dir)
+    _, valid, _ = BlendedMegatronDatasetBuilder(GPTDataset, [0, samples, 0], lambda: True, config).build()
+    return valid
 
 
 def collate(samples: list[dict]) -> dict:

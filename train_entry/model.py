@@ -38,6 +38,31 @@ class ExitLossInjector(torch.autograd.Function):
         return grad, torch.ones_like(loss) * ExitLossInjector.scale.to(loss.device)
 
 
+class ShardedModuleDict(torch.nn.ModuleDict):
+    """A ModuleDict whose distributed-checkpoint state delegates to each child's ``sharded_state_dict``.
+
+    megatron-core treats a plain ModuleDict as replicated across tensor-parallel ranks, which would save
+    every rank's slice of a branch layer or head under one global shape."""
+
+    def sharded_state_dict(self, prefix: str = "", sharded_offsets: tuple = (), metadata: dict | None = None) -> dict:
+        from megatron.core.transformer.utils import sharded_state_dict_default
+
+        # the tensor-parallel group must be explicit: without it replicated tensors (norms) get TP rank 0
+        # in their replica id on every rank, and loading rejects the duplicate main replicas
+        tp_group = parallel_state.get_tensor_model_parallel_group()
+        out = {}
+        for name, module in self.items():
+            out.update(sharded_state_dict_default(module, f"{prefix}{name}.", sharded_offsets, metadata, tp_group=tp_group))
+        return out
+
+
+class ShardedModuleList(torch.nn.ModuleList):
+    sharded_state_dict = ShardedModuleDict.sharded_state_dict
+
+    def items(self):
+        return ((str(i), m) for i, m in enumerate(self))
+
+
 class FamilialGPTModel(GPTModel):
     def __init__(self, fcfg: FamilialConfig, transformer_config, pre_process: bool = True, post_process: bool = True):
         spec = get_gpt_layer_local_spec(qk_layernorm=True, normalization="RMSNorm")
@@ -56,10 +81,10 @@ class FamilialGPTModel(GPTModel):
         self.exit_weights: dict[int, float] = {e: 1.0 for e in fcfg.exits}  # lambda_k(t), set each step
         self.exit_losses: dict[int, torch.Tensor] = {}  # last forward's per-exit CE (detached)
         self._batch_ctx: dict | None = None
-        self.ee_layers = torch.nn.ModuleDict()
-        self.ee_norms = torch.nn.ModuleDict()
-        self.ee_heads = torch.nn.ModuleDict()
-        self.dae_blocks = torch.nn.ModuleDict()  # DaE: extra blocks after a branch layer (train_entry/dae.py)
+        self.ee_layers = ShardedModuleDict()
+        self.ee_norms = ShardedModuleDict()
+        self.ee_heads = ShardedModuleDict()
+        self.dae_blocks = ShardedModuleDict()  # DaE: extra blocks after a branch layer (train_entry/dae.py)
         offset = get_transformer_layer_offset(self.config, self.vp_stage)
         cfg = self.config
         for e in fcfg.aux_exits:

@@ -13,7 +13,7 @@ import math
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import torch
@@ -21,7 +21,8 @@ from loguru import logger
 
 from train_entry import cpu_support
 from train_entry.config import FamilialConfig
-from train_entry.data import DatasetTokenizer, build_datasets, collate
+from train_entry import checkpointing
+from train_entry.data import DatasetTokenizer, build_datasets, build_eval_dataset, collate
 from train_entry.loss_schedule import ExitWeight, lr_at
 from train_entry.model import ExitLossInjector, FamilialGPTModel, build_model, masked_mean
 
@@ -32,6 +33,8 @@ class CurriculumStage:
     data_args_path: str
     tokens: int
     valid_data_args_path: str | None = None
+    # held-out prefix per evaluation set ("domain/source" -> prefix): each exit is evaluated on each
+    eval_sets: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -50,6 +53,7 @@ class TrainSettings:
     pp: int = 1
     dae_exit: int | None = None  # DaE stage 1 on this exit (train_entry/dae.py); None: joint training
     dae_blocks: int = 3
+    save_interval: int = 0  # checkpoint every N steps (0: only at the end)
 
 
 def _free_port() -> int:
@@ -212,7 +216,43 @@ class FamilialTrainer:
         return {e: v / max(1, n) for e, v in sums.items()}
 
     # ----------------------------------------------------------------------------------------- the run
-    def run(self, stages: list[CurriculumStage]) -> dict:
+    @property
+    def checkpoint_dir(self) -> str:
+        return os.path.join(self.out_dir, "checkpoint")
+
+    def _evaluate_stage(self, stage: CurriculumStage, valid_ds) -> dict:
+        """Held-out loss of every exit on the stage's blend, then on each evaluation set and per domain."""
+        batches = math.ceil(self.s.eval_samples / self.s.micro_batch_size)
+        name = self.fcfg.exit_name
+        out: dict = {"blend": {name(e): v for e, v in sorted(self.evaluate(valid_ds, batches).items())}}
+        by_domain: dict[str, list[dict]] = {}
+        for label, prefix in sorted(stage.eval_sets.items()):
+            ds = build_eval_dataset(prefix, self.s.seq_length, self.s.eval_samples, self.tokenizer, self.s.seed,
+                                    os.path.join(self.out_dir, "dataset_cache"))
+            out[label] = {name(e): v for e, v in sorted(self.evaluate(ds, batches).items())}
+            by_domain.setdefault(label.split("/")[0], []).append(out[label])
+        for domain, rows in sorted(by_domain.items()):
+            if len(rows) > 1:  # one source: its row already is the domain's figure
+                out[f"{domain}/*"] = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+        return out
+
+    def _resume(self, metrics_path: str) -> tuple[list[dict], dict]:
+        """Load the latest checkpoint; keep the metrics rows up to its step (later ones were not saved)."""
+        common = checkpointing.load(self.checkpoint_dir, self.model, self.optimizer)
+        self.step = int(common["step"])
+        rows = []
+        if os.path.exists(metrics_path):
+            with open(metrics_path) as f:
+                rows = [r for r in map(json.loads, f) if r["step"] <= self.step]
+        logger.info(f"resumed from {checkpointing.iteration_dir(self.checkpoint_dir, self.step)} at step {self.step}")
+        return rows, common.get("evals", {})
+
+    def save_checkpoint(self, evals: dict) -> str:
+        return checkpointing.save(self.checkpoint_dir, self.step, self.model, self.optimizer, {"evals": evals})
+
+    def run(self, stages: list[CurriculumStage], resume: bool = False) -> dict:
+        """Train over the curriculum. With ``resume`` and a checkpoint in the output folder, continue from
+        it: the same samples, learning rate and lambda_k(t) at every later step as an uninterrupted run."""
         from megatron.core import parallel_state
 
         dp, dp_rank = parallel_state.get_data_parallel_world_size(), parallel_state.get_data_parallel_rank()
@@ -220,8 +260,17 @@ class FamilialTrainer:
         metrics_path = os.path.join(self.out_dir, "metrics.jsonl")
         steps_per_stage = stage_steps(stages, self.s.steps)
         history, evals = [], {}
+        if resume and checkpointing.latest_iteration(self.checkpoint_dir) is not None:
+            history, evals = self._resume(metrics_path)
+        ckpt = None
         with open(metrics_path if writer else os.devnull, "w") as metrics:
+            for row in history:
+                metrics.write(json.dumps(row) + "\n")
+            first_step = 0
             for stage, n_steps in zip(stages, steps_per_stage):
+                stage_start, first_step = first_step, first_step + n_steps
+                if self.step >= first_step and stage.name in evals:
+                    continue  # finished and evaluated before the checkpoint
                 train_ds, valid_ds = build_datasets(
                     stage.data_args_path,
                     stage.valid_data_args_path,
@@ -232,17 +281,16 @@ class FamilialTrainer:
                     seed=self.s.seed,
                     cache_dir=os.path.join(self.out_dir, "dataset_cache"),
                 )
-                for i in range(n_steps):
+                for i in range(self.step - stage_start, n_steps):
                     start = (i * dp + dp_rank) * self.s.micro_batch_size  # each data-parallel rank its own samples
                     idx = range(start, start + self.s.micro_batch_size)
                     t0 = time.perf_counter()
                     rec = self.train_step(collate([train_ds[j] for j in idx]))
-                    rec |= {"step": self.step, "stage": stage.name, "seconds": round(time.perf_counter() - t0, 4)}
                     row = {
-                        "step": rec["step"],
+                        "step": self.step,
                         "stage": stage.name,
                         "lr": rec["lr"],
-                        "seconds": rec["seconds"],
+                        "seconds": round(time.perf_counter() - t0, 4),
                         "loss": {self.fcfg.exit_name(e): v for e, v in sorted(rec["losses"].items())},
                         "lambda": {self.fcfg.exit_name(e): v for e, v in sorted(rec["lambdas"].items())},
                     }
@@ -254,33 +302,22 @@ class FamilialTrainer:
                             f"step {self.step}/{self.s.steps} [{stage.name}] lr {rec['lr']:.2e} | "
                             + " | ".join(f"{k} {v:.4f} (λ {row['lambda'][k]:.2f})" for k, v in row["loss"].items())
                         )
+                    if self.s.save_interval and self.step % self.s.save_interval == 0 and self.step < self.s.steps:
+                        ckpt = self.save_checkpoint(evals)
                 if self.s.eval_samples and valid_ds is not None:
-                    ev = self.evaluate(valid_ds, math.ceil(self.s.eval_samples / self.s.micro_batch_size))
-                    evals[stage.name] = {self.fcfg.exit_name(e): v for e, v in sorted(ev.items())}
-                    logger.info(f"eval [{stage.name}] " + " | ".join(f"{k} {v:.4f}" for k, v in evals[stage.name].items()))
-        ckpt = self.save_checkpoint()
+                    evals[stage.name] = self._evaluate_stage(stage, valid_ds)
+                    for label, losses in evals[stage.name].items():
+                        logger.info(f"eval [{stage.name}] {label}: " + " | ".join(f"{k} {v:.4f}" for k, v in losses.items()))
+        ckpt = self.save_checkpoint(evals)
         n_params = sum(p.numel() for p in self.model.parameters())
         return {
             "steps": self.step,
             "steps_per_stage": dict(zip([s.name for s in stages], steps_per_stage)),
             "parameters": n_params,
             "exits": list(self.fcfg.exits),
-            "first_loss": history[0]["loss"],
-            "last_loss": history[-1]["loss"],
+            "first_loss": history[0]["loss"] if history else {},
+            "last_loss": history[-1]["loss"] if history else {},
             "eval": evals,
             "metrics": metrics_path,
             "checkpoint": ckpt,
         }
-
-    def save_checkpoint(self) -> str | None:
-        """Each model-parallel shard (data-parallel rank 0) saves its own file, in Megatron's mp_rank layout."""
-        from megatron.core import parallel_state
-
-        if parallel_state.get_data_parallel_rank() != 0:
-            return None
-        folder = os.path.join(self.out_dir, "checkpoint")
-        os.makedirs(folder, exist_ok=True)
-        tp, pp = parallel_state.get_tensor_model_parallel_rank(), parallel_state.get_pipeline_model_parallel_rank()
-        path = os.path.join(folder, f"mp_rank_{tp:02d}_{pp:03d}.pt")
-        torch.save({"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}, path)
-        return path

@@ -1,0 +1,143 @@
+"""Distributed checkpoints of the familial model and its optimizer, in megatron-core's sharded format.
+
+Every tensor is saved as a ``ShardedTensor`` with its global shape and this rank's slice, through
+``megatron.core.dist_checkpointing`` (PyTorch DCP underneath), so a checkpoint written at one TP/PP layout
+loads at another. The branch modules (exit layers, norms, heads, DaE blocks) are part of the model's
+sharded state dict like any backbone layer. AdamW's moments are sharded exactly like their parameters
+(megatron-core's ``optim_state_to_sharding_state``, as its FP32 optimizer does).
+
+Layout, as Megatron-LM writes it::
+
+    checkpoint/latest_checkpointed_iteration.txt   # "12"
+    checkpoint/iter_0000012/                       # dist_checkpointing folder (.distcp + metadata)
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+LATEST = "latest_checkpointed_iteration.txt"
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def iteration_dir(folder: str, step: int) -> str:
+    return os.path.join(folder, f"iter_{step:07d}")
+
+
+def latest_iteration(folder: str) -> int | None:
+    path = os.path.join(folder, LATEST)
+    if not os.path.exists(path):
+        return None
+    text = open(path).read().strip()
+    if not text.isdigit():
+        raise CheckpointError(f"{path}: expected an iteration number, found {text[:40]!r}")
+    step = int(text)
+    if not os.path.isdir(iteration_dir(folder, step)):
+        raise CheckpointError(f"{path} names iteration {step}, but {iteration_dir(folder, step)} does not exist")
+    return step
+
+
+def _sync_torch_dist_strategy():
+    """megatron-core's torch_dist format, written synchronously by PyTorch DCP's FileSystemWriter.
+
+    megatron-core's own writer (``FileSystemWriterAsync``) forks writer processes; a process that already
+    runs torch.distributed threads can hang in a forked child (observed on CPU with gloo). This strategy
+    translates the ShardedTensors exactly as megatron-core does and hands them to the plain DCP writer
+    (threads, no fork); the files are the same format, read back by megatron-core's default loader."""
+    from megatron.core.dist_checkpointing.strategies.torch import (
+        MCoreSavePlanner,
+        TorchDistSaveShardedStrategy,
+        _replace_state_dict_keys_with_sharded_keys,
+        mcore_to_pyt_state_dict,
+    )
+    from torch.distributed.checkpoint import FileSystemWriter
+    from torch.distributed.checkpoint import save as dcp_save
+
+    class SyncTorchDistSaveStrategy(TorchDistSaveShardedStrategy):
+        def save(self, sharded_state_dict, checkpoint_dir):
+            sharded_state_dict, _, _ = _replace_state_dict_keys_with_sharded_keys(sharded_state_dict, self.keep_only_main_replica)
+            dcp_save(
+                mcore_to_pyt_state_dict(sharded_state_dict, False),
+                storage_writer=FileSystemWriter(checkpoint_dir, thread_count=self.thread_count),
+                planner=MCoreSavePlanner(dedup_replicated_tensors=not self.keep_only_main_replica, flatten_state_dict=False),
+            )
+
+    return SyncTorchDistSaveStrategy("torch_dist", 1)
+
+
+def _init_adam_state(optimizer: torch.optim.Optimizer) -> None:
+    """AdamW creates its state lazily at the first step; saving and loading need it with the right shapes.
+    Zero moments at step 0 are exactly what AdamW would create."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if not optimizer.state[p]:
+                optimizer.state[p] = {
+                    "step": torch.tensor(0.0),
+                    "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                    "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+                }
+
+
+def _sharded_state(model, optimizer, common: dict) -> dict:
+    from megatron.core.dist_checkpointing.optimizer import get_param_id_to_sharded_param_map, optim_state_to_sharding_state
+
+    _init_adam_state(optimizer)  # a checkpoint taken before the first step still carries the moments
+    model_sd = model.sharded_state_dict()
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    optim_sd = optimizer.state_dict()
+    # AdamW's per-parameter "step" equals the trainer's step (saved in common state), so it is not sharded
+    optim_state_to_sharding_state(optim_sd, get_param_id_to_sharded_param_map(model_sd, params), exclude_keys=("step",))
+    return {"model": model_sd, "optimizer": optim_sd, "common": common}
+
+
+def save(folder: str, step: int, model, optimizer, common: dict) -> str:
+    """Collective: every rank of the job calls it. Returns the iteration folder."""
+    from megatron.core import dist_checkpointing
+
+    path = iteration_dir(folder, step)
+    rank0 = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+    if rank0:
+        os.makedirs(path, exist_ok=True)
+    torch.distributed.barrier()
+    dist_checkpointing.save(
+        _sharded_state(model, optimizer, dict(common, step=step)), path, sharded_strategy=_sync_torch_dist_strategy()
+    )
+    torch.distributed.barrier()
+    if rank0:  # written last: a crash mid-save leaves the previous iteration as the latest
+        tmp = os.path.join(folder, LATEST + ".tmp")
+        with open(tmp, "w") as f:
+            f.write(f"{step}\n")
+        os.replace(tmp, os.path.join(folder, LATEST))
+    torch.distributed.barrier()
+    return path
+
+
+def load(folder: str, model, optimizer, step: int | None = None) -> dict:
+    """Restore model and optimizer in place from iteration ``step`` (default: the latest); returns the
+    common state saved with it (``step`` included). Collective."""
+    from megatron.core import dist_checkpointing
+
+    step = latest_iteration(folder) if step is None else step
+    if step is None:
+        raise CheckpointError(f"{folder}: no {LATEST}, nothing to resume from")
+    path = iteration_dir(folder, step)
+    template = _sharded_state(model, optimizer, {})
+    try:
+        loaded = dist_checkpointing.load(template, path)
+    except Exception as exc:  # a truncated or foreign folder: name it
+        raise CheckpointError(f"{path}: cannot load the checkpoint ({type(exc).__name__}: {str(exc)[:500]})") from exc
+    missing, unexpected = model.load_state_dict(loaded["model"], strict=False)
+    missing = [k for k in missing if not k.endswith("_extra_state")]
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: checkpoint does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    common = loaded["common"]
+    optim_sd = loaded["optimizer"]
+    for state in optim_sd["state"].values():
+        state["step"] = torch.tensor(float(common["step"]))
+    optimizer.load_state_dict(optim_sd)
+    return common
