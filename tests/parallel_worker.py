@@ -67,10 +67,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=STEPS)
     ap.add_argument("--save-init", action="store_true")
     ap.add_argument("--check-branch-init", action="store_true")
+    ap.add_argument("--layers-per-stage", help="e.g. 4,2 (default: an even split)")
     a = ap.parse_args()
     settings = TrainSettings(steps=a.steps, micro_batch_size=2, seq_length=16, lr=3e-3, min_lr=3e-3, weight_decay=0.0,
                              seed=1234, eval_samples=0, exit_weights=[ExitWeight(0.5), ExitWeight(0.8), ExitWeight(1.0)],
-                             tp=a.tp, pp=a.pp)
+                             tp=a.tp, pp=a.pp,
+                             pipeline_balance=[int(x) for x in a.layers_per_stage.split(",")] if a.layers_per_stage else "even")
     with DistributedContext(tp=a.tp, pp=a.pp):
         trainer = FamilialTrainer(CFG, settings, tokenizer=None, out_dir=a.out)
         if a.check_branch_init:  # before loading: the model's own init

@@ -100,3 +100,13 @@ def test_ruyi2_train_under_torchrun_with_tensor_parallelism_matches_the_demo_run
     assert open(os.path.join(ckpt, "latest_checkpointed_iteration.txt")).read().strip() == str(len(ours))
     files = os.listdir(os.path.join(ckpt, f"iter_{len(ours):07d}"))
     assert ".metadata" in files and sum(f.endswith(".distcp") for f in files) >= 2  # both TP ranks wrote shards
+
+
+def test_uneven_pipeline_layout_matches_one_process(reference, tmp_path):
+    """megatron-core's per-stage layout with 4 + 2 layers: exits 3 and 4 both on stage 0, exit 4's branch
+    initialised from layer 4 on stage 1; the TP=PP=1 checkpoint loads into this layout and the losses match."""
+    losses = _launch(2, 1, 2, str(tmp_path), "--load", reference[1], "--check-branch-init", "--layers-per-stage", "4,2")
+    checked = sorted(json.load(open(tmp_path / f"branch_init_{r}.json")) for r in range(2))
+    assert checked == [[], [3, 4]]
+    for e, series in reference[0].items():
+        assert losses[e] == pytest.approx(series[:3], abs=2e-4), e

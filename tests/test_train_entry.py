@@ -101,3 +101,27 @@ def test_exit_losses_are_finite_and_fall_when_training(dist):
     for e in (2, 4, 5):
         assert all(torch.isfinite(torch.tensor(h[e])) for h in history)
         assert history[-1][e] < history[0][e] - 0.2, (e, history[0][e], history[-1][e])
+
+
+def test_pipeline_stages_are_balanced_for_the_exit_branches():
+    from train_entry.pipeline_balance import balance_pipeline, head_flops, layer_flops, plan_pipeline
+
+    ruyi = PRESETS["ruyi2-14b"]
+    assert 2.0 < head_flops(ruyi) / layer_flops(ruyi, 4096) < 2.2  # a 151,936-token head ~ two decoder layers
+    plan = balance_pipeline(ruyi, 8, 4096)
+    assert sum(plan.layers_per_stage) == 40 and len(plan.layers_per_stage) == 8
+    # the even split (5 layers each) leaves the stages with exits 2 and 21 and the final head ~60% over the others
+    assert max(plan.even_stage_cost) / max(plan.stage_cost) > 1.15
+    assert max(plan.stage_cost) <= min(max(plan_pipeline(ruyi, 8, 4096, list(c)).stage_cost)
+                                       for c in ([5] * 8, [4, 6, 5, 5, 4, 6, 5, 5], [3, 5, 6, 6, 4, 6, 6, 4]))
+    layout = plan.layout
+    assert layout[0][0] == "embedding" and layout[-1][-1] == "loss"
+    assert [row.count("decoder") for row in layout] == list(plan.layers_per_stage)
+    # exact: brute force over every split of a small model agrees with the dynamic programme
+    import itertools
+
+    best = min(max(plan_pipeline(TINY, 3, 16, [a, b, 6 - a - b]).stage_cost)
+               for a, b in itertools.product(range(1, 5), repeat=2) if 6 - a - b >= 1)
+    assert max(balance_pipeline(TINY, 3, 16).stage_cost) == pytest.approx(best)
+    with pytest.raises(ValueError, match="summing to 6"):
+        plan_pipeline(TINY, 2, 16, [4, 3])

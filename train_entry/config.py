@@ -47,7 +47,7 @@ class FamilialConfig:
     def exit_name(self, e: int) -> str:
         return f"exit{e}"
 
-    def transformer_config(self, tp: int = 1, pp: int = 1, params_dtype=torch.float32):
+    def transformer_config(self, tp: int = 1, pp: int = 1, params_dtype=torch.float32, pipeline_layout: list | None = None):
         from megatron.core.transformer.transformer_config import TransformerConfig
 
         on_cpu = not torch.cuda.is_available()
@@ -69,6 +69,7 @@ class FamilialConfig:
             attention_dropout=0.0,
             tensor_model_parallel_size=tp,
             pipeline_model_parallel_size=pp,
+            pipeline_model_parallel_layout=pipeline_layout if pp > 1 else None,
             pipeline_dtype=params_dtype,
             params_dtype=params_dtype,
             bf16=params_dtype == torch.bfloat16,

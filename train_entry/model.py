@@ -191,8 +191,12 @@ def masked_mean(token_loss: torch.Tensor, loss_mask: torch.Tensor | None) -> tor
     return (token_loss * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def build_model(fcfg: FamilialConfig, tp: int = 1, pp: int = 1, params_dtype=torch.float32) -> FamilialGPTModel:
-    tcfg = fcfg.transformer_config(tp=tp, pp=pp, params_dtype=params_dtype)
+def build_model(
+    fcfg: FamilialConfig, tp: int = 1, pp: int = 1, params_dtype=torch.float32, pipeline_layout: list | None = None
+) -> FamilialGPTModel:
+    """``pipeline_layout``: megatron-core's per-stage layer layout (train_entry/pipeline_balance.py); None
+    splits the layers evenly."""
+    tcfg = fcfg.transformer_config(tp=tp, pp=pp, params_dtype=params_dtype, pipeline_layout=pipeline_layout)
     model = FamilialGPTModel(
         fcfg,
         tcfg,

@@ -24,6 +24,7 @@ from train_entry.config import FamilialConfig
 from train_entry import checkpointing
 from train_entry.data import DatasetTokenizer, build_datasets, build_eval_dataset, collate
 from train_entry.loss_schedule import ExitWeight, lr_at
+from train_entry.pipeline_balance import plan_pipeline
 from train_entry.model import ExitLossInjector, FamilialGPTModel, build_model, masked_mean
 
 
@@ -54,6 +55,8 @@ class TrainSettings:
     dae_exit: int | None = None  # DaE stage 1 on this exit (train_entry/dae.py); None: joint training
     dae_blocks: int = 3
     save_interval: int = 0  # checkpoint every N steps (0: only at the end)
+    # "exits": stages balanced for the branch cost; "even": L / PP layers each; or layers per stage
+    pipeline_balance: str | list[int] = "exits"
 
 
 def _free_port() -> int:
@@ -113,7 +116,13 @@ class FamilialTrainer:
         self.fcfg, self.s, self.tokenizer, self.out_dir = fcfg, settings, tokenizer, out_dir
         os.makedirs(out_dir, exist_ok=True)
         torch.manual_seed(settings.seed)
-        self.model: FamilialGPTModel = build_model(fcfg, tp=settings.tp, pp=settings.pp)
+        self.pipeline_plan = None
+        if settings.pp > 1:
+            self.pipeline_plan = plan_pipeline(fcfg, settings.pp, settings.seq_length, settings.pipeline_balance)
+            logger.info(f"pipeline stages: layers {self.pipeline_plan.layers_per_stage}, cost in layer units "
+                        f"{[round(c, 2) for c in self.pipeline_plan.stage_cost]} (even split: {self.pipeline_plan.even_stage_cost and [round(c, 2) for c in self.pipeline_plan.even_stage_cost]})")
+        layout = self.pipeline_plan.layout if self.pipeline_plan else None
+        self.model: FamilialGPTModel = build_model(fcfg, tp=settings.tp, pp=settings.pp, pipeline_layout=layout)
         if settings.dae_exit is not None:
             from train_entry.dae import append_dae_blocks, freeze_for_dae
 
@@ -315,6 +324,7 @@ class FamilialTrainer:
             "steps_per_stage": dict(zip([s.name for s in stages], steps_per_stage)),
             "parameters": n_params,
             "exits": list(self.fcfg.exits),
+            "layers_per_stage": list(self.pipeline_plan.layers_per_stage) if self.pipeline_plan else None,
             "first_loss": history[0]["loss"] if history else {},
             "last_loss": history[-1]["loss"] if history else {},
             "eval": evals,
