@@ -1,6 +1,7 @@
-"""Tokenizing documents into Megatron indexed datasets (``.bin``/``.idx``, MMIDIDX), one prefix per source.
+"""Tokenizing documents into Megatron indexed datasets (``.bin``/``.idx``, MMIDIDX), one prefix per unit
+(a source, or a quality bucket of a source) plus one held-out prefix per source.
 
-Each rank writes its own part per source with megatron-core's ``IndexedDatasetBuilder`` (one sequence per
+Each rank writes its own part per unit with megatron-core's ``IndexedDatasetBuilder`` (one sequence per
 document, EOS appended); ``merge_parts`` then joins the parts of a source, in rank order, into a single
 prefix with ``IndexedDatasetBuilder.add_index``, so the number of files does not grow with the number of
 workers. Next to every prefix a ``.docids`` sidecar holds, line by line, the document id of each sequence.
@@ -19,7 +20,10 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.batching import batched
 
+from mixtures.buckets import BUCKET, unit_name
+from mixtures.heldout import HELDOUT
 from mixtures.tokenizer import load_tokenizer, token_id, vocab_size
+from mixtures.upsample import REPEAT
 
 DOCIDS_SUFFIX = ".docids"
 
@@ -52,29 +56,20 @@ class _PartWriter:
         self.docids.close()
 
 
-HELDOUT = "heldout"
-
-
-def is_heldout(doc_id: str, fraction: float) -> bool:
-    """A fixed, order-independent choice of held-out documents: a hash of the id below ``fraction``."""
-    import xxhash
-
-    return fraction > 0 and xxhash.xxh64_intdigest(doc_id) % 1_000_000 < fraction * 1_000_000
-
-
 class MegatronPartWriter(PipelineStep):
-    """Writes ``<parts>/<source>[.heldout]/<rank>.{bin,idx,docids}``: one sequence per document, EOS appended.
+    """Writes ``<parts>/<unit>/<rank>.{bin,idx,docids}``: one sequence per document, EOS appended.
 
-    Documents chosen by ``is_heldout`` go to the source's held-out part (evaluation, never trained on)."""
+    The unit is ``<source>.heldout`` for documents tagged held-out (mixtures/heldout.py), else the
+    source or its quality bucket (mixtures/buckets.py). Stats per unit: ``docs/``, ``tokens/`` (EOS
+    included) and ``unique_docs/``, ``unique_tokens/`` (first copies only, see upsample.py)."""
 
     name = "🧱 Megatron tokenizer"
     type = "🔢 - TOKENIZER"
 
-    def __init__(self, tokenizer_path: str, parts_folder: str, eos_token: str, batch_size: int = 256, heldout_fraction: float = 0.0):
+    def __init__(self, tokenizer_path: str, parts_folder: str, eos_token: str, batch_size: int = 256):
         super().__init__()
         self.tokenizer_path, self.parts_folder = tokenizer_path, parts_folder
         self.eos_token, self.batch_size = eos_token, batch_size
-        self.heldout_fraction = heldout_fraction
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         tok = load_tokenizer(self.tokenizer_path)
@@ -87,14 +82,16 @@ class MegatronPartWriter(PipelineStep):
                     encodings = tok.encode_batch_fast([d.text for d in batch], add_special_tokens=False)
                 for doc, enc in zip(batch, encodings):
                     src = doc.metadata["source"]
-                    if is_heldout(str(doc.id), self.heldout_fraction):
-                        src = f"{src}.{HELDOUT}"
-                    if src not in writers:
-                        writers[src] = _PartWriter(os.path.join(self.parts_folder, src, f"{rank:05d}"), dtype)
+                    unit = f"{src}.{HELDOUT}" if doc.metadata.get(HELDOUT) else unit_name(src, doc.metadata.get(BUCKET))
+                    if unit not in writers:
+                        writers[unit] = _PartWriter(os.path.join(self.parts_folder, unit, f"{rank:05d}"), dtype)
                     ids = np.asarray(enc.ids + [eos], dtype=dtype)
-                    writers[src].add(ids, str(doc.id))
-                    self.stat_update(f"docs/{src}")
-                    self.stat_update(f"tokens/{src}", value=len(ids))
+                    writers[unit].add(ids, str(doc.id))
+                    self.stat_update(f"docs/{unit}")
+                    self.stat_update(f"tokens/{unit}", value=len(ids))
+                    if not doc.metadata.get(REPEAT):
+                        self.stat_update(f"unique_docs/{unit}")
+                        self.stat_update(f"unique_tokens/{unit}", value=len(ids))
         finally:
             for w in writers.values():
                 w.close()
@@ -102,11 +99,11 @@ class MegatronPartWriter(PipelineStep):
         yield
 
 
-def merge_parts(parts_folder: str, source: str, prefix: str, dtype) -> int:
-    """Join a source's per-rank parts (``source`` or ``source.heldout``) into ``prefix``; returns the count."""
+def merge_parts(parts_folder: str, unit: str, prefix: str, dtype) -> int:
+    """Join a unit's per-rank parts into ``prefix``, in rank order; returns their count."""
     from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
-    parts = sorted(p[: -len(".idx")] for p in glob.glob(os.path.join(parts_folder, source, "*.idx")))
+    parts = sorted(p[: -len(".idx")] for p in glob.glob(os.path.join(parts_folder, unit, "*.idx")))
     builder = IndexedDatasetBuilder(prefix + ".bin", dtype=dtype)
     with open(prefix + DOCIDS_SUFFIX, "w", encoding="utf-8") as ids_out:
         for part in parts:

@@ -1,21 +1,26 @@
 """Mixture planning: per curriculum stage, a weight and an epoch count per token prefix, and blend files.
 
-Weights in the recipe name sources or domains; a domain's weight is shared by its sources in proportion
-to their tokens, and a source named directly takes its own weight. Megatron samples sequences from prefix
-i with probability w_i, so w_i is the fraction of the stage's tokens drawn from prefix i, and
-``epochs_i = w_i * stage_tokens / tokens_i``. A plan that would repeat a prefix more than ``max_epochs``
-times fails before anything is written.
+A prefix is a *unit*: a source, or one quality bucket of a source (``<source>.<bucket>``). Weights in
+the recipe name units, sources or domains; the most specific name wins: a bucket named directly takes
+its own weight, a source's weight is shared by its other buckets, and a domain's weight by the remaining
+units of its sources, each in proportion to its tokens. Megatron samples sequences from prefix i with
+probability w_i, so w_i is the fraction of the stage's tokens drawn from prefix i. Epochs count passes
+over a unit's *unique* tokens (a physically upsampled source already holds copies):
+``epochs_i = w_i * stage_tokens / unique_tokens_i``. A plan that would repeat any unit more than
+``max_epochs`` times fails before anything is written, naming the unit and what would fix it.
 
 Outputs per stage: ``<stage>.data_args.txt`` (the ``--data-path``/``--data-args-path`` argument of
-Megatron-LM: ``w1 prefix1 w2 prefix2 ...``), ``<stage>.valid_data_args.txt`` (the held-out prefixes with
-the same weights: ``--valid-data-path``) and ``<stage>.blend.json`` (both blends), read by ``train_entry``
-through megatron-core's ``get_blend_from_list``.
+Megatron-LM: ``w1 prefix1 w2 prefix2 ...``), ``<stage>.valid_data_args.txt`` (each source's held-out
+prefix with the source's total weight: ``--valid-data-path``) and ``<stage>.blend.json`` (both blends),
+read by ``train_entry`` through megatron-core's ``get_blend_from_list``; ``plan.json`` and ``plan.png``
+(tokens per unit per stage) for the plan report.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 
 from pipeline.recipe import MixtureConfig, SourceConfig
 
@@ -24,56 +29,96 @@ class MixtureError(ValueError):
     pass
 
 
-def source_weights(weights: dict[str, float], sources: list[SourceConfig], tokens: dict[str, int]) -> dict[str, float]:
-    names = {s.name for s in sources}
-    out: dict[str, float] = {}
+@dataclass(frozen=True)
+class Unit:
+    """One token prefix the mixture weights: a source or a quality bucket of a source."""
+
+    name: str
+    source: str
+    domain: str
+    tokens: int  # tokens in the prefix (copies from physical upsampling included, one EOS per document)
+    unique_tokens: int  # first copies only
+    prefix: str | None
+    bucket: str | None = None
+
+
+def units_from_tokenize(mixture: MixtureConfig, sources: list[SourceConfig], tokenize_sources: dict) -> list[Unit]:
+    """The units of the recipe's sources, in recipe order, with the tokenize stage's counts."""
+    out = []
     for s in sources:
-        if s.name in weights:
-            out[s.name] = weights[s.name]
-    for key, w in weights.items():
-        if key in names:
-            continue
-        members = [s.name for s in sources if s.domain == key and s.name not in weights]
-        total = sum(tokens.get(m, 0) for m in members)
-        for m in members:
-            out[m] = out.get(m, 0.0) + (w * tokens.get(m, 0) / total if total else 0.0)
+        row = tokenize_sources[s.name]["units"]
+        for name, bucket in mixture.units_of(s):
+            u = row[name]
+            out.append(Unit(name, s.name, s.domain, u["tokens"], u["unique_tokens"], u["prefix"], bucket))
     return out
 
 
-def plan_mixture(
-    mixture: MixtureConfig,
-    sources: list[SourceConfig],
-    tokens: dict[str, int],
-    prefixes: dict[str, str],
-    heldout_prefixes: dict[str, str] | None = None,
-) -> dict:
-    """The plan of every curriculum stage; held-out prefixes get the same weights (renormalised) for eval."""
+def unit_weights(weights: dict[str, float], units: list[Unit]) -> dict[str, float]:
+    """Resolve unit / source / domain weights to one weight per unit (see the module docstring)."""
+    out: dict[str, float] = {}
+    named_units = {u.name for u in units if u.bucket is not None and u.name in weights}
+    for u in units:
+        if u.name in named_units:
+            out[u.name] = weights[u.name]
+    sources = {u.source for u in units}
+
+    def share(weight: float, members: list[Unit]) -> None:
+        total = sum(m.tokens for m in members)
+        for m in members:
+            # no tokens at all: split evenly, so the plan notes the empty units instead of hiding them
+            out[m.name] = out.get(m.name, 0.0) + (weight * m.tokens / total if total else weight / len(members))
+
+    for src in sorted(sources & set(weights)):
+        share(weights[src], [u for u in units if u.source == src and u.name not in named_units])
+    for key, w in weights.items():
+        if key in sources or key in named_units:
+            continue
+        share(w, [u for u in units if u.domain == key and u.source not in weights and u.name not in named_units])
+    return out
+
+
+def source_weights(weights: dict[str, float], sources: list[SourceConfig], tokens: dict[str, int]) -> dict[str, float]:
+    """Weights per source for sources without buckets (one unit each)."""
+    units = [Unit(s.name, s.name, s.domain, tokens.get(s.name, 0), tokens.get(s.name, 0), None) for s in sources]
+    return unit_weights(weights, units)
+
+
+def plan_mixture(mixture: MixtureConfig, units: list[Unit], heldout_prefixes: dict[str, str] | None = None) -> dict:
+    """The plan of every curriculum stage; each source's held-out prefix gets the source's total weight
+    (renormalised over the sources that have one) for evaluation."""
     heldout_prefixes = heldout_prefixes or {}
     stages, notes = [], []
     for st in mixture.stages:
-        raw = source_weights(st.weights, sources, tokens)
-        empty = sorted(n for n, w in raw.items() if w > 0 and tokens.get(n, 0) == 0)
+        raw = unit_weights(st.weights, units)
+        by_name = {u.name: u for u in units}
+        empty = sorted(n for n, w in raw.items() if w > 0 and by_name[n].tokens == 0)
         if empty:
-            notes.append(f"stage {st.name!r}: source(s) {empty} have no tokens left and are left out")
-        usable = {n: w for n, w in raw.items() if w > 0 and tokens.get(n, 0) > 0}
+            notes.append(f"stage {st.name!r}: unit(s) {empty} have no tokens left and are left out")
+        usable = {n: w for n, w in raw.items() if w > 0 and by_name[n].tokens > 0}
         if not usable:
             raise MixtureError(f"mixture stage {st.name!r}: no weighted source has any tokens (weights {st.weights})")
         total_w = sum(usable.values())
         rows = []
-        for s in sources:  # recipe order: deterministic blend files
-            if s.name not in usable:
+        for u in units:  # recipe order: deterministic blend files
+            if u.name not in usable:
                 continue
-            w = usable[s.name] / total_w
-            epochs = w * st.tokens / tokens[s.name]
+            w = usable[u.name] / total_w
+            planned = w * st.tokens
+            epochs = planned / u.unique_tokens
             if epochs > mixture.max_epochs:
                 raise MixtureError(
-                    f"mixture stage {st.name!r}: source {s.name!r} would be repeated {epochs:.2f} times "
-                    f"(weight {w:.4f} of {st.tokens:,} tokens, {tokens[s.name]:,} available) > max_epochs "
+                    f"mixture stage {st.name!r}: {u.name!r} would be repeated {epochs:.2f} times "
+                    f"(weight {w:.4f} of {st.tokens:,} tokens, {u.unique_tokens:,} unique tokens available) > max_epochs "
                     f"{mixture.max_epochs}; lower the stage's tokens or this weight, or add data"
                 )
-            rows.append({"source": s.name, "prefix": prefixes[s.name], "weight": round(w, 10),
-                         "tokens_available": tokens[s.name], "tokens_planned": round(w * st.tokens), "epochs": round(epochs, 6)})
-        valid = [(heldout_prefixes[r["source"]], r["weight"]) for r in rows if r["source"] in heldout_prefixes]
+            rows.append({"unit": u.name, "source": u.source, "domain": u.domain, "bucket": u.bucket, "prefix": u.prefix,
+                         "weight": round(w, 10), "tokens_available": u.tokens, "unique_tokens": u.unique_tokens,
+                         "tokens_planned": round(planned), "epochs": round(epochs, 6),
+                         "file_passes": round(planned / u.tokens, 6)})
+        per_source: dict[str, float] = {}
+        for r in rows:
+            per_source[r["source"]] = per_source.get(r["source"], 0.0) + r["weight"]
+        valid = [(heldout_prefixes[src], w) for src, w in per_source.items() if src in heldout_prefixes]
         norm = sum(w for _, w in valid)
         stages.append({
             "name": st.name,
@@ -82,6 +127,38 @@ def plan_mixture(
             "valid": [{"prefix": p, "weight": round(w / norm, 10)} for p, w in valid],
         })
     return {"stages": stages, "max_epochs": mixture.max_epochs, "notes": notes}
+
+
+def plot_plan(plan: dict, path: str) -> str:
+    """Stacked bars of planned tokens per unit per curriculum stage, with each unit's epochs on its bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    stages = plan["stages"]
+    units = list(dict.fromkeys(r["unit"] for st in stages for r in st["prefixes"]))
+    fig, ax = plt.subplots(figsize=(2.2 + 1.6 * len(stages), 4.8))
+    colours = plt.get_cmap("tab20")
+    bottoms = [0.0] * len(stages)
+    for i, unit in enumerate(units):
+        heights, labels = [], []
+        for st in stages:
+            row = next((r for r in st["prefixes"] if r["unit"] == unit), None)
+            heights.append(row["tokens_planned"] if row else 0)
+            labels.append(f"{row['epochs']:.2f}x" if row else "")
+        bars = ax.bar([st["name"] for st in stages], heights, bottom=bottoms, label=unit, color=colours(i % 20))
+        for bar, label, h in zip(bars, labels, heights):
+            if h and h > 0.04 * max(st["tokens"] for st in stages):
+                ax.text(bar.get_x() + bar.get_width() / 2, bar.get_y() + h / 2, label, ha="center", va="center", fontsize=7)
+        bottoms = [b + h for b, h in zip(bottoms, heights)]
+    ax.set_ylabel("tokens planned")
+    ax.set_title(f"mixture plan (max {plan['max_epochs']} epochs per unit)")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, metadata={"Software": None})  # no version stamp: the file is reproducible
+    plt.close(fig)
+    return path
 
 
 def data_args(rows: list[dict]) -> str:
@@ -114,6 +191,7 @@ def write_plan(plan: dict, folder: str) -> dict[str, dict[str, str | None]]:
         paths[st["name"]] = {"train": train_path, "valid": valid_path}
     with open(os.path.join(folder, "plan.json"), "w") as f:
         json.dump(plan, f, indent=2)
+    plot_plan(plan, os.path.join(folder, "plan.png"))
     return paths
 
 

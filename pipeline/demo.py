@@ -245,12 +245,18 @@ def demo_recipe(run_dir: str, corpus: str, executor: str = "local", small: bool 
         "tokenizer": {"heldout_fraction": 0.05},
         "mixture": {
             "max_epochs": 4,
+            # the book source split by a stored score into two prefixes; the anneal stage draws its book
+            # share from the upper bucket only (quality-aware upsampling). The lid.176 confidence stands in
+            # for a quality classifier's score here: any numeric metadata key works.
+            "buckets": {"book": {"score": "lid_score", "edges": [0.97], "names": ["low", "high"]}},
+            # the small math source is written twice into its token files (physical upsampling)
+            "upsample": {"sympy_math": 2.0},
             "stages": [
                 # general pretraining, then an annealing stage that upsamples code, math and docs (STEM)
                 {"name": "general", "tokens": 50_000 if small else 200_000,
                  "weights": {"web": 0.1, "book": 0.3, "docs": 0.1, "code": 0.35, "math": 0.15}},
                 {"name": "anneal", "tokens": 15_000 if small else 60_000,
-                 "weights": {"code": 0.4, "math": 0.3, "docs": 0.15, "web": 0.05, "book": 0.1}},
+                 "weights": {"code": 0.4, "math": 0.3, "docs": 0.15, "web": 0.05, "shakespeare.high": 0.1}},
             ],
         },
         "train": {"steps": 8, "micro_batch_size": 2, "seq_length": 64, "lr": 3e-3, "eval_samples": 4,

@@ -11,6 +11,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -230,9 +231,60 @@ class MixtureStage(Strict):
         return v
 
 
+class QualityBuckets(Strict):
+    """Split a source (or every source of a domain) by a score stored in document metadata by an earlier
+    stage; each bucket is tokenized into its own prefix, weighted on its own (quality-aware upsampling)."""
+
+    score: str = Field(description="numeric metadata key, e.g. a quality classifier's score or lid_score")
+    edges: list[float] = Field(min_length=1, description="ascending cut points: n edges give n + 1 buckets")
+    names: list[str] | None = Field(None, description="bucket names, lowest first (default q0, q1, ...)")
+    missing: str | None = Field(None, description="bucket for documents without the score (default: the lowest)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "QualityBuckets":
+        if self.edges != sorted(set(self.edges)):
+            raise ValueError(f"edges must be strictly ascending, got {self.edges}")
+        names = self.bucket_names
+        if len(names) != len(self.edges) + 1:
+            raise ValueError(f"{len(self.edges)} edges need {len(self.edges) + 1} names, got {names}")
+        bad = [n for n in names if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", n)]
+        if bad or len(set(names)) != len(names) or "heldout" in names:
+            raise ValueError(f"bucket names must be distinct words (letters, digits, _ or -), not 'heldout'; got {names}")
+        if self.missing is not None and self.missing not in names:
+            raise ValueError(f"missing: {self.missing!r} is not one of the bucket names {names}")
+        return self
+
+    @property
+    def bucket_names(self) -> list[str]:
+        return self.names or [f"q{i}" for i in range(len(self.edges) + 1)]
+
+
 class MixtureConfig(Strict):
     stages: list[MixtureStage] = Field(min_length=1)
-    max_epochs: float = Field(4.0, gt=0, description="largest number of passes over any prefix in any stage")
+    max_epochs: float = Field(4.0, gt=0, description="largest number of passes over the unique tokens of any prefix in any stage")
+    buckets: dict[str, QualityBuckets] = Field(default_factory=dict, description="source or domain -> quality buckets")
+    upsample: dict[str, float] = Field(
+        default_factory=dict,
+        description="source -> physical repeat factor (>= 1, fractional allowed) applied to the documents before tokenizing",
+    )
+
+    @field_validator("upsample")
+    @classmethod
+    def _factors(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: f for k, f in v.items() if not 1 <= f <= 100}
+        if bad:
+            raise ValueError(f"upsample factors must be between 1 and 100, got {bad}")
+        return v
+
+    def buckets_for(self, source: "SourceConfig") -> QualityBuckets | None:
+        return self.buckets.get(source.name) or self.buckets.get(source.domain)
+
+    def units_of(self, source: "SourceConfig") -> list[tuple[str, str | None]]:
+        """(token-prefix unit, bucket) of a source: the source itself, or one per quality bucket."""
+        spec = self.buckets_for(source)
+        if spec is None:
+            return [(source.name, None)]
+        return [(f"{source.name}.{b}", b) for b in spec.bucket_names]
 
 
 # ----------------------------------------------------------------------------------------------- train
@@ -317,14 +369,23 @@ class Recipe(Strict):
                 self.filter.rules_for(s)
             except ValidationError as e:
                 raise ValueError(f"filter overrides for source {s.name!r} (domain {s.domain!r}): {e}") from None
-        keys = set(names) | {s.domain for s in self.sources}
+        for kind, table in (("buckets", self.mixture.buckets), ("upsample", self.mixture.upsample)):
+            allowed = set(names) | ({s.domain for s in self.sources} if kind == "buckets" else set())
+            bad = sorted(set(table) - allowed)
+            if bad:
+                raise ValueError(f"mixture.{kind}: {bad} is not a source{' or a domain of a source' if kind == 'buckets' else ''}")
+        units = {u for s in self.sources if self.mixture.buckets_for(s) for u, _ in self.mixture.units_of(s)}
+        keys = set(names) | {s.domain for s in self.sources} | units
         stage_names = [st.name for st in self.mixture.stages]
         if len(set(stage_names)) != len(stage_names):
             raise ValueError(f"mixture.stages: duplicate stage names {stage_names}")
         for i, st in enumerate(self.mixture.stages):
             bad = sorted(set(st.weights) - keys)
             if bad:
-                raise ValueError(f"mixture.stages[{i}].weights: {bad} is neither a source nor a domain of a source")
+                raise ValueError(
+                    f"mixture.stages[{i}].weights: {bad} is neither a source, a domain of a source, nor a bucket "
+                    f"(<source>.<bucket>; buckets here: {sorted(units) or 'none'})"
+                )
         return self
 
     # --- derived -----------------------------------------------------------------------------------

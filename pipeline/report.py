@@ -36,21 +36,28 @@ def print_doc_stage(stats: dict) -> None:
 
 def print_tokenize(stats: dict) -> None:
     t = Table(title=f"stage tokenize: Megatron indexed datasets ({stats['dtype']} tokens)")
-    for col in ("source", "documents", "tokens (with EOS)", "prefix"):
+    for col in ("unit", "documents", "tokens (with EOS)", "of which repeats", "prefix"):
         t.add_column(col)
     for src, c in stats["sources"].items():
-        t.add_row(src, _fmt(c["documents"]), _fmt(c["tokens"]), c["prefix"] or "(empty: no prefix)")
+        for unit, u in c["units"].items():
+            t.add_row(unit, _fmt(u["documents"]), _fmt(u["tokens"]), _fmt(u["documents"] - u["unique_documents"]),
+                      os.path.basename(u["prefix"]) if u["prefix"] else "(empty: no prefix)")
+        if c["heldout_prefix"]:
+            t.add_row(f"{src} (held out)", _fmt(c["heldout_documents"]), _fmt(c["heldout_tokens"]), "0",
+                      os.path.basename(c["heldout_prefix"]))
     console.print(t)
 
 
 def print_mix(stats: dict) -> None:
     for st in stats["plan"]["stages"]:
         t = Table(title=f"mixture stage {st['name']}: {st['tokens']:,} tokens")
-        for col in ("source", "weight", "tokens planned", "tokens available", "epochs"):
+        for col in ("unit", "weight", "tokens planned", "unique tokens", "epochs"):
             t.add_column(col)
         for r in st["prefixes"]:
-            t.add_row(r["source"], f"{r['weight']:.4f}", _fmt(r["tokens_planned"]), _fmt(r["tokens_available"]), f"{r['epochs']:.3f}")
+            t.add_row(r["unit"], f"{r['weight']:.4f}", _fmt(r["tokens_planned"]), _fmt(r["unique_tokens"]), f"{r['epochs']:.3f}")
         console.print(t)
+    if stats.get("plot"):
+        console.print(f"plan plot: {stats['plot']}")
 
 
 def print_train(stats: dict) -> None:
@@ -86,7 +93,8 @@ def print_stage(stage: str, stats: dict) -> None:
 
 # ------------------------------------------------------------------------------------------------ funnel
 def funnel(layout: RunLayout) -> list[dict]:
-    """One row per source: documents and tokens entering filtering, and after each stage."""
+    """One row per source: documents, bytes and tokens entering filtering (raw) and after each stage,
+    then the tokens written and planned per curriculum stage."""
     rows: dict[str, dict] = {}
     for stage in DOC_STAGES:
         if not os.path.exists(layout.stats(stage)):
@@ -94,35 +102,40 @@ def funnel(layout: RunLayout) -> list[dict]:
         for src, c in read_stats(layout.stats(stage))["sources"].items():
             row = rows.setdefault(src, {"source": src})
             if stage == "filter":
-                row["raw_docs"] = c["in"]["docs"]
-                row["raw_bytes"] = c["in"]["bytes"]
-            row[f"{stage}_docs"] = c["kept"]["docs"]
-            row[f"{stage}_tokens"] = c["kept"]["tokens"]
+                row |= {"raw_docs": c["in"]["docs"], "raw_bytes": c["in"]["bytes"], "raw_tokens": c["in"]["tokens"]}
+            row |= {f"{stage}_docs": c["kept"]["docs"], f"{stage}_bytes": c["kept"]["bytes"], f"{stage}_tokens": c["kept"]["tokens"]}
     if os.path.exists(layout.stats("tokenize")):
         for src, c in read_stats(layout.stats("tokenize"))["sources"].items():
             row = rows.setdefault(src, {"source": src})
-            row["tokenized_tokens"] = c["tokens"] + c["heldout_tokens"]  # with one EOS per document
+            row["tokenized_tokens"] = c["tokens"] + c["heldout_tokens"]  # with one EOS per document, repeats included
             row["heldout_tokens"] = c["heldout_tokens"]
     if os.path.exists(layout.stats("mix")):
         for st in read_stats(layout.stats("mix"))["plan"]["stages"]:
             for r in st["prefixes"]:
-                rows.setdefault(r["source"], {"source": r["source"]})[f"mix_{st['name']}_tokens"] = r["tokens_planned"]
+                row = rows.setdefault(r["source"], {"source": r["source"]})
+                key = f"mix_{st['name']}_tokens"
+                row[key] = row.get(key, 0) + r["tokens_planned"]
     return list(rows.values())
 
 
 def print_funnel(rows: list[dict]) -> None:
+    """Three narrow tables (documents, tokens, bytes), one column per stage."""
     if not rows:
         return
-    cols = [k for k in rows[0] if k != "source"]
-    for r in rows[1:]:
-        cols += [k for k in r if k not in cols and k != "source"]
-    t = Table(title="funnel: documents and tokens per source per stage")
-    t.add_column("source")
-    for c in cols:
-        t.add_column(c.replace("_", " "), justify="right")
+    cols: list[str] = []
     for r in rows:
-        t.add_row(r["source"], *(_fmt(r.get(c, "")) for c in cols))
-    console.print(t)
+        cols += [k for k in r if k not in cols and k != "source"]
+    for measure in ("docs", "tokens", "bytes"):
+        picked = [c for c in cols if c.endswith(f"_{measure}")]
+        if not picked:
+            continue
+        t = Table(title=f"funnel: {measure} per source per stage")
+        t.add_column("source")
+        for c in picked:
+            t.add_column(c[: -len(measure) - 1].replace("_", " "), justify="right")
+        for r in rows:
+            t.add_row(r["source"], *(_fmt(r.get(c, "")) for c in picked))
+        console.print(t)
 
 
 def build_report(layout: RunLayout) -> dict:

@@ -144,37 +144,75 @@ def run_decontam(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dic
 
 # ---------------------------------------------------------------------------------------------- tokenize
 def run_tokenize(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
-    from mixtures.megatron_writer import HELDOUT, MegatronPartWriter, merge_parts, token_dtype
+    """Held-out split, quality buckets and physical upsampling as datatrove steps, then the Megatron part
+    writer; parts are merged per unit. Accounting: the first copies written per source equal the
+    documents decontam kept (tokens + one EOS each), and every extra sequence is a counted repeat."""
+    from mixtures.buckets import QualityBucketer
+    from mixtures.heldout import HELDOUT, HeldoutTagger
+    from mixtures.megatron_writer import MegatronPartWriter, merge_parts, token_dtype
+    from mixtures.upsample import PhysicalUpsampler
     from pipeline.documents import stage_reader
 
     _require(layout.stats("decontam"), "tokenize", "decontam")
     layout.fresh_stage("tokenize", resume)
     parts = os.path.join(layout.stage("tokenize"), "parts")
-    tk = recipe.tokenizer
+    tk, mx = recipe.tokenizer, recipe.mixture
+    bucket_specs = {
+        s.name: (q.score, q.edges, q.bucket_names, q.missing or q.bucket_names[0])
+        for s in recipe.sources
+        if (q := mx.buckets_for(s))
+    }
     steps = [
         stage_reader(layout.output("decontam")),
-        MegatronPartWriter(tk.path, parts, tk.eos_token, tk.batch_size, tk.heldout_fraction),
+        HeldoutTagger(tk.heldout_fraction),
+        QualityBucketer(bucket_specs),
+        PhysicalUpsampler(dict(mx.upsample)),
+        MegatronPartWriter(tk.path, parts, tk.eos_token, tk.batch_size),
     ]
     stats_by_step = run_steps(recipe.executor, steps, layout.logs("tokenize"), recipe.executor.tasks, "tokenize")
     writer = step_stats(stats_by_step, MegatronPartWriter.name)
+    bucketer = step_stats(stats_by_step, QualityBucketer.name)
+    upsampler = step_stats(stats_by_step, PhysicalUpsampler.name)
     dtype = token_dtype(tk.path)
     decontam = read_stats(layout.stats("decontam"))["sources"]
+    count = lambda table, key: int(table.get(key, 0))  # noqa: E731
     per_source, problems = {}, []
-    for src in _source_names(recipe):
-        row = {}
-        for heldout in (False, True):
-            part = f"{src}.{HELDOUT}" if heldout else src
-            docs, tokens = int(writer.get(f"docs/{part}", 0)), int(writer.get(f"tokens/{part}", 0))
-            prefix = layout.token_prefix(src, heldout)
-            n_parts = merge_parts(parts, part, prefix, dtype) if docs else 0
-            key = "heldout_" if heldout else ""
-            row |= {f"{key}prefix": prefix if docs else None, f"{key}documents": docs, f"{key}tokens": tokens, f"{key}parts_merged": n_parts}
-        docs, tokens = row["documents"] + row["heldout_documents"], row["tokens"] + row["heldout_tokens"]
+    for source in recipe.sources:
+        src = source.name
+        units = {}
+        for unit, _bucket in mx.units_of(source):
+            docs, tokens = count(writer, f"docs/{unit}"), count(writer, f"tokens/{unit}")
+            prefix = layout.token_prefix(unit)
+            units[unit] = {"prefix": prefix if docs else None, "documents": docs, "tokens": tokens,
+                           "unique_documents": count(writer, f"unique_docs/{unit}"),
+                           "unique_tokens": count(writer, f"unique_tokens/{unit}"),
+                           "parts_merged": merge_parts(parts, unit, prefix, dtype) if docs else 0}
+        held = f"{src}.{HELDOUT}"
+        h_docs, h_tokens = count(writer, f"docs/{held}"), count(writer, f"tokens/{held}")
+        h_prefix = layout.token_prefix(src, heldout=True)
+        row = {
+            "units": units,
+            "documents": sum(u["documents"] for u in units.values()),
+            "tokens": sum(u["tokens"] for u in units.values()),
+            "unique_documents": sum(u["unique_documents"] for u in units.values()),
+            "unique_tokens": sum(u["unique_tokens"] for u in units.values()),
+            "repeated_documents": count(upsampler, f"repeated_docs/{src}"),
+            "upsample": mx.upsample.get(src, 1.0),
+            "missing_score": count(bucketer, f"missing_score/{src}"),
+            "heldout_prefix": h_prefix if h_docs else None,
+            "heldout_documents": h_docs,
+            "heldout_tokens": h_tokens,
+            "heldout_parts_merged": merge_parts(parts, held, h_prefix, dtype) if h_docs else 0,
+        }
         kept = decontam[src]["kept"]
-        if docs != kept["docs"]:
-            problems.append(f"{src}: tokenized {docs} documents, decontam kept {kept['docs']}")
-        if tokens != kept["tokens"] + docs:  # + one EOS per document
-            problems.append(f"{src}: {tokens} tokens written, expected {kept['tokens']} + {docs} EOS")
+        first_copies = row["unique_documents"] + h_docs
+        if first_copies != kept["docs"]:
+            problems.append(f"{src}: tokenized {first_copies} documents, decontam kept {kept['docs']}")
+        if row["unique_tokens"] + h_tokens != kept["tokens"] + first_copies:  # + one EOS per document
+            problems.append(f"{src}: {row['unique_tokens'] + h_tokens} tokens written, expected {kept['tokens']} + {first_copies} EOS")
+        if row["documents"] != row["unique_documents"] + row["repeated_documents"]:
+            problems.append(f"{src}: {row['documents']} sequences = {row['unique_documents']} documents + "
+                            f"{row['repeated_documents']} repeats does not hold")
         per_source[src] = row
     shutil.rmtree(parts, ignore_errors=True)
     if problems:
@@ -186,19 +224,18 @@ def run_tokenize(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dic
 
 # --------------------------------------------------------------------------------------------------- mix
 def run_mix(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
-    from mixtures.plan import plan_mixture, write_plan
+    from mixtures.plan import plan_mixture, units_from_tokenize, write_plan
 
     _require(layout.stats("tokenize"), "mix", "tokenize")
     layout.fresh_stage("mix", resume)
     tok = read_stats(layout.stats("tokenize"))["sources"]
-    tokens = {s: v["tokens"] for s, v in tok.items()}
-    prefixes = {s: v["prefix"] for s, v in tok.items()}
+    units = units_from_tokenize(recipe.mixture, recipe.sources, tok)
     heldout = {s: v["heldout_prefix"] for s, v in tok.items() if v["heldout_prefix"]}
-    plan = plan_mixture(recipe.mixture, recipe.sources, tokens, prefixes, heldout)
+    plan = plan_mixture(recipe.mixture, units, heldout)
     paths = write_plan(plan, layout.stage("mix"))
     for note in plan["notes"]:
         logger.warning(f"mix: {note}")
-    stats = {"stage": "mix", "plan": plan, "data_args": paths}
+    stats = {"stage": "mix", "plan": plan, "data_args": paths, "plot": os.path.join(layout.stage("mix"), "plan.png")}
     write_stats(layout.stats("mix"), stats)
     return stats
 

@@ -4,7 +4,7 @@ import collections
 
 import pytest
 
-from mixtures.plan import MixtureError, plan_mixture, source_weights
+from mixtures.plan import MixtureError, Unit, plan_mixture, source_weights, unit_weights
 from pipeline.accounting import read_stats
 from pipeline.recipe import MixtureConfig, SourceConfig
 
@@ -22,21 +22,43 @@ def test_domain_weight_is_shared_by_tokens_and_sources_can_override():
     assert w == pytest.approx({"a": 0.5, "b": 0.2, "c": 0.3})
 
 
+def _units(tokens: dict[str, int]) -> list[Unit]:
+    return [Unit(s.name, s.name, s.domain, tokens[s.name], tokens[s.name], f"p{s.name}" if tokens[s.name] else None)
+            for s in SOURCES]
+
+
 def test_plan_respects_the_repeat_cap_or_fails_clearly():
     mix = MixtureConfig(stages=[{"name": "s", "tokens": 1000, "weights": {"web": 0.5, "code": 0.5}}], max_epochs=4)
-    plan = plan_mixture(mix, SOURCES, {"a": 300, "b": 100, "c": 200}, {"a": "pa", "b": "pb", "c": "pc"})
+    plan = plan_mixture(mix, _units({"a": 300, "b": 100, "c": 200}))
     rows = {r["source"]: r for r in plan["stages"][0]["prefixes"]}
     assert rows["c"]["epochs"] == pytest.approx(2.5)
     mix.stages[0].tokens = 10_000
-    with pytest.raises(MixtureError, match=r"source 'a' would be repeated 12.50 times .* > max_epochs 4"):
-        plan_mixture(mix, SOURCES, {"a": 300, "b": 100, "c": 200}, {"a": "pa", "b": "pb", "c": "pc"})
+    with pytest.raises(MixtureError, match=r"'a' would be repeated 12.50 times .* > max_epochs 4"):
+        plan_mixture(mix, _units({"a": 300, "b": 100, "c": 200}))
 
 
 def test_sources_without_tokens_are_left_out_with_a_note():
     mix = MixtureConfig(stages=[{"name": "s", "tokens": 100, "weights": {"a": 1, "c": 1}}])
-    plan = plan_mixture(mix, SOURCES, {"a": 0, "b": 10, "c": 200}, {"a": None, "b": "pb", "c": "pc"})
+    plan = plan_mixture(mix, _units({"a": 0, "b": 10, "c": 200}))
     assert [r["source"] for r in plan["stages"][0]["prefixes"]] == ["c"]
     assert "['a'] have no tokens" in plan["notes"][0]
+
+
+def test_bucket_weights_resolve_most_specific_first_and_epochs_count_unique_tokens():
+    units = [Unit("a.low", "a", "web", 600, 600, "pl", "low"), Unit("a.high", "a", "web", 200, 100, "ph", "high"),
+             Unit("b", "b", "web", 200, 200, "pb"), Unit("c", "c", "code", 100, 100, "pc")]
+    # a named bucket keeps its weight; the domain's weight is shared by the remaining units by tokens
+    w = unit_weights({"a.high": 0.2, "web": 0.6, "code": 0.2}, units)
+    assert w == pytest.approx({"a.high": 0.2, "a.low": 0.45, "b": 0.15, "c": 0.2})
+    w = unit_weights({"a": 0.5, "b": 0.5}, units)  # a source's weight is shared by its buckets
+    assert w == pytest.approx({"a.low": 0.375, "a.high": 0.125, "b": 0.5})
+    # a.high was physically upsampled x2: 200 tokens in its files, 100 unique; epochs count unique passes
+    mix = MixtureConfig(stages=[{"name": "s", "tokens": 1000, "weights": {"a.high": 0.3, "a.low": 0.7}}], max_epochs=4)
+    rows = {r["unit"]: r for r in plan_mixture(mix, units)["stages"][0]["prefixes"]}
+    assert rows["a.high"]["epochs"] == pytest.approx(3.0) and rows["a.high"]["file_passes"] == pytest.approx(1.5)
+    mix.stages[0].weights = {"a.high": 0.5, "a.low": 0.5}
+    with pytest.raises(MixtureError, match=r"'a.high' would be repeated 5.00 times"):
+        plan_mixture(mix, units)
 
 
 def test_blended_sampling_matches_the_planned_token_shares(demo_run):

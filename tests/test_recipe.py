@@ -58,7 +58,30 @@ def test_bad_format_and_unknown_domain_weight(tmp_path):
         load_recipe(_write(tmp_path, data))
     data = _base()
     data["mixture"]["stages"][0]["weights"] = {"books": 1.0}
-    with pytest.raises(RecipeError, match=r"'books'.* neither a source nor a domain"):
+    with pytest.raises(RecipeError, match=r"'books'.* neither a source, a domain of a source, nor a bucket"):
+        load_recipe(_write(tmp_path, data))
+
+
+def test_bucket_and_upsample_errors_name_the_key(tmp_path):
+    data = _base()
+    data["mixture"]["buckets"] = {"web": {"score": "quality", "edges": [0.5, 0.2]}}
+    with pytest.raises(RecipeError, match=r"mixture\.buckets\.web.*strictly ascending"):
+        load_recipe(_write(tmp_path, data))
+    data["mixture"]["buckets"] = {"web": {"score": "quality", "edges": [0.5], "names": ["lo", "heldout"]}}
+    with pytest.raises(RecipeError, match=r"not 'heldout'"):
+        load_recipe(_write(tmp_path, data))
+    data["mixture"]["buckets"] = {"web": {"score": "quality", "edges": [0.5], "names": ["lo", "hi"]}}
+    data["mixture"]["stages"][0]["weights"] = {"web.top": 1.0}
+    with pytest.raises(RecipeError, match=r"buckets here: \['web.hi', 'web.lo'\]"):
+        load_recipe(_write(tmp_path, data))
+    data["mixture"]["stages"][0]["weights"] = {"web.hi": 1.0}
+    assert load_recipe(_write(tmp_path, data)).mixture.units_of(load_recipe(_write(tmp_path, data)).sources[0]) == [
+        ("web.lo", "lo"), ("web.hi", "hi")]
+    data["mixture"]["upsample"] = {"web": 0.5}
+    with pytest.raises(RecipeError, match=r"mixture\.upsample.*between 1 and 100"):
+        load_recipe(_write(tmp_path, data))
+    data["mixture"]["upsample"] = {"nosuch": 2}
+    with pytest.raises(RecipeError, match=r"mixture.upsample: \['nosuch'\] is not a source"):
         load_recipe(_write(tmp_path, data))
 
 

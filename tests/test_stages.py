@@ -106,21 +106,53 @@ def test_tokens_decode_back_to_the_kept_text(demo_run):
     tok = load_tokenizer(recipe.tokenizer.path)
     kept = {d["id"]: d["text"] for d in read_docs(layout.output("decontam"))}
     stats = read_stats(layout.stats("tokenize"))["sources"]
-    seen = set()
-    for src, s in stats.items():
-        for key in ("prefix", "heldout_prefix"):
-            if not s[key]:
+    seen, copies = set(), {}
+    for s in stats.values():
+        prefixes = [(u["prefix"], u["documents"]) for u in s["units"].values()]
+        for prefix, n_docs in prefixes + [(s["heldout_prefix"], s["heldout_documents"])]:
+            if not prefix:
                 continue
-            ds = IndexedDataset(s[key])
-            ids = read_docids(s[key])
-            assert len(ds) == len(ids) == s[key.replace("prefix", "documents")]
+            ds = IndexedDataset(prefix)
+            ids = read_docids(prefix)
+            assert len(ds) == len(ids) == n_docs
             assert ds.index.dtype == np.int32
             for i, doc_id in enumerate(ids):
                 seq = ds[i]
                 assert seq[-1] == tok.token_to_id("<|endoftext|>")
                 assert tok.decode(seq[:-1].tolist(), skip_special_tokens=False) == kept[doc_id]
                 seen.add(doc_id)
+                copies[doc_id] = copies.get(doc_id, 0) + 1
     assert seen == set(kept)
+    # physical upsampling: the demo writes every math document twice (held-out ones once), nothing else twice
+    math_ids = {d["id"] for d in read_docs(layout.output("decontam")) if d["metadata"]["source"] == "sympy_math"}
+    math = stats["sympy_math"]
+    held = set(read_docids(math["heldout_prefix"])) if math["heldout_prefix"] else set()
+    assert {i: n for i, n in copies.items() if n > 1} == dict.fromkeys(math_ids - held, 2)
+    assert math["repeated_documents"] == len(math_ids - held) > 0
+
+
+def test_quality_buckets_split_a_source_by_its_stored_score(demo_run):
+    """The demo buckets the book source by lid_score at 0.97: every document lands in the bucket its stored
+    score says, and the anneal stage draws its book share from the upper bucket only."""
+    from mixtures.megatron_writer import read_docids
+
+    layout = demo_run["layout"]
+    score = {d["id"]: d["metadata"]["lid_score"] for d in read_docs(layout.output("decontam"))
+             if d["metadata"]["source"] == "shakespeare"}
+    units = read_stats(layout.stats("tokenize"))["sources"]["shakespeare"]["units"]
+    assert set(units) == {"shakespeare.low", "shakespeare.high"}
+    low, high = (set(read_docids(units[u]["prefix"])) for u in ("shakespeare.low", "shakespeare.high"))
+    assert low and high and not low & high
+    assert all(score[i] < 0.97 for i in low) and all(score[i] >= 0.97 for i in high)
+    mix = read_stats(layout.stats("mix"))
+    plan = {st["name"]: {r["unit"]: r for r in st["prefixes"]} for st in mix["plan"]["stages"]}
+    assert {"shakespeare.low", "shakespeare.high"} <= set(plan["general"])
+    assert "shakespeare.high" in plan["anneal"] and "shakespeare.low" not in plan["anneal"]
+    # the general stage's book weight is shared by the buckets in proportion to their tokens
+    g = plan["general"]
+    assert g["shakespeare.low"]["weight"] / g["shakespeare.high"]["weight"] == pytest.approx(
+        units["shakespeare.low"]["tokens"] / units["shakespeare.high"]["tokens"], rel=1e-6)
+    assert os.path.getsize(mix["plot"]) > 1000
 
 
 def test_blend_files_are_what_megatron_reads(demo_run):
