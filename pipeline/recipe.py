@@ -324,6 +324,7 @@ class TrainConfig(Strict):
     seq_length: int = Field(64, ge=8)
     lr: float = Field(1e-3, gt=0)
     min_lr: float = Field(1e-4, ge=0)
+    warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up before the cosine decay")
     weight_decay: float = Field(0.01, ge=0)
     seed: int = 1234
     exit_weights: list[ExitWeightSchedule] | None = Field(
