@@ -97,20 +97,14 @@ def plan_mixture(mixture: MixtureConfig, units: list[Unit], heldout_prefixes: di
         usable = {n: w for n, w in raw.items() if w > 0 and by_name[n].tokens > 0}
         if not usable:
             raise MixtureError(f"mixture stage {st.name!r}: no weighted source has any tokens (weights {st.weights})")
-        total_w = sum(usable.values())
+        planned_by_unit = _fill(st.name, st.tokens, usable, by_name, mixture, notes)
         rows = []
         for u in units:  # recipe order: deterministic blend files
             if u.name not in usable:
                 continue
-            w = usable[u.name] / total_w
-            planned = w * st.tokens
+            planned = planned_by_unit[u.name]
+            w = planned / st.tokens
             epochs = planned / u.unique_tokens
-            if epochs > mixture.max_epochs:
-                raise MixtureError(
-                    f"mixture stage {st.name!r}: {u.name!r} would be repeated {epochs:.2f} times "
-                    f"(weight {w:.4f} of {st.tokens:,} tokens, {u.unique_tokens:,} unique tokens available) > max_epochs "
-                    f"{mixture.max_epochs}; lower the stage's tokens or this weight, or add data"
-                )
             rows.append({"unit": u.name, "source": u.source, "domain": u.domain, "bucket": u.bucket, "prefix": u.prefix,
                          "weight": round(w, 10), "tokens_available": u.tokens, "unique_tokens": u.unique_tokens,
                          "tokens_planned": round(planned), "epochs": round(epochs, 6),
@@ -127,6 +121,42 @@ def plan_mixture(mixture: MixtureConfig, units: list[Unit], heldout_prefixes: di
             "valid": [{"prefix": p, "weight": round(w / norm, 10)} for p, w in valid],
         })
     return {"stages": stages, "max_epochs": mixture.max_epochs, "notes": notes}
+
+
+def _fill(stage: str, tokens: int, weights: dict[str, float], units: dict[str, Unit], mixture: MixtureConfig,
+          notes: list[str]) -> dict[str, float]:
+    """Tokens per unit: the stage's tokens in proportion to the weights. A unit over ``max_epochs`` fails
+    the plan, or with ``over_cap: redistribute`` is held at the cap while the tokens it cannot supply go
+    to the remaining units in proportion to their weights (repeated until nothing is over; water-filling)."""
+    cap = {n: mixture.max_epochs * units[n].unique_tokens for n in weights}
+    fixed: dict[str, float] = {}
+    while True:
+        free = {n: w for n, w in weights.items() if n not in fixed}
+        left = tokens - sum(fixed.values())
+        if not free:
+            raise MixtureError(
+                f"mixture stage {stage!r}: the corpus cannot supply {tokens:,} tokens within max_epochs "
+                f"{mixture.max_epochs}: every weighted unit is at its cap ({sum(fixed.values()):,.0f} tokens); "
+                f"lower the stage's tokens, raise max_epochs or add data"
+            )
+        total_w = sum(free.values())
+        planned = {n: left * w / total_w for n, w in free.items()}
+        over = sorted(n for n, t in planned.items() if t > cap[n] * (1 + 1e-9))
+        if not over:
+            break
+        if mixture.over_cap == "fail":
+            n = over[0]
+            raise MixtureError(
+                f"mixture stage {stage!r}: {n!r} would be repeated {planned[n] / units[n].unique_tokens:.2f} times "
+                f"(weight {planned[n] / tokens:.4f} of {tokens:,} tokens, {units[n].unique_tokens:,} unique tokens "
+                f"available) > max_epochs {mixture.max_epochs}; lower the stage's tokens or this weight, add data, "
+                f"or set mixture.over_cap: redistribute"
+            )
+        for n in over:
+            fixed[n] = cap[n]
+        notes.append(f"stage {stage!r}: {over} held at {mixture.max_epochs} epochs; the rest of their weight "
+                     f"went to the other units in proportion to their weights")
+    return planned | fixed
 
 
 def plot_plan(plan: dict, path: str) -> str:

@@ -262,6 +262,10 @@ class QualityBuckets(Strict):
 class MixtureConfig(Strict):
     stages: list[MixtureStage] = Field(min_length=1)
     max_epochs: float = Field(4.0, gt=0, description="largest number of passes over the unique tokens of any prefix in any stage")
+    over_cap: Literal["fail", "redistribute"] = Field(
+        "fail",
+        description="a unit over max_epochs: fail, or cap it and share its excess among the other units by weight",
+    )
     buckets: dict[str, QualityBuckets] = Field(default_factory=dict, description="source or domain -> quality buckets")
     upsample: dict[str, float] = Field(
         default_factory=dict,

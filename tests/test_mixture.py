@@ -115,3 +115,20 @@ def test_the_800b_example_recipe_plans_within_its_caps_on_a_realistic_inventory(
     small = [u if u.source != "synth_reasoning" else Unit(u.name, u.source, u.domain, 2 * B, 2 * B, u.prefix) for u in units]
     with pytest.raises(MixtureError, match=r"'synth_reasoning' would be repeated"):
         plan_mixture(recipe.mixture, small)
+
+
+def test_over_cap_units_can_be_held_at_the_cap_with_the_rest_redistributed():
+    units = [Unit("a", "a", "web", 100, 100, "pa"), Unit("b", "b", "web", 1000, 1000, "pb"),
+             Unit("c", "c", "code", 1000, 1000, "pc")]
+    mix = MixtureConfig(stages=[{"name": "s", "tokens": 2000, "weights": {"a": 0.5, "b": 0.3, "c": 0.2}}],
+                        max_epochs=4, over_cap="redistribute")
+    plan = plan_mixture(mix, units)
+    rows = {r["unit"]: r for r in plan["stages"][0]["prefixes"]}
+    assert rows["a"]["tokens_planned"] == 400 and rows["a"]["epochs"] == pytest.approx(4.0)
+    # the 1600 tokens left go to b and c as 0.3 : 0.2
+    assert rows["b"]["tokens_planned"] == 960 and rows["c"]["tokens_planned"] == 640
+    assert sum(r["weight"] for r in rows.values()) == pytest.approx(1.0)
+    assert "['a'] held at 4" in plan["notes"][0]
+    mix.stages[0].tokens = 9000  # 4 x 2100 unique tokens = 8400 at most
+    with pytest.raises(MixtureError, match=r"cannot supply 9,000 tokens within max_epochs 4"):
+        plan_mixture(mix, units)
