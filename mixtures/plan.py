@@ -25,6 +25,9 @@ from dataclasses import dataclass
 from pipeline.recipe import MixtureConfig, SourceConfig
 
 
+PLAN_PLOT = "plan.png"
+
+
 class MixtureError(ValueError):
     pass
 
@@ -77,20 +80,14 @@ def unit_weights(weights: dict[str, float], units: list[Unit]) -> dict[str, floa
     return out
 
 
-def source_weights(weights: dict[str, float], sources: list[SourceConfig], tokens: dict[str, int]) -> dict[str, float]:
-    """Weights per source for sources without buckets (one unit each)."""
-    units = [Unit(s.name, s.name, s.domain, tokens.get(s.name, 0), tokens.get(s.name, 0), None) for s in sources]
-    return unit_weights(weights, units)
-
-
 def plan_mixture(mixture: MixtureConfig, units: list[Unit], heldout_prefixes: dict[str, str] | None = None) -> dict:
     """The plan of every curriculum stage; each source's held-out prefix gets the source's total weight
     (renormalised over the sources that have one) for evaluation."""
     heldout_prefixes = heldout_prefixes or {}
+    by_name = {u.name: u for u in units}
     stages, notes = [], []
     for st in mixture.stages:
         raw = unit_weights(st.weights, units)
-        by_name = {u.name: u for u in units}
         empty = sorted(n for n, w in raw.items() if w > 0 and by_name[n].tokens == 0)
         if empty:
             notes.append(f"stage {st.name!r}: unit(s) {empty} have no tokens left and are left out")
@@ -171,6 +168,7 @@ def plot_plan(plan: dict, path: str) -> str:
     fig, ax = plt.subplots(figsize=(2.2 + 1.6 * len(stages), 4.8))
     colours = plt.get_cmap("tab20")
     bottoms = [0.0] * len(stages)
+    min_labelled = 0.04 * max(st["tokens"] for st in stages)  # bars too thin for a label stay bare
     for i, unit in enumerate(units):
         heights, labels = [], []
         for st in stages:
@@ -179,7 +177,7 @@ def plot_plan(plan: dict, path: str) -> str:
             labels.append(f"{row['epochs']:.2f}x" if row else "")
         bars = ax.bar([st["name"] for st in stages], heights, bottom=bottoms, label=unit, color=colours(i % 20))
         for bar, label, h in zip(bars, labels, heights):
-            if h and h > 0.04 * max(st["tokens"] for st in stages):
+            if h > min_labelled:
                 ax.text(bar.get_x() + bar.get_width() / 2, bar.get_y() + h / 2, label, ha="center", va="center", fontsize=7)
         bottoms = [b + h for b, h in zip(bottoms, heights)]
     ax.set_ylabel("tokens planned")
@@ -221,7 +219,7 @@ def write_plan(plan: dict, folder: str) -> dict[str, dict[str, str | None]]:
         paths[st["name"]] = {"train": train_path, "valid": valid_path}
     with open(os.path.join(folder, "plan.json"), "w") as f:
         json.dump(plan, f, indent=2)
-    plot_plan(plan, os.path.join(folder, "plan.png"))
+    plot_plan(plan, os.path.join(folder, PLAN_PLOT))
     return paths
 
 

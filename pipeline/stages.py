@@ -224,7 +224,7 @@ def run_tokenize(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dic
 
 # --------------------------------------------------------------------------------------------------- mix
 def run_mix(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
-    from mixtures.plan import plan_mixture, units_from_tokenize, write_plan
+    from mixtures.plan import PLAN_PLOT, plan_mixture, units_from_tokenize, write_plan
 
     _require(layout.stats("tokenize"), "mix", "tokenize")
     layout.fresh_stage("mix", resume)
@@ -235,7 +235,7 @@ def run_mix(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
     paths = write_plan(plan, layout.stage("mix"))
     for note in plan["notes"]:
         logger.warning(f"mix: {note}")
-    stats = {"stage": "mix", "plan": plan, "data_args": paths, "plot": os.path.join(layout.stage("mix"), "plan.png")}
+    stats = {"stage": "mix", "plan": plan, "data_args": paths, "plot": os.path.join(layout.stage("mix"), PLAN_PLOT)}
     write_stats(layout.stats("mix"), stats)
     return stats
 

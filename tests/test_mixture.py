@@ -4,7 +4,7 @@ import collections
 
 import pytest
 
-from mixtures.plan import MixtureError, Unit, plan_mixture, source_weights, unit_weights
+from mixtures.plan import MixtureError, Unit, plan_mixture, unit_weights
 from pipeline.accounting import read_stats
 from pipeline.recipe import MixtureConfig, SourceConfig
 
@@ -16,9 +16,10 @@ SOURCES = [
 
 
 def test_domain_weight_is_shared_by_tokens_and_sources_can_override():
-    w = source_weights({"web": 0.6, "code": 0.4}, SOURCES, {"a": 300, "b": 100, "c": 50})
+    units = _units({"a": 300, "b": 100, "c": 50})
+    w = unit_weights({"web": 0.6, "code": 0.4}, units)
     assert w == pytest.approx({"a": 0.45, "b": 0.15, "c": 0.4})
-    w = source_weights({"web": 0.5, "b": 0.2, "c": 0.3}, SOURCES, {"a": 300, "b": 100, "c": 50})
+    w = unit_weights({"web": 0.5, "b": 0.2, "c": 0.3}, units)
     assert w == pytest.approx({"a": 0.5, "b": 0.2, "c": 0.3})
 
 

@@ -271,15 +271,13 @@ class FamilialTrainer:
         history, evals = [], {}
         if resume and checkpointing.latest_iteration(self.checkpoint_dir) is not None:
             history, evals = self._resume(metrics_path)
-        ckpt = None
         with open(metrics_path if writer else os.devnull, "w") as metrics:
-            for row in history:
-                metrics.write(json.dumps(row) + "\n")
-            first_step = 0
+            metrics.writelines(json.dumps(row) + "\n" for row in history)
+            stage_end = 0
             for stage, n_steps in zip(stages, steps_per_stage):
-                stage_start, first_step = first_step, first_step + n_steps
-                if self.step >= first_step and stage.name in evals:
-                    continue  # finished and evaluated before the checkpoint
+                stage_start, stage_end = stage_end, stage_end + n_steps
+                if self.step >= stage_end and (stage.name in evals or not self.s.eval_samples):
+                    continue  # finished (and evaluated) before the checkpoint
                 train_ds, valid_ds = build_datasets(
                     stage.data_args_path,
                     stage.valid_data_args_path,
@@ -312,7 +310,7 @@ class FamilialTrainer:
                             + " | ".join(f"{k} {v:.4f} (λ {row['lambda'][k]:.2f})" for k, v in row["loss"].items())
                         )
                     if self.s.save_interval and self.step % self.s.save_interval == 0 and self.step < self.s.steps:
-                        ckpt = self.save_checkpoint(evals)
+                        self.save_checkpoint(evals)
                 if self.s.eval_samples and valid_ds is not None:
                     evals[stage.name] = self._evaluate_stage(stage, valid_ds)
                     for label, losses in evals[stage.name].items():
