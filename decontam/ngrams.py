@@ -1,85 +1,212 @@
-"""Word n-gram hashing and the benchmark n-gram index.
+"""Normalised tokens, n-gram hashing and the benchmark n-gram index.
 
-Text is normalised (lower case, every run of non-alphanumeric characters becomes one space, so
-punctuation, whitespace and LaTeX spacing differences vanish) and split into words. Each word is hashed
-once with xxh64; an n-gram's hash is a polynomial of its word hashes, computed for all positions at once
-with numpy (uint64 arithmetic wraps, which is the modulus). Written by hand because datatrove's n-gram
-decontamination needs lighteval and the hub to build its index and keeps no item ids.
+Tokens: every run of letters/digits is a word and every CJK ideograph or kana is a token of its own (so
+Chinese gets character n-grams while English gets word n-grams from one token stream). Case,
+punctuation, whitespace and full-width forms (NFKC) vanish; LaTeX spacing and sizing macros (``\\quad``,
+``\\left``, ``\\,`` ...) and multiple-choice labels (``A.``, ``(B)``, ``C)`` at a line start) are blanked
+before tokenising, so reformatted math or choices still match. The blanking keeps string length, so each
+token's span in the original text is known: contaminated spans can be cut for any Unicode.
+
+Hashes: each token is hashed once with xxh64; an n-gram's hash is a polynomial of its token hashes,
+computed for all positions at once with numpy (uint64 arithmetic wraps, which is the modulus). Written by
+hand because datatrove's n-gram decontamination needs lighteval and the hub to build its index, keeps no
+item ids, tokenises with spaCy (slow) and cannot cut spans.
 """
 
 from __future__ import annotations
 
+import json
 import os
-from dataclasses import dataclass
+import unicodedata
+from dataclasses import dataclass, field
 
 import numpy as np
-import regex
+import re
 import xxhash
 
-_NON_WORD = regex.compile(r"[^\p{L}\p{N}]+")
-_MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio): mixes word positions
+# stdlib ``re`` with explicit ranges: 1.8x faster than ``regex`` with \\p{Han} set operations on the same text.
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"  # kana, CJK ideographs
+_TOKEN = re.compile(f"[{_CJK}]|[^\\W_{_CJK}]+")
+_BLANK = re.compile(
+    r"\\(?:q?quad|left|right|[dt]?displaystyle|textstyle|scriptstyle|[bB]igg?[lr]?|[,;:!> ])(?![A-Za-z])"  # LaTeX spacing
+    r"|(?m:^[ \t]*\(?[A-Ja-j][).:](?=\s))"  # "A." / "(b)" / "C)" choice label at a line start
+    r"|\([A-J]\)(?=\s)"  # "(A) " inline choice label
+    r"|\\[dt](?=frac\b)"  # \dfrac, \tfrac -> \frac
+)
+MIN_WORDS = 3
+_MULT = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (golden ratio): mixes token positions
+
+
+def _blank(text: str) -> str:
+    return _BLANK.sub(lambda m: " " * len(m.group()), text)
+
+
+def _norm(tok: str) -> str:
+    return tok.lower() if tok.isascii() else unicodedata.normalize("NFKC", tok).lower()
 
 
 def normalized_words(text: str) -> list[str]:
-    return _NON_WORD.sub(" ", text.lower()).split()
+    """The normalised tokens of ``text`` (words, and single CJK characters)."""
+    blanked = _blank(text)
+    if blanked.isascii():  # the common case, without a Python call per token
+        return _TOKEN.findall(blanked.lower())
+    return [_norm(t) for t in _TOKEN.findall(blanked)]
+
+
+def token_spans(text: str) -> list[tuple[int, int]]:
+    """The (start, end) character span in ``text`` of each token of ``normalized_words(text)``."""
+    return [m.span() for m in _TOKEN.finditer(_blank(text))]
+
+
+def is_cjk_token(tok: str) -> bool:
+    return len(tok) == 1 and re.match(f"[{_CJK}]", tok) is not None
+
+
+def token_hashes(tokens: list[str]) -> np.ndarray:
+    return np.fromiter((xxhash.xxh64_intdigest(x) for x in tokens), dtype=np.uint64, count=len(tokens))
+
+
+def rolling_hashes(h: np.ndarray, lengths) -> dict[int, np.ndarray]:
+    """For each n in ``lengths``: the uint64 hash of every n-gram (``len(h) - n + 1`` of them), from the
+    token hashes ``h``; one pass up to the longest n (hash_k[p] = hash_{k-1}[p] * M + h[p + k - 1])."""
+    wanted = {n for n in lengths if n <= len(h)}
+    out: dict[int, np.ndarray] = {}
+    if not wanted:
+        return out
+    acc = h.copy()
+    if 1 in wanted:
+        out[1] = acc
+    with np.errstate(over="ignore"):
+        for k in range(2, max(wanted) + 1):
+            acc = acc[: len(h) - k + 1] * _MULT + h[k - 1 :]
+            if k in wanted:
+                out[k] = acc
+    return out
 
 
 def ngram_hashes(words: list[str], n: int) -> np.ndarray:
-    """uint64 hash of every word n-gram (``len(words) - n + 1`` of them; none if shorter than n)."""
-    if len(words) < n:
-        return np.empty(0, dtype=np.uint64)
-    w = np.fromiter((xxhash.xxh64_intdigest(x) for x in words), dtype=np.uint64, count=len(words))
-    m = len(words) - n + 1
-    h = np.zeros(m, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for j in range(n):
-            h = h * _MULT + w[j : j + m]
-    return h
+    """uint64 hash of every n-gram of ``words`` (none if shorter than n)."""
+    return rolling_hashes(token_hashes(words), [n]).get(n, np.empty(0, dtype=np.uint64))
 
 
 @dataclass
 class NgramIndex:
-    """Sorted unique n-gram hashes with, for each, the first benchmark item that contains it."""
+    """Sorted unique n-gram hashes with, for each, the first benchmark item that contains it.
+
+    English items are indexed with ``n``-grams of words, Chinese items with ``cjk_n``-grams of characters;
+    an item shorter than that but at least ``min_n`` tokens long is indexed whole (one n-gram of its own
+    length), so short questions are not invisible. ``lengths`` lists every n-gram length in the index."""
 
     n: int
     hashes: np.ndarray  # uint64, sorted, unique
     item_of_hash: np.ndarray  # int32 index into items
     items: list[tuple[str, str]]  # (benchmark, item_id)
+    lengths: list[int]
+    stats: dict = field(default_factory=dict)
+    _bits: np.ndarray | None = field(default=None, repr=False)
+    _shift: np.uint64 = field(default=np.uint64(0), repr=False)
 
     @classmethod
-    def build(cls, items, n: int) -> "NgramIndex":
-        all_h, all_i, names = [], [], []
+    def build(cls, items, n: int, cjk_n: int | None = None, min_n: int | None = None, max_items_per_ngram: int = 0) -> "NgramIndex":
+        cjk_n, min_n = cjk_n or n, min(min_n or n, n, cjk_n or n)
+        all_h, all_i, names, lengths = [], [], [], set()
+        per_bench: dict[str, dict] = {}
         for idx, item in enumerate(items):
             names.append((item.benchmark, item.item_id))
-            h = ngram_hashes(normalized_words(item.text), n)
+            b = per_bench.setdefault(item.benchmark, {"items": 0, "indexed_whole": 0, "too_short": 0})
+            b["items"] += 1
+            toks = normalized_words(item.text)
+            want = cjk_n if item.language == "zh" else n
+            if len(toks) < want:
+                if len(toks) < min_n:
+                    b["too_short"] += 1
+                    continue
+                b["indexed_whole"] += 1
+                want = len(toks)
+            lengths.add(want)
+            h = rolling_hashes(token_hashes(toks), [want])[want]
+            # an n-gram with fewer than MIN_WORDS tokens that hold a letter is a run of numbers or symbols
+            # ("1 2 3 4 ..." of a Pascal triangle), found in clean text far too often to mean contamination
+            has_letter = np.fromiter((not t.isdigit() for t in toks), dtype=np.int32, count=len(toks))
+            words = np.convolve(has_letter, np.ones(want, dtype=np.int32), mode="valid")
+            b["numeric_ngrams"] = b.get("numeric_ngrams", 0) + int((words < MIN_WORDS).sum())
+            h = np.unique(h[words >= MIN_WORDS])
             all_h.append(h)
             all_i.append(np.full(len(h), idx, dtype=np.int32))
         hashes = np.concatenate(all_h) if all_h else np.empty(0, np.uint64)
         owners = np.concatenate(all_i) if all_i else np.empty(0, np.int32)
         # keep the first item of each hash: a stable sort then unique's first occurrence
         order = np.argsort(hashes, kind="stable")
-        uniq, first = np.unique(hashes[order], return_index=True)
-        return cls(n=n, hashes=uniq, item_of_hash=owners[order][first], items=names)
+        uniq, first, counts = np.unique(hashes[order], return_index=True, return_counts=True)
+        owner = owners[order][first]
+        stats = {"benchmarks": per_bench, "ngrams": int(len(uniq)), "excluded_template": 0, "excluded_common": 0}
+        if max_items_per_ngram:
+            # an n-gram shared by many items is a prompt template ("Answer with only ..."), not evidence of one item
+            keep = counts <= max_items_per_ngram
+            stats["excluded_template"] = int((~keep).sum())
+            uniq, owner = uniq[keep], owner[keep]
+        return cls(n=n, hashes=uniq, item_of_hash=owner, items=names, lengths=sorted(lengths), stats=stats)
+
+    def lookup_all(self, tokens: list[str]) -> list[tuple[int, int, int]]:
+        """Every (position, length, item index) where an indexed n-gram occurs in ``tokens``."""
+        if len(self.hashes) == 0 or len(tokens) < self.lengths[0]:
+            return []
+        hits = []
+        for length, hs in rolling_hashes(token_hashes(tokens), self.lengths).items():
+            pos, owners = self.lookup(hs)
+            hits.extend(zip(pos.tolist(), [length] * len(pos), owners.tolist()))
+        hits.sort()
+        return hits
+
+    def _prefilter(self) -> tuple[np.ndarray, np.uint64]:
+        """A one-hash Bloom filter (>= 32 bits per n-gram, top bits of the hash): almost every n-gram of a
+        clean document is rejected with one memory access instead of a binary search over the index, which
+        with unsorted queries is cache-miss bound (measured 40x slower on a 2.9M-entry index)."""
+        if self._bits is None:
+            k = max(10, int(np.ceil(np.log2(max(1, len(self.hashes)) * 32))))
+            shift = np.uint64(64 - k)
+            slot = (self.hashes >> shift).astype(np.int64)
+            bits = np.zeros(2 ** k // 8, dtype=np.uint8)
+            np.bitwise_or.at(bits, slot >> 3, (1 << (slot & 7)).astype(np.uint8))
+            self._bits, self._shift = bits, shift
+        return self._bits, self._shift
 
     def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(positions in ``hashes`` that are in the index, the item index of each)."""
         if len(self.hashes) == 0 or len(hashes) == 0:
             return np.empty(0, np.int64), np.empty(0, np.int32)
-        pos = np.searchsorted(self.hashes, hashes)
-        pos = np.minimum(pos, len(self.hashes) - 1)
-        hit = np.nonzero(self.hashes[pos] == hashes)[0]
-        return hit, self.item_of_hash[pos[hit]]
+        bits, shift = self._prefilter()
+        slot = (hashes >> shift).astype(np.int64)
+        maybe = np.nonzero((bits[slot >> 3] >> (slot & 7)) & 1)[0]
+        if len(maybe) == 0:
+            return np.empty(0, np.int64), np.empty(0, np.int32)
+        pos = np.minimum(np.searchsorted(self.hashes, hashes[maybe]), len(self.hashes) - 1)
+        found = self.hashes[pos] == hashes[maybe]
+        return maybe[found], self.item_of_hash[pos[found]]
+
+    def exclude(self, mask: np.ndarray, reason: str) -> None:
+        """Drop the hashes where ``mask`` is true, counting them under ``excluded_<reason>``."""
+        self.stats[f"excluded_{reason}"] = self.stats.get(f"excluded_{reason}", 0) + int(mask.sum())
+        self.hashes, self.item_of_hash = self.hashes[~mask], self.item_of_hash[~mask]
+        self._bits = None
+
+    @property
+    def nbytes(self) -> int:
+        """Memory of the loaded index: hashes, owners and the prefilter bitmap."""
+        return int(self.hashes.nbytes + self.item_of_hash.nbytes + self._prefilter()[0].nbytes)
 
     def save(self, folder: str) -> str:
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, f"ngrams_{self.n}.npz")
         bench = np.array([b for b, _ in self.items])
         ids = np.array([i for _, i in self.items])
-        np.savez(path, n=np.int64(self.n), hashes=self.hashes, item_of_hash=self.item_of_hash, bench=bench, ids=ids)
+        np.savez(path, n=np.int64(self.n), hashes=self.hashes, item_of_hash=self.item_of_hash, bench=bench, ids=ids,
+                 lengths=np.array(self.lengths, dtype=np.int64), stats=np.array(json.dumps(self.stats, sort_keys=True)))
         return path
 
     @classmethod
     def load(cls, path: str) -> "NgramIndex":
         with np.load(path) as z:
             items = list(zip(z["bench"].tolist(), z["ids"].tolist()))
-            return cls(n=int(z["n"]), hashes=z["hashes"], item_of_hash=z["item_of_hash"], items=items)
+            return cls(n=int(z["n"]), hashes=z["hashes"], item_of_hash=z["item_of_hash"], items=items,
+                       lengths=z["lengths"].tolist(), stats=json.loads(str(z["stats"])))

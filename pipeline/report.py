@@ -145,9 +145,10 @@ def build_report(layout: RunLayout) -> dict:
         with open(contamination) as f:
             c = json.load(f)
         report["contamination"] = {
-            b: {k: r[k] for k in ("items_indexed", "items_found", "documents", "documents_per_source", "examples")}
+            b: {k: r[k] for k in ("items_indexed", "items_found", "documents", "documents_per_source", "actions", "examples")}
             for b, r in c["benchmarks"].items()
         }
+        report["contamination_index"] = c["index"]
     for stage in ("mix", "train"):
         if os.path.exists(layout.stats(stage)):
             s = read_stats(layout.stats(stage))
@@ -157,17 +158,28 @@ def build_report(layout: RunLayout) -> dict:
     return report
 
 
+def print_contamination(benchmarks: dict, index: dict, title: str = "contamination found by decontam") -> None:
+    from decontam.report import REPORT_COLUMNS, report_rows
+
+    t = Table(title=title)
+    for col in REPORT_COLUMNS:
+        t.add_column(col)
+    for row in report_rows({"benchmarks": benchmarks}):
+        t.add_row(*row)
+    console.print(t)
+    if index.get("benchmarks_skipped"):
+        console.print(f"benchmarks skipped (no data): {', '.join(index['benchmarks_skipped'])}")
+    if "reference" in index:
+        ref = index["reference"]
+        console.print(f"index: {index.get('ngrams_indexed', 0):,} n-grams, {index.get('index_bytes', 0) / 2**20:.1f} MiB; excluded "
+                      f"{index.get('excluded_template', 0):,} template n-grams and {ref['excluded']:,} found in >= "
+                      f"{ref['min_docs']} of {ref['documents']:,} clean reference documents")
+
+
 def print_report(report: dict) -> None:
     print_funnel(report["funnel"])
     if "contamination" in report:
-        t = Table(title="contamination found (documents removed by decontam)")
-        for col in ("benchmark", "items indexed", "items found", "documents", "per source", "example match"):
-            t.add_column(col)
-        for b, r in report["contamination"].items():
-            ex = r["examples"][0]["matched"][:60] if r["examples"] else ""
-            t.add_row(b, _fmt(r["items_indexed"]), _fmt(r["items_found"]), _fmt(r["documents"]),
-                      ", ".join(f"{s} {n}" for s, n in r["documents_per_source"].items()), ex)
-        console.print(t)
+        print_contamination(report["contamination"], report.get("contamination_index", {}))
     if "train" in report:
         tr = report["train"]
         t = Table(title=f"exit losses after {tr['steps']} steps")

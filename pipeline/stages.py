@@ -108,9 +108,8 @@ def _pass_through(src: str, dst: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- decontam
 def run_decontam(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
-    from decontam.benchmarks import load_benchmark
+    from decontam.build import build_index
     from decontam.filter import NgramDecontaminationTagger
-    from decontam.ngrams import NgramIndex
     from decontam.report import contamination_report
     from pipeline.documents import stage_reader
     from pipeline.routing import StageRouter
@@ -122,22 +121,22 @@ def run_decontam(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dic
     if not cfg.enabled:
         _pass_through(layout.output("dedup"), layout.output("decontam"))
     else:
-        items = [item for name in cfg.benchmarks for item in load_benchmark(name)]
-        index = NgramIndex.build(items, cfg.n_gram)
-        index_path = index.save(os.path.join(layout.stage("decontam"), "index"))
-        logger.info(f"decontam: {len(items)} benchmark items, {len(index.hashes):,} distinct {cfg.n_gram}-grams indexed")
+        index_path, index_stats = build_index(cfg, os.path.join(layout.stage("decontam"), "index"))
+        matches = os.path.join(layout.stage("decontam"), "matches")
         steps = [
             stage_reader(layout.output("dedup")),
-            NgramDecontaminationTagger(index_path),
+            NgramDecontaminationTagger(index_path, matches, cfg.action, dict(cfg.per_domain), cfg.cut_margin_tokens, cfg.cut_min_tokens),
             StageRouter(layout.output("decontam"), layout.removed("decontam"), "decontam"),
         ]
         run_steps(recipe.executor, steps, layout.logs("decontam"), recipe.executor.tasks, "decontam")
-        report = contamination_report(layout.removed("decontam"), items, cfg.n_gram)
+        report = contamination_report(matches, index_stats, cfg.n_gram)
         with open(os.path.join(layout.stage("decontam"), "contamination.json"), "w") as f:
-            json.dump(report, f, indent=2, sort_keys=True)
+            json.dump(report, f, indent=2, sort_keys=True, ensure_ascii=False)
     stats = stage_accounting("decontam", layout.stage("decontam"), _previous_kept(layout, "dedup"), _source_names(recipe))
     if report:
-        stats["contamination"] = {b: {"items_found": r["items_found"], "documents": r["documents"]} for b, r in report["benchmarks"].items()}
+        stats["contamination"] = {b: {"items_found": r["items_found"], "documents": r["documents"], "actions": r["actions"]}
+                                  for b, r in report["benchmarks"].items()}
+        stats["benchmarks_skipped"] = report["index"]["benchmarks_skipped"]
     write_stats(layout.stats("decontam"), stats)
     return stats
 

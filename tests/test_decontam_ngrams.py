@@ -1,3 +1,6 @@
+import json
+import textwrap
+
 import numpy as np
 
 from decontam.benchmarks import BenchmarkItem, load_benchmark
@@ -30,3 +33,91 @@ def test_short_text_has_no_ngrams():
     assert len(ngram_hashes(["a"] * 13, 13)) == 1
     idx = NgramIndex.build([BenchmarkItem("b", "1", "too short")], 13)
     assert len(idx.hashes) == 0
+
+
+def _real_text(module) -> str:
+    """Real English prose: a stdlib module's docstrings."""
+    import inspect
+
+    return "\n\n".join(inspect.getdoc(o) or "" for _, o in inspect.getmembers(module) if callable(o))
+
+
+def test_cjk_items_match_by_characters_through_spacing_and_full_width_forms():
+    from decontam.benchmarks import BenchmarkItem
+
+    q = "在中国古代，科举制度中殿试的主持者通常是下列哪一位？\n礼部尚书\n皇帝\n宰相\n翰林学士"
+    index = NgramIndex.build([BenchmarkItem("cmmlu", "history/0", q, language="zh")], 13, cjk_n=15, min_n=8)
+    assert index.lengths == [15]
+    # re-typed with spaces, full-width digits and different punctuation, inside unrelated Chinese prose
+    doc = "今天复习历史。题目：在 中国 古代, 科举制度中殿试的主持者通常是下列哪一位? 答案是皇帝。２０２６年。"
+    assert {index.items[i] for _, _, i in index.lookup_all(normalized_words(doc))} == {("cmmlu", "history/0")}
+    other = "中国古代的科举制度始于隋朝，殿试由皇帝亲自主持，考中者称为进士，这是常识。"
+    assert index.lookup_all(normalized_words(other)) == []
+
+
+def test_latex_spacing_and_choice_labels_do_not_hide_an_item():
+    assert normalized_words(r"$\left( \dfrac{1}{2} \right)\,\quad x$") == normalized_words(r"$(\frac{1}{2}) x$")
+    plain = "Which gas do plants absorb?\nOxygen\nCarbon dioxide\nNitrogen\nHelium"
+    labelled = "Which gas do plants absorb?\nA. Oxygen\n(B) Carbon dioxide\nC) Nitrogen\n D. Helium"
+    assert normalized_words(plain) == normalized_words(labelled)
+    assert normalized_words("Turn left. A man (B) stood.") == ["turn", "left", "a", "man", "stood"]  # only labels and macros go
+
+
+def test_short_items_are_indexed_whole_and_templates_are_excluded():
+    template = "Answer the following question with only the letter of the correct option please now."
+    items = [BenchmarkItem("b", str(i), f"{template} Question {w} " * 1) for i, w in enumerate(
+        "red green blue cyan magenta yellow black white grey brown orange pink".split())]
+    items.append(BenchmarkItem("b", "short", "What is the boiling point of water at sea level"))
+    index = NgramIndex.build(items, 13, min_n=8, max_items_per_ngram=10)
+    assert index.stats["excluded_template"] >= 1 and index.stats["benchmarks"]["b"]["indexed_whole"] == 1
+    assert index.lookup_all(normalized_words(template)) == []  # the shared prompt alone flags nothing
+    hits = index.lookup_all(normalized_words(f"Quiz: {template} Question magenta. Done."))
+    assert {index.items[i] for _, _, i in hits} == {("b", "4")}
+    hits = index.lookup_all(normalized_words("Trivia night: what is the boiling point of water at sea level? 100 C."))
+    assert {index.items[i] for _, _, i in hits} == {("b", "short")}
+
+
+def test_ngrams_common_in_clean_reference_text_are_excluded():
+    from decontam.reference import exclude_common_ngrams
+
+    quote = "to be or not to be that is the question whether tis nobler in the mind to suffer"
+    item = BenchmarkItem("mmlu", "lit/0", f"Who wrote the line '{quote}'?\nMarlowe\nShakespeare\nJonson\nKyd")
+    index = NgramIndex.build([item], 13)
+    n_before = len(index.hashes)
+    reference = [f"Act III. {quote} the slings and arrows", f"A famous soliloquy: {quote}.", "unrelated prose " * 20]
+    info = exclude_common_ngrams(index, reference, min_docs=2)
+    assert info["documents"] == 3 and info["excluded"] == 6 == n_before - len(index.hashes)
+    assert index.lookup_all(normalized_words(f"Hamlet says: {quote}.")) == []
+    assert index.lookup_all(normalized_words(item.text))  # the question itself still matches
+
+
+def test_cut_removes_the_item_with_margin_and_keeps_unicode_text_intact(tmp_path):
+    import json as _json
+
+    from datatrove.data import Document
+
+    from decontam.filter import NgramDecontaminationTagger
+    from pipeline.documents import REMOVED_REASON
+
+    item = load_benchmark("gsm8k")[5]
+    index = NgramIndex.build([item], 13)
+    path = index.save(str(tmp_path / "index"))
+    before = "Notes 📚 — 今天的数学作业。Café résumé naïve. " + _real_text(json)[:3000]
+    after = "Next section 🚀: " + _real_text(textwrap)[:3000] + " 结束。"
+    original = f"{before}\n\n{item.text}\n\n{after}"
+    long_doc = Document(id="long", text=original, metadata={"domain": "web", "source": "s"})
+    short_doc = Document(id="short", text=f"See: {item.text} Thanks!", metadata={"domain": "web", "source": "s"})
+    code_doc = Document(id="code", text=f"{before}\n{item.text}\n{after}", metadata={"domain": "code", "source": "s"})
+    tagger = NgramDecontaminationTagger(path, str(tmp_path / "m"), "cut", {"code": "drop"}, cut_margin_tokens=5, cut_min_tokens=64)
+    out = {d.id: d for d in tagger.run(iter([long_doc, short_doc, code_doc]))}
+    cut = out["long"].text
+    assert REMOVED_REASON not in out["long"].metadata
+    assert index.lookup_all(normalized_words(cut)) == []
+    assert cut.startswith("Notes 📚 — 今天的数学作业。Café résumé naïve.") and cut.endswith(" 结束。")
+    kept_words = normalized_words(cut)
+    assert len(kept_words) >= len(normalized_words(before)) + len(normalized_words(after)) - 10  # only the margin went
+    assert out["short"].metadata[REMOVED_REASON] == "contaminated_after_cut:gsm8k"
+    assert out["code"].metadata[REMOVED_REASON] == "contaminated:gsm8k"
+    log = [_json.loads(x) for x in open(tmp_path / "m" / "00000.jsonl")]
+    assert [r["action"] for r in log] == ["cut", "drop", "drop"]
+    assert log[0]["matches"][0]["item"] == item.item_id and log[0]["matches"][0]["text"] in original

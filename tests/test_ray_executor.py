@@ -48,3 +48,28 @@ def test_ray_filter_matches_local(demo_run, ray_cluster, tmp_path):
         assert _by_id(folder(ray_layout, "filter")) == _by_id(folder(local_layout, "filter")), part
     local = demo_run["results"]["filter"]
     assert stats["sources"] == local["sources"]
+
+
+def test_ray_decontam_matches_local(demo_run, ray_cluster, tmp_path):
+    """The decontamination stage on the Ray cluster, from the local run's dedup output: same documents
+    kept and removed, same contamination report."""
+    import json
+    import os
+    import shutil
+
+    local_layout = demo_run["layout"]
+    recipe = demo_run["recipe"].model_copy(deep=True)
+    recipe.run_dir = str(tmp_path / "ray_run")
+    for stage in ("filter", "dedup"):
+        shutil.copytree(local_layout.stage(stage), os.path.join(recipe.run_dir, stage))
+    recipe.executor.kind = "ray"
+    recipe.executor.ray.address = ray_cluster.address
+    recipe.executor.ray.mem_per_cpu_gb = 0.5
+    stats = run_stages(recipe, ["decontam"], quiet=True)["decontam"]
+    ray_layout = RunLayout(recipe.run_dir)
+    for part in ("output", "removed"):
+        folder = getattr(RunLayout, part)
+        assert _by_id(folder(ray_layout, "decontam")) == _by_id(folder(local_layout, "decontam")), part
+    assert stats["sources"] == demo_run["results"]["decontam"]["sources"]
+    reports = [json.load(open(os.path.join(layout.stage("decontam"), "contamination.json"))) for layout in (ray_layout, local_layout)]
+    assert reports[0]["benchmarks"] == reports[1]["benchmarks"]

@@ -1,0 +1,42 @@
+"""Builds the decontamination index a recipe asks for: load the benchmarks, index their n-grams, drop
+prompt-template and common n-grams, save it once for every worker to memory-map."""
+
+from __future__ import annotations
+
+import os
+
+from datatrove.utils.logging import logger
+
+from decontam.benchmarks import BenchmarkError, benchmark_source, load_benchmark
+from decontam.ngrams import NgramIndex
+from decontam.reference import exclude_common_ngrams, reference_documents
+
+
+def build_index(cfg, folder: str) -> tuple[str, dict]:
+    """``cfg`` is a ``DecontamConfig``. Returns the saved index path and what was loaded and excluded."""
+    items, loaded, skipped = [], {}, {}
+    for name in cfg.benchmarks:
+        where = benchmark_source(name, cfg.benchmark_dir)
+        if where is None:
+            if cfg.missing == "fail":
+                load_benchmark(name, cfg.benchmark_dir)  # raises with the expected layout
+            skipped[name] = "no data (benchmark_dir/<name>/ absent and no package ships it)"
+            logger.warning(f"decontam: benchmark {name!r} skipped: no data found")
+            continue
+        got = load_benchmark(name, cfg.benchmark_dir)
+        loaded[name] = {"from": where, "items": len(got)}
+        items.extend(got)
+    if not items:
+        raise BenchmarkError(f"decontam: none of {cfg.benchmarks} could be loaded")
+    index = NgramIndex.build(items, cfg.n_gram, cfg.cjk_n_gram, cfg.min_n_gram, cfg.max_items_per_ngram)
+    reference = exclude_common_ngrams(index, reference_documents(cfg.reference, cfg.reference_max_bytes), cfg.common_min_docs)
+    index.stats["reference"] = reference
+    path = index.save(folder)
+    info = {"benchmarks_loaded": loaded, "benchmarks_skipped": skipped, "ngrams_indexed": int(len(index.hashes)),
+            "lengths": index.lengths, "index_bytes": index.nbytes, "index_file_bytes": os.path.getsize(path)}
+    index.stats.update(info)
+    index.save(folder)
+    logger.info(f"decontam: {len(items):,} items from {len(loaded)} benchmarks, {len(index.hashes):,} n-grams indexed "
+                f"({index.stats['excluded_template']:,} template and {reference['excluded']:,} common n-grams excluded), "
+                f"{index.nbytes / 2**20:.1f} MiB")
+    return path, index.stats
