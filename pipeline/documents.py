@@ -41,8 +41,8 @@ class DocWriter(ParquetWriter):
 
     name = "📒 Stage output"
 
-    def __init__(self, output_folder: str, **kwargs):
-        super().__init__(output_folder, output_filename="${rank}.parquet", compression="zstd", schema=doc_schema(), **kwargs)
+    def __init__(self, output_folder: str, prefix: str = "", **kwargs):
+        super().__init__(output_folder, output_filename=prefix + "${rank}.parquet", compression="zstd", schema=doc_schema(), **kwargs)
 
     def _default_adapter(self, document: Document) -> dict:
         return doc_to_row(document)
@@ -53,8 +53,8 @@ class RemovedDocWriter(DocWriter):
 
     name = "🗑️ Removed"
 
-    def __init__(self, output_folder: str, stage: str, default_reason: str = "unspecified", **kwargs):
-        super().__init__(output_folder, **kwargs)
+    def __init__(self, output_folder: str, stage: str, default_reason: str = "unspecified", prefix: str = "", **kwargs):
+        super().__init__(output_folder, prefix, **kwargs)
         self.stage = stage
         self.default_reason = default_reason
 

@@ -179,9 +179,18 @@ class MinhashSettings(Strict):
         return (1 / self.num_buckets) ** (1 / self.hashes_per_bucket)
 
 
+class ExactDedupSettings(Strict):
+    enabled: bool = True
+    num_buckets: int = Field(8, ge=1, description="hash ranges, one parallel task each (memory per task: 1/num_buckets of the hashes)")
+
+
 class DedupConfig(Strict):
     enabled: bool = True
+    exact: ExactDedupSettings = ExactDedupSettings()
     minhash: MinhashSettings = MinhashSettings()
+    source_priority: list[str] = Field(
+        default_factory=list, description="sources in the order their copy of a duplicate is kept (default: recipe order)"
+    )
 
 
 # -------------------------------------------------------------------------------------------- decontam
@@ -390,6 +399,9 @@ class Recipe(Strict):
         unknown = sorted(set(self.filter.per_source) - set(names))
         if unknown:
             raise ValueError(f"filter.per_source: no source named {unknown}")
+        unknown = sorted(set(self.dedup.source_priority) - set(names))
+        if unknown:
+            raise ValueError(f"dedup.source_priority: no source named {unknown}")
         unknown = sorted(set(self.filter.per_domain) - set(DOMAINS))
         if unknown:
             raise ValueError(f"filter.per_domain: unknown domain(s) {unknown}; known: {list(DOMAINS)}")

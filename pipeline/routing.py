@@ -12,12 +12,13 @@ class StageRouter(PipelineStep):
     name = "🔀 Stage router"
     type = "💽 - WRITER"
 
-    def __init__(self, output_folder: str, removed_folder: str, stage: str):
+    def __init__(self, output_folder: str, removed_folder: str, stage: str, removed_prefix: str = ""):
         super().__init__()
         self.output_folder, self.removed_folder, self.stage = output_folder, removed_folder, stage
+        self.removed_prefix = removed_prefix  # a stage with two removing passes keeps their files apart
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        with DocWriter(self.output_folder) as kept, RemovedDocWriter(self.removed_folder, self.stage) as removed:
+        with DocWriter(self.output_folder) as kept, RemovedDocWriter(self.removed_folder, self.stage, prefix=self.removed_prefix) as removed:
             for doc in data:
                 if doc.metadata.get(REMOVED_REASON):
                     removed.write(doc, rank)

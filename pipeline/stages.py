@@ -80,6 +80,8 @@ def run_dedup(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
     if not recipe.dedup.enabled:
         _pass_through(src_in, layout.output("dedup"))
     else:
+        if recipe.dedup.exact.enabled:
+            src_in = _exact_dedup(recipe, layout, src_in)
         sigs, buckets, clusters = (layout.work("dedup", p) for p in ("signatures", "buckets", "clusters"))
         logger.info(
             f"dedup: MinHash {settings.n_grams}-grams, {settings.num_buckets} bands x {settings.hashes_per_bucket} rows "
@@ -97,8 +99,29 @@ def run_dedup(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
         )
     stats = stage_accounting("dedup", layout.stage("dedup"), _previous_kept(layout, "filter"), _source_names(recipe))
     stats["minhash"] = settings.model_dump() | {"threshold": settings.threshold, "enabled": recipe.dedup.enabled}
+    stats["exact"] = recipe.dedup.exact.model_dump()
     write_stats(layout.stats("dedup"), stats)
     return stats
+
+
+def _exact_dedup(recipe: Recipe, layout: RunLayout, src_in: str) -> str:
+    """Exact duplicates on normalised content, across all sources; returns the folder the fuzzy pass reads."""
+    from dedup.exact import ExactDuplicateFinder, ExactDuplicateMarker, ExactSignatures
+    from pipeline.documents import stage_reader
+    from pipeline.routing import StageRouter
+
+    names = _source_names(recipe)
+    order = recipe.dedup.source_priority + [n for n in names if n not in recipe.dedup.source_priority]
+    priority = {n: i for i, n in enumerate(order)}
+    tasks, buckets = recipe.executor.tasks, recipe.dedup.exact.num_buckets
+    sigs, removals, kept = (layout.work("dedup", p) for p in ("exact_signatures", "exact_removals", "exact_kept"))
+    run_steps(recipe.executor, [stage_reader(src_in), ExactSignatures(sigs, buckets, priority)],
+              layout.logs("dedup", "exact_signatures"), tasks, "dedup/exact_signatures")
+    run_steps(recipe.executor, [ExactDuplicateFinder(sigs, removals)], layout.logs("dedup", "exact_groups"), buckets, "dedup/exact_groups")
+    run_steps(recipe.executor, [stage_reader(src_in), ExactDuplicateMarker(removals),
+                                StageRouter(kept, layout.removed("dedup"), "dedup", removed_prefix="exact_")],
+              layout.logs("dedup", "exact_filter"), tasks, "dedup/exact_filter")
+    return kept
 
 
 def _pass_through(src: str, dst: str) -> None:

@@ -1,0 +1,54 @@
+"""Intermediate numpy arrays written with a header that lets the reader prove they are whole.
+
+A dedup intermediate that is truncated (disk full, a killed worker) or corrupt must fail where it is read,
+naming the file, not later as a wrong result (datatrove's MinHash reports such files as a "hash order
+error" stages later). Header: magic, header length, JSON {dtype, count, xxh64 of the payload}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+import numpy as np
+import xxhash
+
+MAGIC = b"RUYI2ARR"
+
+
+class CorruptIntermediate(RuntimeError):
+    """An intermediate file is truncated, corrupt or of the wrong type; the message names it."""
+
+
+def write_checked(path: str, arr: np.ndarray) -> None:
+    payload = np.ascontiguousarray(arr).tobytes()
+    header = json.dumps({"dtype": np.lib.format.dtype_to_descr(arr.dtype), "count": int(len(arr)),
+                         "xxh64": xxhash.xxh64_hexdigest(payload)}).encode()
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(MAGIC + struct.pack("<I", len(header)) + header + payload)
+    os.replace(tmp, path)  # a reader never sees a half-written file under the final name
+
+
+def read_checked(path: str, dtype: np.dtype) -> np.ndarray:
+    with open(path, "rb") as f:
+        raw = f.read()
+    if raw[:8] != MAGIC or len(raw) < 12:
+        raise CorruptIntermediate(f"{path}: not a checked array file (bad magic); delete the stage's work folder and rerun it")
+    (hlen,) = struct.unpack("<I", raw[8:12])
+    try:
+        header = json.loads(raw[12 : 12 + hlen])
+    except ValueError:
+        raise CorruptIntermediate(f"{path}: unreadable header") from None
+    dtype = np.dtype(dtype)
+    if np.lib.format.descr_to_dtype(header["dtype"]) != dtype:
+        raise CorruptIntermediate(f"{path}: holds {header['dtype']}, expected {dtype}")
+    payload = raw[12 + hlen :]
+    if len(payload) != header["count"] * dtype.itemsize:
+        raise CorruptIntermediate(f"{path}: truncated: {len(payload)} bytes, header says {header['count']} records "
+                                  f"of {dtype.itemsize} bytes")
+    if xxhash.xxh64_hexdigest(payload) != header["xxh64"]:
+        raise CorruptIntermediate(f"{path}: checksum mismatch (corrupt file)")
+    return np.frombuffer(payload, dtype=dtype)
