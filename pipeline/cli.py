@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     for stage in STAGES:
         p = sub.add_parser(stage, help=STAGE_HELP[stage], description=f"{STAGE_HELP[stage]}; reads the previous stage's output from run_dir.")
         _add_common(p)
+        if stage == "dedup":
+            p.add_argument("--show-clusters", action="store_true",
+                           help="print cluster sizes and the largest duplicate clusters (runs the stage first if it has not run)")
     p = sub.add_parser("validate", help="check a recipe (keys, types, input paths) and exit", description="Validate a recipe without running anything.")
     p.add_argument("recipe")
     p = sub.add_parser("decontam-check", help="check any dataset (e.g. SFT data) for benchmark contamination; nothing is removed",
@@ -87,10 +90,29 @@ def main(argv: list[str] | None = None) -> int:
             first = STAGES.index(args.from_stage) if args.from_stage else 0
             last = STAGES.index(args.to_stage) if args.to_stage else len(STAGES) - 1
             return _run(recipe, list(STAGES[first : last + 1]), args.resume)
+        if getattr(args, "show_clusters", False):
+            return _show_clusters(recipe, args.resume)
         return _run(recipe, [args.command], args.resume)
     except RecipeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def _show_clusters(recipe, resume: bool) -> int:
+    import json
+
+    from dedup.clusters_report import print_cluster_report
+    from pipeline.layout import RunLayout
+
+    layout = RunLayout(recipe.run_dir)
+    path = os.path.join(layout.stage("dedup"), "clusters.json")
+    if not os.path.exists(path) or resume:
+        rc = _run(recipe, ["dedup"], resume)
+        if rc:
+            return rc
+    with open(path) as f:
+        print_cluster_report(json.load(f))
+    return 0
 
 
 def _decontam_check(args) -> int:

@@ -168,10 +168,12 @@ class FilterConfig(Strict):
 
 # ----------------------------------------------------------------------------------------------- dedup
 class MinhashSettings(Strict):
-    n_grams: int = Field(5, ge=1)
-    num_buckets: int = Field(14, ge=1)
-    hashes_per_bucket: int = Field(8, ge=1)
+    n_grams: int = Field(5, ge=1, description="word shingle length")
+    char_n_grams: int = Field(5, ge=1, description="character shingle length for documents that are mostly CJK")
+    num_buckets: int = Field(14, ge=1, description="LSH bands")
+    hashes_per_bucket: int = Field(8, ge=1, description="rows (hash functions) per band")
     seed: int = 1
+    flush_docs: int = Field(100_000, ge=1, description="documents per written chunk of band keys (bounds worker memory)")
 
     @property
     def threshold(self) -> float:
@@ -191,6 +193,11 @@ class DedupConfig(Strict):
     source_priority: list[str] = Field(
         default_factory=list, description="sources in the order their copy of a duplicate is kept (default: recipe order)"
     )
+    keeper: list[Literal["quality", "length", "source_priority", "id"]] = Field(
+        default_factory=lambda: ["quality", "length", "source_priority", "id"],
+        description="how the document kept in a MinHash cluster is chosen: criteria in order",
+    )
+    quality_key: str | None = Field(None, description="metadata key of the quality score used by keeper 'quality'")
 
 
 # -------------------------------------------------------------------------------------------- decontam

@@ -70,49 +70,60 @@ def run_filter(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
 
 # ------------------------------------------------------------------------------------------------- dedup
 def run_dedup(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
-    from dedup import minhash
+    from dedup.clusters_report import cluster_report
 
     _require(layout.stats("filter"), "dedup", "filter")
     layout.fresh_stage("dedup", resume)
     src_in = layout.output("filter")
     settings = recipe.dedup.minhash
-    tasks = recipe.executor.tasks
     if not recipe.dedup.enabled:
         _pass_through(src_in, layout.output("dedup"))
     else:
+        names = _source_names(recipe)
+        order = recipe.dedup.source_priority + [n for n in names if n not in recipe.dedup.source_priority]
+        priority = {n: i for i, n in enumerate(order)}
         if recipe.dedup.exact.enabled:
-            src_in = _exact_dedup(recipe, layout, src_in)
-        sigs, buckets, clusters = (layout.work("dedup", p) for p in ("signatures", "buckets", "clusters"))
+            src_in = _exact_dedup(recipe, layout, src_in, priority)
         logger.info(
-            f"dedup: MinHash {settings.n_grams}-grams, {settings.num_buckets} bands x {settings.hashes_per_bucket} rows "
-            f"-> similarity threshold ~{settings.threshold:.3f}"
+            f"dedup: MinHash {settings.n_grams}-word / {settings.char_n_grams}-character shingles, {settings.num_buckets} bands x "
+            f"{settings.hashes_per_bucket} rows -> similarity threshold ~{settings.threshold:.3f}"
         )
-        run_steps(recipe.executor, minhash.signature_steps(src_in, sigs, settings), layout.logs("dedup", "signatures"), tasks, "dedup/signatures")
-        run_steps(recipe.executor, minhash.bucket_steps(sigs, buckets, settings), layout.logs("dedup", "buckets"), settings.num_buckets, "dedup/buckets")
-        run_steps(recipe.executor, minhash.cluster_steps(buckets, clusters, settings), layout.logs("dedup", "clusters"), 1, "dedup/clusters")
-        run_steps(
-            recipe.executor,
-            minhash.filter_steps(src_in, clusters, layout.output("dedup"), layout.removed("dedup")),
-            layout.logs("dedup", "filter"),
-            tasks,
-            "dedup/filter",
-        )
+        _fuzzy_dedup(recipe, layout, src_in, priority)
     stats = stage_accounting("dedup", layout.stage("dedup"), _previous_kept(layout, "filter"), _source_names(recipe))
     stats["minhash"] = settings.model_dump() | {"threshold": settings.threshold, "enabled": recipe.dedup.enabled}
     stats["exact"] = recipe.dedup.exact.model_dump()
+    clusters = cluster_report(layout.output("dedup"), layout.removed("dedup"))
+    with open(os.path.join(layout.stage("dedup"), "clusters.json"), "w") as f:
+        json.dump(clusters, f, indent=2, sort_keys=True, ensure_ascii=False)
+    stats["clusters"] = {"minhash": {k: clusters["minhash"][k] for k in ("clusters", "documents", "size_histogram")},
+                         "exact": {k: clusters["exact"][k] for k in ("groups", "removed")}}
     write_stats(layout.stats("dedup"), stats)
     return stats
 
 
-def _exact_dedup(recipe: Recipe, layout: RunLayout, src_in: str) -> str:
+def _fuzzy_dedup(recipe: Recipe, layout: RunLayout, src_in: str, priority: dict[str, int]) -> None:
+    from dedup.fuzzy import BandComponents, ClusterKeepers, ClusterMarker, MinhashSignatures
+    from pipeline.documents import stage_reader
+    from pipeline.routing import StageRouter
+
+    m, d, tasks = recipe.dedup.minhash, recipe.dedup, recipe.executor.tasks
+    work = layout.work("dedup", "minhash")
+    signatures = MinhashSignatures(work, m.num_buckets, m.hashes_per_bucket, m.n_grams, m.char_n_grams, m.seed,
+                                   priority, d.quality_key, m.flush_docs)
+    run_steps(recipe.executor, [stage_reader(src_in), signatures], layout.logs("dedup", "minhash_signatures"), tasks, "dedup/minhash_signatures")
+    run_steps(recipe.executor, [BandComponents(work)], layout.logs("dedup", "minhash_bands"), m.num_buckets, "dedup/minhash_bands")
+    run_steps(recipe.executor, [ClusterKeepers(work, m.num_buckets, d.keeper)], layout.logs("dedup", "minhash_clusters"), 1, "dedup/minhash_clusters")
+    run_steps(recipe.executor, [stage_reader(src_in), ClusterMarker(work),
+                                StageRouter(layout.output("dedup"), layout.removed("dedup"), "dedup", removed_prefix="minhash_")],
+              layout.logs("dedup", "minhash_filter"), tasks, "dedup/minhash_filter")
+
+
+def _exact_dedup(recipe: Recipe, layout: RunLayout, src_in: str, priority: dict[str, int]) -> str:
     """Exact duplicates on normalised content, across all sources; returns the folder the fuzzy pass reads."""
     from dedup.exact import ExactDuplicateFinder, ExactDuplicateMarker, ExactSignatures
     from pipeline.documents import stage_reader
     from pipeline.routing import StageRouter
 
-    names = _source_names(recipe)
-    order = recipe.dedup.source_priority + [n for n in names if n not in recipe.dedup.source_priority]
-    priority = {n: i for i, n in enumerate(order)}
     tasks, buckets = recipe.executor.tasks, recipe.dedup.exact.num_buckets
     sigs, removals, kept = (layout.work("dedup", p) for p in ("exact_signatures", "exact_removals", "exact_kept"))
     run_steps(recipe.executor, [stage_reader(src_in), ExactSignatures(sigs, buckets, priority)],

@@ -222,3 +222,21 @@ def test_report_has_the_funnel(demo_run):
     for r in rows.values():
         assert r["raw_docs"] >= r["filter_docs"] >= r["dedup_docs"] >= r["decontam_docs"]
     assert report["contamination"]["gsm8k"]["documents"] >= 1
+
+
+def test_dedup_clusters_are_inspectable(demo_run, capsys):
+    from pipeline.cli import main
+
+    layout = demo_run["layout"]
+    report = json.load(open(os.path.join(layout.stage("dedup"), "clusters.json")))
+    removed = read_docs(layout.removed("dedup"))
+    fuzzy_removed = [d for d in removed if d["metadata"]["removed_reason"] == "minhash_duplicate"]
+    m = report["minhash"]
+    assert m["clusters"] >= 1 and m["documents"] == m["clusters"] + len(fuzzy_removed)  # one kept per cluster
+    assert sum(m["size_histogram"].values()) == m["clusters"]
+    for c in m["largest"]:
+        assert [e["role"] for e in c["members"]].count("kept") == 1 and c["size"] >= 2
+    assert report["exact"]["removed"] == sum(d["metadata"]["removed_reason"] == "exact_duplicate" for d in removed)
+    assert main(["dedup", os.path.join(layout.root, "recipe.yaml"), "--show-clusters"]) == 0
+    out = capsys.readouterr().out
+    assert f"MinHash clusters: {m['clusters']:,}" in out and "largest MinHash clusters" in out

@@ -1,0 +1,99 @@
+"""The MinHash/LSH pass on real text: near-duplicates made by realistic edits are clustered, distinct
+documents are not, the kept document follows the configured order, CJK gets character shingles, and the
+intermediate files are validated."""
+
+import copy
+import os
+import random
+
+import numpy as np
+import pytest
+from datatrove.data import Document
+
+from dedup.checked_arrays import CorruptIntermediate
+from dedup.fuzzy import BandComponents, ClusterKeepers, ClusterMarker, MinhashSignatures, minhash, permutations, shingle_hashes
+from pipeline.demo import shakespeare_scenes
+from pipeline.documents import REMOVED_REASON
+
+
+def edit(text: str, rng: random.Random, frac: float) -> str:
+    words = text.split(" ")
+    for _ in range(int(len(words) * frac)):
+        i = rng.randrange(len(words))
+        op = rng.random()
+        if op < 0.4:
+            del words[i]
+        elif op < 0.7:
+            words.insert(i, rng.choice(words))
+        else:
+            j = rng.randrange(len(words))
+            words[i], words[j] = words[j], words[i]
+    return " ".join(words)
+
+
+def run_fuzzy(shards, folder, bands=14, rows=8, keeper=("quality", "length", "source_priority", "id"), priority=None, quality_key=None):
+    folder = str(folder)
+    for r, docs in enumerate(shards):
+        list(MinhashSignatures(folder, bands, rows, 5, 5, 1, priority or {}, quality_key, flush_docs=7).run(iter(docs), r, len(shards)))
+    for b in range(bands):
+        list(BandComponents(folder).run(None, b, bands))
+    list(ClusterKeepers(folder, bands, list(keeper)).run(None, 0, 1))
+    return [list(ClusterMarker(folder).run(iter(docs), r, len(shards))) for r, docs in enumerate(shards)]
+
+
+def test_signature_estimates_jaccard():
+    a, b = permutations(256, 3)
+    rng = random.Random(0)
+    text = shakespeare_scenes(3)[2]["text"]
+    for frac in (0.02, 0.1, 0.3):
+        s1, s2 = shingle_hashes(text, 5, 5), shingle_hashes(edit(text, rng, frac), 5, 5)
+        true = len(np.intersect1d(s1, s2)) / len(np.union1d(s1, s2))
+        assert abs((minhash(s1, a, b) == minhash(s2, a, b)).mean() - true) < 0.1
+
+
+def test_near_duplicates_cluster_and_the_keeper_follows_the_order(tmp_path):
+    rng = random.Random(1)
+    scenes = [s for s in shakespeare_scenes(80) if len(s["text"]) > 2000][:30]
+    originals = [Document(id=f"orig/{i}", text=s["text"], metadata={"source": "book", "q": 0.2}) for i, s in enumerate(scenes)]
+    # copies of the first 10: light edits (Jaccard well above the 0.72 threshold), a longer one with a
+    # boilerplate trailer, and for scene 0 a higher-quality copy from another source
+    copies = [Document(id=f"copy/{i}", text=edit(s.text, rng, 0.01), metadata={"source": "web", "q": 0.1}) for i, s in enumerate(originals[:10])]
+    trailer = [Document(id=f"trailer/{i}", text=s.text + "\n\nShare this page. Subscribe to our newsletter.", metadata={"source": "web", "q": 0.2})
+               for i, s in enumerate(originals[:5])]
+    best = Document(id="best/0", text=edit(originals[0].text, rng, 0.005), metadata={"source": "web", "q": 0.9})
+    shards = [originals[:15] + copies[5:], originals[15:] + copies[:5] + trailer + [best]]
+    out = run_fuzzy(copy.deepcopy(shards), tmp_path, quality_key="q")
+    docs = {d.id: d for shard in out for d in shard}
+    removed = {i for i, d in docs.items() if d.metadata.get(REMOVED_REASON)}
+    # cluster 0 keeps the highest quality; clusters 1-4: quality ties, the longest (the trailer copy) is kept;
+    # clusters 5-9: the original (higher quality than the edited copy)
+    assert "best/0" not in removed and docs["orig/0"].metadata["duplicate_of"] == "best/0"
+    assert {f"trailer/{i}" for i in range(1, 5)}.isdisjoint(removed)
+    assert removed == {"orig/0", "trailer/0"} | {f"copy/{i}" for i in range(10)} | {f"orig/{i}" for i in range(1, 5)}
+    assert all(d.metadata["minhash_cluster_size"] >= 2 for i, d in docs.items() if i in removed)
+    assert all("minhash_cluster_id" not in docs[f"orig/{i}"].metadata for i in range(10, 30))  # distinct scenes untouched
+    # the id order instead: the smallest id of each cluster is kept
+    out = run_fuzzy(copy.deepcopy(shards), tmp_path / "by_id", keeper=("id",))
+    kept = {d.id for shard in out for d in shard if "minhash_cluster_id" in d.metadata and not d.metadata.get(REMOVED_REASON)}
+    assert kept == {"best/0"} | {f"copy/{i}" for i in range(1, 10)}
+
+
+def test_cjk_documents_use_character_shingles(tmp_path):
+    base = "今天我们讨论中文文本的去重方法。" * 3 + "近似重复的文档应该被找到，而不同的文档应该保留。" * 3
+    other = "机器学习模型需要大量高质量的训练数据，数据清洗是其中最重要的一步。" * 4
+    docs = [Document(id="zh/a", text=base, metadata={"source": "s"}),
+            Document(id="zh/b", text=base.replace("方法", "办法", 1), metadata={"source": "s"}),
+            Document(id="zh/c", text=other, metadata={"source": "s"})]
+    out = {d.id: d for d in run_fuzzy([docs], tmp_path)[0]}
+    assert out["zh/b"].metadata.get(REMOVED_REASON) == "minhash_duplicate" or out["zh/a"].metadata.get(REMOVED_REASON)
+    assert "minhash_cluster_id" not in out["zh/c"].metadata
+
+
+def test_a_truncated_key_file_is_named(tmp_path):
+    docs = [Document(id=f"d/{i}", text=s["text"], metadata={"source": "s"}) for i, s in enumerate(shakespeare_scenes(10))]
+    list(MinhashSignatures(str(tmp_path), 2, 4, 5, 5, 1, {}).run(iter(docs), 0, 1))
+    path = os.path.join(tmp_path, "keys", "001", "00000_00000.bin")
+    raw = open(path, "rb").read()
+    open(path, "wb").write(raw[:-5])
+    with pytest.raises(CorruptIntermediate, match=f"{path}: truncated"):
+        list(BandComponents(str(tmp_path)).run(None, 1, 2))
