@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/dedup_cluster_memory.py --sizes 100000 300000 1000000 --duplicates 20000
 
-Documents: 30-word windows at random offsets of real text (Shakespeare, pydoc topics, sympy and stdlib
+Documents: four sentences drawn at random from real text (Shakespeare, pydoc topics, sympy and stdlib
 docstrings); ``--duplicates`` of them get a copy with one word changed, the same number at every size, so
 the corpus grows while the duplicates do not. Band keys are computed by ``MinhashSignatures`` in two worker
 processes (two shards). Then, each in a fresh process, peak RSS (ru_maxrss) above the process's RSS after
@@ -25,26 +25,30 @@ from multiprocessing import Pool
 BANDS, ROWS = 14, 8
 
 
-def corpus_words() -> list[str]:
+def corpus_sentences() -> list[str]:
+    import re
+
     sys.path.insert(0, os.path.dirname(__file__))
     from dedup_quality_speed import real_documents
 
-    return " ".join(real_documents(100000, random.Random(0))).split()
+    text = " ".join(real_documents(100000, random.Random(0)))
+    return sorted({s.strip() for s in re.split(r"[.!?\n]+", text) if len(s.split()) >= 6})
 
 
-def shard_docs(words: list[str], n: int, dups: int, shard: int, shards: int, seed: int):
+def shard_docs(sentences: list[str], n: int, dups: int, shard: int, shards: int, seed: int):
+    """Document i: four real sentences drawn at random (two documents rarely share more than one)."""
     from datatrove.data import Document
 
     rng = random.Random(seed)
-    starts = [rng.randrange(len(words) - 30) for _ in range(n)]
+    picks = [[rng.randrange(len(sentences)) for _ in range(4)] for _ in range(n)]
     dup_of = set(rng.sample(range(n), dups))
     out = []
     for i in range(shard, n, shards):
-        text = " ".join(words[starts[i] : starts[i] + 30])
+        text = ". ".join(sentences[j] for j in picks[i]) + "."
         out.append(Document(id=f"d/{i}", text=text, metadata={"source": "s"}))
         if i in dup_of:
             w = text.split()
-            w[rng.randrange(30)] = "changed"
+            w[rng.randrange(len(w))] = "changed"
             out.append(Document(id=f"d/{i}/copy", text=" ".join(w), metadata={"source": "s"}))
     return out
 
@@ -53,7 +57,7 @@ def _signatures(job):
     folder, n, dups, shard, shards = job
     from dedup.fuzzy import MinhashSignatures
 
-    docs = shard_docs(corpus_words(), n, dups, shard, shards, seed=n)
+    docs = shard_docs(corpus_sentences(), n, dups, shard, shards, seed=n)
     list(MinhashSignatures(folder, BANDS, ROWS, 5, 5, 1, {}).run(iter(docs), shard, shards))
     return len(docs)
 

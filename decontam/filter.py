@@ -57,8 +57,11 @@ class NgramDecontaminationTagger(PipelineStep):
     type = "🔻 - FILTER"
 
     def __init__(self, index_path: str, matches_folder: str, default_action: str = "drop", actions: dict | None = None,
-                 cut_margin_tokens: int = 32, cut_min_tokens: int = 64):
+                 cut_margin_tokens: int = 32, cut_min_tokens: int = 64, tokenizer_path: str | None = None):
+        from mixtures.token_count import TokenRecounter
+
         super().__init__()
+        self.recount = TokenRecounter(tokenizer_path) if tokenizer_path else None  # n_tokens of cut documents
         for a in [default_action, *(actions or {}).values()]:
             if a not in ACTIONS:
                 raise ValueError(f"unknown decontamination action {a!r}; known: {ACTIONS}")
@@ -118,6 +121,8 @@ class NgramDecontaminationTagger(PipelineStep):
                 before = len(doc.text)
                 doc.text = cut_spans(doc.text, token_spans(doc.text), ranges)
                 doc.metadata["decontam_cut_tokens"] = removed
+                if self.recount:
+                    self.recount([doc])
                 record.update(cut_tokens=removed, cut_chars=before - len(doc.text))
                 self.stat_update(f"cut/{bench}")
             else:

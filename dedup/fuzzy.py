@@ -26,6 +26,7 @@ import re
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import xxhash
 from datatrove.data import DocumentsPipeline
@@ -173,11 +174,14 @@ class BandComponents(PipelineStep):
 
 
 def _read_attrs(path: str, idx: np.ndarray) -> pa.Table:
+    """The attribute rows of documents ``idx`` of one shard, streamed by row group: memory follows the
+    clustered documents, not the shard."""
+    wanted = pa.array(idx, pa.uint32())
     try:
-        table = pq.read_table(path)
+        parts = [b.filter(pc.is_in(b["idx"], value_set=wanted)) for b in pq.ParquetFile(path).iter_batches(batch_size=65536)]
     except (pa.ArrowInvalid, OSError) as e:
         raise CorruptIntermediate(f"{path}: unreadable keeper attributes ({e})") from None
-    return table.filter(pa.compute.is_in(table["idx"], value_set=pa.array(idx, pa.uint32())))
+    return pa.Table.from_batches(parts) if parts else pa.table({"idx": pa.array([], pa.uint32())})
 
 
 class ClusterKeepers(PipelineStep):

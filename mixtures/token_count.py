@@ -31,3 +31,20 @@ class TokenCountTagger(PipelineStep):
                 doc.metadata[N_TOKENS] = len(enc.ids)
                 self.stat_update("tokens", value=len(enc.ids))
                 yield doc
+
+
+class TokenRecounter:
+    """Re-counts ``n_tokens`` of documents whose text a later stage changed (cut spans), so the funnel and
+    the tokenize stage's accounting stay exact. The tokenizer loads on first use, inside the worker."""
+
+    def __init__(self, tokenizer_path: str):
+        self.tokenizer_path = tokenizer_path
+        self._tok = None
+
+    def __call__(self, docs) -> None:
+        if not docs:
+            return
+        if self._tok is None:
+            self._tok = load_tokenizer(self.tokenizer_path)
+        for doc, enc in zip(docs, self._tok.encode_batch_fast([d.text for d in docs], add_special_tokens=False)):
+            doc.metadata[N_TOKENS] = len(enc.ids)

@@ -186,9 +186,19 @@ class ExactDedupSettings(Strict):
     num_buckets: int = Field(8, ge=1, description="hash ranges, one parallel task each (memory per task: 1/num_buckets of the hashes)")
 
 
+class SubstringDedupSettings(Strict):
+    enabled: bool = True
+    domains: list[str] = Field(default_factory=lambda: ["code", "paper"], description="domains whose repeated spans are removed")
+    unit: Literal["bytes", "tokens"] = Field("bytes", description="suffix array over UTF-8 bytes or int32 token ids (tokenizer.path)")
+    min_length: int = Field(100, ge=8, description="shortest repeated span removed, in units")
+    shard_bytes: int = Field(64 * 2**20, ge=1024, description="text per suffix array (memory ~9x this); repeats are found within a shard")
+    min_doc_fraction: float = Field(0.2, ge=0, le=1, description="a document keeping less than this fraction of its characters is removed")
+
+
 class DedupConfig(Strict):
     enabled: bool = True
     exact: ExactDedupSettings = ExactDedupSettings()
+    substring: SubstringDedupSettings = SubstringDedupSettings()
     minhash: MinhashSettings = MinhashSettings()
     source_priority: list[str] = Field(
         default_factory=list, description="sources in the order their copy of a duplicate is kept (default: recipe order)"
@@ -409,6 +419,9 @@ class Recipe(Strict):
         unknown = sorted(set(self.dedup.source_priority) - set(names))
         if unknown:
             raise ValueError(f"dedup.source_priority: no source named {unknown}")
+        unknown = sorted(set(self.dedup.substring.domains) - set(DOMAINS))
+        if unknown:
+            raise ValueError(f"dedup.substring.domains: unknown domain(s) {unknown}; known: {list(DOMAINS)}")
         unknown = sorted(set(self.filter.per_domain) - set(DOMAINS))
         if unknown:
             raise ValueError(f"filter.per_domain: unknown domain(s) {unknown}; known: {list(DOMAINS)}")

@@ -103,6 +103,7 @@ def run_dedup(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
 
 def _fuzzy_dedup(recipe: Recipe, layout: RunLayout, src_in: str, priority: dict[str, int]) -> None:
     from dedup.fuzzy import BandComponents, ClusterKeepers, ClusterMarker, MinhashSignatures
+    from dedup.substrings import SubstringDeduplicator
     from pipeline.documents import stage_reader
     from pipeline.routing import StageRouter
 
@@ -113,7 +114,10 @@ def _fuzzy_dedup(recipe: Recipe, layout: RunLayout, src_in: str, priority: dict[
     run_steps(recipe.executor, [stage_reader(src_in), signatures], layout.logs("dedup", "minhash_signatures"), tasks, "dedup/minhash_signatures")
     run_steps(recipe.executor, [BandComponents(work)], layout.logs("dedup", "minhash_bands"), m.num_buckets, "dedup/minhash_bands")
     run_steps(recipe.executor, [ClusterKeepers(work, m.num_buckets, d.keeper)], layout.logs("dedup", "minhash_clusters"), 1, "dedup/minhash_clusters")
-    run_steps(recipe.executor, [stage_reader(src_in), ClusterMarker(work),
+    sub = d.substring
+    substrings = [SubstringDeduplicator(sub.domains, sub.min_length, sub.unit, sub.shard_bytes, sub.min_doc_fraction,
+                                        recipe.tokenizer.path)] if sub.enabled else []
+    run_steps(recipe.executor, [stage_reader(src_in), ClusterMarker(work), *substrings,
                                 StageRouter(layout.output("dedup"), layout.removed("dedup"), "dedup", removed_prefix="minhash_")],
               layout.logs("dedup", "minhash_filter"), tasks, "dedup/minhash_filter")
 
@@ -159,7 +163,8 @@ def run_decontam(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dic
         matches = os.path.join(layout.stage("decontam"), "matches")
         steps = [
             stage_reader(layout.output("dedup")),
-            NgramDecontaminationTagger(index_path, matches, cfg.action, dict(cfg.per_domain), cfg.cut_margin_tokens, cfg.cut_min_tokens),
+            NgramDecontaminationTagger(index_path, matches, cfg.action, dict(cfg.per_domain), cfg.cut_margin_tokens, cfg.cut_min_tokens,
+                                       recipe.tokenizer.path),
             StageRouter(layout.output("decontam"), layout.removed("decontam"), "decontam"),
         ]
         run_steps(recipe.executor, steps, layout.logs("decontam"), recipe.executor.tasks, "decontam")

@@ -1,0 +1,158 @@
+"""Exact-substring deduplication with a suffix array (Lee et al., 2022), in-process with pydivsufsort: no
+external Rust binary, and token ids are int32 (Qwen3's 151,669-token vocabulary does not fit the uint16
+of Google's tool).
+
+Documents of the selected domains are buffered, in input order, into shards of at most ``shard_bytes``
+of UTF-8 text; for each shard the concatenation (UTF-8 bytes, or int32 token ids) gets a suffix array and
+its LCP array. Adjacent suffixes sharing at least ``min_length`` units are the same substring twice: the
+occurrence at the later position is marked, so the first occurrence of every repeated span is kept (the
+earliest position is never the later one of a pair). Marks are clipped to their document, widened to whole
+characters (byte marks never split a UTF-8 sequence; token marks use the tokenizer's character offsets),
+and cut out of the text. A document left with less than ``min_doc_fraction`` of its characters is removed
+(``substring_duplicate``). Repeats are found within a shard: memory is bounded by the shard, not the corpus.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+
+from pipeline.documents import REMOVED_REASON
+
+DUPLICATE_REASON = "substring_duplicate"
+
+
+def repeated_ranges(seq: np.ndarray, starts: np.ndarray, min_length: int) -> list[list[tuple[int, int]]]:
+    """For a concatenation ``seq`` of documents beginning at ``starts`` (ascending, plus the end as the last
+    element), the [start, end) ranges, relative to each document, of spans repeated earlier in ``seq``."""
+    import pydivsufsort
+
+    seq = np.ascontiguousarray(seq).copy()  # pydivsufsort needs a writable buffer
+    n_docs = len(starts) - 1
+    out: list[list[tuple[int, int]]] = [[] for _ in range(n_docs)]
+    if len(seq) < 2:
+        return out
+    sa = pydivsufsort.divsufsort(seq)
+    lcp = pydivsufsort.kasai(seq, sa)  # lcp[i] = common prefix of suffixes sa[i] and sa[i + 1]
+    i = np.nonzero(lcp[:-1] >= min_length)[0]
+    later = np.maximum(sa[i], sa[i + 1]).astype(np.int64)
+    length = lcp[i].astype(np.int64)
+    doc = np.searchsorted(starts, later, side="right") - 1
+    end = np.minimum(later + length, starts[doc + 1])  # a match never runs into the next document
+    keep = end - later >= min_length
+    later, end, doc = later[keep], end[keep], doc[keep]
+    order = np.lexsort((later, doc))
+    for d, s, e in zip(doc[order].tolist(), later[order].tolist(), end[order].tolist()):
+        ranges, base = out[d], int(starts[d])
+        s, e = s - base, e - base
+        if ranges and s <= ranges[-1][1]:
+            ranges[-1] = (ranges[-1][0], max(ranges[-1][1], e))
+        else:
+            ranges.append((s, e))
+    return out
+
+
+def byte_ranges_to_chars(data: bytes, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Byte ranges of UTF-8 ``data`` -> character ranges covering only whole characters inside them."""
+    if not ranges:
+        return []
+    b = np.frombuffer(data, dtype=np.uint8)
+    is_start = np.append((b & 0xC0) != 0x80, True)  # a boundary after the last byte too
+    chars_before = np.concatenate([[0], np.cumsum(is_start[:-1])])
+    out = []
+    for s, e in ranges:
+        while not is_start[s]:  # forward to the first character that starts inside the range
+            s += 1
+        while e > s and not is_start[e]:  # back to the end of the last character wholly inside
+            e -= 1
+        if e > s:
+            out.append((int(chars_before[s]), int(chars_before[e])))
+    return out
+
+
+def cut(text: str, char_ranges: list[tuple[int, int]]) -> str:
+    pieces, last = [], 0
+    for s, e in char_ranges:
+        pieces.append(text[last:s])
+        last = e
+    pieces.append(text[last:])
+    return "".join(pieces)
+
+
+class SubstringDeduplicator(PipelineStep):
+    """Removes repeated spans from documents of ``domains``; other documents and documents already marked
+    removed pass through unchanged (in their input order; the selected ones leave when their shard is done)."""
+
+    name = "🧵 Suffix-array substring dedup"
+    type = "🫂 - DEDUP"
+
+    def __init__(self, domains: list[str], min_length: int = 100, unit: str = "bytes", shard_bytes: int = 64 * 2**20,
+                 min_doc_fraction: float = 0.2, tokenizer_path: str | None = None):
+        from mixtures.token_count import TokenRecounter
+
+        super().__init__()
+        if unit not in ("bytes", "tokens") or (unit == "tokens" and not tokenizer_path):
+            raise ValueError("unit must be 'bytes', or 'tokens' with a tokenizer_path")
+        self.domains, self.min_length, self.unit = set(domains), min_length, unit
+        self.shard_bytes, self.min_doc_fraction, self.tokenizer_path = shard_bytes, min_doc_fraction, tokenizer_path
+        self._tok = None
+        self.recount = TokenRecounter(tokenizer_path) if tokenizer_path else None
+
+    def _units(self, texts: list[str]):
+        """(sequence pieces, per-document mapper from unit ranges to character ranges)."""
+        if self.unit == "bytes":
+            data = [t.encode("utf-8") for t in texts]
+            return [np.frombuffer(d, dtype=np.uint8) for d in data], [lambda r, d=d: byte_ranges_to_chars(d, r) for d in data]
+        if self._tok is None:
+            from mixtures.tokenizer import load_tokenizer
+
+            self._tok = load_tokenizer(self.tokenizer_path)
+        encs = self._tok.encode_batch(texts, add_special_tokens=False)
+        seqs = [np.array(e.ids, dtype=np.int32) for e in encs]
+        mappers = [lambda r, o=e.offsets: [(o[s][0], o[e - 1][1]) for s, e in r if e > s] for e in encs]
+        return seqs, mappers
+
+    def _dedup_shard(self, docs: list[Document]) -> list[Document]:
+        seqs, mappers = self._units([d.text for d in docs])
+        starts = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
+        seq = np.concatenate(seqs) if seqs else np.empty(0, np.uint8)
+        edited = []
+        for doc, ranges, to_chars in zip(docs, repeated_ranges(seq, starts, self.min_length), mappers):
+            if not ranges:
+                continue
+            chars = to_chars(ranges)
+            removed = sum(e - s for s, e in chars)
+            if removed == 0:
+                continue
+            self.stat_update("documents_with_repeats")
+            self.stat_update("chars_removed", value=removed)
+            if len(doc.text) - removed < self.min_doc_fraction * len(doc.text):
+                doc.metadata[REMOVED_REASON] = DUPLICATE_REASON
+                self.stat_update(DUPLICATE_REASON)
+            else:
+                doc.text = cut(doc.text, chars)
+                doc.metadata["substring_chars_removed"] = removed
+                edited.append(doc)
+        if self.recount:
+            self.recount(edited)
+        return docs
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        shard: list[Document] = []
+        size = 0
+        for doc in data:
+            if doc.metadata.get(REMOVED_REASON) or doc.metadata.get("domain") not in self.domains:
+                yield doc
+                continue
+            shard.append(doc)
+            size += len(doc.text.encode("utf-8"))
+            if size >= self.shard_bytes:
+                with self.track_time():
+                    done = self._dedup_shard(shard)
+                yield from done
+                shard, size = [], 0
+        if shard:
+            with self.track_time():
+                done = self._dedup_shard(shard)
+            yield from done
