@@ -30,13 +30,10 @@ def build_index(cfg, folder: str) -> tuple[str, dict]:
         raise BenchmarkError(f"decontam: none of {cfg.benchmarks} could be loaded")
     index = NgramIndex.build(items, cfg.n_gram, cfg.cjk_n_gram, cfg.min_n_gram, cfg.max_items_per_ngram)
     reference = exclude_common_ngrams(index, reference_documents(cfg.reference, cfg.reference_max_bytes), cfg.common_min_docs)
-    index.stats["reference"] = reference
+    index.stats.update(reference=reference, benchmarks_loaded=loaded, benchmarks_skipped=skipped,
+                       ngrams_indexed=int(len(index.hashes)), lengths=index.lengths, index_bytes=index.nbytes)
     path = index.save(folder)
-    info = {"benchmarks_loaded": loaded, "benchmarks_skipped": skipped, "ngrams_indexed": int(len(index.hashes)),
-            "lengths": index.lengths, "index_bytes": index.nbytes, "index_file_bytes": os.path.getsize(path)}
-    index.stats.update(info)
-    index.save(folder)
     logger.info(f"decontam: {len(items):,} items from {len(loaded)} benchmarks, {len(index.hashes):,} n-grams indexed "
                 f"({index.stats['excluded_template']:,} template and {reference['excluded']:,} common n-grams excluded), "
                 f"{index.nbytes / 2**20:.1f} MiB")
-    return path, index.stats
+    return path, index.stats | {"index_file_bytes": os.path.getsize(path)}

@@ -77,9 +77,8 @@ class NgramDecontaminationTagger(PipelineStep):
             self._index = NgramIndex.load(self.index_path)
         return self._index
 
-    def _matches(self, text: str, tokens: list[str], hits) -> list[dict]:
+    def _matches(self, text: str, spans: list[tuple[int, int]], tokens: list[str], hits) -> list[dict]:
         """The first hit of each item (up to MAX_RECORDED_MATCHES), with the original text it matched."""
-        spans = token_spans(text)
         out, seen = [], set()
         for pos, length, item in hits:
             if item in seen:
@@ -106,7 +105,8 @@ class NgramDecontaminationTagger(PipelineStep):
                 yield doc
 
     def _act(self, doc, tokens: list[str], hits, log) -> None:
-        matches = self._matches(doc.text, tokens, hits)
+        spans = token_spans(doc.text)  # only for the rare documents with a hit
+        matches = self._matches(doc.text, spans, tokens, hits)
         bench = matches[0]["benchmark"]
         action = self.actions.get(doc.metadata.get("domain"), self.default_action)
         record = {"id": doc.id, "source": doc.metadata.get("source"), "action": action, "matches": matches,
@@ -119,7 +119,7 @@ class NgramDecontaminationTagger(PipelineStep):
             removed = sum(b - a for a, b in ranges)
             if len(tokens) - removed >= self.cut_min_tokens:
                 before = len(doc.text)
-                doc.text = cut_spans(doc.text, token_spans(doc.text), ranges)
+                doc.text = cut_spans(doc.text, spans, ranges)
                 doc.metadata["decontam_cut_tokens"] = removed
                 if self.recount:
                     self.recount([doc])

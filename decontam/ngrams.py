@@ -53,10 +53,6 @@ def token_spans(text: str) -> list[tuple[int, int]]:
     return [m.span() for m in TOKEN.finditer(_blank(text))]
 
 
-def is_cjk_token(tok: str) -> bool:
-    return len(tok) == 1 and re.match(f"[{CJK_RANGES}]", tok) is not None
-
-
 def ngram_hashes(words: list[str], n: int) -> np.ndarray:
     """uint64 hash of every n-gram of ``words`` (none if shorter than n)."""
     return rolling_hashes(token_hashes(words), [n]).get(n, np.empty(0, dtype=np.uint64))
@@ -120,16 +116,20 @@ class NgramIndex:
             uniq, owner = uniq[keep], owner[keep]
         return cls(n=n, hashes=uniq, item_of_hash=owner, items=names, lengths=sorted(lengths), stats=stats)
 
-    def lookup_all(self, tokens: list[str]) -> list[tuple[int, int, int]]:
-        """Every (position, length, item index) where an indexed n-gram occurs in ``tokens``."""
+    def find(self, tokens: list[str]) -> list[tuple[int, int, int]]:
+        """Every (position, length, slot in ``hashes``) where an indexed n-gram occurs in ``tokens``, sorted."""
         if len(self.hashes) == 0 or len(tokens) < self.lengths[0]:
             return []
         hits = []
         for length, hs in rolling_hashes(token_hashes(tokens), self.lengths).items():
-            pos, owners = self.lookup(hs)
-            hits.extend(zip(pos.tolist(), [length] * len(pos), owners.tolist()))
+            pos, slots = self._slots(hs)
+            hits.extend(zip(pos.tolist(), [length] * len(pos), slots.tolist()))
         hits.sort()
         return hits
+
+    def lookup_all(self, tokens: list[str]) -> list[tuple[int, int, int]]:
+        """Every (position, length, item index) where an indexed n-gram occurs in ``tokens``."""
+        return [(p, n, int(self.item_of_hash[s])) for p, n, s in self.find(tokens)]
 
     def _prefilter(self) -> tuple[np.ndarray, np.uint64]:
         """A one-hash Bloom filter (>= 32 bits per n-gram, top bits of the hash): almost every n-gram of a
@@ -144,18 +144,24 @@ class NgramIndex:
             self._bits, self._shift = bits, shift
         return self._bits, self._shift
 
-    def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(positions in ``hashes`` that are in the index, the item index of each)."""
+    def _slots(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in ``hashes`` that are in the index, their slots in ``self.hashes``)."""
+        none = np.empty(0, np.int64), np.empty(0, np.int64)
         if len(self.hashes) == 0 or len(hashes) == 0:
-            return np.empty(0, np.int64), np.empty(0, np.int32)
+            return none
         bits, shift = self._prefilter()
         slot = (hashes >> shift).astype(np.int64)
         maybe = np.nonzero((bits[slot >> 3] >> (slot & 7)) & 1)[0]
         if len(maybe) == 0:
-            return np.empty(0, np.int64), np.empty(0, np.int32)
+            return none
         pos = np.minimum(np.searchsorted(self.hashes, hashes[maybe]), len(self.hashes) - 1)
         found = self.hashes[pos] == hashes[maybe]
-        return maybe[found], self.item_of_hash[pos[found]]
+        return maybe[found], pos[found]
+
+    def lookup(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in ``hashes`` that are in the index, the item index of each)."""
+        pos, slots = self._slots(hashes)
+        return pos, self.item_of_hash[slots]
 
     def exclude(self, mask: np.ndarray, reason: str) -> None:
         """Drop the hashes where ``mask`` is true, counting them under ``excluded_<reason>``."""

@@ -18,7 +18,7 @@ from typing import Iterator
 
 import numpy as np
 
-from decontam.ngrams import NgramIndex, normalized_words, rolling_hashes, token_hashes
+from decontam.ngrams import NgramIndex, normalized_words
 from pipeline.assets import PACKAGE_PREFIX, package_dir
 
 STDLIB_PREFIX = "stdlib:"
@@ -84,17 +84,12 @@ def exclude_common_ngrams(index: NgramIndex, texts, min_docs: int) -> dict:
         docs += 1
         tokens += len(toks)
         seen = set()
-        for length, hs in rolling_hashes(token_hashes(toks), index.lengths).items():
-            hit, _ = index.lookup(hs)
-            if len(hit) == 0:
-                continue
-            slots = np.searchsorted(index.hashes, hs[hit])
-            for p, slot in zip(hit.tolist(), slots.tolist()):
-                if slot not in seen:
-                    seen.add(slot)
-                    df[slot] += 1
-                    if len(examples) < 20 and slot not in examples:
-                        examples[slot] = " ".join(toks[p : p + length])
+        for p, length, slot in index.find(toks):
+            if slot not in seen:
+                seen.add(slot)
+                df[slot] += 1
+                if len(examples) < 20 and slot not in examples:
+                    examples[slot] = " ".join(toks[p : p + length])
     common = df >= min_docs
     shown = [{"ngram": examples[s], "documents": int(df[s]), "benchmark": index.items[index.item_of_hash[s]][0]}
              for s in sorted(examples) if common[s]][:5]

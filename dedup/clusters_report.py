@@ -28,7 +28,7 @@ def _scan(folder: str, role: str):
         for batch in pq.ParquetFile(path).iter_batches(columns=["id", "text", "metadata"], batch_size=1024):
             for doc_id, text, md in zip(*(batch.column(c).to_pylist() for c in ("id", "text", "metadata"))):
                 md = json.loads(md)
-                if "minhash_cluster_id" in md and md.get("minhash_cluster_size", 0) > 1 or "exact_duplicate_of" in md:
+                if "minhash_cluster_id" in md or "exact_duplicate_of" in md:  # only cluster members carry these
                     yield role, doc_id, text, md
 
 

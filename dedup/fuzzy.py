@@ -206,14 +206,14 @@ class ClusterKeepers(PipelineStep):
         length, quality, prio = np.zeros(n, np.int64), np.full(n, -np.inf), np.zeros(n, np.int64)
         for r in np.unique(shard):
             sel = np.nonzero(shard == r)[0]
+            # nodes are sorted, so within a shard idx[sel] ascends like the table sorted by idx
             t = _read_attrs(os.path.join(self.folder, "attrs", f"{int(r):05d}.parquet"), idx[sel]).sort_by("idx")
-            pos = sel  # nodes are sorted, so within a shard idx ascends like the sorted table
             if t.num_rows != len(sel):
                 raise CorruptIntermediate(f"{self.folder}/attrs/{int(r):05d}.parquet: {t.num_rows} of {len(sel)} documents found")
-            ids[pos] = t["id"].to_pylist()
-            length[pos] = t["length"].to_numpy()
-            quality[pos] = t["quality"].fill_null(-np.inf).to_numpy()
-            prio[pos] = t["source_priority"].to_numpy()
+            ids[sel] = t["id"].to_pylist()
+            length[sel] = t["length"].to_numpy()
+            quality[sel] = t["quality"].fill_null(-np.inf).to_numpy()
+            prio[sel] = t["source_priority"].to_numpy()
         id_rank = np.unique(ids.astype(str), return_inverse=True)[1] if n else np.empty(0, np.int64)
         columns = {"quality": -quality, "length": -length, "source_priority": prio, "id": id_rank}
         order = np.lexsort([columns[c] for c in reversed(self.keeper)] + [cluster])

