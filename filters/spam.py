@@ -100,7 +100,7 @@ def url_signals(url: str | None, soft_word_threshold: int, extra_domains: list[s
     from datatrove.data import Document
     from datatrove.pipeline.filters.base_filter import get_filter_result
 
-    keep, reason = get_filter_result(_url_filter(soft_word_threshold, tuple(extra_domains)).filter(Document("", "u", {"url": url})))
+    keep, reason = get_filter_result(_url_filter(soft_word_threshold, tuple(extra_domains)).filter(Document(text="", id="url", metadata={"url": url})))
     return {"verdict": "ok" if keep else reason}
 
 

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     for stage in STAGES:
         p = sub.add_parser(stage, help=STAGE_HELP[stage], description=f"{STAGE_HELP[stage]}; reads the previous stage's output from run_dir.")
         _add_common(p)
+        if stage == "filter":
+            p.add_argument("--retune", action="store_true",
+                           help="re-apply the recipe's thresholds to the signals stored by the last filter run (no signal is recomputed)")
         if stage == "dedup":
             p.add_argument("--show-clusters", action="store_true",
                            help="print cluster sizes and the largest duplicate clusters (runs the stage first if it has not run)")
@@ -52,6 +55,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id-key", default="id")
     p.add_argument("--out", default="contamination.json", help="report file (default: ./contamination.json)")
     p.add_argument("--fail-on-match", action="store_true", help="exit with status 1 when any item is found")
+    p = sub.add_parser("classifier", help="train a fastText quality classifier (positive vs negative documents)")
+    csub = p.add_subparsers(dest="classifier_command", required=True, metavar="ACTION")
+    p = csub.add_parser("train", help="train, report held-out precision/recall/AUC, save model.bin + manifest.json",
+                        description="Train a fastText supervised classifier from positive and negative documents "
+                                    "(JSONL, Parquet, or one document per file) and save it with its training manifest.")
+    p.add_argument("--positive", nargs="+", required=True, help="files, folders or globs of good documents")
+    p.add_argument("--negative", nargs="+", required=True, help="files, folders or globs of bad documents")
+    p.add_argument("--out", required=True, help="output folder (model.bin, manifest.json)")
+    p.add_argument("--text-key", default="text")
+    p.add_argument("--email", action="store_true", help="inputs are raw RFC 822 messages: use their bodies")
+    p.add_argument("--epoch", type=int, default=10)
+    p.add_argument("--lr", type=float, default=0.5)
+    p.add_argument("--word-ngrams", type=int, default=2)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--threshold", type=float, default=0.5, help="score at which held-out precision/recall are measured")
+    p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("report", help="print the run report (funnel, contamination, mixture, exit losses)")
     _add_common(p)
     p = sub.add_parser("demo", help="build the embedded demo corpus and run every stage on it",
@@ -75,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             return _run(recipe, list(STAGES))
         if args.command == "decontam-check":
             return _decontam_check(args)
+        if args.command == "classifier":
+            return _classifier_train(args)
         if args.command == "validate":
             recipe = load_recipe(args.recipe)
             print(f"{args.recipe}: OK ({len(recipe.sources)} sources, run_dir {recipe.run_dir})")
@@ -92,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             return _run(recipe, list(STAGES[first : last + 1]), args.resume)
         if getattr(args, "show_clusters", False):
             return _show_clusters(recipe, args.resume)
-        return _run(recipe, [args.command], args.resume)
+        return _run(recipe, [args.command], args.resume, retune=getattr(args, "retune", False))
     except RecipeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -134,16 +156,37 @@ def _decontam_check(args) -> int:
     return 1 if args.fail_on_match and report["documents_affected"] else 0
 
 
-def _run(recipe, stages: list[str], resume: bool = False) -> int:
+def _classifier_train(args) -> int:
+    from filters.classifier import ClassifierInputError, TrainSettings, read_documents, train_classifier
+
+    try:
+        pos = read_documents(args.positive, args.text_key, args.email)
+        neg = read_documents(args.negative, args.text_key, args.email)
+        settings = TrainSettings(epoch=args.epoch, lr=args.lr, word_ngrams=args.word_ngrams, dim=args.dim,
+                                 test_fraction=args.test_fraction, seed=args.seed, threshold=args.threshold)
+        inputs = {"positive": {"paths": args.positive, "documents": len(pos)}, "negative": {"paths": args.negative, "documents": len(neg)}}
+        manifest = train_classifier(pos, neg, args.out, settings, inputs)
+    except ClassifierInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    m = manifest["metrics"]
+    print(f"trained on {m['train']:,} documents; held out {m['held_out']:,} ({m['held_out_positive']:,} positive)")
+    print(f"held-out precision {m['precision']:.4f}  recall {m['recall']:.4f}  AUC {m['auc']:.4f}  (threshold {m['threshold']})")
+    print(f"model: {os.path.join(args.out, 'model.bin')}  manifest: {os.path.join(args.out, 'manifest.json')}")
+    return 0
+
+
+def _run(recipe, stages: list[str], resume: bool = False, retune: bool = False) -> int:
     from pipeline.accounting import AccountingError
     from pipeline.executors import StageFailed
     from pipeline.runner import run_stages
-    from pipeline.stages import MissingInput
+    from pipeline.stages import MissingInput, RetuneError
+    from filters.signals import SignalMissing
     from mixtures.plan import MixtureError
 
     try:
-        run_stages(recipe, stages, resume=resume)
-    except (MissingInput, StageFailed, AccountingError, MixtureError) as e:
+        run_stages(recipe, stages, resume=resume, retune=retune)
+    except (MissingInput, StageFailed, AccountingError, MixtureError, RetuneError, SignalMissing) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

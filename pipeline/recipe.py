@@ -6,7 +6,6 @@ missing input path fails at load time with a message naming the file and the key
 
 from __future__ import annotations
 
-import copy
 import glob
 import hashlib
 import json
@@ -68,103 +67,8 @@ class ExecutorConfig(Strict):
 
 
 # ---------------------------------------------------------------------------------------------- filter
-class LanguageRule(Strict):
-    enabled: bool = True
-    languages: list[str] | None = Field(None, description="accepted fastText labels; default: the source's language")
-    min_score: float = Field(0.65, ge=0, le=1)
-
-
-class GopherQualityRule(Strict):
-    enabled: bool = True
-    min_doc_words: int = 50
-    max_doc_words: int = 100_000
-    min_avg_word_length: float = 3
-    max_avg_word_length: float = 10
-    max_symbol_word_ratio: float = 0.1
-    max_bullet_lines_ratio: float = 0.9
-    max_ellipsis_lines_ratio: float = 0.3
-    max_non_alpha_words_ratio: float = 0.8
-    min_stop_words: int = 2
-
-
-class GopherRepetitionRule(Strict):
-    enabled: bool = True
-    dup_line_frac: float = 0.3
-    dup_para_frac: float = 0.3
-    dup_line_char_frac: float = 0.2
-    dup_para_char_frac: float = 0.2
-    top_n_grams: list[tuple[int, float]] = [(2, 0.2), (3, 0.18), (4, 0.16)]
-    dup_n_grams: list[tuple[int, float]] = [(5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)]
-
-
-class C4Rule(Strict):
-    enabled: bool = True
-    split_paragraph: bool = True
-    remove_citations: bool = True
-    filter_no_terminal_punct: bool = True
-    min_num_sentences: int = 5
-    min_words_per_line: int = 3
-    max_word_length: int = 1000
-    filter_lorem_ipsum: bool = True
-    filter_javascript: bool = True
-    filter_curly_bracket: bool = True
-    filter_policy: bool = True
-
-
-class FineWebRule(Strict):
-    enabled: bool = True
-    line_punct_thr: float = 0.12
-    line_punct_exclude_zero: bool = False
-    short_line_thr: float = 0.67
-    short_line_length: int = 30
-    char_duplicates_ratio: float = 0.01
-    new_line_ratio: float = 0.3
-
-
-class RuleSet(Strict):
-    """The rules applied to one source, in this order."""
-
-    language: LanguageRule = LanguageRule()
-    gopher_repetition: GopherRepetitionRule = GopherRepetitionRule()
-    gopher_quality: GopherQualityRule = GopherQualityRule()
-    c4: C4Rule = C4Rule()
-    fineweb: FineWebRule = FineWebRule()
-
-
-def _off(*rules: str) -> dict:
-    return {r: {"enabled": False} for r in rules}
-
-
-# Web-text heuristics destroy code and TeX (curly brackets, short lines, symbol ratios): sensible defaults
-# switch them off for those domains; a recipe can override any of it.
-DEFAULT_DOMAIN_OVERRIDES: dict[str, dict] = {
-    "code": _off("language", "gopher_repetition", "gopher_quality", "c4", "fineweb"),
-    "math": _off("c4", "fineweb") | {"gopher_quality": {"max_symbol_word_ratio": 0.5, "max_non_alpha_words_ratio": 0.95}},
-    "paper": _off("c4"),
-    # verse and dialogue: short lines without terminal punctuation are the norm, not boilerplate
-    "book": _off("c4", "fineweb"),
-}
-
-
-def _deep_merge(base: dict, override: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in override.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-class FilterConfig(Strict):
-    rules: RuleSet = RuleSet()
-    # merged over DEFAULT_DOMAIN_OVERRIDES key by key, so naming one domain keeps the others' defaults
-    per_domain: dict[str, dict[str, Any]] = {}
-    per_source: dict[str, dict[str, Any]] = {}
-
-    def rules_for(self, source: SourceConfig) -> RuleSet:
-        """rules, then the built-in domain defaults, then per_domain, then per_source (later wins)."""
-        merged = _deep_merge(self.rules.model_dump(), DEFAULT_DOMAIN_OVERRIDES.get(source.domain, {}))
-        merged = _deep_merge(merged, self.per_domain.get(source.domain, {}))
-        merged = _deep_merge(merged, self.per_source.get(source.name, {}))
-        return RuleSet.model_validate(merged)
+# the rule families live with the filters (filters/config.py); the recipe holds them as its `filter` section
+from filters.config import FilterConfig, RuleSet  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------- dedup
@@ -428,9 +332,10 @@ class Recipe(Strict):
             raise ValueError(f"filter.per_domain: unknown domain(s) {unknown}; known: {list(DOMAINS)}")
         for s in self.sources:  # validates every override now, not mid-run
             try:
-                self.filter.rules_for(s)
+                rules = self.filter.rules_for(s)
             except ValidationError as e:
                 raise ValueError(f"filter overrides for source {s.name!r} (domain {s.domain!r}): {e}") from None
+            _check_rules(s, rules)
         for kind, table in (("buckets", self.mixture.buckets), ("upsample", self.mixture.upsample)):
             allowed = set(names) | ({s.domain for s in self.sources} if kind == "buckets" else set())
             bad = sorted(set(table) - allowed)
@@ -460,6 +365,35 @@ class Recipe(Strict):
     def fingerprint(self) -> str:
         """sha256 of the canonical recipe: the config hash recorded in every run manifest."""
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def _check_rules(source: SourceConfig, rules: RuleSet) -> None:
+    where = f"filter rules of source {source.name!r} (domain {source.domain}, language {source.language})"
+    if rules.tex.enabled and rules.tex.prose_view and rules.c4.enabled:
+        raise ValueError(f"{where}: c4 edits lines and tex.prose_view masks them; switch one of them off")
+    if rules.classifier.enabled and not rules.classifier.model:
+        raise ValueError(f"{where}: classifier.enabled needs classifier.model (train one with `ruyi2 classifier train`)")
+
+
+# files named inside the filter rules: (family, key)
+_FILTER_FILES = (("classifier", "model"), ("bad_words", "words_file"))
+
+
+def _filter_files(recipe: Recipe, absolute, path: str, check_inputs: bool) -> None:
+    """Make the filter rules' file paths absolute wherever they are set, and check they exist."""
+    f = recipe.filter
+    layers = [("filter.rules", f.rules.model_dump())] + [
+        (f"filter.{kind}.{key}", rules) for kind in ("per_domain", "per_language", "per_source")
+        for key, rules in getattr(f, kind).items()
+    ]
+    for where, rules in layers:
+        for family, key in _FILTER_FILES:
+            value = (rules.get(family) or {}).get(key)
+            if value:
+                rules[family][key] = value = absolute(value)
+                if check_inputs and not os.path.isfile(value):
+                    raise RecipeError(f"{path}: {where}.{family}.{key}: no such file {value}")
+    f.rules = RuleSet.model_validate(layers[0][1])
 
 
 def expand_source_files(source: SourceConfig) -> list[str]:
@@ -510,6 +444,7 @@ def parse_recipe(data: dict, path: str = "<recipe>", base_dir: str | None = None
             for p in s.paths:
                 if not expand_source_files(s.model_copy(update={"paths": [p]})):
                     raise RecipeError(f"{path}: sources[{i}] ({s.name!r}).paths: no input file matches {p!r}")
+    _filter_files(recipe, absolute, path, check_inputs)
     dc = recipe.decontam
     if dc.benchmark_dir:
         dc.benchmark_dir = absolute(dc.benchmark_dir)

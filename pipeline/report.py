@@ -88,7 +88,23 @@ def print_eval_sets(evals: dict) -> None:
 
 
 def print_stage(stage: str, stats: dict) -> None:
-    {"tokenize": print_tokenize, "mix": print_mix, "train": print_train}.get(stage, print_doc_stage)(stats)
+    {"tokenize": print_tokenize, "mix": print_mix, "train": print_train, "filter": print_filter}.get(stage, print_doc_stage)(stats)
+
+
+def print_filter(stats: dict) -> None:
+    """The document table, then every removal reason per source and rule with a real example of each."""
+    print_doc_stage(stats)
+    t = Table(title="filter: documents removed per source and rule" + (" (retuned from stored signals)" if stats.get("retune") else ""))
+    for col in ("source", "rule", "reason", "docs", "example"):
+        t.add_column(col, justify="right" if col == "docs" else "left", overflow="fold")
+    examples = stats.get("examples", {})
+    for src, c in stats["sources"].items():
+        for reason, n in sorted(c["removed"].get("reasons", {}).items(), key=lambda x: (-x[1], x[0])):
+            rule, _, why = reason.partition(":")
+            ex = (examples.get(src, {}).get(reason) or [{}])[0]
+            snippet = " ".join(ex.get("text", "").split())[:70]
+            t.add_row(src, rule, why, _fmt(n), f"{ex.get('id', '')}: {snippet}" if ex else "")
+    console.print(t)
 
 
 # ------------------------------------------------------------------------------------------------ funnel

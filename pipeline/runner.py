@@ -14,7 +14,7 @@ from pipeline.report import build_report, print_report, print_stage
 from pipeline.stages import STAGE_FUNCS
 
 
-def run_stages(recipe: Recipe, stages: list[str], resume: bool = False, quiet: bool = False) -> dict[str, dict]:
+def run_stages(recipe: Recipe, stages: list[str], resume: bool = False, quiet: bool = False, retune: bool = False) -> dict[str, dict]:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; stages are {list(STAGES)}")
@@ -32,7 +32,8 @@ def run_stages(recipe: Recipe, stages: list[str], resume: bool = False, quiet: b
     for stage in stages:
         t0 = time.perf_counter()
         logger.info(f"=== stage {stage} ===")
-        results[stage] = STAGE_FUNCS[stage](recipe, layout, resume=resume)
+        extra = {"retune": retune} if stage == "filter" and retune else {}
+        results[stage] = STAGE_FUNCS[stage](recipe, layout, resume=resume, **extra)
         logger.info(f"=== stage {stage} done in {time.perf_counter() - t0:.1f}s ===")
         if not quiet:
             print_stage(stage, results[stage])

@@ -142,8 +142,10 @@ class SourceReader(PipelineStep):
         text = record.pop(text_field)
         if not isinstance(text, str):
             raise _Bad("text_not_a_string", json.dumps({text_field: text}, ensure_ascii=False, default=str))
-        if not text.strip():
+        if not text:
             raise _Bad("empty_text", text)
+        if not text.strip():
+            raise _Bad("whitespace_only_text", text)
         if doc_id is None:
             rid = record.pop(id_field, None) if id_field else None
             doc_id = f"{src['name']}/{rid}" if rid not in (None, "") else f"{src['name']}/{rel}:{line}"

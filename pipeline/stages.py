@@ -7,6 +7,7 @@ through the configured executor, then checks and writes its stats. Stages are pl
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ from loguru import logger
 from pipeline.accounting import AccountingError, read_stats, stage_accounting, write_stats
 from pipeline.executors import run_steps, step_stats
 from pipeline.layout import RunLayout
-from pipeline.recipe import Recipe
+from pipeline.recipe import Recipe, expand_source_files
 from pipeline.sources import QUARANTINE_STAT, READ_STAT, SourceReader
 
 
@@ -40,23 +41,45 @@ def _source_names(recipe: Recipe) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ filter
-def run_filter(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
-    from filters.language import FastTextLanguageTagger
-    from filters.rules import RULE_ORDER, RuleStep, rules_per_source
+def run_filter(recipe: Recipe, layout: RunLayout, resume: bool = False, retune: bool = False) -> dict:
+    """Tag every document's signals and apply thresholds; with ``retune``, re-apply the recipe's thresholds
+    to the signals stored by the last tagging run (the sources are re-read, no signal is recomputed)."""
+    from filters.apply import StoredSignals, ThresholdStep
+    from filters.config import tag_time_settings
+    from filters.tagger import SignalTagger
     from mixtures.token_count import TokenCountTagger
     from pipeline.routing import StageRouter
 
-    layout.fresh_stage("filter", resume)
-    per_source = rules_per_source(recipe.filter, recipe.sources)
+    attributes = os.path.join(layout.stage("filter"), "attributes")
+    examples = os.path.join(layout.stage("filter"), "examples")
+    rules = {s.name: recipe.filter.rules_for(s) for s in recipe.sources}
+    per_source = {name: r.model_dump() for name, r in rules.items()}
+    languages = {s.name: s.language for s in recipe.sources}
+    tagging = {
+        "tasks": recipe.executor.tasks,
+        "sources": {s.name: tag_time_settings(rules[s.name]) for s in recipe.sources},
+        "files": {s.name: expand_source_files(s) for s in recipe.sources},
+    }
+    if retune:
+        _check_retune(os.path.join(attributes, "manifest.json"), tagging)
+        for sub in ("output", "removed", "quarantine", "examples", "logs"):
+            shutil.rmtree(os.path.join(layout.stage("filter"), sub), ignore_errors=True)
+        signals = StoredSignals(attributes)
+    else:
+        layout.fresh_stage("filter", resume)
+        signals = SignalTagger(per_source, languages, attributes)
     steps = [
         SourceReader(recipe.sources, layout.quarantine("filter")),
-        FastTextLanguageTagger(),
-        *[RuleStep(rule, per_source, recipe.sources) for rule in RULE_ORDER],
-        # after the rules: C4's line filter edits text, and the funnel counts what leaves the stage
+        signals,
+        ThresholdStep(per_source, languages, examples, recipe.filter.examples_per_reason),
+        # after the thresholds: edits change the text, and the funnel counts what leaves the stage
         TokenCountTagger(recipe.tokenizer.path, recipe.tokenizer.batch_size),
         StageRouter(layout.output("filter"), layout.removed("filter"), "filter"),
     ]
     stats_by_step = run_steps(recipe.executor, steps, layout.logs("filter"), recipe.executor.tasks, "filter")
+    if not retune:
+        with open(os.path.join(attributes, "manifest.json"), "w") as f:
+            json.dump(tagging, f, indent=1, sort_keys=True, default=list)
     reader = step_stats(stats_by_step, SourceReader.name)
     read = {src: int(reader.get(READ_STAT + src, 0)) for src in _source_names(recipe)}
     stats = stage_accounting("filter", layout.stage("filter"), read, _source_names(recipe))
@@ -64,8 +87,50 @@ def run_filter(recipe: Recipe, layout: RunLayout, resume: bool = False) -> dict:
         if int(reader.get(QUARANTINE_STAT + src, 0)) != c["quarantined"]["docs"]:
             raise AccountingError(f"filter: {src}: reader quarantined {int(reader.get(QUARANTINE_STAT + src, 0))}, "
                                   f"quarantine/ holds {c['quarantined']['docs']}")
+    stats["retune"] = retune
+    stats["examples"] = _merge_examples(examples, recipe.filter.examples_per_reason)
     write_stats(layout.stats("filter"), stats)
     return stats
+
+
+class RetuneError(RuntimeError):
+    """The stored signals cannot answer the recipe: a tag-time setting, the sources or the sharding changed."""
+
+
+def _check_retune(manifest_path: str, now: dict) -> None:
+    if not os.path.exists(manifest_path):
+        raise RetuneError(f"{manifest_path}: no stored signals; run `ruyi2 filter` (without --retune) first")
+    with open(manifest_path) as f:
+        then = json.load(f)
+    if then["tasks"] != now["tasks"]:
+        raise RetuneError(f"executor.tasks is {now['tasks']} but the signals were stored by {then['tasks']} tasks "
+                          "(documents are dealt to tasks by file): use the same value, or re-run without --retune")
+    problems = []
+    for src, settings in now["sources"].items():
+        if src not in then["sources"]:
+            problems.append(f"source {src!r} was not tagged")
+            continue
+        if then["files"].get(src) != now["files"][src]:
+            problems.append(f"source {src!r}: its input files changed")
+        stored = then["sources"][src]
+        for key, value in sorted(settings.items()):
+            if key not in stored:
+                problems.append(f"source {src!r}: filter {key} = {value!r} was not tagged")
+            elif json.loads(json.dumps(value)) != stored[key]:
+                problems.append(f"source {src!r}: filter {key} is a tag-time setting, tagged as {stored[key]!r}, now {value!r}")
+    if problems:
+        raise RetuneError("cannot retune from the stored signals (run `ruyi2 filter` without --retune):\n  - " + "\n  - ".join(problems))
+
+
+def _merge_examples(folder: str, per_reason: int) -> dict:
+    merged: dict[str, dict[str, list]] = {}
+    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+        with open(path, encoding="utf-8") as f:
+            for src, reasons in json.load(f).items():
+                for reason, docs in reasons.items():
+                    kept = merged.setdefault(src, {}).setdefault(reason, [])
+                    kept.extend(docs[: per_reason - len(kept)])
+    return merged
 
 
 # ------------------------------------------------------------------------------------------------- dedup

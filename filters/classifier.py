@@ -1,0 +1,171 @@
+"""A fastText quality classifier: trained from positive and negative document sets (as DCLM and Dolma do),
+evaluated on a held-out split, saved with a manifest, and applied by the filter stage as a stored score.
+
+Training is single-threaded with a fixed seed, so the same inputs give the same model bytes. Documents are
+normalised the way they are scored (lower-cased, whitespace collapsed to one line, first MAX_CHARS
+characters), and the split is by a hash of the text, so a document lands on the same side on every run.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+
+import numpy as np
+
+POSITIVE, NEGATIVE = "__label__pos", "__label__neg"
+MAX_CHARS = 20_000
+_SPACE = re.compile(r"\s+")
+
+
+class ClassifierInputError(ValueError):
+    pass
+
+
+def normalise(text: str) -> str:
+    return _SPACE.sub(" ", text[:MAX_CHARS].lower()).strip()
+
+
+def read_documents(paths: list[str], text_key: str = "text", email: bool = False) -> list[tuple[str, str]]:
+    """(origin, text) for every document under ``paths``: JSONL (.gz) records, Parquet rows, or any other file
+    as one document (raw RFC 822 messages with ``email``: their bodies, HTML stripped)."""
+    files: list[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            files += sorted(f for f in glob.glob(os.path.join(p, "**", "*"), recursive=True) if os.path.isfile(f))
+        else:
+            matched = sorted(glob.glob(p))
+            if not matched:
+                raise ClassifierInputError(f"{p}: no such file or folder")
+            files += matched
+    out = []
+    for f in files:
+        if f.endswith((".jsonl", ".jsonl.gz")):
+            opener = gzip.open if f.endswith(".gz") else open
+            with opener(f, "rt", encoding="utf-8") as fh:
+                for i, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        rec = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise ClassifierInputError(f"{f}:{i}: malformed JSON ({e.msg})") from None
+                    if not isinstance(rec, dict) or not isinstance(rec.get(text_key), str):
+                        raise ClassifierInputError(f"{f}:{i}: no string field {text_key!r}")
+                    out.append((f"{f}:{i}", rec[text_key]))
+        elif f.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(f, columns=[text_key])
+            out += [(f"{f}:{i}", t) for i, t in enumerate(table.column(text_key).to_pylist(), 1) if isinstance(t, str)]
+        else:
+            with open(f, encoding="utf-8" if not email else "latin-1", errors="replace") as fh:
+                raw = fh.read()
+            if email:
+                from pipeline.corpora import _body
+
+                raw = _body(raw)
+            out.append((f, raw))
+    return [(o, t) for o, t in out if t.strip()]
+
+
+def _held_out(text: str, fraction: float, seed: int) -> bool:
+    h = int.from_bytes(hashlib.blake2b(f"{seed}:{text}".encode(), digest_size=8).digest(), "little")
+    return h / 2**64 < fraction
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve: the Mann-Whitney U statistic over average ranks (ties count half)."""
+    from scipy.stats import rankdata
+
+    pos = labels.sum()
+    neg = len(labels) - pos
+    if pos == 0 or neg == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+@dataclass
+class TrainSettings:
+    epoch: int = 10
+    lr: float = 0.5
+    word_ngrams: int = 2
+    dim: int = 64
+    min_count: int = 2
+    test_fraction: float = 0.2
+    seed: int = 0
+    threshold: float = 0.5
+    extra: dict = field(default_factory=dict)
+
+
+def train_classifier(positive: list[tuple[str, str]], negative: list[tuple[str, str]], out_dir: str,
+                     settings: TrainSettings, inputs: dict) -> dict:
+    import fasttext
+
+    if not positive or not negative:
+        raise ClassifierInputError(f"need documents on both sides (positive: {len(positive)}, negative: {len(negative)})")
+    os.makedirs(out_dir, exist_ok=True)
+    train, test = [], []
+    for label, docs in ((POSITIVE, positive), (NEGATIVE, negative)):
+        for _, text in docs:
+            line = normalise(text)
+            if line:
+                (test if _held_out(line, settings.test_fraction, settings.seed) else train).append((label, line))
+    train.sort()  # input order must not depend on the listing order of the inputs
+    train_file = os.path.join(out_dir, "train.txt")
+    with open(train_file, "w", encoding="utf-8") as f:
+        f.writelines(f"{label} {line}\n" for label, line in train)
+    model = fasttext.train_supervised(
+        input=train_file, epoch=settings.epoch, lr=settings.lr, wordNgrams=settings.word_ngrams, dim=settings.dim,
+        minCount=settings.min_count, thread=1, seed=settings.seed, verbose=0,
+    )
+    os.remove(train_file)
+    model_path = os.path.join(out_dir, "model.bin")
+    model.save_model(model_path)
+    labels = np.array([label == POSITIVE for label, _ in test])
+    scores = np.array([_positive_probability(model, line) for _, line in test])
+    pred = scores >= settings.threshold
+    tp = int((pred & labels).sum())
+    metrics = {
+        "held_out": len(test), "held_out_positive": int(labels.sum()), "train": len(train),
+        "precision": round(tp / max(int(pred.sum()), 1), 4), "recall": round(tp / max(int(labels.sum()), 1), 4),
+        "accuracy": round(float((pred == labels).mean()) if len(test) else float("nan"), 4),
+        "auc": round(auc(scores, labels), 4), "threshold": settings.threshold,
+    }
+    with open(model_path, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    manifest = {
+        "model": "model.bin", "model_sha256": digest, "labels": {"positive": POSITIVE, "negative": NEGATIVE},
+        "inputs": inputs, "settings": asdict(settings), "metrics": metrics,
+        "fasttext": getattr(fasttext, "__version__", "fasttext-numpy2-wheel"), "normalisation": "lowercase, whitespace collapsed, first 20000 chars",
+    }
+    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
+        json.dump(manifest, f, indent=1, sort_keys=True)
+    return manifest
+
+
+def _positive_probability(model, line: str) -> float:
+    labels, probs = model.predict(line, k=2)
+    return float(dict(zip(labels, probs)).get(POSITIVE, 0.0))
+
+
+@lru_cache(maxsize=4)
+def _load(path: str):
+    import fasttext
+
+    return fasttext.load_model(path)
+
+
+def quality_score(model_path: str, text: str) -> float:
+    return round(min(max(_positive_probability(_load(model_path), normalise(text)), 0.0), 1.0), 5)
+
+
+def classifier_reason(sig: dict, cfg) -> str | None:
+    return "low_quality_score" if sig["score"] < cfg.min_score else None

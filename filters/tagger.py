@@ -1,0 +1,127 @@
+"""Tag once: every enabled rule family's signals for every document, computed in one step and stored.
+
+The tagger writes ``metadata["signals"]`` ({family group: {signal: value}}) and the same record, in read
+order, to ``<attributes>/<rank>.jsonl.gz`` (Dolma's attribute files): ``ruyi2 filter --retune`` re-reads the
+sources, joins these files back and re-applies thresholds without computing any signal again.
+
+Documents failing a sanity test get no other signal (bounded time and memory on bad input). Text edits
+(boilerplate lines, C4 lines) are not applied here: they are stored as kept-line ranges and applied to the
+documents that pass (``filters/apply.py``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+
+from datatrove.data import DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+
+from filters.code import code_language, code_signals
+from filters.config import RuleSet
+from filters.heuristics import HeuristicSettings, compute_signals
+from filters.language import LID_LANGUAGE, LID_SCORE, FastTextLanguageTagger, cjk_share
+from filters.rules import HEURISTIC_FAMILIES
+from filters.sanity import sanity_reason, sanity_signals
+from filters.spam import bad_word_signals, boilerplate_signals, pii_signals, url_signals
+from filters.tex import prose_view, tex_signals
+
+SIGNALS = "signals"
+QUALITY_SCORE = "quality_score"
+
+
+def heuristic_settings(rules: RuleSet, language: str) -> HeuristicSettings:
+    c4 = rules.c4
+    return HeuristicSettings(
+        language=language if len(language) == 2 else "en",
+        top_n=tuple(n for n, _ in rules.gopher_repetition.top_n_grams),
+        dup_n=tuple(n for n, _ in rules.gopher_repetition.dup_n_grams),
+        stop_words=tuple(rules.gopher_quality.stop_words),
+        c4=c4.enabled,
+        c4_remove_citations=c4.remove_citations,
+        c4_filter_no_terminal_punct=c4.filter_no_terminal_punct,
+        c4_min_words_per_line=c4.min_words_per_line,
+        c4_max_word_length=c4.max_word_length,
+        c4_filter_javascript=c4.filter_javascript,
+        c4_filter_policy=c4.filter_policy,
+        fineweb_short_line_length=rules.fineweb.short_line_length,
+    )
+
+
+def tag_document(text: str, metadata: dict, rules: RuleSet, language: str, lid) -> dict:
+    """All signals of one document under one source's rules (``lid`` predicts (label, score))."""
+    sig: dict = {"sanity": sanity_signals(text, rules.sanity.max_chars)}
+    if rules.sanity.enabled and sanity_reason(sig["sanity"], rules.sanity):
+        return sig
+    label, score = lid(text)
+    sig["language"] = {"lid_language": label, "lid_score": round(score, 4), "cjk_share": cjk_share(text)}
+    if rules.url.enabled:
+        sig["url"] = url_signals(metadata.get("url"), rules.url.soft_word_threshold, rules.url.extra_domains)
+    view = text
+    if rules.boilerplate.enabled:
+        sig["boilerplate"], view = boilerplate_signals(text, rules.boilerplate.min_template_repeats,
+                                                       rules.boilerplate.max_template_line_chars)
+    if rules.code.enabled:
+        sig["code"] = code_signals(text, code_language(metadata, language))
+    heuristic_view = view
+    if rules.tex.enabled:
+        sig["tex"] = tex_signals(view)
+        if rules.tex.prose_view:
+            heuristic_view = prose_view(view)
+    if rules.bad_words.enabled:
+        sig["bad_words"] = bad_word_signals(heuristic_view, rules.bad_words.words_file)
+    if any(getattr(rules, f).enabled for f in HEURISTIC_FAMILIES):
+        sig["heuristics"], _ = compute_signals(heuristic_view, heuristic_settings(rules, language))
+    if rules.chinese.enabled:
+        from filters.chinese import chinese_signals
+
+        sig["chinese"] = chinese_signals(heuristic_view, [n for n, _ in rules.chinese.top_char_n_grams],
+                                         [n for n, _ in rules.chinese.dup_char_n_grams])
+    if rules.classifier.enabled:
+        from filters.classifier import quality_score
+
+        sig["classifier"] = {"score": quality_score(rules.classifier.model, view)}
+    if rules.pii.enabled:
+        sig["pii"] = pii_signals(view)
+    return sig
+
+
+def attribute_file(folder: str, rank: int) -> str:
+    return os.path.join(folder, f"{rank:05d}.jsonl.gz")
+
+
+def open_attributes(path: str):
+    # mtime=0: the same signals give the same bytes on every run
+    return io.TextIOWrapper(gzip.GzipFile(path, "wb", mtime=0), encoding="utf-8")
+
+
+class SignalTagger(PipelineStep):
+    name = "🏷️ Filter signals"
+    type = "🏷️ - TAGGER"
+
+    def __init__(self, rules_per_source: dict[str, dict], languages: dict[str, str], attributes_folder: str):
+        super().__init__()
+        self.rules_per_source = rules_per_source
+        self.languages = languages
+        self.attributes_folder = attributes_folder
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        rules = {name: RuleSet.model_validate(r) for name, r in self.rules_per_source.items()}
+        lid = FastTextLanguageTagger()
+        os.makedirs(self.attributes_folder, exist_ok=True)
+        with open_attributes(attribute_file(self.attributes_folder, rank)) as out:
+            for doc in data:
+                src = doc.metadata["source"]
+                with self.track_time():
+                    sig = tag_document(doc.text, doc.metadata, rules[src], self.languages[src], lid.predict)
+                doc.metadata[SIGNALS] = sig
+                if "language" in sig:
+                    doc.metadata[LID_LANGUAGE] = sig["language"]["lid_language"]
+                    doc.metadata[LID_SCORE] = sig["language"]["lid_score"]
+                if "classifier" in sig:
+                    doc.metadata[QUALITY_SCORE] = sig["classifier"]["score"]
+                out.write(json.dumps({"id": doc.id, SIGNALS: sig}, ensure_ascii=False, sort_keys=True) + "\n")
+                self.stat_update("tagged")
+                yield doc
