@@ -101,8 +101,10 @@ class ChineseRule(Strict):
     min_cjk_chars: int = Field(100, ge=0, description="fewer Chinese characters: too_few_cjk_chars")
     min_words: int = Field(30, ge=0, description="fewer jieba words: too_few_words")
     max_avg_word_length: float = Field(4.0, gt=0, description="jieba words longer on average: unsegmentable text")
+    # a Chinese word is ~1.5 characters: Gopher's word 5-10-grams are ~8-15 characters, and technical
+    # Chinese repeats its terms, so the duplicated-n-gram rules start at 10 characters
     top_char_n_grams: list[tuple[int, float]] = [(2, 0.2), (3, 0.18), (4, 0.16)]
-    dup_char_n_grams: list[tuple[int, float]] = [(5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)]
+    dup_char_n_grams: list[tuple[int, float]] = [(10, 0.2), (15, 0.17), (20, 0.15)]
 
 
 class CodeRule(Strict):
@@ -211,22 +213,26 @@ def _on(*rules: str) -> dict:
 
 
 WEB_RULES = ("gopher_repetition", "gopher_quality", "c4", "fineweb")
+TECHNICAL_QUALITY = {"max_non_alpha_words_ratio": 0.65}
 # Web-text heuristics destroy code and TeX (curly brackets, short lines, symbol ratios): each domain gets
 # the families that fit it; a recipe can override any of it.
 DEFAULT_DOMAIN_OVERRIDES: dict[str, dict] = {
     "web": _on("url", "boilerplate", "bad_words"),
     "forum": _on("boilerplate", "bad_words"),
     "code": _off("language", *WEB_RULES) | _on("code"),
-    # math and papers keep their TeX: the web rules judge the prose view, C4 (curly brackets) is off
-    "math": _off("c4") | _on("tex") | {"gopher_repetition": {"dup_line_frac": 0.5, "dup_line_char_frac": 0.3}},
-    "paper": _off("c4") | _on("tex"),
+    # math and papers keep their TeX: the web rules judge the prose view, C4 (curly brackets) is off, and
+    # technical prose around masked formulas is denser in symbols and set phrases than web text
+    "math": _off("c4") | _on("tex") | {"gopher_quality": TECHNICAL_QUALITY, "fineweb": {"char_duplicates_ratio": 0.05}},
+    "paper": _off("c4") | _on("tex") | {"gopher_quality": TECHNICAL_QUALITY, "fineweb": {"char_duplicates_ratio": 0.05}},
     # verse and dialogue: short lines without terminal punctuation are the norm, not boilerplate
     "book": _off("c4", "fineweb"),
 }
 # Chinese: C4's terminal punctuation and Gopher's English word lengths and stop words do not apply; the
 # Chinese family's jieba words and character repetition take their place.
 DEFAULT_LANGUAGE_OVERRIDES: dict[str, dict] = {
-    "zh": _off("c4", "gopher_quality", "gopher_repetition") | {"chinese": {"enabled": True}, "language": {"min_score": 0.5}},
+    # a Chinese line of 12 characters says as much as an English line of 30
+    "zh": _off("c4", "gopher_quality", "gopher_repetition")
+    | {"chinese": {"enabled": True}, "language": {"min_score": 0.5}, "fineweb": {"short_line_length": 12}},
 }
 
 

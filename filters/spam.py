@@ -149,6 +149,9 @@ def pii_signals(text: str) -> dict:
 
 def redact(text: str, emails: bool, ips: bool) -> str:
     f = _pii()
+    # the replacers cycle through their replacements; restart per document so output never depends on
+    # which documents a worker saw before
+    f.emails_replacer._replace_i = f.ip_replacer._replace_i = 0
     if emails:
         text = f.emails_replacer.replace(text)
     if ips:

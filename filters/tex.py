@@ -22,6 +22,8 @@ _COMMAND_LINE = re.compile(r"^\s*(?:\\[A-Za-z@]+\*?(?:\[[^\]\n]*\])?(?:\{[^{}\n]
 _COMMAND = re.compile(r"\\[A-Za-z@]+\*?(?:\[[^\]\n]*\])?")
 _BRACES = re.compile(r"[{}]")
 _BLANK_RUNS = re.compile(r"\n{3,}")
+_ESCAPED = re.compile(r"\\([_&%$#{}])")  # \_ \& ...: the character itself
+_LINEBREAK = re.compile(r"\\\\(?:\[[^\]\n]*\])?")  # \\ and \\[2pt]
 _DOLLAR = re.compile(r"(?<!\\)\$")
 
 
@@ -29,7 +31,8 @@ def prose_view(text: str) -> str:
     text = _COMMENT.sub("", text)
     text = MATH.sub(" MATH ", text)
     text = _COMMAND_LINE.sub("", text)
-    text = _BRACES.sub("", _COMMAND.sub("", text))
+    text = _LINEBREAK.sub(" ", text).replace("~", " ")
+    text = _BRACES.sub("", _COMMAND.sub("", _ESCAPED.sub(r"\1", text)))
     return _BLANK_RUNS.sub("\n\n", text).strip()
 
 

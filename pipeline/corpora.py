@@ -68,12 +68,12 @@ def spam_assassin(kinds=("easy-ham", "hard-ham", "spam"), limit: int | None = No
 # ------------------------------------------------------------------------------------------------ code
 def code_files(language: str) -> list[str]:
     patterns = {
-        "python": (os.path.join(sysconfig.get_paths()["stdlib"], "**", "*.py"), "the Python standard library"),
+        "python": (os.path.join(sysconfig.get_paths()["stdlib"], "*", "*.py"), "the Python standard library"),
         "c": ("/usr/include/**/*.h", "C headers in /usr/include"),
         "go": (os.path.join(DEB, "usr/share/go-1.19/src/**/*.go"), "golang-1.19-src"),
         "rust": (os.path.join(DEB, "usr/src/rustc-1.63.0/library/**/*.rs"), "rust-src"),
     }
-    return _need(*patterns[language])
+    return [f for f in _need(*patterns[language]) if os.path.isfile(f) and "site-packages" not in f]
 
 
 # ------------------------------------------------------------------------------------------------- TeX
@@ -103,20 +103,34 @@ def chinese_manpages(limit: int | None = None) -> list[dict]:
     for path in _need(os.path.join(DEB, "usr/share/man/zh_CN/**/*.gz"), "manpages-zh")[:limit]:
         with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
             lines = [ln for ln in f.read().splitlines() if not ln.startswith((".\\\"", "'\\\""))]
-        text = "\n".join(re.sub(r"\\f[BIRP]|\\-|\\\(..|\\\*?\[[^\]]*\]", "", re.sub(r"^\.[A-Za-z]+\s?", "", ln)) for ln in lines)
-        out.append({"id": os.path.relpath(path, DEB), "text": text.strip()})
+        paragraphs, current = [], []
+        for ln in lines:
+            if ln.startswith((".SH", ".PP", ".TP", ".SS", ".P", ".LP", ".IP")) or not ln.strip():
+                if current:
+                    paragraphs.append(" ".join(current))
+                    current = []
+            ln = re.sub(r"\\f[BIRP]|\\-|\\\(..|\\\*?\[[^\]]*\]|\\&", "", re.sub(r"^\.[A-Za-z]+\s?", "", ln)).strip()
+            if ln:
+                current.append(ln)
+        if current:
+            paragraphs.append(" ".join(current))
+        out.append({"id": os.path.relpath(path, DEB), "text": "\n\n".join(paragraphs).strip()})
     return out
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def chinese_fortunes() -> list[dict]:
     """Classical Chinese poems and sayings (fortunes-zh), one entry per document."""
     out = []
     for name in ("chinese", "tang300", "song100"):
-        path = _need(os.path.join(DEB, "usr/share/games/fortunes", name), "fortunes-zh")[0]
+        path = _need(os.path.join(DEB, "usr/share/games/fortunes", name + ".u8"), "fortunes-zh")[0]
         with open(path, encoding="utf-8", errors="replace") as f:
             for i, entry in enumerate(f.read().split("\n%\n")):
-                if entry.strip():
-                    out.append({"id": f"{name}/{i}", "text": entry.strip()})
+                entry = _ANSI.sub("", entry).strip()  # the fortunes colour their text with terminal escapes
+                if entry:
+                    out.append({"id": f"{name}/{i}", "text": entry})
     return out
 
 

@@ -175,7 +175,7 @@ BAD_RECORDS = [  # one of each defect the reader must quarantine, with the reaso
     (b'{"id": "planted-bad-json", "text": "a record cut off in the middle\n', "malformed_json"),
     (b'{"id": "planted-bad-utf8", "text": "Caf\xe9 au lait, \xff\xfe mixed encodings"}\n', "undecodable_utf8"),
     (b'{"id": "planted-no-text", "body": "this record has no text field"}\n', "missing_text_field:text"),
-    (b'{"id": "planted-empty", "text": "   "}\n', "empty_text"),
+    (b'{"id": "planted-empty", "text": "   "}\n', "whitespace_only_text"),
 ]
 
 
@@ -236,8 +236,9 @@ def demo_recipe(run_dir: str, corpus: str, executor: str = "local", small: bool 
             "per_domain": {
                 "docs": {"gopher_repetition": {"enabled": False}, "c4": {"enabled": False}, "fineweb": {"enabled": False},
                          "language": {"min_score": 0.4}},
-                "math": {"gopher_repetition": {"enabled": False}, "language": {"min_score": 0.3},
-                         "gopher_quality": {"max_non_alpha_words_ratio": 0.6}},
+                # sympy docstrings are half doctest code: no TeX to mask, a low alphabetic-word share
+                "math": {"gopher_repetition": {"enabled": False}, "language": {"min_score": 0.3}, "tex": {"enabled": False},
+                         "fineweb": {"enabled": False}, "gopher_quality": {"max_non_alpha_words_ratio": 0.5}},
             },
         },
         "dedup": {"minhash": {"n_grams": 5, "num_buckets": 14, "hashes_per_bucket": 8}},

@@ -38,7 +38,7 @@ def test_every_bad_record_is_quarantined_with_its_reason(tmp_path):
         "web/web.jsonl:2": "malformed_json",
         "web/web.jsonl:3": "undecodable_utf8",
         "web/web.jsonl:4": "missing_text_field:text",
-        "web/web.jsonl:5": "empty_text",
+        "web/web.jsonl:5": "whitespace_only_text",
         "web/web.jsonl:6": "not_a_json_object",
         "web/web.jsonl:7": "text_not_a_string",
     }

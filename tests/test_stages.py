@@ -9,6 +9,7 @@ import pytest
 from pipeline.accounting import read_stats
 from pipeline.demo import BAD_RECORDS, PLANTED_PREFIX
 from pipeline.layout import DOC_STAGES
+from filters.config import RULE_ORDER
 from pipeline.recipe import expand_source_files
 from tests.conftest import read_docs
 
@@ -36,11 +37,12 @@ def test_filter_quarantines_planted_bad_records(demo_run):
 def test_filter_removed_documents_carry_rule_and_reason(demo_run):
     removed = read_docs(demo_run["layout"].removed("filter"))
     assert removed
-    rules = {"language", "gopher_repetition", "gopher_quality", "c4", "fineweb"}
+    rules = set(RULE_ORDER) | {"edit"}
     for d in removed:
         rule, _, reason = d["metadata"]["removed_reason"].partition(":")
         assert rule in rules and reason and d["metadata"]["removed_stage"] == "filter"
         assert d["metadata"]["lid_language"] and "n_tokens" in d["metadata"]
+        assert "sanity" in d["metadata"]["signals"]
     # the signals are stored so thresholds can be re-applied: the language rule's decisions follow them
     for d in removed:
         if d["metadata"]["removed_reason"] == "language:low_language_score":

@@ -1,0 +1,113 @@
+"""The fused heuristic pass makes datatrove's decisions: the same documents kept, the same reason for each
+removed one, the same text after C4's line edit, on thousands of real documents."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from datatrove.data import Document
+from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter
+from datatrove.pipeline.filters.base_filter import get_filter_result
+
+from filters.config import RuleSet
+from filters.heuristics import (HeuristicSettings, _Tokens, c4_edit, c4_reason, compute_signals, fineweb_reason,
+                                gopher_quality_reason, gopher_repetition_reason)
+from pipeline.corpora import shakespeare_speeches, spam_assassin
+from tests.realdata import need
+
+FAMILIES = (("gopher_repetition", gopher_repetition_reason), ("gopher_quality", gopher_quality_reason),
+            ("c4", c4_reason), ("fineweb", fineweb_reason))
+
+
+def _datatrove(text: str, params: dict) -> tuple[str | None, str]:
+    chain = [("gopher_repetition", GopherRepetitionFilter(**params.get("gopher_repetition", {}))),
+             ("gopher_quality", GopherQualityFilter(**params.get("gopher_quality", {}))),
+             ("c4", C4QualityFilter(**params.get("c4", {}))),
+             ("fineweb", FineWebQualityFilter(**params.get("fineweb", {})))]
+    doc = Document(text=text, id="d")
+    for name, flt in chain:
+        keep, reason = get_filter_result(flt.filter(doc))
+        if not keep:
+            return f"{name}:{reason}", text
+    return None, doc.text
+
+
+def _fused(text: str, rules: RuleSet, settings: HeuristicSettings) -> tuple[str | None, str]:
+    sig, _ = compute_signals(text, settings)
+    for name, decide in FAMILIES:
+        reason = decide(sig, getattr(rules, name))
+        if reason:
+            return f"{name}:{reason}", text
+    return None, c4_edit(text, sig["c4_kept"], rules.c4.remove_citations)
+
+
+@pytest.fixture(scope="module")
+def real_docs():
+    mails = need(spam_assassin, limit=900)  # 900 per folder kind: easy ham, hard ham (250), spam
+    return [d["text"] for d in mails] + [d["text"] for d in shakespeare_speeches(300)]
+
+
+def test_same_decisions_as_datatrove_on_real_documents(real_docs):
+    assert len(real_docs) >= 2000
+    rules, settings = RuleSet(), HeuristicSettings()
+    mismatches = []
+    outcomes = set()
+    for i, text in enumerate(real_docs):
+        theirs, ours = _datatrove(text, {}), _fused(text, rules, settings)
+        outcomes.add(theirs[0])
+        if theirs != ours:
+            mismatches.append((i, theirs[0], ours[0]))
+    assert not mismatches, mismatches[:5]
+    # the corpus exercises every family: keeps, and removals by each of the four
+    assert None in outcomes
+    assert {o.split(":")[0] for o in outcomes if o} == {"gopher_repetition", "gopher_quality", "c4", "fineweb"}
+
+
+def test_same_decisions_with_other_thresholds(real_docs):
+    """Different parameters (retuned thresholds, switches off) still match datatrove document by document."""
+    params = {
+        "gopher_repetition": {"dup_line_frac": 0.5, "top_n_grams": ((2, 0.3), (3, 0.25), (4, 0.2)), "dup_para_frac": 0},
+        "gopher_quality": {"min_doc_words": 20, "max_non_alpha_words_ratio": 0.6, "min_stop_words": 1},
+        "c4": {"min_num_sentences": 2, "filter_curly_bracket": False, "filter_lorem_ipsum": False},
+        "fineweb": {"line_punct_thr": 0.05, "line_punct_exclude_zero": True, "char_duplicates_ratio": 0.05},
+    }
+    rules = RuleSet.model_validate({k: {kk: (list(map(list, vv)) if isinstance(vv, tuple) else vv) for kk, vv in v.items()}
+                                    for k, v in params.items()})
+    settings = HeuristicSettings()
+    sample = real_docs[::3]
+    bad = [i for i, t in enumerate(sample) if _datatrove(t, params) != _fused(t, rules, settings)]
+    assert not bad, bad[:5]
+
+
+def test_tokens_equal_spacy_on_real_documents(real_docs):
+    """The memoised chunk tokenizer gives spaCy's tokens: offsets, lengths, texts and whitespace tokens."""
+    import spacy
+
+    nlp = spacy.blank("en")
+    for text in real_docs[:400] + ["  leading space", "tabs\tand\u00a0nbsp  double  spaces ", "(don't) U.S.A. e.g. :-)"]:
+        doc = nlp.tokenizer(text)
+        ours = _Tokens(text, "en")
+        assert list(ours.idx) == [t.idx for t in doc]
+        assert list(ours.length) == [len(t) for t in doc]
+        assert list(ours.space) == [t.is_space for t in doc]
+        assert list(ours.punct[~ours.space]) == [t.is_punct for t in doc if not t.is_space]
+
+
+def test_c4_lorem_and_curly_order_and_citations():
+    text = ("This line is fine and long enough to stay.\n"
+            "Some code {x} here and there, not allowed.\n"
+            "Lorem ipsum dolor sit amet, consectetur.\n"
+            "A citation[1] ends this sentence with more words.\n") * 2
+    for lorem in (True, False):
+        for curly in (True, False):
+            params = {"c4": {"filter_lorem_ipsum": lorem, "filter_curly_bracket": curly, "min_num_sentences": 1}}
+            rules = RuleSet.model_validate(params)
+            assert _datatrove(text, params) == _fused(text, rules, HeuristicSettings())
+
+
+def test_empty_and_degenerate_texts_do_not_crash():
+    settings = HeuristicSettings()
+    for text in ("", " ", "\n\n", "...", "#", "a", "word " * 3):
+        sig, _ = compute_signals(text, settings)
+        assert isinstance(sig, dict)
+    assert np.isfinite(compute_signals("one two three. " * 20, settings)[0]["avg_word_length"])

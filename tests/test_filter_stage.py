@@ -1,0 +1,124 @@
+"""The filter stage end to end on real e-mails: tag once, filter many (--retune recomputes nothing and
+matches a fresh run), bad input with named reasons, per-source per-rule counts with real examples."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from pipeline.corpora import spam_assassin
+from pipeline.layout import RunLayout
+from pipeline.recipe import parse_recipe
+from pipeline.runner import run_stages
+from pipeline.stages import RetuneError
+from tests.conftest import read_docs
+from tests.realdata import need
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("filter_corpus")
+    mails = need(spam_assassin, limit=120)
+    with open(folder / "mail.jsonl", "w") as f:
+        for d in mails:
+            f.write(json.dumps({"id": d["id"], "text": d["text"], "url": "http://example.com/" + d["id"]}) + "\n")
+        # bad input: binary-looking, one 50 MB line, a page from a block-listed domain
+        f.write(json.dumps({"id": "binary", "text": "PK\x03\x04\x00\x00" + "\x00\x01\x02\ufffd" * 200}) + "\n")
+        f.write(json.dumps({"id": "giant", "text": "x" * 50_000_000}) + "\n")
+        f.write(json.dumps({"id": "oneline", "text": "word " * 60_000}) + "\n")
+        f.write(json.dumps({"id": "empty", "text": ""}) + "\n")
+        f.write(json.dumps({"id": "blank", "text": " \n\t "}) + "\n")
+    return folder
+
+
+def _recipe(corpus, run_dir, tasks=2, filter_cfg=None):
+    return parse_recipe({
+        "run_dir": str(run_dir),
+        "sources": [{"name": "mail", "paths": [str(corpus / "mail.jsonl")], "format": "jsonl", "domain": "web"}],
+        "executor": {"tasks": tasks, "workers": 2},
+        "filter": filter_cfg or {},
+        "mixture": {"stages": [{"name": "general", "tokens": 1000, "weights": {"web": 1.0}}]},
+    })
+
+
+def _outcome(layout):
+    kept = {d["id"]: d["text"] for d in read_docs(layout.output("filter"))}
+    removed = {d["id"]: d["metadata"]["removed_reason"] for d in read_docs(layout.removed("filter"))}
+    return kept, removed
+
+
+@pytest.fixture(scope="module")
+def tagged(corpus, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("filter_run")
+    recipe = _recipe(corpus, run_dir)
+    stats = run_stages(recipe, ["filter"], quiet=True)["filter"]
+    return {"recipe": recipe, "layout": RunLayout(str(run_dir)), "stats": stats}
+
+
+def test_bad_input_has_named_reasons_and_counts_add_up(tagged):
+    kept, removed = _outcome(tagged["layout"])
+    assert removed["mail/binary"] == "sanity:binary"
+    assert removed["mail/giant"] == "sanity:too_large"
+    assert removed["mail/oneline"] == "sanity:giant_line"
+    quarantined = {d["id"]: d["metadata"]["quarantine_reason"] for d in read_docs(tagged["layout"].quarantine("filter"))}
+    assert sorted(quarantined.values()) == ["empty_text", "whitespace_only_text"]
+    giant = next(d for d in read_docs(tagged["layout"].removed("filter")) if d["id"] == "mail/giant")
+    assert set(giant["metadata"]["signals"]) == {"sanity"}  # nothing else was computed on it
+    c = tagged["stats"]["sources"]["mail"]
+    assert c["in"]["docs"] == c["kept"]["docs"] + c["removed"]["docs"] + c["quarantined"]["docs"] == len(kept) + len(removed) + 2
+
+
+def test_signals_stored_and_examples_per_rule(tagged):
+    docs = read_docs(tagged["layout"].output("filter")) + read_docs(tagged["layout"].removed("filter"))
+    normal = next(d for d in docs if d["id"].startswith("mail/easy-ham"))
+    sig = normal["metadata"]["signals"]
+    assert {"sanity", "language", "url", "boilerplate", "bad_words", "heuristics", "pii"} <= set(sig)
+    assert 0 <= sig["heuristics"]["alpha_words_ratio"] <= 1
+    reasons = tagged["stats"]["sources"]["mail"]["removed"]["reasons"]
+    examples = tagged["stats"]["examples"]["mail"]
+    assert set(examples) == set(reasons)  # every reason has real examples
+    for reason, ex in examples.items():
+        assert 1 <= len(ex) <= min(3, reasons[reason])
+        assert all(e["id"].startswith("mail/") for e in ex)
+
+
+def test_retune_recomputes_nothing_and_matches_a_fresh_run(corpus, tagged, tmp_path, monkeypatch):
+    new = {"rules": {"gopher_quality": {"max_non_alpha_words_ratio": 0.6, "min_doc_words": 30},
+                     "fineweb": {"char_duplicates_ratio": 0.05}, "language": {"min_score": 0.5},
+                     "boilerplate": {"max_removed_fraction": 0.9}}}
+    before = _outcome(tagged["layout"])
+    fresh_layout = RunLayout(str(tmp_path / "fresh"))
+    run_stages(_recipe(corpus, tmp_path / "fresh", filter_cfg=new), ["filter"], quiet=True)
+    fresh = _outcome(fresh_layout)
+
+    import filters.heuristics
+    import filters.tagger
+
+    def boom(*a, **k):
+        raise AssertionError("a signal was recomputed during --retune")
+
+    monkeypatch.setattr(filters.tagger, "tag_document", boom)
+    monkeypatch.setattr(filters.heuristics, "compute_signals", boom)
+    recipe = _recipe(corpus, tagged["layout"].root, filter_cfg=new)
+    stats = run_stages(recipe, ["filter"], quiet=True, retune=True)["filter"]
+    assert stats["retune"] is True
+    retuned = _outcome(tagged["layout"])
+    assert retuned == fresh
+    assert len(retuned[0]) > len(before[0])  # the looser thresholds keep more documents
+
+
+def test_retune_refuses_tag_time_changes_and_changed_sharding(corpus, tagged):
+    root = tagged["layout"].root
+    with pytest.raises(RetuneError, match=r"c4.min_words_per_line is a tag-time setting"):
+        run_stages(_recipe(corpus, root, filter_cfg={"rules": {"c4": {"min_words_per_line": 5}}}), ["filter"], quiet=True, retune=True)
+    with pytest.raises(RetuneError, match=r"gopher_repetition.top_n_grams\[n\]"):
+        run_stages(_recipe(corpus, root, filter_cfg={"rules": {"gopher_repetition": {"top_n_grams": [[2, 0.2], [5, 0.1]]}}}),
+                   ["filter"], quiet=True, retune=True)
+    with pytest.raises(RetuneError, match=r"code.enabled = True was not tagged"):
+        run_stages(_recipe(corpus, root, filter_cfg={"per_domain": {"web": {"code": {"enabled": True}}}}), ["filter"], quiet=True, retune=True)
+    with pytest.raises(RetuneError, match="executor.tasks is 3"):
+        run_stages(_recipe(corpus, root, tasks=3), ["filter"], quiet=True, retune=True)
+    with pytest.raises(RetuneError, match="no stored signals"):
+        run_stages(_recipe(corpus, os.path.join(root, "elsewhere")), ["filter"], quiet=True, retune=True)
