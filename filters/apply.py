@@ -18,10 +18,9 @@ from datatrove.pipeline.base import PipelineStep
 
 from filters.config import RuleSet
 from filters.heuristics import c4_edit
-from filters.language import LID_LANGUAGE, LID_SCORE
 from filters.rules import first_failure
 from filters.spam import boilerplate_edit, redact
-from filters.tagger import QUALITY_SCORE, SIGNALS, attribute_file
+from filters.tagger import SIGNALS, attach_signals, attribute_file
 from pipeline.documents import REMOVED_REASON
 
 EXAMPLE_CHARS = 300
@@ -103,13 +102,7 @@ class StoredSignals(PipelineStep):
                 rec = json.loads(line)
                 if rec["id"] != doc.id:
                     raise SignalFileMismatch(f"{path}:{line_no}: signals of {rec['id']!r} but the sources give {doc.id!r} ({hint})")
-                sig = rec[SIGNALS]
-                doc.metadata[SIGNALS] = sig
-                if "language" in sig:
-                    doc.metadata[LID_LANGUAGE] = sig["language"]["lid_language"]
-                    doc.metadata[LID_SCORE] = sig["language"]["lid_score"]
-                if "classifier" in sig:
-                    doc.metadata[QUALITY_SCORE] = sig["classifier"]["score"]
+                attach_signals(doc.metadata, rec[SIGNALS])
                 self.stat_update("joined")
                 yield doc
             if f.readline():

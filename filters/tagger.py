@@ -88,6 +88,16 @@ def tag_document(text: str, metadata: dict, rules: RuleSet, language: str, lid) 
     return sig
 
 
+def attach_signals(metadata: dict, sig: dict) -> None:
+    """Signals into the metadata, with the ones later stages read by name (language, quality score)."""
+    metadata[SIGNALS] = sig
+    if "language" in sig:
+        metadata[LID_LANGUAGE] = sig["language"]["lid_language"]
+        metadata[LID_SCORE] = sig["language"]["lid_score"]
+    if "classifier" in sig:
+        metadata[QUALITY_SCORE] = sig["classifier"]["score"]
+
+
 def attribute_file(folder: str, rank: int) -> str:
     return os.path.join(folder, f"{rank:05d}.jsonl.gz")
 
@@ -116,12 +126,7 @@ class SignalTagger(PipelineStep):
                 src = doc.metadata["source"]
                 with self.track_time():
                     sig = tag_document(doc.text, doc.metadata, rules[src], self.languages[src], lid.predict)
-                doc.metadata[SIGNALS] = sig
-                if "language" in sig:
-                    doc.metadata[LID_LANGUAGE] = sig["language"]["lid_language"]
-                    doc.metadata[LID_SCORE] = sig["language"]["lid_score"]
-                if "classifier" in sig:
-                    doc.metadata[QUALITY_SCORE] = sig["classifier"]["score"]
+                attach_signals(doc.metadata, sig)
                 out.write(json.dumps({"id": doc.id, SIGNALS: sig}, ensure_ascii=False, sort_keys=True) + "\n")
                 self.stat_update("tagged")
                 yield doc

@@ -2,7 +2,7 @@
 
 Counts are taken from the Parquet files a stage wrote (not from counters kept in memory), so they are
 exactly what the next stage will read. Tokens are ``metadata.n_tokens``, counted once as documents leave
-the filter stage (the only stage that edits text).
+the filter stage (later stages that cut text re-count the documents they change).
 """
 
 from __future__ import annotations
