@@ -144,3 +144,20 @@ def test_spam_mails_trip_the_spam_families(lid):
     removed_spam = sum(_decide(d["text"], rules, "en", lid)[1] is not None for d in spam) / len(spam)
     removed_ham = sum(_decide(d["text"], rules, "en", lid)[1] is not None for d in ham) / len(ham)
     assert removed_spam > removed_ham
+
+
+def test_bad_words_on_real_spam():
+    from filters.config import BadWordsRule
+    from filters.spam import bad_word_list, bad_word_signals, bad_words_reason
+
+    words = bad_word_list(None)
+    assert len(words) > 100  # datatrove's bundled list
+    cfg = BadWordsRule(enabled=True)
+    spam = need(spam_assassin, kinds=("spam",), limit=500)
+    ham = need(spam_assassin, kinds=("easy-ham",), limit=500)
+    flagged_spam = sum(bad_words_reason(bad_word_signals(d["text"], None), cfg) is not None for d in spam)
+    flagged_ham = sum(bad_words_reason(bad_word_signals(d["text"], None), cfg) is not None for d in ham)
+    assert flagged_spam > flagged_ham
+    sample = sorted(words)[:12]
+    sig = bad_word_signals(" ".join(sample) + " and some ordinary words", None)
+    assert sig["distinct"] == len(sample) and bad_words_reason(sig, cfg) == "too_many_bad_words"
