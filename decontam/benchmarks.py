@@ -25,6 +25,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from pipeline import jsonl
 from pipeline.assets import package_dir
 
 
@@ -50,21 +51,8 @@ def _files(root: str, *patterns: str) -> list[str]:
     return sorted(found)
 
 
-def _open_text(path: str):
-    return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
-
-
 def _jsonl(path: str) -> Iterator[tuple[str, dict]]:
-    """(``path:line``, record) for every non-blank line."""
-    with _open_text(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BenchmarkError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            yield f"{path}:{n}", rec
+    return jsonl.records(path, BenchmarkError)
 
 
 def _field(rec: dict, key: str, where: str):

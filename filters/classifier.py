@@ -9,7 +9,6 @@ characters), and the split is by a hash of the text, so a document lands on the 
 from __future__ import annotations
 
 import glob
-import gzip
 import hashlib
 import json
 import os
@@ -18,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
 import numpy as np
+
+from pipeline import jsonl
 
 POSITIVE, NEGATIVE = "__label__pos", "__label__neg"
 MAX_CHARS = 20_000
@@ -47,32 +48,31 @@ def read_documents(paths: list[str], text_key: str = "text", email: bool = False
     out = []
     for f in files:
         if f.endswith((".jsonl", ".jsonl.gz")):
-            opener = gzip.open if f.endswith(".gz") else open
-            with opener(f, "rt", encoding="utf-8") as fh:
-                for i, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        rec = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise ClassifierInputError(f"{f}:{i}: malformed JSON ({e.msg})") from None
-                    if not isinstance(rec, dict) or not isinstance(rec.get(text_key), str):
-                        raise ClassifierInputError(f"{f}:{i}: no string field {text_key!r}")
-                    out.append((f"{f}:{i}", rec[text_key]))
+            for where, rec in jsonl.records(f, ClassifierInputError):
+                if not isinstance(rec, dict) or not isinstance(rec.get(text_key), str):
+                    raise ClassifierInputError(f"{where}: no string field {text_key!r}")
+                out.append((where, rec[text_key]))
         elif f.endswith(".parquet"):
             import pyarrow.parquet as pq
 
-            table = pq.read_table(f, columns=[text_key])
-            out += [(f"{f}:{i}", t) for i, t in enumerate(table.column(text_key).to_pylist(), 1) if isinstance(t, str)]
+            try:
+                table = pq.read_table(f, columns=[text_key])
+            except KeyError:
+                raise ClassifierInputError(f"{f}: no column {text_key!r}") from None
+            for i, t in enumerate(table.column(text_key).to_pylist(), 1):
+                if not isinstance(t, str):
+                    raise ClassifierInputError(f"{f} row {i}: {text_key!r} is {type(t).__name__}, not a string")
+                out.append((f"{f} row {i}", t))
         else:
             with open(f, encoding="utf-8" if not email else "latin-1", errors="replace") as fh:
                 raw = fh.read()
             if email:
-                from pipeline.corpora import _body
+                from pipeline.corpora import email_body
 
-                raw = _body(raw)
+                raw = email_body(raw)
             out.append((f, raw))
-    return [(o, t) for o, t in out if t.strip()]
+    # empty documents stay in the list: train_classifier counts them in its manifest instead of losing them here
+    return out
 
 
 def _held_out(text: str, fraction: float, seed: int) -> bool:
@@ -113,11 +113,16 @@ def train_classifier(positive: list[tuple[str, str]], negative: list[tuple[str, 
         raise ClassifierInputError(f"need documents on both sides (positive: {len(positive)}, negative: {len(negative)})")
     os.makedirs(out_dir, exist_ok=True)
     train, test = [], []
+    empty = {POSITIVE: 0, NEGATIVE: 0}
     for label, docs in ((POSITIVE, positive), (NEGATIVE, negative)):
         for _, text in docs:
             line = normalise(text)
-            if line:
-                (test if _held_out(line, settings.test_fraction, settings.seed) else train).append((label, line))
+            if not line:
+                empty[label] += 1
+                continue
+            (test if _held_out(line, settings.test_fraction, settings.seed) else train).append((label, line))
+    if not any(lb == POSITIVE for lb, _ in train) or not any(lb == NEGATIVE for lb, _ in train):
+        raise ClassifierInputError(f"no training text on one side after the held-out split (empty documents: {empty})")
     train.sort()  # input order must not depend on the listing order of the inputs
     train_file = os.path.join(out_dir, "train.txt")
     with open(train_file, "w", encoding="utf-8") as f:
@@ -138,6 +143,7 @@ def train_classifier(positive: list[tuple[str, str]], negative: list[tuple[str, 
         "precision": round(tp / max(int(pred.sum()), 1), 4), "recall": round(tp / max(int(labels.sum()), 1), 4),
         "accuracy": round(float((pred == labels).mean()) if len(test) else float("nan"), 4),
         "auc": round(auc(scores, labels), 4), "threshold": settings.threshold,
+        "empty_positive": empty[POSITIVE], "empty_negative": empty[NEGATIVE],
     }
     with open(model_path, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()

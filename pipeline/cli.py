@@ -170,7 +170,8 @@ def _classifier_train(args) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     m = manifest["metrics"]
-    print(f"trained on {m['train']:,} documents; held out {m['held_out']:,} ({m['held_out_positive']:,} positive)")
+    print(f"trained on {m['train']:,} documents; held out {m['held_out']:,} ({m['held_out_positive']:,} positive); "
+          f"empty, not used: {m['empty_positive']:,} positive, {m['empty_negative']:,} negative")
     print(f"held-out precision {m['precision']:.4f}  recall {m['recall']:.4f}  AUC {m['auc']:.4f}  (threshold {m['threshold']})")
     print(f"model: {os.path.join(args.out, 'model.bin')}  manifest: {os.path.join(args.out, 'manifest.json')}")
     return 0

@@ -34,7 +34,7 @@ def _need(pattern: str, what: str) -> list[str]:
 _TAGS = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.S | re.I)
 
 
-def _body(raw: str) -> str:
+def email_body(raw: str) -> str:
     msg = email.message_from_string(raw, policy=email.policy.compat32)
     parts = []
     for part in msg.walk():
@@ -59,7 +59,7 @@ def spam_assassin(kinds=("easy-ham", "hard-ham", "spam"), limit: int | None = No
         files = _need(os.path.join(DATA, "spam-assassin", "package", "data", f"{kind}-*", "*.txt"), "SpamAssassin")
         for path in files[:limit]:
             with open(path, encoding="latin-1") as f:
-                body = _body(f.read())
+                body = email_body(f.read())
             if body.strip():
                 out.append({"id": f"{kind}/{os.path.basename(path)}", "text": body, "label": "spam" if kind == "spam" else "ham"})
     return out

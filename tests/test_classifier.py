@@ -55,7 +55,27 @@ def test_bad_classifier_input_is_named(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{"text": \n')
     assert main(["classifier", "train", "--positive", str(bad), "--negative", str(bad), "--out", str(tmp_path / "m")]) == 2
-    assert f"{bad}:2: malformed JSON" in capsys.readouterr().err
+    assert f"{bad}:2: not valid JSON" in capsys.readouterr().err
+
+
+def test_parquet_rows_are_named_and_empty_documents_counted(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["good text here", None]}), tmp_path / "pos.parquet")
+    neg = tmp_path / "neg.jsonl"
+    neg.write_text("".join(json.dumps({"text": t}) + "\n" for t in ["spam spam buy now"] * 20 + ["", "  \n "]))
+    out = str(tmp_path / "m")
+    assert main(["classifier", "train", "--positive", str(tmp_path / "pos.parquet"), "--negative", str(neg), "--out", out]) == 2
+    assert f"{tmp_path / 'pos.parquet'} row 2: 'text' is NoneType, not a string" in capsys.readouterr().err
+    pos = tmp_path / "pos.jsonl"
+    pos.write_text("".join(json.dumps({"text": f"a calm letter number {i} about the garden"}) + "\n" for i in range(20)))
+    assert main(["classifier", "train", "--positive", str(pos), "--negative", str(neg), "--out", out, "--test-fraction", "0.3"]) == 0
+    m = json.load(open(os.path.join(out, "manifest.json")))["metrics"]
+    # every input document is either trained on, held out, or counted as empty
+    assert (m["empty_positive"], m["empty_negative"]) == (0, 2)
+    assert m["train"] + m["held_out"] == 40
+    assert "empty, not used: 0 positive, 2 negative" in capsys.readouterr().out
 
 
 def test_auc():
