@@ -72,7 +72,7 @@ def run_fused(docs, out):
             if reason:
                 decision = f"{name}:{reason}"
                 break
-        results.append([decision, c4_edit(d["text"], sig["c4_kept"], True) if decision is None else None])
+        results.append([decision, c4_edit(d["text"], sig, True) if decision is None else None])
     out.put((time.perf_counter() - t0, results))
 
 

@@ -30,7 +30,7 @@ def apply_edits(text: str, sig: dict, rules: RuleSet) -> str:
     if rules.boilerplate.enabled and "boilerplate" in sig:
         text = boilerplate_edit(text, sig["boilerplate"]["kept"])
     if rules.c4.enabled and "heuristics" in sig:
-        text = c4_edit(text, sig["heuristics"]["c4_kept"], rules.c4.remove_citations)
+        text = c4_edit(text, sig["heuristics"], rules.c4.remove_citations)
     if rules.pii.enabled and rules.pii.redact:
         text = redact(text, rules.pii.emails, rules.pii.ips)
     return text

@@ -73,6 +73,8 @@ class GopherRepetitionRule(Strict):
 
 class C4Rule(Strict):
     enabled: bool = Field(True, json_schema_extra=TAG)  # its line edit shapes the text FineWeb sees
+    # C4 judges lines (as in the paper); false: spaCy sentences of the whole document, kept ones joined by spaces
+    split_paragraph: bool = Field(True, json_schema_extra=TAG)
     remove_citations: bool = Field(True, json_schema_extra=TAG)
     filter_no_terminal_punct: bool = Field(True, json_schema_extra=TAG)
     min_num_sentences: int = 5

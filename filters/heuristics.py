@@ -10,7 +10,8 @@ text again, and every n-gram rule joins Python strings. Here the document is tok
 * top n-grams are grouped on token ids, duplicate n-grams on a rolling hash of their characters (datatrove
   joins them without a separator), confirmed on the real strings;
 * C4 sentences come from spaCy's sentencizer rule applied to the line's tokens (a line of a document
-  tokenizes exactly as the line alone: spaCy splits on whitespace first and tokenizes each chunk on its own).
+  tokenizes exactly as the line alone: spaCy splits on whitespace first and tokenizes each chunk on its own);
+  in sentence mode (``split_paragraph: false``) the same rule on the document's tokens gives C4's units.
 
 The values stored are the same floats datatrove compares (same operands, same operations), so
 ``decide_*`` with datatrove's parameters makes datatrove's decisions; tests/test_filter_heuristics.py checks
@@ -75,6 +76,7 @@ class HeuristicSettings:
     dup_n: tuple[int, ...] = (5, 6, 7, 8, 9, 10)
     stop_words: tuple[str, ...] = tuple(STOP_WORDS)
     c4: bool = True  # C4's line edit runs, and FineWeb sees the edited text
+    c4_split_paragraph: bool = True  # C4's units are lines; False: spaCy sentences of the whole document
     c4_remove_citations: bool = True
     c4_filter_no_terminal_punct: bool = True
     c4_min_words_per_line: int = 3
@@ -203,6 +205,17 @@ class _Tokens:
         sentence after one (neither punctuation nor a mark), 0 other punctuation."""
         final = np.isin(self.orth, _sentencizer_punct_hashes(language)) & ~self.space
         return np.where(final, 1, np.where(~self.punct, 2, 0)).astype(np.int8)
+
+
+def sentence_cuts(tok: _Tokens, language: str) -> list[int]:
+    """Where datatrove's ``split_into_sentences`` cuts a text: after the last token of every sentence but
+    the last (spaCy's Sentencizer opens a sentence at the first non-punctuation token after a final mark,
+    so the previous sentence ends with the token before it)."""
+    codes = tok.sentence_codes(language)
+    k = np.flatnonzero(codes != 0)
+    c = codes[k]
+    last = k[1:][(c[1:] == 2) & (c[:-1] == 1)] - 1
+    return (tok.idx[last] + tok.length[last]).tolist()
 
 
 def _sentences(codes: np.ndarray, group: np.ndarray) -> np.ndarray:
@@ -394,14 +407,20 @@ def expand_ranges(ranges: list[list[int]]) -> list[int]:
     return [i for a, b in ranges for i in range(a, b)]
 
 
-def c4_edit(text: str, kept: list[list[int]], remove_citations: bool) -> str:
-    """The text C4 keeps: its kept lines, stripped (and without citations), joined by newlines."""
-    lines = text.splitlines()
+def c4_edit(text: str, sig: dict, remove_citations: bool) -> str:
+    """The text C4 keeps from the stored signals: its kept lines (ranges of line indices), stripped and
+    without citations, joined by newlines; in sentence mode its kept sentences (character spans, as a
+    sentence cut needs the tokenizer to find again) joined by spaces."""
+    if sig.get("c4_unit") == "sentence":
+        units, sep = [text[a:b] for a, b in sig["c4_kept"]], " "
+    else:
+        lines = text.splitlines()
+        units, sep = [lines[i] for i in expand_ranges(sig["c4_kept"])], "\n"
     out = []
-    for i in expand_ranges(kept):
-        line = lines[i].strip()
+    for unit in units:
+        line = unit.strip()
         out.append(CITATION_REGEX.sub("", line) if remove_citations else line)
-    return "\n".join(out).strip()
+    return sep.join(out).strip()
 
 
 def compute_signals(text: str, s: HeuristicSettings) -> tuple[dict, dict]:
@@ -483,9 +502,15 @@ def _distinct_stop_words(text, w_idx, w_len, w_orth, s: HeuristicSettings) -> in
 def _c4(text: str, tok: _Tokens, lines: list[str], s: HeuristicSettings, sig: dict, stats: Counter) -> tuple[int, str]:
     """C4QualityFilter's line loop without its spaCy calls. Lorem ipsum and curly brackets are recorded
     as the first line that reaches their test, so either switch can be retuned; the kept lines are the
-    ones kept with both switches off (either switch on with a hit drops the whole document anyway)."""
-    units = lines
-    starts = np.concatenate(([0], np.cumsum([len(x) for x in text.splitlines(keepends=True)])))
+    ones kept with both switches off (either switch on with a hit drops the whole document anyway).
+    In sentence mode the units are the document's sentences, each kept one counts as one sentence."""
+    by_line = s.c4_split_paragraph
+    if by_line:
+        units = lines
+        starts = np.concatenate(([0], np.cumsum([len(x) for x in text.splitlines(keepends=True)])))
+    else:
+        starts = np.array([0] + sentence_cuts(tok, s.language) + [len(text)], dtype=np.int64)
+        units = [text[a:b] for a, b in zip(starts[:-1].tolist(), starts[1:].tolist())]
     kept, kept_text, bounds, retokenize = [], [], [], []
     lorem_line = curly_line = -1
     for i, raw in enumerate(units):
@@ -519,11 +544,23 @@ def _c4(text: str, tok: _Tokens, lines: list[str], s: HeuristicSettings, sig: di
         kept.append(i)
         kept_text.append(line)
         stats["line-kept"] += 1
+        if not by_line:
+            continue
         if cited:
             retokenize.append(len(kept_text) - 1)
         else:
             lead = len(raw) - len(raw.lstrip())
             bounds.append((len(kept_text) - 1, starts[i] + lead, starts[i] + lead + len(line)))
+    if not by_line:
+        edited = " ".join(kept_text).strip()
+        # a sentence cut can fall inside a whitespace-free chunk, which then tokenizes on its own: count the
+        # words of the edited text as FineWeb will (the chunk memo makes the known chunks free)
+        sig["c4_unit"] = "sentence"
+        sig["c4_sentences"] = len(kept_text)
+        sig["c4_lorem_line"] = lorem_line
+        sig["c4_curly_line"] = curly_line
+        sig["c4_kept"] = [[int(starts[i]), int(starts[i + 1])] for i in kept]
+        return int((~_Tokens(edited, s.language).space).sum()) if edited else 0, edited
     # sentences and words of the kept lines, from the document's tokens where the line is unchanged
     n_sentences = len(kept_text)
     n_words = 0

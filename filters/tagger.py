@@ -40,6 +40,7 @@ def heuristic_settings(rules: RuleSet, language: str) -> HeuristicSettings:
         dup_n=tuple(n for n, _ in rules.gopher_repetition.dup_n_grams),
         stop_words=tuple(rules.gopher_quality.stop_words),
         c4=c4.enabled,
+        c4_split_paragraph=c4.split_paragraph,
         c4_remove_citations=c4.remove_citations,
         c4_filter_no_terminal_punct=c4.filter_no_terminal_punct,
         c4_min_words_per_line=c4.min_words_per_line,

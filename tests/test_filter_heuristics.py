@@ -38,7 +38,7 @@ def _fused(text: str, rules: RuleSet, settings: HeuristicSettings) -> tuple[str 
         reason = decide(sig, getattr(rules, name))
         if reason:
             return f"{name}:{reason}", text
-    return None, c4_edit(text, sig["c4_kept"], rules.c4.remove_citations)
+    return None, c4_edit(text, sig, rules.c4.remove_citations)
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +111,37 @@ def test_empty_and_degenerate_texts_do_not_crash():
         sig, _ = compute_signals(text, settings)
         assert isinstance(sig, dict)
     assert np.isfinite(compute_signals("one two three. " * 20, settings)[0]["avg_word_length"])
+
+
+def test_c4_sentence_mode_matches_datatrove(real_docs):
+    """``split_paragraph: false``: C4 judges spaCy sentences of the whole document and joins the kept ones
+    with spaces; decisions and edited text match datatrove's, and FineWeb reads that edited text."""
+    params = {"c4": {"split_paragraph": False, "min_num_sentences": 3}}
+    rules = RuleSet.model_validate(params)
+    settings = HeuristicSettings(c4_split_paragraph=False)
+    sample = real_docs[::4] + [
+        "Hello.World is glued. Then a second one! And a third? \"Quoted.\" Fine words here.",
+        "no final mark at all but many words here\nand a second line with words",
+        "First sentence [1] with a citation. Second one {braces} here. Third, with javascript in it.",
+    ]
+    outcomes, bad = set(), []
+    for i, text in enumerate(sample):
+        theirs, ours = _datatrove(text, params), _fused(text, rules, settings)
+        outcomes.add(theirs[0])
+        if theirs != ours:
+            bad.append((i, theirs[0], ours[0]))
+    assert not bad, bad[:5]
+    assert None in outcomes and "c4:too_few_sentences" in outcomes
+    kept = [t for t in sample if _datatrove(t, params)[0] is None]
+    assert any("\n" not in _fused(t, rules, settings)[1] and ". " in _fused(t, rules, settings)[1] for t in kept)
+
+
+def test_sentence_cuts_are_datatrove_splits(real_docs):
+    from datatrove.utils.text import split_into_sentences
+
+    from filters.heuristics import sentence_cuts
+
+    for text in real_docs[:300] + ["A. B. c? (D!) e", "Mr. Smith went. U.S.A. is big.\n\nNew para", "..."]:
+        tok = _Tokens(text, "en")
+        cuts = [0] + sentence_cuts(tok, "en") + [len(text)]
+        assert [text[a:b] for a, b in zip(cuts[:-1], cuts[1:])] == split_into_sentences(text, "en")

@@ -161,3 +161,30 @@ def test_bad_words_on_real_spam():
     sample = sorted(words)[:12]
     sig = bad_word_signals(" ".join(sample) + " and some ordinary words", None)
     assert sig["distinct"] == len(sample) and bad_words_reason(sig, cfg) == "too_many_bad_words"
+
+
+def test_c4_sentence_mode_through_tagger_and_edits(lid):
+    """``c4.split_paragraph: false`` is a tag-time setting: the tagger stores sentence spans, and the
+    threshold step's edit, from those spans alone, gives the text datatrove's sentence-mode C4 leaves."""
+    from datatrove.data import Document
+    from datatrove.pipeline.filters import C4QualityFilter
+
+    from filters.apply import apply_edits
+    from filters.config import tag_time_settings
+
+    ham = need(spam_assassin, kinds=("easy-ham",), limit=600)
+    by_line = _rules(rules={"c4": {"min_num_sentences": 2}})
+    by_sentence = _rules(rules={"c4": {"min_num_sentences": 2, "split_paragraph": False}})
+    assert tag_time_settings(by_line) != tag_time_settings(by_sentence)  # --retune refuses the switch
+    theirs = C4QualityFilter(split_paragraph=False, min_num_sentences=2)
+    kept = 0
+    for d in ham:
+        sig, decision = _decide(d["text"], by_sentence, "en", lid)
+        if decision is None:
+            kept += 1
+            assert sig["heuristics"]["c4_unit"] == "sentence"
+            view = boilerplate_edit(d["text"], sig["boilerplate"]["kept"])  # what the heuristics read
+            doc = Document(text=view, id="d")
+            assert theirs.filter(doc) is True
+            assert apply_edits(d["text"], sig, by_sentence) == doc.text
+    assert kept > 10
