@@ -207,24 +207,22 @@ class _Tokens:
         return np.where(final, 1, np.where(~self.punct, 2, 0)).astype(np.int8)
 
 
-def sentence_cuts(tok: _Tokens, language: str) -> list[int]:
-    """Where datatrove's ``split_into_sentences`` cuts a text: after the last token of every sentence but
-    the last (spaCy's Sentencizer opens a sentence at the first non-punctuation token after a final mark,
-    so the previous sentence ends with the token before it)."""
-    codes = tok.sentence_codes(language)
+def _sentence_openers(codes: np.ndarray, group: np.ndarray | None = None) -> np.ndarray:
+    """Token indices where spaCy's Sentencizer opens a sentence after the first: a token that may open one
+    following a sentence-final mark (other punctuation in between skipped); with ``group``, only within a
+    group (each group then holds one sentence plus one per opener in it)."""
     k = np.flatnonzero(codes != 0)
     c = codes[k]
-    last = k[1:][(c[1:] == 2) & (c[:-1] == 1)] - 1
+    opens = (c[1:] == 2) & (c[:-1] == 1)
+    if group is not None:
+        opens &= group[k[1:]] == group[k[:-1]]
+    return k[1:][opens]
+
+
+def sentence_cuts(tok: _Tokens, language: str) -> list[int]:
+    """Where datatrove's ``split_into_sentences`` cuts a text: after the token before each opener."""
+    last = _sentence_openers(tok.sentence_codes(language)) - 1
     return (tok.idx[last] + tok.length[last]).tolist()
-
-
-def _sentences(codes: np.ndarray, group: np.ndarray) -> np.ndarray:
-    """Sentences per group of tokens as spaCy's Sentencizer splits them: one, plus one each time a
-    sentence-final mark is followed (skipping other punctuation) by a token that opens a sentence."""
-    keep = codes != 0
-    c, g = codes[keep], group[keep]
-    starts = (c[1:] == 2) & (c[:-1] == 1) & (g[1:] == g[:-1])
-    return g[1:][starts]
 
 
 def find_duplicates(items: list[str]) -> tuple[int, int]:
@@ -551,17 +549,28 @@ def _c4(text: str, tok: _Tokens, lines: list[str], s: HeuristicSettings, sig: di
         else:
             lead = len(raw) - len(raw.lstrip())
             bounds.append((len(kept_text) - 1, starts[i] + lead, starts[i] + lead + len(line)))
-    if not by_line:
+    if by_line:
+        n_words, n_sentences = _kept_line_counts(kept_text, bounds, retokenize, tok, s.language)
+        edited = "\n".join(kept_text).strip()
+        sig["c4_kept"] = kept_ranges(kept)
+    else:
         edited = " ".join(kept_text).strip()
         # a sentence cut can fall inside a whitespace-free chunk, which then tokenizes on its own: count the
         # words of the edited text as FineWeb will (the chunk memo makes the known chunks free)
+        n_words = int((~_Tokens(edited, s.language).space).sum()) if edited else 0
+        n_sentences = len(kept_text)
         sig["c4_unit"] = "sentence"
-        sig["c4_sentences"] = len(kept_text)
-        sig["c4_lorem_line"] = lorem_line
-        sig["c4_curly_line"] = curly_line
         sig["c4_kept"] = [[int(starts[i]), int(starts[i + 1])] for i in kept]
-        return int((~_Tokens(edited, s.language).space).sum()) if edited else 0, edited
-    # sentences and words of the kept lines, from the document's tokens where the line is unchanged
+    sig["c4_sentences"] = n_sentences
+    sig["c4_lorem_line"] = lorem_line
+    sig["c4_curly_line"] = curly_line
+    return n_words, edited
+
+
+def _kept_line_counts(kept_text: list[str], bounds: list[tuple], retokenize: list[int], tok: _Tokens,
+                      language: str) -> tuple[int, int]:
+    """(words, sentences) of C4's kept lines, from the document's tokens where the line is unchanged
+    (``bounds``: kept index, start, end) and from a new tokenization where a citation was cut out."""
     n_sentences = len(kept_text)
     n_words = 0
     if bounds:
@@ -571,17 +580,12 @@ def _c4(text: str, tok: _Tokens, lines: list[str], s: HeuristicSettings, sig: di
         sel = np.concatenate([np.arange(x, y) for x, y in zip(lo, hi)]) if len(b) else np.zeros(0, np.int64)
         group = np.repeat(np.arange(len(b)), hi - lo)
         n_words += int((~tok.space[sel]).sum())
-        n_sentences += len(_sentences(tok.sentence_codes(s.language)[sel], group))
+        n_sentences += len(_sentence_openers(tok.sentence_codes(language)[sel], group))
     for j in retokenize:
-        t = _Tokens(kept_text[j], s.language)
+        t = _Tokens(kept_text[j], language)
         n_words += int((~t.space).sum())
-        n_sentences += len(_sentences(t.sentence_codes(s.language), np.zeros(len(t.orth), np.int64)))
-    edited = "\n".join(kept_text).strip()
-    sig["c4_sentences"] = n_sentences
-    sig["c4_lorem_line"] = lorem_line
-    sig["c4_curly_line"] = curly_line
-    sig["c4_kept"] = kept_ranges(kept)
-    return n_words, edited
+        n_sentences += len(_sentence_openers(t.sentence_codes(language)))
+    return n_words, n_sentences
 
 
 def _fineweb(text: str, n_words: int, s: HeuristicSettings, sig: dict) -> None:
