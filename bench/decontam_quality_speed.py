@@ -121,7 +121,7 @@ def main() -> None:
     from decontam.benchmarks import load_benchmark
     from decontam.build import build_index
     from decontam.filter import NgramDecontaminationTagger
-    from pipeline.recipe import DecontamConfig
+    from decontam.config import DecontamConfig
 
     rng = random.Random(args.seed)
     items = [it for b in BENCHES for it in load_benchmark(b)]

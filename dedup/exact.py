@@ -4,7 +4,7 @@ Three datatrove steps, none of them a single process over the whole corpus:
 1. ``ExactSignatures`` (one task per input shard): a 128-bit xxh3 hash of each document's normalised text
    (NFKC, case-folded, whitespace collapsed), written into ``num_buckets`` files by hash range, sorted;
 2. ``ExactDuplicateFinder`` (one task per bucket): merges that bucket's files from every shard, keeps the
-   first document of each hash group in (source priority, shard, position) order and writes, per shard,
+   first document of each hash group in (source priority, input position) order and writes, per shard,
    the positions to remove with the position of their keeper;
 3. ``ExactDuplicateMarker`` (one task per shard, the same shards as 1): marks those documents
    ``removed_reason = exact_duplicate`` with ``exact_duplicate_of`` (the keeper's id-free locator).
@@ -24,16 +24,25 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from dedup.checked_arrays import read_checked, write_checked
-from pipeline.documents import REMOVED_REASON
+from pipeline.core.documents import REMOVED_REASON
+from pipeline.core.sources import POSITION
 
 DUPLICATE_REASON = "exact_duplicate"
-SIGNATURE = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("prio", "<u4"), ("rank", "<u4"), ("idx", "<u4")])
+SIGNATURE = np.dtype([("hi", "<u8"), ("lo", "<u8"), ("prio", "<u4"), ("pos", "<u8"), ("rank", "<u4"), ("idx", "<u4")])
+ORDER = ["hi", "lo", "prio", "pos", "rank", "idx"]
 REMOVAL = np.dtype([("idx", "<u4"), ("keeper_rank", "<u4"), ("keeper_idx", "<u4")])
 _SPACE = re.compile(r"\s+")
 
 
 def normalized_content(text: str) -> str:
     return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+def input_position(metadata: dict) -> int:
+    """The document's place in the recipe's input order (file index, record number) as one sortable int;
+    documents without one (not read by the source reader) sort last."""
+    pos = metadata.get(POSITION)
+    return (int(pos[0]) << 32 | int(pos[1])) if pos else (1 << 64) - 1
 
 
 def content_hash(text: str) -> tuple[int, int]:
@@ -54,12 +63,13 @@ class ExactSignatures(PipelineStep):
         for idx, doc in enumerate(data):
             with self.track_time():
                 hi, lo = content_hash(doc.text)
-            rows.append((hi, lo, self.source_priority.get(doc.metadata.get("source"), len(self.source_priority)), rank, idx))
+            prio = self.source_priority.get(doc.metadata.get("source"), len(self.source_priority))
+            rows.append((hi, lo, prio, input_position(doc.metadata), rank, idx))
             self.stat_update("documents")
         sig = np.array(rows, dtype=SIGNATURE)
         bucket = (sig["hi"] >> np.uint64(32)) * np.uint64(self.num_buckets) >> np.uint64(32)  # hash range
         for b in range(self.num_buckets):
-            part = np.sort(sig[bucket == b], order=["hi", "lo", "prio", "rank", "idx"])
+            part = np.sort(sig[bucket == b], order=ORDER)
             write_checked(os.path.join(self.output_folder, f"{b:04d}", f"{rank:05d}.sig"), part)
         return
         yield
@@ -78,7 +88,7 @@ class ExactDuplicateFinder(PipelineStep):
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         files = sorted(glob.glob(os.path.join(self.signatures_folder, f"{rank:04d}", "*.sig")))
         sig = np.concatenate([read_checked(f, SIGNATURE) for f in files]) if files else np.empty(0, SIGNATURE)
-        sig = np.sort(sig, order=["hi", "lo", "prio", "rank", "idx"])
+        sig = np.sort(sig, order=ORDER)
         first = np.ones(len(sig), dtype=bool)
         first[1:] = (sig["hi"][1:] != sig["hi"][:-1]) | (sig["lo"][1:] != sig["lo"][:-1])
         keeper = np.maximum.accumulate(np.where(first, np.arange(len(sig)), 0))  # first row of each group

@@ -11,7 +11,7 @@ corpus.
    (member -> smallest member), at most one per duplicate document.
 3. ``ClusterKeepers`` (one task): the union of the bands' star edges -> connected components with scipy
    (memory grows with the duplicate documents, not the corpus); in each cluster one document is kept by the
-   configured order (default: highest quality score, then longest, then source priority, then id); the
+   configured order (default: highest quality score, then source priority, then earliest in the input); the
    decision for every member is written per shard.
 4. ``ClusterMarker`` (one task per shard, the same shards as 1): members get ``minhash_cluster_id`` and
    ``minhash_cluster_size``; removed ones ``removed_reason = minhash_duplicate`` and ``duplicate_of``.
@@ -33,13 +33,14 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from dedup.checked_arrays import CorruptIntermediate, read_checked, write_checked
-from pipeline.documents import REMOVED_REASON
-from pipeline.text import CJK_RANGES, TOKEN, rolling_hashes, token_hashes
+from dedup.exact import input_position
+from pipeline.core.documents import REMOVED_REASON
+from pipeline.core.text import CJK_RANGES, TOKEN, rolling_hashes, token_hashes
 
 DUPLICATE_REASON = "minhash_duplicate"
 KEY = np.dtype([("key", "<u8"), ("node", "<u8")])
 EDGE = np.dtype([("a", "<u8"), ("b", "<u8")])
-KEEPER_CRITERIA = ("quality", "length", "source_priority", "id")
+KEEPER_CRITERIA = ("quality", "source_priority", "earliest", "length", "id")
 _P = np.uint64((1 << 61) - 1)
 _LOW32 = np.uint64(0xFFFFFFFF)
 _CHUNK = 2048  # shingles per numpy block: bounds the (shingles x permutations) matrix
@@ -107,7 +108,7 @@ class MinhashSignatures(PipelineStep):
         attrs_path = os.path.join(self.output_folder, "attrs", f"{rank:05d}.parquet")
         os.makedirs(os.path.dirname(attrs_path), exist_ok=True)
         schema = pa.schema([("idx", pa.uint32()), ("id", pa.string()), ("length", pa.int64()), ("quality", pa.float64()),
-                            ("source_priority", pa.int32())])
+                            ("source_priority", pa.int32()), ("position", pa.uint64())])
         chunk, keys = 0, []
         attrs = {f.name: [] for f in schema}
         with pq.ParquetWriter(attrs_path, schema) as writer:
@@ -120,7 +121,8 @@ class MinhashSignatures(PipelineStep):
                     keys.append([node_id(rank, idx), *band_keys(minhash(sh, a, b), self.bands, self.rows)])
                 q = doc.metadata.get(self.quality_key) if self.quality_key else None
                 for k, v in (("idx", idx), ("id", doc.id), ("length", len(doc.text)), ("quality", float(q) if q is not None else None),
-                             ("source_priority", self.source_priority.get(doc.metadata.get("source"), len(self.source_priority)))):
+                             ("source_priority", self.source_priority.get(doc.metadata.get("source"), len(self.source_priority))),
+                             ("position", input_position(doc.metadata))):
                     attrs[k].append(v)
                 self.stat_update("documents")
                 if len(keys) >= self.flush_docs:
@@ -203,7 +205,7 @@ class ClusterKeepers(PipelineStep):
         # keeper attributes of the clustered documents only, shard by shard
         n = len(nodes)
         ids = np.empty(n, dtype=object)
-        length, quality, prio = np.zeros(n, np.int64), np.full(n, -np.inf), np.zeros(n, np.int64)
+        length, quality, prio, position = np.zeros(n, np.int64), np.full(n, -np.inf), np.zeros(n, np.int64), np.zeros(n, np.uint64)
         for r in np.unique(shard):
             sel = np.nonzero(shard == r)[0]
             # nodes are sorted, so within a shard idx[sel] ascends like the table sorted by idx
@@ -214,8 +216,9 @@ class ClusterKeepers(PipelineStep):
             length[sel] = t["length"].to_numpy()
             quality[sel] = t["quality"].fill_null(-np.inf).to_numpy()
             prio[sel] = t["source_priority"].to_numpy()
+            position[sel] = t["position"].to_numpy()
         id_rank = np.unique(ids.astype(str), return_inverse=True)[1] if n else np.empty(0, np.int64)
-        columns = {"quality": -quality, "length": -length, "source_priority": prio, "id": id_rank}
+        columns = {"quality": -quality, "length": -length, "source_priority": prio, "earliest": position, "id": id_rank}
         order = np.lexsort([columns[c] for c in reversed(self.keeper)] + [cluster])
         first = np.ones(n, dtype=bool)
         first[1:] = cluster[order][1:] != cluster[order][:-1]

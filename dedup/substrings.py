@@ -18,7 +18,9 @@ import numpy as np
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from pipeline.documents import REMOVED_REASON
+from pipeline.core.documents import REMOVED_REASON
+from pipeline.core.ranges import cut_ranges, merge_ranges
+from pipeline.core.tokens import TokenRecounter, load_tokenizer
 
 DUPLICATE_REASON = "substring_duplicate"
 
@@ -42,15 +44,10 @@ def repeated_ranges(seq: np.ndarray, starts: np.ndarray, min_length: int) -> lis
     end = np.minimum(later + length, starts[doc + 1])  # a match never runs into the next document
     keep = end - later >= min_length
     later, end, doc = later[keep], end[keep], doc[keep]
-    order = np.lexsort((later, doc))
-    for d, s, e in zip(doc[order].tolist(), later[order].tolist(), end[order].tolist()):
-        ranges, base = out[d], int(starts[d])
-        s, e = s - base, e - base
-        if ranges and s <= ranges[-1][1]:
-            ranges[-1] = (ranges[-1][0], max(ranges[-1][1], e))
-        else:
-            ranges.append((s, e))
-    return out
+    base = starts[doc]
+    for d, s, e in zip(doc.tolist(), (later - base).tolist(), (end - base).tolist()):
+        out[d].append((s, e))
+    return [merge_ranges(r) for r in out]
 
 
 def byte_ranges_to_chars(data: bytes, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -71,15 +68,6 @@ def byte_ranges_to_chars(data: bytes, ranges: list[tuple[int, int]]) -> list[tup
     return out
 
 
-def cut(text: str, char_ranges: list[tuple[int, int]]) -> str:
-    pieces, last = [], 0
-    for s, e in char_ranges:
-        pieces.append(text[last:s])
-        last = e
-    pieces.append(text[last:])
-    return "".join(pieces)
-
-
 class SubstringDeduplicator(PipelineStep):
     """Removes repeated spans from documents of ``domains``; other documents and documents already marked
     removed pass through unchanged (in their input order; the selected ones leave when their shard is done)."""
@@ -89,8 +77,6 @@ class SubstringDeduplicator(PipelineStep):
 
     def __init__(self, domains: list[str], min_length: int = 100, unit: str = "bytes", shard_bytes: int = 64 * 2**20,
                  min_doc_fraction: float = 0.2, tokenizer_path: str | None = None):
-        from mixtures.token_count import TokenRecounter
-
         super().__init__()
         if unit not in ("bytes", "tokens") or (unit == "tokens" and not tokenizer_path):
             raise ValueError("unit must be 'bytes', or 'tokens' with a tokenizer_path")
@@ -105,8 +91,6 @@ class SubstringDeduplicator(PipelineStep):
             data = [t.encode("utf-8") for t in texts]
             return [np.frombuffer(d, dtype=np.uint8) for d in data], [lambda r, d=d: byte_ranges_to_chars(d, r) for d in data]
         if self._tok is None:
-            from mixtures.tokenizer import load_tokenizer
-
             self._tok = load_tokenizer(self.tokenizer_path)
         encs = self._tok.encode_batch(texts, add_special_tokens=False)
         seqs = [np.array(e.ids, dtype=np.int32) for e in encs]
@@ -131,7 +115,7 @@ class SubstringDeduplicator(PipelineStep):
                 doc.metadata[REMOVED_REASON] = DUPLICATE_REASON
                 self.stat_update(DUPLICATE_REASON)
             else:
-                doc.text = cut(doc.text, chars)
+                doc.text = cut_ranges(doc.text, chars)
                 doc.metadata["substring_chars_removed"] = removed
                 edited.append(doc)
         if self.recount:

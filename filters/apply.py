@@ -17,11 +17,12 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from filters.config import RuleSet
-from filters.heuristics import c4_edit
-from filters.rules import first_failure
-from filters.spam import boilerplate_edit, redact
+from filters.boilerplate import boilerplate_edit
+from filters.c4 import c4_edit
+from filters.rules import first_failing_rule
+from filters.pii import redact
 from filters.tagger import SIGNALS, attach_signals, attribute_file
-from pipeline.documents import REMOVED_REASON
+from pipeline.core.documents import REMOVED_REASON
 
 EXAMPLE_CHARS = 300
 
@@ -55,7 +56,7 @@ class ThresholdStep(PipelineStep):
             src = doc.metadata["source"]
             sig = doc.metadata[SIGNALS]
             with self.track_time():
-                failed = first_failure(sig, rules[src], self.languages[src], doc.id)
+                failed = first_failing_rule(sig, rules[src], self.languages[src], doc.id)
                 if failed is None:
                     doc.text = apply_edits(doc.text, sig, rules[src])
                     if not doc.text.strip():

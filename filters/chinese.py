@@ -13,8 +13,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from filters.heuristics import dup_ngram_chars_exact, top_ngram_chars
-from pipeline.text import CJK_RANGES
+from filters.repetition import dup_ngram_chars_exact, top_ngram_chars
+from filters.thresholds import Check, first_failure, first_ngram_failure
+from pipeline.core.text import CJK_RANGES
 
 _CJK = re.compile(f"[{CJK_RANGES}]")
 _SPACE = re.compile(r"\s+")
@@ -50,24 +51,14 @@ def chinese_signals(text: str, top_n: list[int], dup_n: list[int]) -> dict:
     return sig
 
 
+CHECKS = (
+    Check("min_cjk_chars", "cjk_chars", "<", "too_few_cjk_chars", off_when_zero=False),
+    Check("min_words", "words", "<", "too_few_words", off_when_zero=False),
+    Check("max_avg_word_length", "avg_cjk_word_length", ">", "long_words", off_when_zero=False),
+)
+
+
 def chinese_reason(sig: dict, cfg) -> str | None:
-    if sig["cjk_chars"] < cfg.min_cjk_chars:
-        return "too_few_cjk_chars"
-    if sig["words"] < cfg.min_words:
-        return "too_few_words"
-    if sig["avg_cjk_word_length"] is not None and sig["avg_cjk_word_length"] > cfg.max_avg_word_length:
-        return "long_words"
-    for n, frac in cfg.top_char_n_grams:
-        v = _signal(sig, f"top_{n}_char_frac")
-        if v is not None and v > frac:
-            return f"top_{n}_char_gram"
-    for n, frac in cfg.dup_char_n_grams:
-        if _signal(sig, f"dup_{n}_char_frac") > frac:
-            return f"duplicated_{n}_char_grams"
-    return None
-
-
-def _signal(sig: dict, key: str):
-    from filters.signals import require
-
-    return require(sig, key, "chinese")
+    return (first_failure(sig, cfg, CHECKS, "chinese")
+            or first_ngram_failure(sig, cfg.top_char_n_grams, "top_{n}_char_frac", "top_{n}_char_gram", "chinese")
+            or first_ngram_failure(sig, cfg.dup_char_n_grams, "dup_{n}_char_frac", "duplicated_{n}_char_grams", "chinese"))

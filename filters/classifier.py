@@ -8,7 +8,6 @@ characters), and the split is by a hash of the text, so a document lands on the 
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -18,61 +17,15 @@ from functools import lru_cache
 
 import numpy as np
 
-from pipeline import jsonl
+from filters.classifier_inputs import ClassifierInputError
 
 POSITIVE, NEGATIVE = "__label__pos", "__label__neg"
 MAX_CHARS = 20_000
 _SPACE = re.compile(r"\s+")
 
 
-class ClassifierInputError(ValueError):
-    pass
-
-
 def normalise(text: str) -> str:
     return _SPACE.sub(" ", text[:MAX_CHARS].lower()).strip()
-
-
-def read_documents(paths: list[str], text_key: str = "text", email: bool = False) -> list[tuple[str, str]]:
-    """(origin, text) for every document under ``paths``: JSONL (.gz) records, Parquet rows, or any other file
-    as one document (raw RFC 822 messages with ``email``: their bodies, HTML stripped)."""
-    files: list[str] = []
-    for p in paths:
-        if os.path.isdir(p):
-            files += sorted(f for f in glob.glob(os.path.join(p, "**", "*"), recursive=True) if os.path.isfile(f))
-        else:
-            matched = sorted(glob.glob(p))
-            if not matched:
-                raise ClassifierInputError(f"{p}: no such file or folder")
-            files += matched
-    out = []
-    for f in files:
-        if f.endswith((".jsonl", ".jsonl.gz")):
-            for where, rec in jsonl.records(f, ClassifierInputError):
-                if not isinstance(rec, dict) or not isinstance(rec.get(text_key), str):
-                    raise ClassifierInputError(f"{where}: no string field {text_key!r}")
-                out.append((where, rec[text_key]))
-        elif f.endswith(".parquet"):
-            import pyarrow.parquet as pq
-
-            try:
-                table = pq.read_table(f, columns=[text_key])
-            except KeyError:
-                raise ClassifierInputError(f"{f}: no column {text_key!r}") from None
-            for i, t in enumerate(table.column(text_key).to_pylist(), 1):
-                if not isinstance(t, str):
-                    raise ClassifierInputError(f"{f} row {i}: {text_key!r} is {type(t).__name__}, not a string")
-                out.append((f"{f} row {i}", t))
-        else:
-            with open(f, encoding="utf-8" if not email else "latin-1", errors="replace") as fh:
-                raw = fh.read()
-            if email:
-                from pipeline.corpora import email_body
-
-                raw = email_body(raw)
-            out.append((f, raw))
-    # empty documents stay in the list: train_classifier counts them in its manifest instead of losing them here
-    return out
 
 
 def _held_out(text: str, fraction: float, seed: int) -> bool:
@@ -93,7 +46,7 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 @dataclass
-class TrainSettings:
+class ClassifierSettings:
     epoch: int = 10
     lr: float = 0.5
     word_ngrams: int = 2
@@ -106,7 +59,7 @@ class TrainSettings:
 
 
 def train_classifier(positive: list[tuple[str, str]], negative: list[tuple[str, str]], out_dir: str,
-                     settings: TrainSettings, inputs: dict) -> dict:
+                     settings: ClassifierSettings, inputs: dict) -> dict:
     import fasttext
 
     if not positive or not negative:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Literal
 
 EXTENSIONS = {
     ".py": "python", ".pyi": "python", ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".hpp": "cpp", ".hh": "cpp",
@@ -19,6 +20,8 @@ EXTENSIONS = {
     ".html": "html", ".htm": "html", ".css": "css", ".json": "json", ".yaml": "yaml", ".yml": "yaml",
     ".toml": "toml", ".md": "markdown", ".rst": "rst", ".tex": "tex", ".sql": "sql", ".m": "objc", ".s": "asm",
 }
+# the languages the code family tells apart (recipe keys of `code.per_language`)
+CodeLanguage = Literal[tuple(sorted(set(EXTENSIONS.values())))]
 _HASH_COMMENT = {"python", "shell", "perl", "ruby", "r", "yaml", "toml"}
 _ENCODED = re.compile(
     r"[A-Za-z0-9+/=\n]{64,}"  # base64 (StarCoder's pattern)
@@ -77,7 +80,7 @@ def code_signals(text: str, language: str) -> dict:
 
 
 def code_reason(sig: dict, cfg) -> str | None:
-    p = cfg.model_dump() | cfg.per_language.get(sig["language"], {})
+    p = cfg.thresholds_for(sig["language"])
     if sig["n_bytes"] > p["max_bytes"]:
         return "too_large"
     if sig["n_bytes"] < p["min_bytes"]:

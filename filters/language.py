@@ -12,12 +12,13 @@ letters decides those cases explicitly (``mixed_min_cjk`` / ``mixed_max_cjk``).
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from pipeline.assets import LID176_MODEL, resolve_asset
-from pipeline.text import CJK_RANGES
+from pipeline.core.assets import LID176_MODEL, resolve_asset
+from pipeline.core.text import CJK_RANGES
 
 LID_LANGUAGE = "lid_language"
 LID_SCORE = "lid_score"
@@ -26,6 +27,15 @@ LID_MAX_CHARS = 20_000
 CJK_LANGUAGES = {"zh", "ja", "ko", "yue", "wuu"}
 _CJK = re.compile(f"[{CJK_RANGES}\uac00-\ud7af]")  # Han, kana, Hangul syllables
 _LETTER = re.compile(r"[^\W\d_]")
+
+
+@lru_cache(maxsize=1)
+def lid_labels() -> frozenset[str]:
+    """Every language label lid.176 can predict (what a source's ``language`` must be for the language rule)."""
+    import fasttext
+
+    model = fasttext.load_model(resolve_asset(LID176_MODEL))
+    return frozenset(label.removeprefix("__label__") for label in model.get_labels())
 
 
 def cjk_share(text: str) -> float:

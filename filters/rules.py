@@ -1,22 +1,26 @@
 """The rule families in order: where each one's signals are stored and the test that reads them.
 
 Signals are grouped per family in ``metadata["signals"]`` (the four web families share the fused
-``heuristics`` group). ``first_failure`` walks the enabled families of a source in RULE_ORDER and returns
+``heuristics`` group). ``first_failing_rule`` walks the enabled families of a source in RULE_ORDER and returns
 the first ``(family, reason)``; the document's ``removed_reason`` is ``"<family>:<reason>"``.
 """
 
 from __future__ import annotations
 
+from filters.bad_words import bad_words_reason
+from filters.boilerplate import boilerplate_reason
+from filters.c4 import c4_reason
 from filters.chinese import chinese_reason
 from filters.classifier import classifier_reason
 from filters.code import code_reason
 from filters.config import RULE_ORDER, RuleSet
-from filters.heuristics import c4_reason, fineweb_reason, gopher_quality_reason, gopher_repetition_reason
+from filters.fineweb import fineweb_reason
+from filters.gopher import gopher_quality_reason, gopher_repetition_reason
 from filters.language import language_reason
 from filters.sanity import sanity_reason
-from filters.signals import SignalMissing
-from filters.spam import bad_words_reason, boilerplate_reason, url_reason
 from filters.tex import tex_reason
+from filters.thresholds import SignalMissing
+from filters.url import url_reason
 
 HEURISTIC_FAMILIES = ("gopher_repetition", "gopher_quality", "c4", "fineweb")
 SIGNAL_GROUP = {f: "heuristics" for f in HEURISTIC_FAMILIES}
@@ -37,7 +41,7 @@ REASONS = {
 }
 
 
-def first_failure(signals: dict, rules: RuleSet, source_language: str, doc_id: str = "?") -> tuple[str, str] | None:
+def first_failing_rule(signals: dict, rules: RuleSet, source_language: str, doc_id: str = "?") -> tuple[str, str] | None:
     for family in RULE_ORDER:
         cfg = getattr(rules, family)
         if not cfg.enabled or family == "pii":

@@ -19,17 +19,29 @@ import os
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
+from filters.bad_words import bad_word_signals
+from filters.boilerplate import boilerplate_signals
+from filters.chinese import chinese_signals
+from filters.classifier import quality_score
 from filters.code import code_language, code_signals
 from filters.config import RuleSet
 from filters.heuristics import HeuristicSettings, compute_signals
 from filters.language import LID_LANGUAGE, LID_SCORE, FastTextLanguageTagger, cjk_share
+from filters.pii import pii_signals
 from filters.rules import HEURISTIC_FAMILIES
 from filters.sanity import sanity_reason, sanity_signals
-from filters.spam import bad_word_signals, boilerplate_signals, pii_signals, url_signals
 from filters.tex import prose_view, tex_signals
+from filters.url import url_signals
+from pipeline.core.tokens import N_TOKENS
 
 SIGNALS = "signals"
 QUALITY_SCORE = "quality_score"
+
+
+def produced_metadata(rules: RuleSet) -> set[str]:
+    """The metadata keys the filter stage writes on every document it keeps under ``rules`` (what later
+    stages, e.g. quality buckets or the dedup keeper, may read by name)."""
+    return {SIGNALS, LID_LANGUAGE, LID_SCORE, N_TOKENS} | ({QUALITY_SCORE} if rules.classifier.enabled else set())
 
 
 def heuristic_settings(rules: RuleSet, language: str) -> HeuristicSettings:
@@ -76,13 +88,9 @@ def tag_document(text: str, metadata: dict, rules: RuleSet, language: str, lid) 
     if any(getattr(rules, f).enabled for f in HEURISTIC_FAMILIES):
         sig["heuristics"], _ = compute_signals(heuristic_view, heuristic_settings(rules, language))
     if rules.chinese.enabled:
-        from filters.chinese import chinese_signals
-
         sig["chinese"] = chinese_signals(heuristic_view, [n for n, _ in rules.chinese.top_char_n_grams],
                                          [n for n, _ in rules.chinese.dup_char_n_grams])
     if rules.classifier.enabled:
-        from filters.classifier import quality_score
-
         sig["classifier"] = {"score": quality_score(rules.classifier.model, view)}
     if rules.pii.enabled:
         sig["pii"] = pii_signals(view)

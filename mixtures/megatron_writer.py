@@ -23,8 +23,8 @@ from datatrove.utils.batching import batched
 
 from mixtures.buckets import BUCKET, unit_name
 from mixtures.heldout import HELDOUT
-from mixtures.tokenizer import load_tokenizer, token_id, vocab_size
 from mixtures.upsample import REPEAT
+from pipeline.core.tokens import load_tokenizer, token_id, vocab_size
 
 DOCIDS_SUFFIX = ".docids"
 

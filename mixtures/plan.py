@@ -22,14 +22,15 @@ import json
 import os
 from dataclasses import dataclass
 
-from pipeline.recipe import MixtureConfig, SourceConfig
-
+from mixtures.config import MixtureConfig
+from pipeline.core.config import SourceConfig
+from pipeline.core.stage import StageError
 
 PLAN_PLOT = "plan.png"
 
 
-class MixtureError(ValueError):
-    pass
+class MixtureError(StageError):
+    """The corpus cannot supply a curriculum stage as planned; the message names the unit and the fix."""
 
 
 @dataclass(frozen=True)
@@ -222,11 +223,3 @@ def write_plan(plan: dict, folder: str) -> dict[str, dict[str, str | None]]:
     plot_plan(plan, os.path.join(folder, PLAN_PLOT))
     return paths
 
-
-def read_blend(data_args_path: str) -> tuple[list[str], list[float]]:
-    """A data-args file as (prefixes, weights), parsed by megatron-core itself."""
-    from megatron.core.datasets.utils import get_blend_from_list
-
-    with open(data_args_path) as f:
-        prefixes, weights = get_blend_from_list(f.read().split())
-    return prefixes, weights

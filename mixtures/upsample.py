@@ -16,7 +16,7 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from mixtures.heldout import HELDOUT
-from mixtures.token_count import N_TOKENS
+from pipeline.core.tokens import N_TOKENS
 
 REPEAT = "repeat"
 

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
-from pipeline.layout import STAGES
-
-STAGE_HELP = {
-    "filter": "read the sources; quarantine bad records; language ID and heuristic quality rules",
-    "dedup": "global MinHash/LSH fuzzy deduplication across all sources",
-    "decontam": "drop documents (or cut spans) sharing n-grams with benchmark test items",
-    "tokenize": "tokenize into Megatron indexed datasets, one prefix per source",
-    "mix": "plan the curriculum mixture and write Megatron blend files",
-    "train": "joint multi-branch (early-exit) continued pretraining on megatron-core",
-}
+from decontam.benchmarks import BenchmarkError
+from decontam.check import decontam_check
+from decontam.config import DecontamConfig
+from dedup.clusters_report import print_cluster_report
+from filters.classifier import ClassifierSettings, train_classifier
+from filters.classifier_inputs import ClassifierInputError, read_documents
+from pipeline.core.layout import RunLayout
+from pipeline.core.stage import StageError
+from pipeline.demo import prepare_demo
+from pipeline.recipe import RecipeError, load_recipe
+from pipeline.registry import STAGE_NAMES, STAGES
+from pipeline.report import build_report, print_contamination, print_report
+from pipeline.runner import run_stages
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -32,10 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("run", help="run every stage of a recipe in order", description="Run every stage of a recipe in order.")
     _add_common(p)
-    p.add_argument("--from", dest="from_stage", choices=STAGES, help="first stage to run (earlier outputs must exist)")
-    p.add_argument("--to", dest="to_stage", choices=STAGES, help="last stage to run")
-    for stage in STAGES:
-        p = sub.add_parser(stage, help=STAGE_HELP[stage], description=f"{STAGE_HELP[stage]}; reads the previous stage's output from run_dir.")
+    p.add_argument("--from", dest="from_stage", choices=STAGE_NAMES, help="first stage to run (earlier outputs must exist)")
+    p.add_argument("--to", dest="to_stage", choices=STAGE_NAMES, help="last stage to run")
+    for st in STAGES:
+        stage = st.name
+        p = sub.add_parser(stage, help=st.help, description=f"{st.help}; reads the previous stage's output from run_dir.")
         _add_common(p)
         if stage == "filter":
             p.add_argument("--retune", action="store_true",
@@ -84,34 +89,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pipeline.recipe import RecipeError, load_recipe
-
     try:
         if args.command == "demo":
-            from pipeline.demo import prepare_demo
-
             run_dir = os.path.abspath(args.run_dir)
             recipe = load_recipe(prepare_demo(run_dir, args.executor, args.small))
-            return _run(recipe, list(STAGES))
+            return _run(recipe, list(STAGE_NAMES))
         if args.command == "decontam-check":
             return _decontam_check(args)
         if args.command == "classifier":
             return _classifier_train(args)
         if args.command == "validate":
             recipe = load_recipe(args.recipe)
-            print(f"{args.recipe}: OK ({len(recipe.sources)} sources, run_dir {recipe.run_dir})")
+            runnable = [s.name for s in STAGES if not s.section or getattr(recipe, s.section) is not None]
+            missing = [f"{s.name} (needs {s.section!r})" for s in STAGES if s.name not in runnable]
+            print(f"{args.recipe}: OK ({len(recipe.sources)} sources, run_dir {recipe.run_dir}); stages it can run: "
+                  f"{', '.join(runnable)}" + (f"; not: {', '.join(missing)}" if missing else ""))
             return 0
         recipe = load_recipe(args.recipe, run_dir=args.run_dir)
         if args.command == "report":
-            from pipeline.layout import RunLayout
-            from pipeline.report import build_report, print_report
-
             print_report(build_report(RunLayout(recipe.run_dir)))
             return 0
         if args.command == "run":
-            first = STAGES.index(args.from_stage) if args.from_stage else 0
-            last = STAGES.index(args.to_stage) if args.to_stage else len(STAGES) - 1
-            return _run(recipe, list(STAGES[first : last + 1]), args.resume)
+            first = STAGE_NAMES.index(args.from_stage) if args.from_stage else 0
+            last = STAGE_NAMES.index(args.to_stage) if args.to_stage else len(STAGE_NAMES) - 1
+            return _run(recipe, list(STAGE_NAMES[first : last + 1]), args.resume)
         if getattr(args, "show_clusters", False):
             return _show_clusters(recipe, args.resume)
         return _run(recipe, [args.command], args.resume, retune=getattr(args, "retune", False))
@@ -121,11 +122,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _show_clusters(recipe, resume: bool) -> int:
-    import json
-
-    from dedup.clusters_report import print_cluster_report
-    from pipeline.layout import RunLayout
-
     layout = RunLayout(recipe.run_dir)
     path = os.path.join(layout.stage("dedup"), "clusters.json")
     if not os.path.exists(path) or resume:
@@ -138,11 +134,6 @@ def _show_clusters(recipe, resume: bool) -> int:
 
 
 def _decontam_check(args) -> int:
-    from decontam.benchmarks import BenchmarkError
-    from decontam.check import decontam_check
-    from pipeline.recipe import DecontamConfig, load_recipe
-    from pipeline.report import print_contamination
-
     cfg = load_recipe(args.recipe, check_inputs=False).decontam if args.recipe else DecontamConfig()
     if args.benchmark_dir:
         cfg.benchmark_dir = os.path.abspath(args.benchmark_dir)
@@ -153,19 +144,24 @@ def _decontam_check(args) -> int:
         return 2
     print_contamination(report["benchmarks"], report["index"], title=f"contamination in {args.path} ({report['documents_checked']:,} documents)")
     print(f"{report['documents_affected']:,} of {report['documents_checked']:,} documents contain benchmark n-grams; report: {args.out}")
+    if report["records_unreadable"]:
+        print(f"{report['records_unreadable']:,} of {report['records_read']:,} records could not be checked "
+              f"({', '.join(f'{r} {n}' for r, n in sorted(report['unreadable_reasons'].items()))}); they are named in the report",
+              file=sys.stderr)
     return 1 if args.fail_on_match and report["documents_affected"] else 0
 
 
 def _classifier_train(args) -> int:
-    from filters.classifier import ClassifierInputError, TrainSettings, read_documents, train_classifier
-
     try:
-        pos = read_documents(args.positive, args.text_key, args.email)
-        neg = read_documents(args.negative, args.text_key, args.email)
-        settings = TrainSettings(epoch=args.epoch, lr=args.lr, word_ngrams=args.word_ngrams, dim=args.dim,
-                                 test_fraction=args.test_fraction, seed=args.seed, threshold=args.threshold)
-        inputs = {"positive": {"paths": args.positive, "documents": len(pos)}, "negative": {"paths": args.negative, "documents": len(neg)}}
-        manifest = train_classifier(pos, neg, args.out, settings, inputs)
+        sides = {side: read_documents(getattr(args, side), args.text_key, args.email) for side in ("positive", "negative")}
+        settings = ClassifierSettings(epoch=args.epoch, lr=args.lr, word_ngrams=args.word_ngrams, dim=args.dim,
+                                      test_fraction=args.test_fraction, seed=args.seed, threshold=args.threshold)
+        inputs = {side: {"paths": getattr(args, side), "files": d.files, "documents": len(d.documents),
+                         "skipped_files": d.skipped} for side, d in sides.items()}
+        for side, d in sides.items():
+            if d.skipped:
+                print(f"{side}: not documents, not read: {', '.join(f'{n:,} {ext}' for ext, n in sorted(d.skipped.items()))} file(s)")
+        manifest = train_classifier(sides["positive"].documents, sides["negative"].documents, args.out, settings, inputs)
     except ClassifierInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -178,16 +174,9 @@ def _classifier_train(args) -> int:
 
 
 def _run(recipe, stages: list[str], resume: bool = False, retune: bool = False) -> int:
-    from pipeline.accounting import AccountingError
-    from pipeline.executors import StageFailed
-    from pipeline.runner import run_stages
-    from pipeline.stages import MissingInput, RetuneError
-    from filters.signals import SignalMissing
-    from mixtures.plan import MixtureError
-
     try:
         run_stages(recipe, stages, resume=resume, retune=retune)
-    except (MissingInput, StageFailed, AccountingError, MixtureError, RetuneError, SignalMissing) as e:
+    except StageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

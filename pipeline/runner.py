@@ -7,19 +7,30 @@ import time
 
 from loguru import logger
 
-from pipeline.layout import STAGES, RunLayout
+from pipeline.core.layout import RunLayout
+from pipeline.core.stage import StageContext
 from pipeline.manifest import write_manifest
-from pipeline.recipe import Recipe, dump_recipe
+from pipeline.recipe import Recipe, RecipeError, dump_recipe
+from pipeline.registry import STAGE_NAMES, stage
 from pipeline.report import build_report, print_report, print_stage
-from pipeline.stages import STAGE_FUNCS
+
+
+def check_runnable(recipe: Recipe, stages: list[str]) -> None:
+    """Before any work: every requested stage exists and has the recipe sections it needs."""
+    unknown = [s for s in stages if s not in STAGE_NAMES]
+    if unknown:
+        raise ValueError(f"unknown stage(s) {unknown}; stages are {list(STAGE_NAMES)}")
+    for name in stages:
+        section = stage(name).section
+        if section and getattr(recipe, section) is None:
+            raise RecipeError(f"stage {name!r} needs the recipe's {section!r} section, which is missing "
+                              f"(a run that stops before {name!r} needs none: `ruyi2 run RECIPE --to <stage>`)")
 
 
 def run_stages(recipe: Recipe, stages: list[str], resume: bool = False, quiet: bool = False, retune: bool = False) -> dict[str, dict]:
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown:
-        raise ValueError(f"unknown stage(s) {unknown}; stages are {list(STAGES)}")
-    if not recipe.train.enabled and "train" in stages:
+    if not recipe.train.enabled:
         stages = [s for s in stages if s != "train"]
+    check_runnable(recipe, stages)
     layout = RunLayout(recipe.run_dir)
     # under torchrun every rank runs this; only rank 0 writes the run's files and prints
     rank0 = int(os.environ.get("RANK", "0")) == 0
@@ -29,14 +40,14 @@ def run_stages(recipe: Recipe, stages: list[str], resume: bool = False, quiet: b
         dump_recipe(recipe, os.path.join(layout.root, "recipe.yaml"))
         write_manifest(recipe, os.path.join(layout.root, "manifest.json"), stages)
     results = {}
-    for stage in stages:
+    for name in stages:
         t0 = time.perf_counter()
-        logger.info(f"=== stage {stage} ===")
-        extra = {"retune": retune} if stage == "filter" and retune else {}
-        results[stage] = STAGE_FUNCS[stage](recipe, layout, resume=resume, **extra)
-        logger.info(f"=== stage {stage} done in {time.perf_counter() - t0:.1f}s ===")
+        logger.info(f"=== stage {name} ===")
+        options = {"retune": retune} if name == "filter" and retune else {}
+        results[name] = stage(name).run(StageContext(recipe, layout, resume, options))
+        logger.info(f"=== stage {name} done in {time.perf_counter() - t0:.1f}s ===")
         if not quiet:
-            print_stage(stage, results[stage])
+            print_stage(name, results[name])
     if rank0:
         report = build_report(layout)
         if not quiet and len(stages) > 1:

@@ -13,7 +13,8 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 import pytest
 
 from pipeline.demo import prepare_demo
-from pipeline.layout import STAGES, RunLayout
+from pipeline.core.layout import RunLayout
+from pipeline.registry import STAGE_NAMES as STAGES
 from pipeline.recipe import load_recipe
 from pipeline.runner import run_stages
 

@@ -17,10 +17,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from train_entry.config import FamilialConfig  # noqa: E402
+from train_entry.model_config import FamilialConfig  # noqa: E402
 from train_entry.data import collate  # noqa: E402
 from train_entry.loss_schedule import ExitWeight  # noqa: E402
-from train_entry.trainer import DistributedContext, FamilialTrainer, TrainSettings  # noqa: E402
+from train_entry.trainer import DistributedContext, FamilialTrainer, LoopSettings  # noqa: E402
 
 CFG = FamilialConfig(num_layers=6, hidden_size=32, ffn_hidden_size=64, num_attention_heads=4, num_query_groups=2,
                      kv_channels=8, exits=(3, 4, 5), vocab_size=512, max_sequence_length=16)
@@ -69,7 +69,7 @@ def main() -> None:
     ap.add_argument("--check-branch-init", action="store_true")
     ap.add_argument("--layers-per-stage", help="e.g. 4,2 (default: an even split)")
     a = ap.parse_args()
-    settings = TrainSettings(steps=a.steps, micro_batch_size=2, seq_length=16, lr=3e-3, min_lr=3e-3, weight_decay=0.0,
+    settings = LoopSettings(steps=a.steps, micro_batch_size=2, seq_length=16, lr=3e-3, min_lr=3e-3, weight_decay=0.0,
                              seed=1234, eval_samples=0, exit_weights=[ExitWeight(0.5), ExitWeight(0.8), ExitWeight(1.0)],
                              tp=a.tp, pp=a.pp,
                              pipeline_balance=[int(x) for x in a.layers_per_stage.split(",")] if a.layers_per_stage else "even")

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from pipeline.corpora import CorpusMissing
+from tests.corpora import CorpusMissing
 
 
 def need(loader, *args, **kwargs):

@@ -3,6 +3,7 @@ precision/recall/AUC, a manifest, deterministic model bytes; the filter stage st
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -11,12 +12,12 @@ import pytest
 
 from filters.classifier import auc, quality_score
 from pipeline.cli import main
-from pipeline.corpora import DATA
+from tests.corpora import DATA
 from tests.realdata import need
 
 
 def _sa(kind):
-    from pipeline.corpora import spam_assassin
+    from tests.corpora import spam_assassin
 
     need(spam_assassin, kinds=(kind,), limit=1)
     return os.path.join(DATA, "spam-assassin", "package", "data", f"{kind}-1")
@@ -34,7 +35,13 @@ def model(tmp_path_factory):
 def test_held_out_metrics_and_manifest(model):
     m = json.load(open(model / "a" / "manifest.json"))
     assert m["metrics"]["auc"] > 0.95 and m["metrics"]["precision"] > 0.9 and m["metrics"]["recall"] > 0.9
-    assert m["metrics"]["held_out"] > 300 and m["inputs"]["positive"]["documents"] > 2000
+    # one document per message file; the .json sidecar beside each one is counted as skipped, not read
+    messages = len(glob.glob(os.path.join(_sa("easy-ham"), "*.txt")))
+    assert messages > 1000 and m["inputs"]["positive"]["documents"] == m["inputs"]["positive"]["files"] == messages
+    assert m["inputs"]["positive"]["skipped_files"] == {".json": messages}
+    assert m["metrics"]["held_out"] > 300
+    assert m["metrics"]["train"] + m["metrics"]["held_out"] + m["metrics"]["empty_positive"] + m["metrics"]["empty_negative"] == (
+        m["inputs"]["positive"]["documents"] + m["inputs"]["negative"]["documents"])
     digest = hashlib.sha256(open(model / "a" / "model.bin", "rb").read()).hexdigest()
     assert m["model_sha256"] == digest
     # same inputs and settings: the same model bytes
@@ -42,13 +49,24 @@ def test_held_out_metrics_and_manifest(model):
 
 
 def test_scores_rank_ham_above_spam(model):
-    from pipeline.corpora import spam_assassin
+    from tests.corpora import spam_assassin
 
     path = str(model / "a" / "model.bin")
     ham = [quality_score(path, d["text"]) for d in spam_assassin(kinds=("hard-ham",), limit=100)]
     spam = [quality_score(path, d["text"]) for d in spam_assassin(kinds=("spam",), limit=100)]
     assert all(0 <= s <= 1 for s in ham + spam)
     assert sum(ham) / len(ham) > sum(spam) / len(spam)
+
+
+def test_a_glob_matching_folders_reads_the_documents_inside(tmp_path):
+    from filters.classifier_inputs import read_documents
+
+    for kind in ("a", "b"):
+        (tmp_path / f"part-{kind}").mkdir()
+        (tmp_path / f"part-{kind}" / "1.txt").write_text(f"message {kind}")
+        (tmp_path / f"part-{kind}" / "1.json").write_text("{}")
+    got = read_documents([str(tmp_path / "part-*")])
+    assert sorted(t for _, t in got.documents) == ["message a", "message b"] and got.skipped == {".json": 2}
 
 
 def test_bad_classifier_input_is_named(tmp_path, capsys):
@@ -85,9 +103,10 @@ def test_auc():
     assert auc(np.array([0.5, 0.5]), np.array([True, False])) == 0.5
 
 
+@pytest.mark.slow
 def test_filter_stage_applies_the_classifier(model, tmp_path):
-    from pipeline.corpora import spam_assassin
-    from pipeline.layout import RunLayout
+    from tests.corpora import spam_assassin
+    from pipeline.core.layout import RunLayout
     from pipeline.recipe import parse_recipe
     from pipeline.runner import run_stages
     from tests.conftest import read_docs

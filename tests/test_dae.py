@@ -2,7 +2,7 @@
 
 import torch
 
-from train_entry.config import FamilialConfig
+from train_entry.model_config import FamilialConfig
 from train_entry.dae import append_dae_blocks, freeze_for_dae
 from train_entry.model import build_model, masked_mean
 
@@ -50,9 +50,9 @@ def test_new_blocks_start_as_identity_and_only_they_and_the_head_train(dist):
 def test_trainer_with_dae_optimises_only_the_new_blocks_and_head(dist, tmp_path):
     from train_entry.data import collate
     from train_entry.loss_schedule import ExitWeight
-    from train_entry.trainer import FamilialTrainer, TrainSettings
+    from train_entry.trainer import FamilialTrainer, LoopSettings
 
-    settings = TrainSettings(steps=3, micro_batch_size=2, seq_length=16, lr=3e-3, min_lr=3e-3, weight_decay=0.0, seed=1,
+    settings = LoopSettings(steps=3, micro_batch_size=2, seq_length=16, lr=3e-3, min_lr=3e-3, weight_decay=0.0, seed=1,
                              eval_samples=0, exit_weights=[ExitWeight(1.0), ExitWeight(0.0), ExitWeight(0.0)], dae_exit=2)
     trainer = FamilialTrainer(CFG, settings, tokenizer=None, out_dir=str(tmp_path))
     assert {id(p) for p in trainer.params} == {id(p) for n, p in trainer.model.named_parameters() if n.startswith(("dae_blocks.2.", "ee_heads.2."))}

@@ -36,3 +36,22 @@ def test_decontam_check_reports_items_in_any_dataset(tmp_path, capsys):
     assert all(r["actions"] in ({}, {"flag": 1}) for r in b.values())
     printed = capsys.readouterr().out
     assert "3 of 4 documents contain benchmark n-grams" in printed and "cmmlu" in printed
+
+
+def test_every_record_is_checked_or_named(tmp_path, capsys):
+    """Malformed lines, non-objects, missing or empty texts are never skipped silently (datatrove's readers
+    log and drop them): each is checked or named in the report, and the counts add up."""
+    gsm = load_benchmark("gsm8k")[0]
+    lines = [json.dumps({"id": "hit", "text": "Question of the day: " + gsm.text}), '{"id": "cut", "text": "trunc',
+             json.dumps([1, 2]), json.dumps({"id": "notext", "body": "x"}), json.dumps({"id": "empty", "text": ""}),
+             json.dumps({"id": "clean", "text": "An ordinary sentence about gardens and rain."})]
+    data = tmp_path / "d.jsonl"
+    data.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "r.json"
+    assert main(["decontam-check", str(data), "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["records_read"] == 6 == r["documents_checked"] + r["records_unreadable"]
+    assert r["documents_checked"] == 3 and r["documents_affected"] == 1  # hit, empty, clean
+    assert r["unreadable_reasons"] == {"malformed_json": 1, "not_a_json_object": 1, "no string field 'text'": 1}
+    assert [e["record"] for e in r["unreadable_examples"]] == [f"{data}:2", f"{data}:3", f"{data}:4"]
+    assert "3 of 6 records could not be checked" in capsys.readouterr().err

@@ -97,7 +97,7 @@ def test_cut_removes_the_item_with_margin_and_keeps_unicode_text_intact(tmp_path
     from datatrove.data import Document
 
     from decontam.filter import NgramDecontaminationTagger
-    from pipeline.documents import REMOVED_REASON
+    from pipeline.core.documents import REMOVED_REASON
 
     item = load_benchmark("gsm8k")[5]
     index = NgramIndex.build([item], 13)

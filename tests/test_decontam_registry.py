@@ -108,7 +108,7 @@ def test_malformed_files_name_the_file_line_and_key(tmp_path):
     with pytest.raises(BenchmarkError, match=r"input_data\.jsonl:2: not valid JSON"):
         load_benchmark("ifeval", str(tmp_path))
     (tmp_path / "bbh").mkdir()
-    with pytest.raises(BenchmarkError, match=r"bbh: no file matching \*\.json"):
+    with pytest.raises(BenchmarkError, match=r"bbh': no file matching \*\.json"):
         load_benchmark("bbh", str(tmp_path))
     with pytest.raises(BenchmarkError, match="'cmmlu' not found: put its public release"):
         load_benchmark("cmmlu")

@@ -5,15 +5,17 @@ intermediate files are validated."""
 import copy
 import os
 import random
+import re
 
 import numpy as np
 import pytest
 from datatrove.data import Document
 
 from dedup.checked_arrays import CorruptIntermediate
+from dedup.config import DedupConfig
 from dedup.fuzzy import BandComponents, ClusterKeepers, ClusterMarker, MinhashSignatures, minhash, permutations, shingle_hashes
 from pipeline.demo import shakespeare_scenes
-from pipeline.documents import REMOVED_REASON
+from pipeline.core.documents import REMOVED_REASON
 
 
 def edit(text: str, rng: random.Random, frac: float) -> str:
@@ -31,10 +33,12 @@ def edit(text: str, rng: random.Random, frac: float) -> str:
     return " ".join(words)
 
 
-def run_fuzzy(shards, folder, bands=14, rows=8, keeper=("quality", "length", "source_priority", "id"), priority=None, quality_key=None):
+def run_fuzzy(shards, folder, bands=14, rows=8, keeper=("quality", "length", "source_priority", "id"), priority=None, quality_key=None,
+              n_words=5, n_chars=5):
     folder = str(folder)
     for r, docs in enumerate(shards):
-        list(MinhashSignatures(folder, bands, rows, 5, 5, 1, priority or {}, quality_key, flush_docs=7).run(iter(docs), r, len(shards)))
+        step = MinhashSignatures(folder, bands, rows, n_words, n_chars, 1, priority or {}, quality_key, flush_docs=7)
+        list(step.run(iter(docs), r, len(shards)))
     for b in range(bands):
         list(BandComponents(folder).run(None, b, bands))
     list(ClusterKeepers(folder, bands, list(keeper)).run(None, 0, 1))
@@ -78,14 +82,37 @@ def test_near_duplicates_cluster_and_the_keeper_follows_the_order(tmp_path):
     assert kept == {"best/0"} | {f"copy/{i}" for i in range(1, 10)}
 
 
+def test_the_default_keeper_keeps_the_original_not_the_copy_with_boilerplate_appended(tmp_path):
+    """dedup's default order (quality, source priority, earliest in the input): the copy with a trailer
+    is longer, but the original came first and is kept; ranking by length (opt-in) keeps the trailer copy."""
+    scenes = [s for s in shakespeare_scenes(80) if len(s["text"]) > 2000][:6]
+    originals = [Document(id=f"orig/{i}", text=s["text"], metadata={"source": "book", "position": [0, i]}) for i, s in enumerate(scenes)]
+    trailer = [Document(id=f"a-trailer/{i}", text=s.text + "\n\nShare this page. Subscribe to our newsletter.",
+                        metadata={"source": "book", "position": [1, i]}) for i, s in enumerate(originals)]
+    shards = [trailer[:3] + originals[:3], originals[3:] + trailer[3:]]  # shard order does not decide
+    default = DedupConfig().keeper
+    assert default == ["quality", "source_priority", "earliest"]
+    out = run_fuzzy(copy.deepcopy(shards), tmp_path / "default", keeper=default)
+    removed = {d.id for shard in out for d in shard if d.metadata.get(REMOVED_REASON)}
+    assert removed == {d.id for d in trailer}
+    out = run_fuzzy(copy.deepcopy(shards), tmp_path / "length", keeper=["length"])
+    assert {d.id for shard in out for d in shard if d.metadata.get(REMOVED_REASON)} == {d.id for d in originals}
+
+
 def test_cjk_documents_use_character_shingles(tmp_path):
     base = "今天我们讨论中文文本的去重方法。" * 3 + "近似重复的文档应该被找到，而不同的文档应该保留。" * 3
     other = "机器学习模型需要大量高质量的训练数据，数据清洗是其中最重要的一步。" * 4
-    docs = [Document(id="zh/a", text=base, metadata={"source": "s"}),
-            Document(id="zh/b", text=base.replace("方法", "办法", 1), metadata={"source": "s"}),
-            Document(id="zh/c", text=other, metadata={"source": "s"})]
-    out = {d.id: d for d in run_fuzzy([docs], tmp_path)[0]}
-    assert out["zh/b"].metadata.get(REMOVED_REASON) == "minhash_duplicate" or out["zh/a"].metadata.get(REMOVED_REASON)
+    english = shakespeare_scenes(1)[0]["text"]
+    # word n-grams of 13 for English, character 3-grams for mostly-CJK text (punctuation is no token)
+    chars = [c for c in base if c not in "。，"]
+    assert len(shingle_hashes(base, 13, 3)) == len({tuple(chars[i : i + 3]) for i in range(len(chars) - 2)})
+    words = re.findall(r"[^\W_]+", english.lower())
+    assert len(shingle_hashes(english, 13, 3)) == len({tuple(words[i : i + 13]) for i in range(len(words) - 12)})
+    docs = [Document(id="zh/a", text=base, metadata={"source": "s", "position": [0, 0]}),
+            Document(id="zh/b", text=base.replace("方法", "办法", 1), metadata={"source": "s", "position": [0, 1]}),
+            Document(id="zh/c", text=other, metadata={"source": "s", "position": [0, 2]})]
+    out = {d.id: d for d in run_fuzzy([docs], tmp_path, keeper=("earliest",), n_words=13, n_chars=3)[0]}
+    assert out["zh/b"].metadata.get(REMOVED_REASON) == "minhash_duplicate" and out["zh/b"].metadata["duplicate_of"] == "zh/a"
     assert "minhash_cluster_id" not in out["zh/c"].metadata
 
 

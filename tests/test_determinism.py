@@ -1,10 +1,14 @@
 """Same inputs and recipe give byte-identical outputs (documents, tokens, blends)."""
 
+import pytest
+
 import filecmp
 import glob
 import os
 
 from pipeline.runner import run_stages
+
+pytestmark = pytest.mark.slow  # two full demo runs
 
 
 def test_rerun_gives_identical_files(demo_run, tmp_path):

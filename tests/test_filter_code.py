@@ -10,7 +10,7 @@ import pytest
 
 from filters.code import code_language, code_reason, code_signals
 from filters.config import CodeRule
-from pipeline.corpora import code_files
+from tests.corpora import code_files
 from tests.realdata import need
 
 CFG = CodeRule(enabled=True)

@@ -10,9 +10,12 @@ from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, Go
 from datatrove.pipeline.filters.base_filter import get_filter_result
 
 from filters.config import RuleSet
-from filters.heuristics import (HeuristicSettings, _Tokens, c4_edit, c4_reason, compute_signals, fineweb_reason,
-                                gopher_quality_reason, gopher_repetition_reason)
-from pipeline.corpora import shakespeare_speeches, spam_assassin
+from filters.c4 import c4_edit, c4_reason
+from filters.fineweb import fineweb_reason
+from filters.gopher import gopher_quality_reason, gopher_repetition_reason
+from filters.heuristics import HeuristicSettings, compute_signals
+from filters.spacy_tokens import Tokens, sentence_cuts
+from tests.corpora import shakespeare_speeches, spam_assassin
 from tests.realdata import need
 
 FAMILIES = (("gopher_repetition", gopher_repetition_reason), ("gopher_quality", gopher_quality_reason),
@@ -47,6 +50,7 @@ def real_docs():
     return [d["text"] for d in mails] + [d["text"] for d in shakespeare_speeches(300)]
 
 
+@pytest.mark.slow  # datatrove's four chained filters over 2,000+ documents
 def test_same_decisions_as_datatrove_on_real_documents(real_docs):
     assert len(real_docs) >= 2000
     rules, settings = RuleSet(), HeuristicSettings()
@@ -86,7 +90,7 @@ def test_tokens_equal_spacy_on_real_documents(real_docs):
     nlp = spacy.blank("en")
     for text in real_docs[:400] + ["  leading space", "tabs\tand\u00a0nbsp  double  spaces ", "(don't) U.S.A. e.g. :-)"]:
         doc = nlp.tokenizer(text)
-        ours = _Tokens(text, "en")
+        ours = Tokens(text, "en")
         assert list(ours.idx) == [t.idx for t in doc]
         assert list(ours.length) == [len(t) for t in doc]
         assert list(ours.space) == [t.is_space for t in doc]
@@ -113,6 +117,7 @@ def test_empty_and_degenerate_texts_do_not_crash():
     assert np.isfinite(compute_signals("one two three. " * 20, settings)[0]["avg_word_length"])
 
 
+@pytest.mark.slow  # datatrove sentence mode: a spaCy pipeline call per document
 def test_c4_sentence_mode_matches_datatrove(real_docs):
     """``split_paragraph: false``: C4 judges spaCy sentences of the whole document and joins the kept ones
     with spaces; decisions and edited text match datatrove's, and FineWeb reads that edited text."""
@@ -139,9 +144,8 @@ def test_c4_sentence_mode_matches_datatrove(real_docs):
 def test_sentence_cuts_are_datatrove_splits(real_docs):
     from datatrove.utils.text import split_into_sentences
 
-    from filters.heuristics import sentence_cuts
 
     for text in real_docs[:300] + ["A. B. c? (D!) e", "Mr. Smith went. U.S.A. is big.\n\nNew para", "..."]:
-        tok = _Tokens(text, "en")
+        tok = Tokens(text, "en")
         cuts = [0] + sentence_cuts(tok, "en") + [len(text)]
         assert [text[a:b] for a, b in zip(cuts[:-1], cuts[1:])] == split_into_sentences(text, "en")

@@ -8,13 +8,15 @@ import os
 
 import pytest
 
-from pipeline.corpora import spam_assassin
-from pipeline.layout import RunLayout
+from tests.corpora import spam_assassin
+from pipeline.core.layout import RunLayout
 from pipeline.recipe import parse_recipe
 from pipeline.runner import run_stages
-from pipeline.stages import RetuneError
+from filters.stage import RetuneError
 from tests.conftest import read_docs
 from tests.realdata import need
+
+pytestmark = pytest.mark.slow  # the filter stage over real corpora, twice
 
 
 @pytest.fixture(scope="module")

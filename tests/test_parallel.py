@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow  # torchrun jobs of several processes
+
 WORKER = os.path.join(os.path.dirname(__file__), "parallel_worker.py")
 
 

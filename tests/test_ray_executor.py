@@ -2,16 +2,18 @@
 
 import pytest
 
-from pipeline.layout import RunLayout
+from pipeline.core.layout import RunLayout
 from pipeline.runner import run_stages
 from tests.conftest import read_docs
+
+pytestmark = pytest.mark.slow  # starts Ray clusters
 
 
 @pytest.fixture(scope="module")
 def ray_cluster():
     import os
 
-    ray = pytest.importorskip("ray")
+    import ray
     from ray.cluster_utils import Cluster
 
     # conftest.py sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before ray is imported: the cluster stays on 127.0.0.1

@@ -71,6 +71,7 @@ def test_bucket_and_upsample_errors_name_the_key(tmp_path):
     with pytest.raises(RecipeError, match=r"not 'heldout'"):
         load_recipe(_write(tmp_path, data))
     data["mixture"]["buckets"] = {"web": {"score": "quality", "edges": [0.5], "names": ["lo", "hi"]}}
+    data["sources"][0]["metadata_fields"] = ["quality"]  # a score the input carries
     data["mixture"]["stages"][0]["weights"] = {"web.top": 1.0}
     with pytest.raises(RecipeError, match=r"buckets here: \['web.hi', 'web.lo'\]"):
         load_recipe(_write(tmp_path, data))
@@ -85,6 +86,61 @@ def test_bucket_and_upsample_errors_name_the_key(tmp_path):
         load_recipe(_write(tmp_path, data))
 
 
+@pytest.mark.parametrize("section,value,named", [
+    ("decontam", {"per_domain": {"wbe": "cut"}}, r"decontam\.per_domain\.wbe\.\[key\]: Input should be 'web'"),
+    ("filter", {"per_domain": {"paper": {"c4": {"min_wrds": 3}}}}, r"filter\.per_domain\.paper\.c4\.min_wrds: unknown key"),
+    ("filter", {"per_domain": {"papers": {"c4": {"enabled": False}}}}, r"filter\.per_domain\.papers\.\[key\]"),
+    ("filter", {"per_language": {"en": {"nonsense": {"enabled": True}}}}, r"filter\.per_language\.en\.nonsense: unknown key"),
+    ("filter", {"per_language": {"zz": {"c4": {"enabled": False}}}}, r"filter\.per_language: no source has language \['zz'\]"),
+    ("filter", {"per_source": {"web": {"language": {"min_score": 2}}}}, r"filter\.per_source\.web\.language\.min_score: .*less than or equal to 1"),
+    ("filter", {"rules": {"code": {"per_language": {"python": {"min_alnm": 0.3}}}}},
+     r"filter\.rules\.code\.per_language\.python\.min_alnm: unknown key"),
+    ("filter", {"rules": {"code": {"per_language": {"pyhton": {"min_alnum_fraction": 0.3}}}}}, r"per_language\.pyhton\.\[key\]"),
+    ("dedup", {"keeper": ["longest"]}, r"dedup\.keeper\[0\]"),
+    ("dedup", {"substring": {"domains": ["kode"]}}, r"dedup\.substring\.domains\[0\]"),
+])
+def test_typos_in_overrides_are_named_even_where_no_source_uses_them(tmp_path, section, value, named):
+    data = _base()
+    data[section] = value
+    with pytest.raises(RecipeError, match=named):
+        load_recipe(_write(tmp_path, data))
+
+
+def test_a_bucket_score_must_be_written_by_an_enabled_family_or_declared(tmp_path):
+    data = _base()
+    data["mixture"]["buckets"] = {"web": {"score": "quality_score", "edges": [0.5]}}
+    with pytest.raises(RecipeError, match=r"mixture\.buckets\.web\.score: 'quality_score' is not written for source 'web'"):
+        load_recipe(_write(tmp_path, data))
+    model = tmp_path / "model.bin"
+    model.write_bytes(b"fasttext model bytes")
+    data["filter"] = {"per_source": {"web": {"classifier": {"enabled": True, "model": "model.bin"}}}}
+    recipe = load_recipe(_write(tmp_path, data))
+    assert recipe.filter.rules_for(recipe.sources[0]).classifier.model == str(model)
+    data["filter"] = {}
+    data["mixture"]["buckets"]["web"]["score"] = "lid_score"  # the language family always writes it
+    load_recipe(_write(tmp_path, data))
+
+
+def test_a_language_the_language_id_model_does_not_know_is_named(tmp_path):
+    data = _base()
+    data["sources"][0]["language"] = "multi"
+    with pytest.raises(RecipeError, match=r"sources\[0\] \('web'\): the language rule is on but \['multi'\]"):
+        load_recipe(_write(tmp_path, data))
+    data["filter"] = {"per_source": {"web": {"language": {"languages": ["en", "zh"]}}}}
+    load_recipe(_write(tmp_path, data))
+
+
+def test_a_run_that_stops_before_mixing_needs_no_mixture_section(tmp_path, capsys):
+    data = _base()
+    del data["mixture"]
+    path = _write(tmp_path, data)
+    assert main(["validate", path]) == 0
+    assert "not: mix (needs 'mixture'), train (needs 'mixture')" in capsys.readouterr().out
+    assert main(["run", path]) == 2  # the whole flow: refused before any work
+    assert "stage 'mix' needs the recipe's 'mixture' section" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "run")
+
+
 def test_per_domain_override_keeps_other_domain_defaults(tmp_path):
     data = _base()
     data["sources"].append({"name": "py", "paths": ["in.jsonl"], "format": "jsonl", "domain": "code", "language": "python"})
@@ -97,7 +153,7 @@ def test_per_domain_override_keeps_other_domain_defaults(tmp_path):
 def test_invalid_override_fails_at_load(tmp_path):
     data = _base()
     data["filter"] = {"per_source": {"web": {"c4": {"min_num_sentences": "five"}}}}
-    with pytest.raises(RecipeError, match="filter overrides for source 'web'"):
+    with pytest.raises(RecipeError, match=r"filter\.per_source\.web\.c4\.min_num_sentences: .*valid integer.*'five'"):
         load_recipe(_write(tmp_path, data))
 
 

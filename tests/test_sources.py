@@ -4,8 +4,8 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.recipe import SourceConfig
-from pipeline.sources import QUARANTINE_STAT, READ_STAT, SourceReader
+from pipeline.core.config import SourceConfig
+from pipeline.core.sources import QUARANTINE_STAT, READ_STAT, SourceReader
 from tests.conftest import read_docs
 
 
@@ -32,7 +32,8 @@ def test_every_bad_record_is_quarantined_with_its_reason(tmp_path):
     src = SourceConfig(name="web", paths=[str(tmp_path / "web.jsonl")], format="jsonl", domain="web")
     docs, quarantined, stats = _read([src], tmp_path)
     assert [d.id for d in docs] == ["web/a", "web/web.jsonl:9"]
-    assert docs[0].metadata == {"url": "https://example.org/a", "source": "web", "domain": "web", "language": "en", "origin": "web.jsonl:1"}
+    assert docs[0].metadata == {"url": "https://example.org/a", "source": "web", "domain": "web", "language": "en",
+                                "origin": "web.jsonl:1", "position": [0, 1]}
     reasons = {q["id"]: q["metadata"]["quarantine_reason"] for q in quarantined}
     assert reasons == {
         "web/web.jsonl:2": "malformed_json",
@@ -79,6 +80,29 @@ def test_files_are_dealt_to_ranks_without_overlap(tmp_path):
         (tmp_path / f"{i}.jsonl").write_text(json.dumps({"id": i, "text": f"t{i}"}) + "\n")
     src = SourceConfig(name="s", paths=[str(tmp_path / "*.jsonl")], format="jsonl", domain="web")
     reader = SourceReader([src], str(tmp_path / "q"))
-    shards = [[f for _, f, _ in reader.shard_files(r, 2)] for r in range(2)]
+    shards = [[f for _, _, f, _ in reader.shard_files(r, 2)] for r in range(2)]
     assert sorted(shards[0] + shards[1]) == sorted(str(tmp_path / f"{i}.jsonl") for i in range(5))
     assert not set(shards[0]) & set(shards[1])
+
+
+def test_nested_and_non_scalar_fields_are_kept(tmp_path):
+    """Everything but the text and the id reaches the metadata: a nested ``metadata`` object is merged in
+    (its url is what the URL rule reads), lists and objects stay as they are."""
+    rec = {"id": "n1", "text": "A page.", "metadata": {"url": "https://example.org/x", "crawl": {"date": "2024-05-01"}},
+           "tags": ["news", "science"], "stats": {"words": 2}}
+    (tmp_path / "n.jsonl").write_text(json.dumps(rec) + "\n")
+    src = SourceConfig(name="web", paths=[str(tmp_path / "n.jsonl")], format="jsonl", domain="web")
+    docs, quarantined, _ = _read([src], tmp_path)
+    assert not quarantined
+    md = docs[0].metadata
+    assert md["url"] == "https://example.org/x" and md["crawl"] == {"date": "2024-05-01"}
+    assert md["tags"] == ["news", "science"] and md["stats"] == {"words": 2}
+
+
+def test_position_is_the_input_order_across_files_and_ranks(tmp_path):
+    for i in range(3):
+        (tmp_path / f"{i}.jsonl").write_text("".join(json.dumps({"id": f"{i}-{n}", "text": "t"}) + "\n" for n in range(2)))
+    src = SourceConfig(name="s", paths=[str(tmp_path)], format="jsonl", domain="web")
+    reader = SourceReader([src], str(tmp_path / "q"))
+    got = {d.id: d.metadata["position"] for r in range(2) for d in reader.run(None, r, 2)}
+    assert got == {f"s/{i}-{n}": [i, n + 1] for i in range(3) for n in range(2)}

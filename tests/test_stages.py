@@ -6,12 +6,13 @@ import os
 import numpy as np
 import pytest
 
-from pipeline.accounting import read_stats
+from pipeline.core.accounting import read_stats
 from pipeline.demo import BAD_RECORDS, PLANTED_PREFIX
-from pipeline.layout import DOC_STAGES
+from pipeline.registry import DOC_STAGES
 from filters.config import RULE_ORDER
-from pipeline.recipe import expand_source_files
 from tests.conftest import read_docs
+
+pytestmark = pytest.mark.slow  # every stage on the demo run
 
 
 def test_counts_add_up_in_every_document_stage(demo_run):
@@ -53,7 +54,7 @@ def test_filter_keeps_code_away_from_web_rules(demo_run):
     stats = read_stats(demo_run["layout"].stats("filter"))["sources"]["stdlib_code"]
     assert stats["removed"]["docs"] == 0 and stats["kept"]["docs"] > 0
     kept = [d for d in read_docs(demo_run["layout"].output("filter")) if d["metadata"]["source"] == "stdlib_code"]
-    files = expand_source_files(demo_run["recipe"].source("stdlib_code"))
+    files = demo_run["recipe"].source("stdlib_code").files()
     root = os.path.commonpath(files)
     for d in kept[:5]:  # code passes through byte for byte
         with open(os.path.join(root, d["id"].split("/", 1)[1]), encoding="utf-8") as f:
@@ -102,7 +103,7 @@ def test_tokens_decode_back_to_the_kept_text(demo_run):
     from megatron.core.datasets.indexed_dataset import IndexedDataset
 
     from mixtures.megatron_writer import read_docids
-    from mixtures.tokenizer import load_tokenizer
+    from pipeline.core.tokens import load_tokenizer
 
     layout, recipe = demo_run["layout"], demo_run["recipe"]
     tok = load_tokenizer(recipe.tokenizer.path)
@@ -158,7 +159,7 @@ def test_quality_buckets_split_a_source_by_its_stored_score(demo_run):
 
 
 def test_blend_files_are_what_megatron_reads(demo_run):
-    from mixtures.plan import read_blend
+    from train_entry.data import read_blend
 
     mix = read_stats(demo_run["layout"].stats("mix"))
     assert [s["name"] for s in mix["plan"]["stages"]] == ["general", "anneal"]
@@ -195,22 +196,23 @@ def test_train_resumes_from_a_sharded_checkpoint_with_the_same_losses(demo_run, 
     from step 4 and logs exactly the losses and evaluations of the uninterrupted run."""
     import shutil
 
-    from pipeline.layout import RunLayout
-    from pipeline.stages import run_train
+    from pipeline.core.layout import RunLayout
+    from pipeline.core.stage import StageContext
+    from train_entry.stage import TrainStage
 
     recipe = demo_run["recipe"].model_copy(deep=True)
     recipe.run_dir = str(tmp_path / "run")
     recipe.train.save_interval = 4
     layout = RunLayout(recipe.run_dir)
     shutil.copytree(demo_run["layout"].stage("mix"), layout.stage("mix"))
-    full = run_train(recipe, layout)
+    full = TrainStage().run(StageContext(recipe, layout))
     uninterrupted = [json.loads(line) for line in open(full["metrics"])]
     ckpt = os.path.join(layout.stage("train"), "checkpoint")
     assert sorted(os.listdir(ckpt)) == ["iter_0000004", "iter_0000008", "latest_checkpointed_iteration.txt"]
     shutil.rmtree(os.path.join(ckpt, "iter_0000008"))
     with open(os.path.join(ckpt, "latest_checkpointed_iteration.txt"), "w") as f:
         f.write("4\n")
-    resumed = run_train(recipe, layout, resume=True)
+    resumed = TrainStage().run(StageContext(recipe, layout, resume=True))
     rows = [json.loads(line) for line in open(resumed["metrics"])]
     assert [r["step"] for r in rows] == list(range(1, 9))
     assert [r["loss"] for r in rows] == [r["loss"] for r in uninterrupted]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from train_entry.config import PRESETS, FamilialConfig, build_config
+from train_entry.model_config import PRESETS, FamilialConfig, build_config
 from train_entry.loss_schedule import ExitWeight, lr_at
 from train_entry.model import ExitLossInjector, build_model, masked_mean
 from train_entry.trainer import stage_steps, CurriculumStage

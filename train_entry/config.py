@@ -1,105 +1,63 @@
-"""The familial model's configuration: a Qwen3 backbone plus early exits, and its megatron-core config."""
+"""The ``train`` section of a recipe: the familial model (a preset plus overrides and its exits), the loop,
+the exit-loss schedules lambda_k(t), parallelism and DaE."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from typing import Literal
 
-import torch
-import torch.nn.functional as F
+from pydantic import Field
 
-
-@dataclass(frozen=True)
-class FamilialConfig:
-    """Qwen3 decoder (GQA, QK-norm, SwiGLU, RMSNorm, RoPE, untied embeddings) with exits.
-
-    ``exits`` are 0-based layer indices e_k: branch k runs backbone layers [0, e_k), then its own decoder
-    layer (initialised from backbone layer e_k), its own RMSNorm and LM head. The last exit must be
-    ``num_layers - 1``: that branch is the full model (backbone final norm and output layer).
-    """
-
-    num_layers: int
-    hidden_size: int
-    ffn_hidden_size: int
-    num_attention_heads: int
-    num_query_groups: int
-    kv_channels: int
-    exits: tuple[int, ...]
-    vocab_size: int = 151936
-    max_sequence_length: int = 8192
-    rope_theta: float = 1_000_000.0
-    norm_eps: float = 1e-6
-
-    def __post_init__(self):
-        ex = tuple(self.exits)
-        if not ex or list(ex) != sorted(set(ex)):
-            raise ValueError(f"exits must be strictly increasing, got {ex}")
-        if ex[-1] != self.num_layers - 1:
-            raise ValueError(f"the last exit must be num_layers - 1 = {self.num_layers - 1} (the full model), got {ex}")
-        if ex[0] < 1:
-            raise ValueError(f"an exit needs at least one backbone layer before it (e >= 1), got {ex}")
-        if self.num_attention_heads % self.num_query_groups:
-            raise ValueError("num_attention_heads must be a multiple of num_query_groups")
-
-    @property
-    def aux_exits(self) -> tuple[int, ...]:
-        return tuple(self.exits[:-1])
-
-    def exit_name(self, e: int) -> str:
-        return f"exit{e}"
-
-    def transformer_config(self, tp: int = 1, pp: int = 1, params_dtype=torch.float32, pipeline_layout: list | None = None):
-        from megatron.core.transformer.transformer_config import TransformerConfig
-
-        on_cpu = not torch.cuda.is_available()
-        return TransformerConfig(
-            num_layers=self.num_layers,
-            hidden_size=self.hidden_size,
-            ffn_hidden_size=self.ffn_hidden_size,
-            num_attention_heads=self.num_attention_heads,
-            num_query_groups=self.num_query_groups,
-            kv_channels=self.kv_channels,
-            normalization="RMSNorm",
-            layernorm_epsilon=self.norm_eps,
-            gated_linear_unit=True,
-            activation_func=F.silu,
-            add_bias_linear=False,
-            add_qkv_bias=False,
-            qk_layernorm=True,
-            hidden_dropout=0.0,
-            attention_dropout=0.0,
-            tensor_model_parallel_size=tp,
-            pipeline_model_parallel_size=pp,
-            pipeline_model_parallel_layout=pipeline_layout if pp > 1 else None,
-            pipeline_dtype=params_dtype,
-            params_dtype=params_dtype,
-            bf16=params_dtype == torch.bfloat16,
-            use_cpu_initialization=on_cpu,
-            # fused kernels need CUDA / apex; the torch paths compute the same function
-            masked_softmax_fusion=False,
-            bias_activation_fusion=False,
-            bias_dropout_fusion=False,
-            apply_rope_fusion=False,
-            persist_layer_norm=False,
-            gradient_accumulation_fusion=False,
-            batch_p2p_comm=not on_cpu,
-        )
+from pipeline.core.config import Strict
 
 
-PRESETS: dict[str, FamilialConfig] = {
-    # Qwen3-14B-Base with Ruyi2's exits: 1.7B (3 layers), 8B (22 layers), 14B (40 layers)
-    "ruyi2-14b": FamilialConfig(40, 5120, 17408, 40, 8, 128, (2, 21, 39)),
-    # Qwen3-0.6B-shaped proxy for mixture ablations and throughput runs
-    "proxy-0.5b": FamilialConfig(28, 1024, 3072, 16, 8, 128, (2, 14, 27)),
-    # CPU tests and the demo
-    "tiny": FamilialConfig(4, 64, 128, 4, 2, 16, (1, 2, 3)),
-}
+class ExitWeightSchedule(Strict):
+    """lambda_k(t) for one exit: `start` at step 0 (after warm-up), moving to `end` at the last step."""
+
+    start: float = Field(1.0, ge=0)
+    end: float = Field(1.0, ge=0)
+    schedule: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
 
 
-def build_config(preset: str, seq_length: int, **overrides) -> FamilialConfig:
-    base = PRESETS[preset]
-    fields = {k: v for k, v in overrides.items() if v is not None}
-    if "exits" in fields:
-        fields["exits"] = tuple(fields["exits"])
-    elif "num_layers" in fields and fields["num_layers"] != base.num_layers:
-        raise ValueError("changing num_layers needs explicit exits")
-    return replace(base, max_sequence_length=seq_length, **fields)
+class ModelSettings(Strict):
+    preset: Literal["tiny", "proxy-0.5b", "ruyi2-14b"] = "tiny"
+    num_layers: int | None = Field(None, ge=1)
+    hidden_size: int | None = Field(None, ge=8)
+    ffn_hidden_size: int | None = Field(None, ge=8)
+    num_attention_heads: int | None = Field(None, ge=1)
+    num_query_groups: int | None = Field(None, ge=1)
+    kv_channels: int | None = Field(None, ge=1)
+    exits: list[int] | None = Field(None, description="0-based exit layer indices; the last one is the full model")
+
+
+class DaeSettings(Strict):
+    """DaE stage 1: deepen one branch with new identity-initialised blocks, everything else frozen."""
+
+    enabled: bool = False
+    exit: int | None = Field(None, description="0-based exit layer to deepen; default the smallest branch")
+    blocks: int = Field(3, ge=1)
+
+
+class TrainConfig(Strict):
+    enabled: bool = True
+    model: ModelSettings = ModelSettings()
+    steps: int = Field(8, ge=1, description="optimizer steps over all curriculum stages")
+    micro_batch_size: int = Field(2, ge=1)
+    seq_length: int = Field(64, ge=8)
+    lr: float = Field(1e-3, gt=0)
+    min_lr: float = Field(1e-4, ge=0)
+    warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up before the cosine decay")
+    weight_decay: float = Field(0.01, ge=0)
+    seed: int = 1234
+    exit_weights: list[ExitWeightSchedule] | None = Field(
+        None, description="one schedule per exit (same order as model exits); default: all 1.0"
+    )
+    eval_samples: int = Field(8, ge=0, description="held-out samples per curriculum stage, evaluated per exit")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads")
+    tensor_parallel: int = Field(1, ge=1, description="under torchrun: tensor-parallel size")
+    pipeline_parallel: int = Field(1, ge=1, description="under torchrun: pipeline-parallel size (data parallel is the rest)")
+    pipeline_balance: Literal["exits", "even"] | list[int] = Field(
+        "exits", description="pipeline stages: balanced for the exit branches' cost, an even split, or layers per stage"
+    )
+    dae: DaeSettings = DaeSettings()
+    save_interval: int = Field(0, ge=0, description="sharded checkpoint every N steps (0: only at the end); --resume continues from the latest")

@@ -7,7 +7,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mixtures.plan import read_blend
+
+
+def read_blend(data_args_path: str) -> tuple[list[str], list[float]]:
+    """A data-args file (``w1 prefix1 w2 prefix2 ...``, as Megatron-LM's ``--data-args-path``) as
+    (prefixes, weights), parsed by megatron-core itself."""
+    from megatron.core.datasets.utils import get_blend_from_list
+
+    with open(data_args_path) as f:
+        prefixes, weights = get_blend_from_list(f.read().split())
+    return prefixes, weights
 
 
 @dataclass

@@ -17,7 +17,7 @@ import os
 
 import torch
 
-from train_entry.config import FamilialConfig
+from train_entry.model_config import FamilialConfig
 
 # per-layer names: megatron-core local spec -> Qwen3
 _LAYER_PLAIN = {

@@ -19,7 +19,7 @@ from megatron.core.models.gpt.gpt_model import GPTModel
 from megatron.core.transformer.spec_utils import build_module
 from megatron.core.transformer.transformer_layer import get_transformer_layer_offset
 
-from train_entry.config import FamilialConfig
+from train_entry.model_config import FamilialConfig
 
 
 class ExitLossInjector(torch.autograd.Function):

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from train_entry.config import FamilialConfig
+from train_entry.model_config import FamilialConfig
 
 
 def layer_flops(fcfg: FamilialConfig, seq_length: int) -> float:

@@ -20,7 +20,7 @@ import torch
 from loguru import logger
 
 from train_entry import cpu_support
-from train_entry.config import FamilialConfig
+from train_entry.model_config import FamilialConfig
 from train_entry import checkpointing
 from train_entry.data import DatasetTokenizer, build_datasets, build_eval_dataset, collate
 from train_entry.loss_schedule import ExitWeight, lr_at
@@ -39,7 +39,7 @@ class CurriculumStage:
 
 
 @dataclass
-class TrainSettings:
+class LoopSettings:
     steps: int
     micro_batch_size: int
     seq_length: int
@@ -110,7 +110,7 @@ def stage_steps(stages: list[CurriculumStage], total: int) -> list[int]:
 
 
 class FamilialTrainer:
-    def __init__(self, fcfg: FamilialConfig, settings: TrainSettings, tokenizer: DatasetTokenizer, out_dir: str):
+    def __init__(self, fcfg: FamilialConfig, settings: LoopSettings, tokenizer: DatasetTokenizer, out_dir: str):
         if len(settings.exit_weights) != len(fcfg.exits):
             raise ValueError(f"{len(settings.exit_weights)} exit weight schedules for {len(fcfg.exits)} exits")
         self.fcfg, self.s, self.tokenizer, self.out_dir = fcfg, settings, tokenizer, out_dir

@@ -1,7 +1,7 @@
 """The run directory: one folder per stage, each stage reading only the previous stage's ``output/``.
 
     RUN_DIR/
-      recipe.yaml, manifest.json, report.json, report.md
+      recipe.yaml, manifest.json, report.json
       filter/    output/ removed/ quarantine/ logs/ stats.json
       dedup/     output/ removed/ work/ logs/ stats.json
       decontam/  index/ output/ removed/ logs/ stats.json contamination.json
@@ -15,9 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass
-
-DOC_STAGES = ("filter", "dedup", "decontam")
-STAGES = ("filter", "dedup", "decontam", "tokenize", "mix", "train")
 
 
 @dataclass(frozen=True)

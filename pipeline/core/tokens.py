@@ -1,14 +1,38 @@
-"""Counting tokens once, at ingest, so every stage's funnel can report tokens without re-tokenizing."""
+"""The run's tokenizer (a Hugging Face tokenizer.json; nothing is downloaded) and token counts.
+
+Tokens are counted once, as documents leave the filter stage (``metadata["n_tokens"]``), so every stage's
+funnel reports tokens without re-tokenizing; a stage that cuts text re-counts the documents it changed.
+"""
 
 from __future__ import annotations
+
+from functools import lru_cache
 
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.batching import batched
 
-from mixtures.tokenizer import load_tokenizer
+from pipeline.core.assets import resolve_asset
 
 N_TOKENS = "n_tokens"
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(path: str):
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(resolve_asset(path))
+
+
+def token_id(path: str, token: str) -> int:
+    tid = load_tokenizer(path).token_to_id(token)
+    if tid is None:
+        raise ValueError(f"tokenizer {path!r} has no token {token!r}")
+    return tid
+
+
+def vocab_size(path: str) -> int:
+    return load_tokenizer(path).get_vocab_size(with_added_tokens=True)
 
 
 class TokenCountTagger(PipelineStep):

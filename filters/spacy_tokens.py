@@ -1,0 +1,191 @@
+"""spaCy's rule-based tokenization as numpy arrays, computed once per document and shared by the
+Gopher, C4 and FineWeb signals (the fused pass in ``heuristics.py``).
+
+datatrove tokenizes a document again in every filter; here it is tokenized once (``Language.tokenizer``,
+no pipeline) and every rule reads the same token table: orth hash, is_punct, is_space, offset, length.
+Chunks between whitespace are memoised, because spaCy tokenizes each chunk on its own. spaCy's
+Sentencizer rule is applied to the token table directly (``sentence_openers``), so C4's sentence counts
+need no pipeline call per line.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from datatrove.utils.text import PUNCTUATION_SET
+
+
+@lru_cache(maxsize=1)
+def char_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per code point: in datatrove's PUNCTUATION_SET, str.isalpha(), str.isspace() (built once per process)."""
+    every = "".join(map(chr, range(0x110000)))
+    alpha = np.fromiter((c.isalpha() for c in every), dtype=bool, count=len(every))
+    space = np.fromiter((c.isspace() for c in every), dtype=bool, count=len(every))
+    punct = np.zeros(0x110000, dtype=bool)
+    punct[[ord(c) for c in PUNCTUATION_SET]] = True
+    return punct, alpha, space
+
+
+@lru_cache(maxsize=8)
+def spacy_tokenizer(language: str):
+    import spacy
+
+    # Chinese words as datatrove's Chinese tokenizer segments them (spaCy with jieba)
+    config = {"nlp": {"tokenizer": {"segmenter": "jieba"}}} if language == "zh" else None
+    return (spacy.blank(language, config=config) if config else spacy.blank(language)).tokenizer
+
+
+@lru_cache(maxsize=8)
+def sentencizer_punct_hashes(language: str) -> np.ndarray:
+    from spacy.pipeline import Sentencizer
+
+    strings = spacy_tokenizer(language).vocab.strings
+    return np.array(sorted(strings.add(c) for c in Sentencizer.default_punct_chars), dtype=np.uint64)
+
+
+# memoised tokenizations of whitespace-free chunks; cleared when full, so worker memory stays bounded
+MAX_MEMO_CHUNKS = 1 << 20
+
+
+class _ChunkMemo:
+    """spaCy's rule-based tokenizer splits text on whitespace first and tokenizes each chunk on its own
+    (affixes, infixes, special cases); whitespace runs become tokens unless they are one space after a
+    chunk. Each distinct chunk is tokenized once and reused (spaCy's own cache only holds words its
+    vocabulary keeps, and its special-case matcher reruns over every document); bench/
+    filter_heuristics_speed.py measures the fused pass that relies on it. When the memo is full it is
+    dropped together with the spaCy vocabulary, so a worker's memory stays bounded."""
+
+    def __init__(self, language: str):
+        import spacy
+        from spacy.attrs import IS_PUNCT
+
+        self.language = language
+        self.nlp = spacy.blank(language)
+        # tokenizing never reads lexeme attributes: compute only is_punct for a new word
+        getters = self.nlp.vocab.lex_attr_getters
+        self.nlp.vocab.lex_attr_getters = {IS_PUNCT: getters[IS_PUNCT]}
+        self.memo: dict[str, tuple] = {}
+
+    def _tokenize_new(self, pieces: list[str]) -> None:
+        """Tokenize chunks not seen before in one spaCy call, joined by single spaces (which make no
+        token); a special case matched across two chunks would cross a boundary: those go one by one."""
+        from spacy.attrs import IDX, IS_PUNCT, LENGTH, ORTH
+
+        joined = " ".join(pieces)
+        arr = self.nlp.tokenizer(joined).to_array([ORTH, IS_PUNCT, IDX, LENGTH])
+        offsets = np.cumsum([0] + [len(p) + 1 for p in pieces])
+        lo = np.searchsorted(arr[:, 2], offsets[:-1])
+        hi = np.searchsorted(arr[:, 2], offsets[1:] - 1)
+        ends = arr[:, 2] + arr[:, 3]
+        aligned = (
+            len(arr) > 0
+            and np.array_equal(arr[lo, 2], offsets[:-1])
+            and np.array_equal(ends[hi - 1], offsets[1:] - 1)
+            and bool((hi > lo).all())
+            and int((hi - lo).sum()) == len(arr)
+        )
+        if not aligned:
+            for piece in pieces:
+                a = self.nlp.tokenizer(piece).to_array([ORTH, IS_PUNCT, LENGTH])
+                self.memo[piece] = (a[:, 0].copy(), np.stack([a[:, 1], a[:, 2], np.zeros(len(a), np.uint64)], 1).astype(np.int64))
+            return
+        attrs = np.stack([arr[:, 1], arr[:, 3], np.zeros(len(arr), np.uint64)], 1).astype(np.int64)
+        orth = arr[:, 0].copy()
+        for piece, a, b in zip(pieces, lo.tolist(), hi.tolist()):
+            self.memo[piece] = (orth[a:b], attrs[a:b])
+
+    def tokens(self, text: str, cp: np.ndarray) -> tuple[np.ndarray, ...]:
+        if not len(cp):
+            return (np.zeros(0, np.uint64), np.zeros(0, bool), np.zeros(0, bool), np.zeros(0, np.int64), np.zeros(0, np.int64))
+        sp = char_tables()[2][cp]
+        change = np.flatnonzero(sp[1:] != sp[:-1]) + 1
+        starts = np.concatenate(([0], change))
+        ends = np.concatenate((change, [len(cp)]))
+        # a whitespace run after a chunk loses its first character if that is a plain space
+        starts = starts + (sp[starts] & (starts > 0) & (cp[starts] == 32))
+        keep = starts < ends
+        starts, ends = starts[keep].tolist(), ends[keep].tolist()
+        pieces = [text[a:b] for a, b in zip(starts, ends)]
+        memo = self.memo
+        new = [p for p in dict.fromkeys(pieces) if p not in memo]
+        if new:
+            words = [p for p in new if not p.isspace()]
+            if words:
+                self._tokenize_new(words)
+            for p in new:
+                if p.isspace():
+                    memo[p] = (np.zeros(1, np.uint64), np.array([[0, len(p), 1]], dtype=np.int64))
+        entries = [memo[p] for p in pieces]
+        if len(memo) > MAX_MEMO_CHUNKS:
+            # bounded worker memory: forget the chunks and spaCy's vocabulary (new lexemes stay in it)
+            memo.clear()
+            self.__init__(self.language)
+        orth = np.concatenate([e[0] for e in entries])
+        attrs = np.concatenate([e[1] for e in entries])
+        punct, length, space = attrs[:, 0].astype(bool), attrs[:, 1], attrs[:, 2].astype(bool)
+        counts = np.fromiter(map(len, (e[0] for e in entries)), dtype=np.int64, count=len(entries))
+        # a chunk's tokens are contiguous: offset = chunk start + lengths of the tokens before it in the chunk
+        csum = np.cumsum(length) - length
+        first = np.cumsum(counts) - counts
+        idx = np.repeat(np.array(starts, dtype=np.int64) - csum[first], counts) + csum
+        return orth, punct, space, idx, length
+
+
+@lru_cache(maxsize=8)
+def chunk_memo(language: str) -> _ChunkMemo:
+    return _ChunkMemo(language)
+
+
+class Tokens:
+    """One spaCy tokenization of a text, as arrays (orth hash, is_punct, is_space, offset, length)."""
+
+    __slots__ = ("orth", "punct", "space", "idx", "length")
+
+    def __init__(self, text: str, language: str, cp: np.ndarray | None = None):
+        if language != "zh":
+            if cp is None:
+                cp = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+            self.orth, self.punct, self.space, self.idx, self.length = chunk_memo(language).tokens(text, cp)
+            return
+        from spacy.attrs import IDX, IS_PUNCT, IS_SPACE, LENGTH, ORTH
+
+        # jieba segments whole runs of text: tokenize the document as one
+        doc = spacy_tokenizer(language)(text)
+        arr = doc.to_array([ORTH, IS_PUNCT, IS_SPACE, IDX, LENGTH]) if len(doc) else np.zeros((0, 5), np.uint64)
+        self.orth = arr[:, 0]
+        self.punct = arr[:, 1].astype(bool)
+        self.space = arr[:, 2].astype(bool)
+        self.idx = arr[:, 3].astype(np.int64)
+        self.length = arr[:, 4].astype(np.int64)
+
+    def sentence_codes(self, language: str) -> np.ndarray:
+        """spaCy's Sentencizer reads each token as: 1 a sentence-final mark, 2 a token that may open a
+        sentence after one (neither punctuation nor a mark), 0 other punctuation."""
+        final = np.isin(self.orth, sentencizer_punct_hashes(language)) & ~self.space
+        return np.where(final, 1, np.where(~self.punct, 2, 0)).astype(np.int8)
+
+
+def sentence_openers(codes: np.ndarray, group: np.ndarray | None = None) -> np.ndarray:
+    """Token indices where spaCy's Sentencizer opens a sentence after the first: a token that may open one
+    following a sentence-final mark (other punctuation in between skipped); with ``group``, only within a
+    group (each group then holds one sentence plus one per opener in it)."""
+    k = np.flatnonzero(codes != 0)
+    c = codes[k]
+    opens = (c[1:] == 2) & (c[:-1] == 1)
+    if group is not None:
+        opens &= group[k[1:]] == group[k[:-1]]
+    return k[1:][opens]
+
+
+def sentence_cuts(tok: Tokens, language: str) -> list[int]:
+    """Where datatrove's ``split_into_sentences`` cuts a text: after the token before each opener."""
+    last = sentence_openers(tok.sentence_codes(language)) - 1
+    return (tok.idx[last] + tok.length[last]).tolist()
+
+
+
+@lru_cache(maxsize=16)
+def stop_word_hashes(language: str, stop_words: tuple[str, ...]) -> np.ndarray:
+    strings = spacy_tokenizer(language).vocab.strings
+    return np.array(sorted(strings.add(w) for w in stop_words), dtype=np.uint64)

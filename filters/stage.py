@@ -1,0 +1,117 @@
+"""The filter stage: read the sources (bad records quarantined), tag every document's signals once, apply
+the thresholds, count tokens, route kept and removed documents.
+
+``--retune`` re-applies the recipe's thresholds to the signals stored by the last tagging run: the sources
+are re-read and joined with the attribute files, no signal is recomputed. It is refused, naming what
+changed, when a tag-time setting, the input files or the sharding differ from the tagging run.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+
+from filters.apply import StoredSignals, ThresholdStep
+from filters.config import tag_time_settings
+from filters.tagger import SignalTagger
+from pipeline.core.accounting import AccountingError, stage_accounting, write_stats
+from pipeline.core.executors import run_steps, step_stats
+from pipeline.core.routing import StageRouter
+from pipeline.core.sources import QUARANTINE_STAT, READ_STAT, SourceReader
+from pipeline.core.stage import Stage, StageContext, StageError
+from pipeline.core.tokens import TokenCountTagger
+
+
+class RetuneError(StageError):
+    """The stored signals cannot answer the recipe: a tag-time setting, the sources or the sharding changed."""
+
+
+class FilterStage(Stage):
+    name = "filter"
+    help = "read the sources; quarantine bad records; tag signals once, apply the rule families' thresholds"
+    documents = True
+
+    def run(self, ctx: StageContext) -> dict:
+        recipe, layout = ctx.recipe, ctx.layout
+        retune = bool(ctx.options.get("retune"))
+        folder = layout.stage(self.name)
+        attributes, examples = os.path.join(folder, "attributes"), os.path.join(folder, "examples")
+        rules = {s.name: recipe.filter.rules_for(s) for s in recipe.sources}
+        per_source = {name: r.model_dump() for name, r in rules.items()}
+        languages = {s.name: s.language for s in recipe.sources}
+        tagging = {
+            "tasks": recipe.executor.tasks,
+            "sources": {s.name: tag_time_settings(rules[s.name]) for s in recipe.sources},
+            "files": {s.name: s.files() for s in recipe.sources},
+        }
+        if retune:
+            check_retune(os.path.join(attributes, "manifest.json"), tagging)
+            for sub in ("output", "removed", "quarantine", "examples", "logs"):
+                shutil.rmtree(os.path.join(folder, sub), ignore_errors=True)
+            signals = StoredSignals(attributes)
+        else:
+            layout.fresh_stage(self.name, ctx.resume)
+            signals = SignalTagger(per_source, languages, attributes)
+        steps = [
+            SourceReader(recipe.sources, layout.quarantine(self.name)),
+            signals,
+            ThresholdStep(per_source, languages, examples, recipe.filter.examples_per_reason),
+            # after the thresholds: edits change the text, and the funnel counts what leaves the stage
+            TokenCountTagger(recipe.tokenizer.path, recipe.tokenizer.batch_size),
+            StageRouter(layout.output(self.name), layout.removed(self.name), self.name),
+        ]
+        stats_by_step = run_steps(recipe.executor, steps, layout.logs(self.name), recipe.executor.tasks, self.name)
+        if not retune:
+            with open(os.path.join(attributes, "manifest.json"), "w") as f:
+                json.dump(tagging, f, indent=1, sort_keys=True, default=list)
+        names = [s.name for s in recipe.sources]
+        reader = step_stats(stats_by_step, SourceReader.name)
+        read = {src: int(reader.get(READ_STAT + src, 0)) for src in names}
+        stats = stage_accounting(self.name, folder, read, names)
+        for src, c in stats["sources"].items():  # what the reader quarantined is what the quarantine holds
+            said = int(reader.get(QUARANTINE_STAT + src, 0))
+            if said != c["quarantined"]["docs"]:
+                raise AccountingError(f"filter: {src}: reader quarantined {said}, quarantine/ holds {c['quarantined']['docs']}")
+        stats["retune"] = retune
+        stats["examples"] = merge_examples(examples, recipe.filter.examples_per_reason)
+        write_stats(layout.stats(self.name), stats)
+        return stats
+
+
+def check_retune(manifest_path: str, now: dict) -> None:
+    if not os.path.exists(manifest_path):
+        raise RetuneError(f"{manifest_path}: no stored signals; run `ruyi2 filter` (without --retune) first")
+    with open(manifest_path) as f:
+        then = json.load(f)
+    if then["tasks"] != now["tasks"]:
+        raise RetuneError(f"executor.tasks is {now['tasks']} but the signals were stored by {then['tasks']} tasks "
+                          "(documents are dealt to tasks by file): use the same value, or re-run without --retune")
+    problems = []
+    for src, settings in now["sources"].items():
+        if src not in then["sources"]:
+            problems.append(f"source {src!r} was not tagged")
+            continue
+        if then["files"].get(src) != now["files"][src]:
+            problems.append(f"source {src!r}: its input files changed")
+        stored = then["sources"][src]
+        for key, value in sorted(settings.items()):
+            if key not in stored:
+                problems.append(f"source {src!r}: filter {key} = {value!r} was not tagged")
+            elif json.loads(json.dumps(value)) != stored[key]:
+                problems.append(f"source {src!r}: filter {key} is a tag-time setting, tagged as {stored[key]!r}, now {value!r}")
+    if problems:
+        raise RetuneError("cannot retune from the stored signals (run `ruyi2 filter` without --retune):\n  - " + "\n  - ".join(problems))
+
+
+def merge_examples(folder: str, per_reason: int) -> dict:
+    """The per-rank example files joined, in rank order, up to ``per_reason`` per source and reason."""
+    merged: dict[str, dict[str, list]] = {}
+    for path in sorted(glob.glob(os.path.join(folder, "*.json"))):
+        with open(path, encoding="utf-8") as f:
+            for src, reasons in json.load(f).items():
+                for reason, docs in reasons.items():
+                    kept = merged.setdefault(src, {}).setdefault(reason, [])
+                    kept.extend(docs[: per_reason - len(kept)])
+    return merged

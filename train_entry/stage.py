@@ -1,0 +1,101 @@
+"""The train stage: joint multi-branch continued pretraining over the curriculum the mix stage planned.
+
+Under torchrun every rank runs it in its own process. Otherwise it runs in a freshly spawned process:
+torch.distributed and megatron-core's parallel state leave threads and process groups behind, the data
+stages fork worker processes, and forking a process in that state can crash; a spawned process keeps the
+driver clean, so stages can run in any order in one process. torch and megatron-core are imported when the
+stage runs, not when the command line starts.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+from pipeline.core.accounting import read_stats, write_stats
+from pipeline.core.executors import StageFailed
+from pipeline.core.layout import RunLayout
+from pipeline.core.stage import Stage, StageContext
+from pipeline.core.tokens import token_id
+
+
+class TrainStage(Stage):
+    name = "train"
+    needs = "mix"
+    help = "joint multi-branch (early-exit) continued pretraining on megatron-core"
+    section = "mixture"
+
+    def run(self, ctx: StageContext) -> dict:
+        self.require_previous(ctx)
+        if "RANK" in os.environ:  # launched by torchrun: this process is one rank of the job
+            return train_in_process(ctx.recipe, ctx.layout, ctx.resume)
+        ctx.layout.fresh_stage(self.name, ctx.resume)
+        # the recipe travels as JSON and is validated again by its own class in the child
+        args = (type(ctx.recipe), ctx.recipe.model_dump(mode="json"), ctx.layout.root, ctx.resume)
+        proc = multiprocessing.get_context("spawn").Process(target=_train_main, args=args, name="ruyi2-train")
+        proc.start()
+        proc.join()
+        if proc.exitcode != 0:
+            raise StageFailed(f"train: the training process exited with status {proc.exitcode} (its error is printed above)")
+        return read_stats(ctx.layout.stats(self.name))
+
+
+def _train_main(recipe_class, recipe_json: dict, root: str, resume: bool) -> None:
+    train_in_process(recipe_class.model_validate(recipe_json), RunLayout(root), resume, prepared=True)
+
+
+def curriculum(recipe, layout: RunLayout) -> list:
+    """The mix stage's plan as curriculum stages; each source's held-out prefix is an evaluation set of its
+    own, labelled "domain/source" (by file name: a plan may point at the token files of another run)."""
+    from train_entry.trainer import CurriculumStage
+
+    mix = read_stats(layout.stats("mix"))
+    eval_label = {os.path.basename(layout.token_prefix(s.name, heldout=True)): f"{s.domain}/{s.name}" for s in recipe.sources}
+    return [
+        CurriculumStage(
+            st["name"],
+            mix["data_args"][st["name"]]["train"],
+            st["tokens"],
+            mix["data_args"][st["name"]]["valid"],
+            eval_sets={eval_label[os.path.basename(r["prefix"])]: r["prefix"] for r in st["valid"]},
+        )
+        for st in mix["plan"]["stages"]
+    ]
+
+
+def train_in_process(recipe, layout: RunLayout, resume: bool = False, prepared: bool = False) -> dict:
+    import torch
+
+    from train_entry.data import DatasetTokenizer
+    from train_entry.loss_schedule import ExitWeight
+    from train_entry.model_config import build_config
+    from train_entry.trainer import DistributedContext, FamilialTrainer, LoopSettings
+
+    cfg = recipe.train
+    fcfg = build_config(cfg.model.preset, cfg.seq_length, **cfg.model.model_dump(exclude={"preset"}))
+    weights = cfg.exit_weights or [None] * len(fcfg.exits)
+    tokenizer = DatasetTokenizer(fcfg.vocab_size, token_id(recipe.tokenizer.path, recipe.tokenizer.eos_token), recipe.tokenizer.path)
+    tp, pp = cfg.tensor_parallel, cfg.pipeline_parallel
+    settings = LoopSettings(
+        **cfg.model_dump(exclude={"enabled", "model", "exit_weights", "threads", "tensor_parallel", "pipeline_parallel", "dae"}),
+        exit_weights=[ExitWeight(**w.model_dump()) if w else ExitWeight() for w in weights],
+        tp=tp,
+        pp=pp,
+        dae_exit=(cfg.dae.exit if cfg.dae.exit is not None else fcfg.exits[0]) if cfg.dae.enabled else None,
+        dae_blocks=cfg.dae.blocks,
+    )
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    with DistributedContext(tp=tp, pp=pp):
+        rank0 = torch.distributed.get_rank() == 0
+        if not prepared:  # under torchrun: one rank empties the stage folder, the others wait for it
+            if rank0:
+                layout.fresh_stage("train", resume)
+            torch.distributed.barrier()
+        result = FamilialTrainer(fcfg, settings, tokenizer, layout.stage("train")).run(curriculum(recipe, layout), resume=resume)
+        stats = {"stage": "train", "model": dict(fcfg.__dict__), "parallel": {"tp": tp, "pp": pp,
+                 "world_size": torch.distributed.get_world_size()}, **result}
+        if rank0:
+            write_stats(layout.stats("train"), stats)
+        torch.distributed.barrier()
+    return stats
