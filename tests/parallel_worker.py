@@ -27,8 +27,8 @@ CFG = FamilialConfig(num_layers=6, hidden_size=32, ffn_hidden_size=64, num_atten
 STEPS = 3
 
 
-def fixed_batch() -> dict:
-    g = torch.Generator().manual_seed(7)
+def fixed_batch(seed: int = 7) -> dict:
+    g = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, 512, (2, 17), generator=g)
     sample = lambda i: {"tokens": tokens[i, :-1].numpy(), "labels": tokens[i, 1:].numpy(),  # noqa: E731
                         "loss_mask": torch.ones(16).numpy(), "position_ids": torch.arange(16).numpy()}
@@ -68,6 +68,7 @@ def main() -> None:
     ap.add_argument("--save-init", action="store_true")
     ap.add_argument("--check-branch-init", action="store_true")
     ap.add_argument("--layers-per-stage", help="e.g. 4,2 (default: an even split)")
+    ap.add_argument("--replica-batches", action="store_true", help="each data-parallel replica trains on its own batch")
     a = ap.parse_args()
     settings = LoopSettings(steps=a.steps, micro_batch_size=2, seq_length=16, lr=3e-3, min_lr=3e-3, weight_decay=0.0,
                              seed=1234, eval_samples=0, exit_weights=[ExitWeight(0.5), ExitWeight(0.8), ExitWeight(1.0)],
@@ -81,10 +82,15 @@ def main() -> None:
             checkpointing.save(os.path.join(a.out, "init_ckpt"), 0, trainer.model, trainer.optimizer, {})
         if a.load:
             trainer.step = int(checkpointing.load(a.load, trainer.model, trainer.optimizer)["step"])
-        losses = [trainer.train_step(fixed_batch())["losses"] for _ in range(a.steps)]
+        from megatron.core import parallel_state
+
+        batch = fixed_batch(7 + parallel_state.get_data_parallel_rank() if a.replica_batches else 7)
+        steps = [trainer.train_step(batch) for _ in range(a.steps)]
         checkpointing.save(os.path.join(a.out, "ckpt"), trainer.step, trainer.model, trainer.optimizer, {})
         with open(os.path.join(a.out, f"losses_{torch.distributed.get_rank()}.json"), "w") as f:
-            json.dump({"local_exits": trainer.model.local_exits, "losses": [{str(k): v for k, v in s.items()} for s in losses]}, f)
+            json.dump({"local_exits": trainer.model.local_exits,
+                       "losses": [{str(k): v for k, v in s["losses"].items()} for s in steps],
+                       "replica_losses": [{str(k): v for k, v in s["replica_losses"].items()} for s in steps]}, f)
 
 
 if __name__ == "__main__":

@@ -112,3 +112,16 @@ def test_uneven_pipeline_layout_matches_one_process(reference, tmp_path):
     assert checked == [[], [3, 4]]
     for e, series in reference[0].items():
         assert losses[e] == pytest.approx(series[:3], abs=2e-4), e
+
+
+def test_the_logged_loss_under_data_parallelism_is_the_mean_over_replicas(tmp_path):
+    """Two data-parallel replicas, each on its own batch: every rank logs the mean of the two replicas'
+    losses (the global batch), not its own share."""
+    out = str(tmp_path / "dp2")
+    _launch(2, 1, 1, out, "--replica-batches", "--steps", "2")
+    ranks = [json.load(open(os.path.join(out, f"losses_{r}.json"))) for r in range(2)]
+    for step in range(2):
+        replicas = [r["replica_losses"][step] for r in ranks]
+        assert all(abs(replicas[0][e] - replicas[1][e]) > 1e-3 for e in replicas[0])  # the batches differ
+        for r in ranks:
+            assert r["losses"][step] == pytest.approx({e: (replicas[0][e] + replicas[1][e]) / 2 for e in replicas[0]}, abs=1e-9)

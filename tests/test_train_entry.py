@@ -1,5 +1,7 @@
 """The familial model on megatron-core (CPU, gloo, world size 1)."""
 
+import os
+
 import pytest
 import torch
 
@@ -125,3 +127,20 @@ def test_pipeline_stages_are_balanced_for_the_exit_branches():
     assert max(balance_pipeline(TINY, 3, 16).stage_cost) == pytest.approx(best)
     with pytest.raises(ValueError, match="summing to 6"):
         plan_pipeline(TINY, 2, 16, [4, 3])
+
+
+def test_a_truncated_checkpoint_is_named(dist, tmp_path):
+    """A cut .distcp file fails as the project's CheckpointError naming the folder (DCP raises a
+    BaseException subclass that a plain `except Exception` would let through)."""
+    from train_entry import checkpointing
+
+    torch.manual_seed(0)
+    model = build_model(TINY)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    path = checkpointing.save(str(tmp_path / "ckpt"), 3, model, opt, {})
+    shard = max((os.path.join(path, f) for f in os.listdir(path) if f.endswith(".distcp")), key=os.path.getsize)
+    with open(shard, "r+b") as f:
+        f.truncate(os.path.getsize(shard) // 2)
+    fresh = build_model(TINY)
+    with pytest.raises(checkpointing.CheckpointError, match=f"{path}: cannot load the checkpoint"):
+        checkpointing.load(str(tmp_path / "ckpt"), fresh, torch.optim.AdamW(fresh.parameters(), lr=1e-3))

@@ -17,12 +17,15 @@ from __future__ import annotations
 import os
 
 import torch
+from torch.distributed.checkpoint.api import CheckpointException
+
+from pipeline.core.stage import StageError
 
 LATEST = "latest_checkpointed_iteration.txt"
 
 
-class CheckpointError(RuntimeError):
-    pass
+class CheckpointError(StageError):
+    """A checkpoint folder that cannot be read or does not fit the model; the message names it."""
 
 
 def iteration_dir(folder: str, step: int) -> str:
@@ -129,7 +132,7 @@ def load(folder: str, model, optimizer, step: int | None = None) -> dict:
     template = _sharded_state(model, optimizer, {})
     try:
         loaded = dist_checkpointing.load(template, path)
-    except Exception as exc:  # a truncated or foreign folder: name it
+    except (Exception, CheckpointException) as exc:  # a truncated or foreign folder: name it (DCP's error is a BaseException)
         raise CheckpointError(f"{path}: cannot load the checkpoint ({type(exc).__name__}: {str(exc)[:500]})") from exc
     missing, unexpected = model.load_state_dict(loaded["model"], strict=False)
     missing = [k for k in missing if not k.endswith("_extra_state")]

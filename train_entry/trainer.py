@@ -180,6 +180,19 @@ class FamilialTrainer:
         torch.distributed.all_gather_object(gathered, local, group=parallel_state.get_pipeline_model_parallel_group())
         return {e: v for part in gathered for e, v in part.items()}
 
+    def _data_parallel_mean(self, losses: dict[int, float]) -> dict[int, float]:
+        """The losses averaged over the data-parallel replicas: each saw its own samples, and the loss of the
+        step is the mean over the global batch (equal micro-batches), not one replica's share."""
+        from megatron.core import parallel_state
+
+        dp = parallel_state.get_data_parallel_world_size()
+        if dp == 1:
+            return losses
+        exits = sorted(losses)
+        t = torch.tensor([losses[e] for e in exits], dtype=torch.float64)
+        torch.distributed.all_reduce(t, group=parallel_state.get_data_parallel_group())
+        return {e: float(v) / dp for e, v in zip(exits, t.tolist())}
+
     def _average_data_parallel_grads(self) -> None:
         # plain all-reduce of each gradient over the data-parallel group (megatron-core's bucketed DDP is
         # the faster path for large runs; the result is the same)
@@ -205,7 +218,8 @@ class FamilialTrainer:
         self._average_data_parallel_grads()
         self.optimizer.step()
         self.step += 1
-        return {"lr": lr, "lambdas": lambdas, "losses": self._all_exit_losses()}
+        local = self._all_exit_losses()
+        return {"lr": lr, "lambdas": lambdas, "losses": self._data_parallel_mean(local), "replica_losses": local}
 
     @torch.no_grad()
     def evaluate(self, dataset, batches: int) -> dict[int, float]:
