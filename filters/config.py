@@ -261,6 +261,8 @@ DEFAULT_DOMAIN_OVERRIDES: dict[str, Strict] = {domain: RuleSetPatch.model_valida
     # technical prose around masked formulas is denser in symbols and set phrases than web text
     "math": _off("c4") | _on("tex") | {"gopher_quality": TECHNICAL_QUALITY, "fineweb": {"char_duplicates_ratio": 0.05}},
     "paper": _off("c4") | _on("tex") | {"gopher_quality": TECHNICAL_QUALITY, "fineweb": {"char_duplicates_ratio": 0.05}},
+    # synthetic reasoning data is worked problems: formulas and steps, judged like math
+    "synthetic": _off("c4") | _on("tex") | {"gopher_quality": TECHNICAL_QUALITY, "fineweb": {"char_duplicates_ratio": 0.05}},
     # verse and dialogue: short lines without terminal punctuation are the norm, not boilerplate
     "book": _off("c4", "fineweb"),
 }.items()}

@@ -68,8 +68,6 @@ def tag_document(text: str, metadata: dict, rules: RuleSet, language: str, lid) 
     sig: dict = {"sanity": sanity_signals(text, rules.sanity.max_chars)}
     if rules.sanity.enabled and sanity_reason(sig["sanity"], rules.sanity):
         return sig
-    label, score = lid(text)
-    sig["language"] = {"lid_language": label, "lid_score": round(score, 4), "cjk_share": cjk_share(text)}
     if rules.url.enabled:
         sig["url"] = url_signals(metadata.get("url"), rules.url.soft_word_threshold, rules.url.extra_domains)
     view = text
@@ -83,6 +81,10 @@ def tag_document(text: str, metadata: dict, rules: RuleSet, language: str, lid) 
         sig["tex"] = tex_signals(view)
         if rules.tex.prose_view:
             heuristic_view = prose_view(view)
+    # language of the words a reader sees: for TeX the prose view (formulas and commands are no language)
+    language_view = heuristic_view if rules.tex.enabled and rules.tex.prose_view else text
+    label, score = lid(language_view)
+    sig["language"] = {"lid_language": label, "lid_score": round(score, 4), "cjk_share": cjk_share(language_view)}
     if rules.bad_words.enabled:
         sig["bad_words"] = bad_word_signals(heuristic_view, rules.bad_words.words_file)
     if any(getattr(rules, f).enabled for f in HEURISTIC_FAMILIES):
