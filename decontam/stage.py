@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 from decontam.build import build_index
 from decontam.filter import NgramDecontaminationTagger
 from decontam.report import contamination_report
-from pipeline.core.accounting import previous_kept, stage_accounting, write_stats
+from pipeline.core.accounting import write_stats
 from pipeline.core.documents import stage_reader
 from pipeline.core.executors import run_steps
 from pipeline.core.routing import StageRouter
@@ -25,12 +24,11 @@ class DecontamStage(Stage):
 
     def run(self, ctx: StageContext) -> dict:
         recipe, layout = ctx.recipe, ctx.layout
-        self.require_previous(ctx)
-        layout.fresh_stage(self.name, ctx.resume)
+        self.start(ctx)
         cfg, folder = recipe.decontam, layout.stage(self.name)
         report = None
         if not cfg.enabled:
-            shutil.copytree(layout.output(self.needs), layout.output(self.name), dirs_exist_ok=True)
+            self.pass_through(ctx)
         else:
             index_path, index_stats = build_index(cfg, os.path.join(folder, "index"))
             matches = os.path.join(folder, "matches")
@@ -42,8 +40,7 @@ class DecontamStage(Stage):
             report = contamination_report(matches, index_stats, cfg.n_gram)
             with open(os.path.join(folder, "contamination.json"), "w") as f:
                 json.dump(report, f, indent=2, sort_keys=True, ensure_ascii=False)
-        names = [s.name for s in recipe.sources]
-        stats = stage_accounting(self.name, folder, previous_kept(layout.stats(self.needs)), names)
+        stats = self.account(ctx)
         if report:
             stats["contamination"] = {b: {"items_found": r["items_found"], "documents": r["documents"], "actions": r["actions"]}
                                       for b, r in report["benchmarks"].items()}

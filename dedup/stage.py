@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 from loguru import logger
 
@@ -17,7 +16,7 @@ from dedup.clusters_report import cluster_report
 from dedup.exact import ExactDuplicateFinder, ExactDuplicateMarker, ExactSignatures
 from dedup.fuzzy import BandComponents, ClusterKeepers, ClusterMarker, MinhashSignatures
 from dedup.substrings import SubstringDeduplicator
-from pipeline.core.accounting import previous_kept, stage_accounting, write_stats
+from pipeline.core.accounting import write_stats
 from pipeline.core.documents import stage_reader
 from pipeline.core.executors import run_steps
 from pipeline.core.routing import StageRouter
@@ -32,21 +31,19 @@ class DedupStage(Stage):
 
     def run(self, ctx: StageContext) -> dict:
         recipe, layout = ctx.recipe, ctx.layout
-        self.require_previous(ctx)
-        layout.fresh_stage(self.name, ctx.resume)
-        cfg, names = recipe.dedup, [s.name for s in recipe.sources]
-        src_in = layout.output(self.needs)
+        self.start(ctx)
+        cfg, src_in = recipe.dedup, layout.output(self.needs)
         if not cfg.enabled:
-            shutil.copytree(src_in, layout.output(self.name), dirs_exist_ok=True)  # the stage's output, unchanged
+            self.pass_through(ctx)
         else:
-            priority = cfg.priority(names)
+            priority = cfg.priority([s.name for s in recipe.sources])
             if cfg.exact.enabled:
                 src_in = self._exact(ctx, src_in, priority)
             m = cfg.minhash
             logger.info(f"dedup: MinHash {m.n_grams}-word / {m.char_n_grams}-character shingles, {m.num_buckets} bands x "
                         f"{m.hashes_per_bucket} rows -> similarity threshold ~{m.threshold:.3f}")
             self._fuzzy(ctx, src_in, priority)
-        stats = stage_accounting(self.name, layout.stage(self.name), previous_kept(layout.stats(self.needs)), names)
+        stats = self.account(ctx)
         stats["minhash"] = cfg.minhash.model_dump() | {"threshold": cfg.minhash.threshold, "enabled": cfg.enabled}
         stats["exact"] = cfg.exact.model_dump()
         clusters = cluster_report(layout.output(self.name), layout.removed(self.name))

@@ -20,7 +20,8 @@ from pipeline.core.accounting import AccountingError, stage_accounting, write_st
 from pipeline.core.executors import run_steps, step_stats
 from pipeline.core.routing import StageRouter
 from pipeline.core.sources import QUARANTINE_STAT, READ_STAT, SourceReader
-from pipeline.core.stage import Stage, StageContext, StageError
+from pipeline.core.errors import StageError
+from pipeline.core.stage import Stage, StageContext
 from pipeline.core.tokens import TokenCountTagger
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from pipeline.core.stage import StageError
+from pipeline.core.errors import StageError
 
 
 class SignalMissing(StageError, KeyError):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from mixtures.config import MixtureConfig
 from pipeline.core.config import SourceConfig
-from pipeline.core.stage import StageError
+from pipeline.core.errors import StageError
 
 PLAN_PLOT = "plan.png"
 

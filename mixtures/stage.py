@@ -32,8 +32,7 @@ class TokenizeStage(Stage):
 
     def run(self, ctx: StageContext) -> dict:
         recipe, layout = ctx.recipe, ctx.layout
-        self.require_previous(ctx)
-        layout.fresh_stage(self.name, ctx.resume)
+        self.start(ctx)
         parts = os.path.join(layout.stage(self.name), "parts")
         tk, mx = recipe.tokenizer, recipe.mixture
         buckets = {s.name: q for s in recipe.sources if mx and (q := mx.buckets_for(s))}
@@ -115,8 +114,7 @@ class MixStage(Stage):
 
     def run(self, ctx: StageContext) -> dict:
         recipe, layout = ctx.recipe, ctx.layout
-        self.require_previous(ctx)
-        layout.fresh_stage(self.name, ctx.resume)
+        self.start(ctx)
         tok = read_stats(layout.stats(self.needs))["sources"]
         units = units_from_tokenize(recipe.mixture, recipe.sources, tok)
         heldout = {s: v["heldout_prefix"] for s, v in tok.items() if v["heldout_prefix"]}

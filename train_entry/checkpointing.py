@@ -19,7 +19,7 @@ import os
 import torch
 from torch.distributed.checkpoint.api import CheckpointException
 
-from pipeline.core.stage import StageError
+from pipeline.core.errors import StageError
 
 LATEST = "latest_checkpointed_iteration.txt"
 

@@ -15,7 +15,7 @@ from typing import Any
 import polars as pl
 
 from pipeline.core.documents import QUARANTINE_REASON, REMOVED_REASON
-from pipeline.core.stage import StageError
+from pipeline.core.errors import StageError
 
 
 class AccountingError(StageError):

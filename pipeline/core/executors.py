@@ -12,7 +12,7 @@ import os
 from loguru import logger
 
 from pipeline.core.config import ExecutorConfig, RayConfig
-from pipeline.core.stage import StageError
+from pipeline.core.errors import StageError
 
 
 class StageFailed(StageError):

@@ -9,15 +9,13 @@ its own section and the shared ones (sources, executor, tokenizer), and the run 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from pipeline.core.accounting import previous_kept, stage_accounting
+from pipeline.core.errors import StageError
 from pipeline.core.layout import RunLayout
-
-
-class StageError(RuntimeError):
-    """A stage could not run or finish; the message says why and what to do. (Exit status 1.)"""
-
 
 class MissingInput(StageError):
     pass
@@ -45,3 +43,17 @@ class Stage:
         if self.needs and not os.path.exists(ctx.layout.stats(self.needs)):
             raise MissingInput(f"stage {self.name!r} needs the output of {self.needs!r} ({ctx.layout.stats(self.needs)}); "
                                f"run `ruyi2 {self.needs}` first")
+
+    def start(self, ctx: StageContext) -> None:
+        """The previous stage's output must exist; this stage's folder starts empty (kept to resume)."""
+        self.require_previous(ctx)
+        ctx.layout.fresh_stage(self.name, ctx.resume)
+
+    def pass_through(self, ctx: StageContext) -> None:
+        """A switched-off document stage still produces its output folder: the previous one's, unchanged."""
+        shutil.copytree(ctx.layout.output(self.needs), ctx.layout.output(self.name), dirs_exist_ok=True)
+
+    def account(self, ctx: StageContext) -> dict:
+        """The stage's document counts per source, checked against what the previous stage kept."""
+        names = [s.name for s in ctx.recipe.sources]
+        return stage_accounting(self.name, ctx.layout.stage(self.name), previous_kept(ctx.layout.stats(self.needs)), names)
