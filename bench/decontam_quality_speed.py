@@ -36,6 +36,7 @@ MC = {"mmlu", "arc_challenge", "hellaswag"}
 
 def clean_documents() -> list[str]:
     import pydoc_data.topics
+
     import sympy
 
     docs = [t for t in pydoc_data.topics.topics.values() if len(t) > 200]
@@ -120,8 +121,8 @@ def main() -> None:
 
     from decontam.benchmarks import load_benchmark
     from decontam.build import build_index
-    from decontam.filter import NgramDecontaminationTagger
     from decontam.config import DecontamConfig
+    from decontam.filter import NgramDecontaminationTagger
 
     rng = random.Random(args.seed)
     items = [it for b in BENCHES for it in load_benchmark(b)]

@@ -28,13 +28,11 @@ import json
 import os
 import platform
 import random
-import resource
 import re
+import resource
 import sysconfig
 import tempfile
 import time
-
-import numpy as np
 
 BANDS, ROWS, NGRAM = 14, 8, 5
 BOILERPLATE = ("\n\nShare this article on social media. Subscribe to our newsletter for weekly updates. "
@@ -44,6 +42,7 @@ BOILERPLATE = ("\n\nShare this article on social media. Subscribe to our newslet
 
 def real_documents(limit: int, rng: random.Random) -> list[str]:
     import pydoc_data.topics
+
     import sympy
 
     from pipeline.demo import shakespeare_scenes
@@ -199,8 +198,13 @@ def run_ours(src, work):
 
 
 def run_datatrove(src, work):
-    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
-                                                  MinhashDedupFilter, MinhashDedupSignature)
+    from datatrove.pipeline.dedup.minhash import (
+        MinhashConfig,
+        MinhashDedupBuckets,
+        MinhashDedupCluster,
+        MinhashDedupFilter,
+        MinhashDedupSignature,
+    )
 
     from pipeline.core.documents import DocWriter, stage_reader
 

@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from train_entry.model_config import FamilialConfig
 from train_entry.model import build_model, masked_mean
+from train_entry.model_config import FamilialConfig
 from train_entry.trainer import DistributedContext
 
 

@@ -54,8 +54,8 @@ def run_datatrove(docs, out):
 
 
 def run_fused(docs, out):
-    from filters.config import RuleSet
     from filters.c4 import c4_edit, c4_reason
+    from filters.config import RuleSet
     from filters.fineweb import fineweb_reason
     from filters.gopher import gopher_quality_reason, gopher_repetition_reason
     from filters.heuristics import HeuristicSettings, compute_signals

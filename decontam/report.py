@@ -4,8 +4,9 @@ what was done to them (dropped, cut, flagged), with examples of the matched text
 from __future__ import annotations
 
 import glob
-import json
 import os
+
+from pipeline.core.records import records as read_records
 
 MAX_EXAMPLES = 5
 
@@ -17,10 +18,7 @@ def contamination_report(matches_folder: str, index_stats: dict, n_gram: int, ex
             "documents_per_source": {}, "actions": {}, "items": {}, "examples": []}
         for b, s in sorted(index_stats["benchmarks"].items())
     }
-    records = []
-    for path in sorted(glob.glob(os.path.join(matches_folder, "*.jsonl"))):
-        with open(path, encoding="utf-8") as f:
-            records.extend(json.loads(line) for line in f if line.strip())
+    records = [rec for path in sorted(glob.glob(os.path.join(matches_folder, "*.jsonl"))) for _, rec in read_records(path)]
     records.sort(key=lambda r: r["id"])
     for rec in records:
         for b in sorted({m["benchmark"] for m in rec["matches"]}):

@@ -9,20 +9,20 @@ documents, in read order, and fails on any mismatch (the sources changed since t
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from filters.config import RuleSet
 from filters.boilerplate import boilerplate_edit
 from filters.c4 import c4_edit
-from filters.rules import first_failing_rule
+from filters.config import RuleSet
 from filters.pii import redact
+from filters.rules import first_failing_rule
 from filters.tagger import SIGNALS, attach_signals, attribute_file
 from pipeline.core.documents import REMOVED_REASON
+from pipeline.core.records import records
 
 EXAMPLE_CHARS = 300
 
@@ -95,16 +95,16 @@ class StoredSignals(PipelineStep):
         hint = "the sources changed since they were tagged: run `ruyi2 filter` without --retune"
         if not os.path.exists(path):
             raise SignalFileMismatch(f"{path}: missing ({hint})")
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            for line_no, doc in enumerate(data, 1):
-                line = f.readline()
-                if not line:
-                    raise SignalFileMismatch(f"{path}: ends at line {line_no - 1} but the sources have more documents ({hint})")
-                rec = json.loads(line)
-                if rec["id"] != doc.id:
-                    raise SignalFileMismatch(f"{path}:{line_no}: signals of {rec['id']!r} but the sources give {doc.id!r} ({hint})")
-                attach_signals(doc.metadata, rec[SIGNALS])
-                self.stat_update("joined")
-                yield doc
-            if f.readline():
-                raise SignalFileMismatch(f"{path}: has more documents than the sources give ({hint})")
+        stored = records(path, SignalFileMismatch)  # streamed in step with the documents
+        for line_no, doc in enumerate(data, 1):
+            rec = next(stored, None)
+            if rec is None:
+                raise SignalFileMismatch(f"{path}: ends at line {line_no - 1} but the sources have more documents ({hint})")
+            where, rec = rec
+            if rec["id"] != doc.id:
+                raise SignalFileMismatch(f"{where}: signals of {rec['id']!r} but the sources give {doc.id!r} ({hint})")
+            attach_signals(doc.metadata, rec[SIGNALS])
+            self.stat_update("joined")
+            yield doc
+        if next(stored, None) is not None:
+            raise SignalFileMismatch(f"{path}: has more documents than the sources give ({hint})")

@@ -17,10 +17,10 @@ from filters.apply import StoredSignals, ThresholdStep
 from filters.config import tag_time_settings
 from filters.tagger import SignalTagger
 from pipeline.core.accounting import AccountingError, stage_accounting, write_stats
+from pipeline.core.errors import StageError
 from pipeline.core.executors import run_steps, step_stats
 from pipeline.core.routing import StageRouter
 from pipeline.core.sources import QUARANTINE_STAT, READ_STAT, SourceReader
-from pipeline.core.errors import StageError
 from pipeline.core.stage import Stage, StageContext
 from pipeline.core.tokens import TokenCountTagger
 

@@ -13,8 +13,8 @@ from decontam.config import DecontamConfig
 from dedup.clusters_report import print_cluster_report
 from filters.classifier import ClassifierSettings, train_classifier
 from filters.classifier_inputs import ClassifierInputError, read_documents
-from pipeline.core.layout import RunLayout
 from pipeline.core.errors import StageError
+from pipeline.core.layout import RunLayout
 from pipeline.demo import prepare_demo
 from pipeline.recipe import RecipeError, load_recipe
 from pipeline.registry import STAGE_NAMES, STAGES

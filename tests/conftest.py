@@ -12,10 +12,10 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 import pytest
 
-from pipeline.demo import prepare_demo
 from pipeline.core.layout import RunLayout
-from pipeline.registry import STAGE_NAMES as STAGES
+from pipeline.demo import prepare_demo
 from pipeline.recipe import load_recipe
+from pipeline.registry import STAGE_NAMES as STAGES
 from pipeline.runner import run_stages
 
 

@@ -17,9 +17,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from train_entry.model_config import FamilialConfig  # noqa: E402
 from train_entry.data import collate  # noqa: E402
 from train_entry.loss_schedule import ExitWeight  # noqa: E402
+from train_entry.model_config import FamilialConfig  # noqa: E402
 from train_entry.trainer import DistributedContext, FamilialTrainer, LoopSettings  # noqa: E402
 
 CFG = FamilialConfig(num_layers=6, hidden_size=32, ffn_hidden_size=64, num_attention_heads=4, num_query_groups=2,

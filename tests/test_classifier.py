@@ -105,11 +105,11 @@ def test_auc():
 
 @pytest.mark.slow
 def test_filter_stage_applies_the_classifier(model, tmp_path):
-    from tests.corpora import spam_assassin
     from pipeline.core.layout import RunLayout
     from pipeline.recipe import parse_recipe
     from pipeline.runner import run_stages
     from tests.conftest import read_docs
+    from tests.corpora import spam_assassin
 
     with open(tmp_path / "mail.jsonl", "w") as f:
         for d in spam_assassin(kinds=("hard-ham", "spam"), limit=40):

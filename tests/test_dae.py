@@ -2,9 +2,9 @@
 
 import torch
 
-from train_entry.model_config import FamilialConfig
 from train_entry.dae import append_dae_blocks, freeze_for_dae
 from train_entry.model import build_model, masked_mean
+from train_entry.model_config import FamilialConfig
 
 CFG = FamilialConfig(num_layers=6, hidden_size=32, ffn_hidden_size=64, num_attention_heads=4, num_query_groups=2,
                      kv_channels=8, exits=(2, 4, 5), vocab_size=256, max_sequence_length=16)

@@ -8,8 +8,8 @@ from datatrove.data import Document
 
 from dedup.checked_arrays import CorruptIntermediate, read_checked, write_checked
 from dedup.exact import SIGNATURE, ExactDuplicateFinder, ExactDuplicateMarker, ExactSignatures, normalized_content
-from pipeline.demo import shakespeare_scenes
 from pipeline.core.documents import REMOVED_REASON
+from pipeline.demo import shakespeare_scenes
 
 
 def _run(shards, tmp_path, buckets=3, priority=None):

@@ -14,8 +14,8 @@ from datatrove.data import Document
 from dedup.checked_arrays import CorruptIntermediate
 from dedup.config import DedupConfig
 from dedup.fuzzy import BandComponents, ClusterKeepers, ClusterMarker, MinhashSignatures, minhash, permutations, shingle_hashes
-from pipeline.demo import shakespeare_scenes
 from pipeline.core.documents import REMOVED_REASON
+from pipeline.demo import shakespeare_scenes
 
 
 def edit(text: str, rng: random.Random, frac: float) -> str:

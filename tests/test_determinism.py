@@ -1,10 +1,10 @@
 """Same inputs and recipe give byte-identical outputs (documents, tokens, blends)."""
 
-import pytest
-
 import filecmp
 import glob
 import os
+
+import pytest
 
 from pipeline.runner import run_stages
 

@@ -9,8 +9,8 @@ from datatrove.data import Document
 from datatrove.pipeline.filters import C4QualityFilter, FineWebQualityFilter, GopherQualityFilter, GopherRepetitionFilter
 from datatrove.pipeline.filters.base_filter import get_filter_result
 
-from filters.config import RuleSet
 from filters.c4 import c4_edit, c4_reason
+from filters.config import RuleSet
 from filters.fineweb import fineweb_reason
 from filters.gopher import gopher_quality_reason, gopher_repetition_reason
 from filters.heuristics import HeuristicSettings, compute_signals

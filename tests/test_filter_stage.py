@@ -8,12 +8,12 @@ import os
 
 import pytest
 
-from tests.corpora import spam_assassin
+from filters.stage import RetuneError
 from pipeline.core.layout import RunLayout
 from pipeline.recipe import parse_recipe
 from pipeline.runner import run_stages
-from filters.stage import RetuneError
 from tests.conftest import read_docs
+from tests.corpora import spam_assassin
 from tests.realdata import need
 
 pytestmark = pytest.mark.slow  # the filter stage over real corpora, twice

@@ -9,17 +9,17 @@ from collections import Counter
 import pytest
 
 from filters.apply import apply_edits
+from filters.boilerplate import boilerplate_edit, boilerplate_signals
 from filters.chinese import chinese_signals
 from filters.config import FilterConfig
 from filters.language import FastTextLanguageTagger, cjk_share
-from filters.rules import first_failing_rule as first_failure
-from filters.boilerplate import boilerplate_edit, boilerplate_signals
 from filters.pii import pii_signals, redact
-from filters.url import url_signals
+from filters.rules import first_failing_rule as first_failure
 from filters.tagger import tag_document
 from filters.tex import prose_view
-from tests.corpora import chinese_fortunes, chinese_manpages, spam_assassin, tex_sections
+from filters.url import url_signals
 from pipeline.core.config import SourceConfig
+from tests.corpora import chinese_fortunes, chinese_manpages, spam_assassin, tex_sections
 from tests.realdata import need
 
 
@@ -160,8 +160,8 @@ def test_spam_mails_trip_the_spam_families(lid):
 
 
 def test_bad_words_on_real_spam():
-    from filters.config import BadWordsRule
     from filters.bad_words import bad_word_list, bad_word_signals, bad_words_reason
+    from filters.config import BadWordsRule
 
     words = bad_word_list(None)
     assert len(words) > 100  # datatrove's bundled list

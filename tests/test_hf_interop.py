@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+import transformers  # noqa: E402  (a test dependency: pip install -e ".[test]")
 
 from train_entry.hf_interop import (
     config_from_qwen3,
@@ -14,8 +15,6 @@ from train_entry.hf_interop import (
     ruyi_hf_to_mcore,
 )
 from train_entry.model import FamilialGPTModel
-
-import transformers  # noqa: E402  (a test dependency: pip install -e ".[test]")
 
 
 def _qwen3_config(layers: int):

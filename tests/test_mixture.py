@@ -4,9 +4,9 @@ import collections
 
 import pytest
 
+from mixtures.config import MixtureConfig
 from mixtures.plan import MixtureError, Unit, plan_mixture, unit_weights
 from pipeline.core.accounting import read_stats
-from mixtures.config import MixtureConfig
 from pipeline.core.config import SourceConfig
 
 SOURCES = [

@@ -9,10 +9,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.core.accounting import read_stats
-from pipeline.demo import BAD_RECORDS, PLANTED_PREFIX
-from pipeline.registry import DOC_STAGES
 from filters.config import RULE_ORDER
+from pipeline.core.accounting import read_stats
+from pipeline.demo import BAD_RECORDS
+from pipeline.registry import DOC_STAGES
 from tests.conftest import read_docs
 
 pytestmark = pytest.mark.slow  # every stage on the demo run

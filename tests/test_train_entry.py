@@ -5,10 +5,10 @@ import os
 import pytest
 import torch
 
-from train_entry.model_config import PRESETS, FamilialConfig, build_config
 from train_entry.loss_schedule import ExitWeight, lr_at
 from train_entry.model import ExitLossInjector, build_model, masked_mean
-from train_entry.trainer import stage_steps, CurriculumStage
+from train_entry.model_config import PRESETS, FamilialConfig, build_config
+from train_entry.trainer import CurriculumStage, stage_steps
 
 TINY = FamilialConfig(num_layers=6, hidden_size=32, ffn_hidden_size=64, num_attention_heads=4, num_query_groups=2,
                       kv_channels=8, exits=(2, 4, 5), vocab_size=512, max_sequence_length=16)

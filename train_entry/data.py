@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import numpy as np
 
 
-
 def read_blend(data_args_path: str) -> tuple[list[str], list[float]]:
     """A data-args file (``w1 prefix1 w2 prefix2 ...``, as Megatron-LM's ``--data-args-path``) as
     (prefixes, weights), parsed by megatron-core itself."""

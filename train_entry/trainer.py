@@ -19,13 +19,12 @@ from functools import partial
 import torch
 from loguru import logger
 
-from train_entry import cpu_support
-from train_entry.model_config import FamilialConfig
-from train_entry import checkpointing
+from train_entry import checkpointing, cpu_support
 from train_entry.data import DatasetTokenizer, build_datasets, build_eval_dataset, collate
 from train_entry.loss_schedule import ExitWeight, lr_at
-from train_entry.pipeline_balance import plan_pipeline
 from train_entry.model import ExitLossInjector, FamilialGPTModel, build_model, masked_mean
+from train_entry.model_config import FamilialConfig
+from train_entry.pipeline_balance import plan_pipeline
 
 
 @dataclass

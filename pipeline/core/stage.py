@@ -17,6 +17,7 @@ from pipeline.core.accounting import previous_kept, stage_accounting
 from pipeline.core.errors import StageError
 from pipeline.core.layout import RunLayout
 
+
 class MissingInput(StageError):
     pass
 
