@@ -15,11 +15,12 @@ from filters.classifier import ClassifierSettings, train_classifier
 from filters.classifier_inputs import ClassifierInputError, read_documents
 from pipeline.core.errors import StageError
 from pipeline.core.layout import RunLayout
-from pipeline.demo import prepare_demo
+from pipeline.demo import prepare_demo, run_demo
 from pipeline.recipe import RecipeError, load_recipe
 from pipeline.registry import STAGE_NAMES, STAGES
 from pipeline.report import build_report, print_contamination, print_report
 from pipeline.runner import run_stages
+from train_entry.export import export_run
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -79,6 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("report", help="print the run report (funnel, contamination, mixture, exit losses)")
     _add_common(p)
+    p = sub.add_parser("export", help="write a run's trained model in Hugging Face format",
+                       description="The latest checkpoint of RUN_DIR/train as a Hugging Face folder: the Ruyi2 layout for a "
+                                   "familial model, the stock Qwen3 layout for a model without branches.")
+    p.add_argument("run_dir")
+    p.add_argument("--out", required=True, help="output folder (config.json, model.safetensors)")
     p = sub.add_parser("demo", help="build the embedded demo corpus and run every stage on it",
                        description="Assemble a demo corpus from text shipped inside installed packages and run the whole flow.")
     p.add_argument("--run-dir", default="runs/demo", help="where the demo corpus and run go (default: runs/demo)")
@@ -91,19 +97,36 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "demo":
-            run_dir = os.path.abspath(args.run_dir)
-            recipe = load_recipe(prepare_demo(run_dir, args.executor, args.small))
-            return _run(recipe, list(STAGE_NAMES))
+            path = prepare_demo(os.path.abspath(args.run_dir), args.executor, args.small)
+            try:
+                run_demo(path)
+            except StageError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 1
+            return 0
+        if args.command == "export":
+            try:
+                read = export_run(os.path.abspath(args.run_dir), os.path.abspath(args.out))
+            except StageError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 1
+            print(f"{read} -> {os.path.abspath(args.out)} (Hugging Face format)")
+            return 0
         if args.command == "decontam-check":
             return _decontam_check(args)
         if args.command == "classifier":
             return _classifier_train(args)
         if args.command == "validate":
             recipe = load_recipe(args.recipe)
-            runnable = [s.name for s in STAGES if not s.section or getattr(recipe, s.section) is not None]
-            missing = [f"{s.name} (needs {s.section!r})" for s in STAGES if s.name not in runnable]
+            blocked = {}
+            for st in STAGES:
+                if st.section and getattr(recipe, st.section) is None:
+                    blocked[st.name] = f"needs {st.section!r}"
+                elif problems := st.preflight(recipe):
+                    blocked[st.name] = "; ".join(problems)
+            runnable = [st.name for st in STAGES if st.name not in blocked]
             print(f"{args.recipe}: OK ({len(recipe.sources)} sources, run_dir {recipe.run_dir}); stages it can run: "
-                  f"{', '.join(runnable)}" + (f"; not: {', '.join(missing)}" if missing else ""))
+                  f"{', '.join(runnable)}" + (f"; not: {', '.join(f'{n} ({why})' for n, why in blocked.items())}" if blocked else ""))
             return 0
         recipe = load_recipe(args.recipe, run_dir=args.run_dir)
         if args.command == "report":

@@ -31,6 +31,7 @@ from decontam.benchmarks import load_benchmark
 from pipeline.core.assets import package_dir
 
 PLANTED_PREFIX = "planted-"
+BASE_MODEL = "base_qwen3"  # the demo's plain Qwen3 in Hugging Face format, inside the run folder
 STDLIB_CODE_PACKAGES = ("json", "email", "http", "urllib", "logging", "importlib", "concurrent", "xml/dom")
 
 
@@ -267,18 +268,53 @@ def demo_recipe(run_dir: str, corpus: str, executor: str = "local", small: bool 
                  "weights": {"code": 0.4, "math": 0.3, "docs": 0.15, "web": 0.05, "shakespeare.high": 0.1}},
             ],
         },
-        "train": {"steps": 8, "micro_batch_size": 2, "seq_length": 64, "lr": 3e-3, "eval_samples": 4,
+        # continued pretraining, as Ruyi2 continues Qwen3-14B: the familial model starts from a plain Qwen3
+        # (trained first by `base_recipe`, written in Hugging Face format); its shape comes from that checkpoint
+        "train": {"init_from": {"path": os.path.join(run_dir, BASE_MODEL), "format": "hf"}, "model": {"exits": [1, 2, 3]},
+                  "steps": 8, "micro_batch_size": 2, "seq_length": 64, "lr": 3e-3, "eval_samples": 4,
                   "exit_weights": [{"start": 1.0, "end": 0.3, "schedule": "cosine"},
                                    {"start": 1.0, "end": 0.5, "schedule": "cosine"},
                                    {"start": 1.0, "end": 1.0}]},
     }
 
 
+def base_recipe(recipe: dict) -> dict:
+    """The same run with a plain Qwen3 (the tiny preset, its only exit the full model): the base the
+    familial run continues from. It is trained on the demo's own blends, then exported."""
+    train = {"model": {"preset": "tiny", "exits": [3]}, "steps": 48, "micro_batch_size": 2, "seq_length": 64,
+             "lr": 3e-3, "min_lr": 3e-4, "eval_samples": 0}
+    return {**recipe, "train": train}
+
+
 def prepare_demo(run_dir: str, executor: str = "local", small: bool = False) -> str:
-    """Build the corpus and write its recipe; returns the recipe path."""
+    """Build the corpus and write its recipe and the base model's (``base.yaml`` beside it); returns the
+    recipe path."""
     corpus = os.path.join(run_dir, "demo_corpus")
     build_demo_corpus(corpus, small=small)
     path = os.path.join(corpus, "recipe.yaml")
-    with open(path, "w") as f:
-        yaml.safe_dump(demo_recipe(run_dir, corpus, executor, small), f, sort_keys=False)
+    recipe = demo_recipe(run_dir, corpus, executor, small)
+    for name, data in ((path, recipe), (os.path.join(corpus, "base.yaml"), base_recipe(recipe))):
+        with open(name, "w") as f:
+            yaml.safe_dump(data, f, sort_keys=False)
     return path
+
+
+def run_demo(recipe_path: str, quiet: bool = False) -> dict[str, dict]:
+    """The data stages, then the base model (a plain Qwen3 trained on the demo's blends and exported in
+    Hugging Face format), then the familial run that continues from it."""
+    from pipeline.recipe import load_recipe
+    from pipeline.registry import STAGE_NAMES
+    from pipeline.runner import run_stages
+    from train_entry.export import export_run
+
+    recipe = load_recipe(recipe_path)
+    base = load_recipe(os.path.join(os.path.dirname(recipe_path), "base.yaml"))
+    results = run_stages(recipe, [s for s in STAGE_NAMES if s != "train"], quiet=quiet)
+    results["base"] = run_stages(base, ["train"], quiet=True)["train"]
+    export_run(base.run_dir, recipe.train.init_from.path)
+    if not quiet:
+        first, last = (results["base"][k]["exit3"] for k in ("first_loss", "last_loss"))
+        print(f"base model: a plain Qwen3 trained {results['base']['steps']} steps (loss {first:.3f} -> {last:.3f}), "
+              f"written to {recipe.train.init_from.path}; the familial run continues from it")
+    results |= run_stages(recipe, ["train"], quiet=quiet)
+    return results

@@ -160,6 +160,7 @@ def parse_recipe(data: dict, path: str = "<recipe>", base_dir: str | None = None
     for _, settings, key in recipe.filter.file_settings():
         setattr(settings, key, absolute(getattr(settings, key)))
     recipe.decontam.resolve_paths(absolute)
+    recipe.train.resolve_paths(absolute)
     if not is_location(recipe.tokenizer.path):
         recipe.tokenizer.path = absolute(recipe.tokenizer.path)
     if check_inputs:

@@ -20,11 +20,16 @@ def check_runnable(recipe: Recipe, stages: list[str]) -> None:
     unknown = [s for s in stages if s not in STAGE_NAMES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; stages are {list(STAGE_NAMES)}")
+    problems = []
     for name in stages:
         section = stage(name).section
         if section and getattr(recipe, section) is None:
-            raise RecipeError(f"stage {name!r} needs the recipe's {section!r} section, which is missing "
-                              f"(a run that stops before {name!r} needs none: `ruyi2 run RECIPE --to <stage>`)")
+            problems.append(f"stage {name!r} needs the recipe's {section!r} section, which is missing "
+                            f"(a run that stops before {name!r} needs none: `ruyi2 run RECIPE --to <stage>`)")
+        else:
+            problems += [f"stage {name!r}: {p}" for p in stage(name).preflight(recipe)]
+    if problems:
+        raise RecipeError("\n".join(problems))
 
 
 def run_stages(recipe: Recipe, stages: list[str], resume: bool = False, quiet: bool = False, retune: bool = False) -> dict[str, dict]:

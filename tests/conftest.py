@@ -13,18 +13,17 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 import pytest
 
 from pipeline.core.layout import RunLayout
-from pipeline.demo import prepare_demo
+from pipeline.demo import prepare_demo, run_demo
 from pipeline.recipe import load_recipe
-from pipeline.registry import STAGE_NAMES as STAGES
-from pipeline.runner import run_stages
 
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
+    """The demo as `ruyi2 demo --small` runs it: data stages, the base model, the familial run from it."""
     run_dir = str(tmp_path_factory.mktemp("demo_run"))
-    recipe = load_recipe(prepare_demo(run_dir, small=True))
-    results = run_stages(recipe, list(STAGES), quiet=True)
-    return {"recipe": recipe, "layout": RunLayout(run_dir), "results": results}
+    path = prepare_demo(run_dir, small=True)
+    results = run_demo(path, quiet=True)
+    return {"recipe": load_recipe(path), "layout": RunLayout(run_dir), "results": results}
 
 
 @pytest.fixture(scope="module")

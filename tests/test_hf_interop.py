@@ -6,14 +6,10 @@ import pytest
 import torch
 import transformers  # noqa: E402  (a test dependency: pip install -e ".[test]")
 
-from train_entry.hf_interop import (
-    config_from_qwen3,
-    export_ruyi_hf,
-    import_qwen3,
-    load_hf_state,
-    mcore_to_ruyi_hf,
-    ruyi_hf_to_mcore,
-)
+from safetensors.torch import load_file
+
+from train_entry.hf_interop import export_ruyi_hf, mcore_to_ruyi_hf, ruyi_hf_to_mcore
+from train_entry.init_from import config_from_qwen3, load_hf_qwen3
 from train_entry.model import FamilialGPTModel
 
 
@@ -37,7 +33,7 @@ def qwen3_dir(tmp_path_factory):
 def _familial(folder, exits=(1, 2, 3)) -> FamilialGPTModel:
     cfg = config_from_qwen3(str(folder), exits)
     model = FamilialGPTModel(cfg, cfg.transformer_config())
-    import_qwen3(model, cfg, str(folder))
+    load_hf_qwen3(model, cfg, str(folder))
     return model.eval()
 
 
@@ -46,14 +42,26 @@ def _inputs():
     return ids, torch.arange(12).expand(2, 12)
 
 
+def _stock_cut(hf, layers: int):
+    """The stock model with only its first ``layers`` layers (then its own final norm and head)."""
+    cut = transformers.Qwen3ForCausalLM(_qwen3_config(layers)).eval()
+    cut.load_state_dict({k: v for k, v in hf.state_dict().items()
+                         if not k.startswith("model.layers.") or int(k.split(".")[2]) < layers}, strict=False)
+    return cut
+
+
 def test_import_reproduces_the_stock_qwen3_logits(dist, qwen3_dir):
+    """The full-depth exit is the stock model; exit e_k is the stock model cut after layer e_k (the branch
+    is a copy of layer e_k, its norm and head the final ones), to 1e-5 in fp32."""
     folder, hf = qwen3_dir
     model = _familial(folder)
     ids, pos = _inputs()
     ours = model.exit_logits(ids, pos)
     with torch.no_grad():
         ref = hf(ids).logits
-    assert (ours[3] - ref).abs().max().item() <= 1e-4
+        assert (ours[3] - ref).abs().max().item() <= 1e-5
+        for e in (1, 2):
+            assert (ours[e] - _stock_cut(hf, e + 1)(ids).logits).abs().max().item() <= 1e-5, e
     # branches start as Ruyi2 builds them: branch k is a copy of backbone layer e_k
     for e in (1, 2):
         src = model.decoder.layers[e].state_dict()
@@ -91,7 +99,7 @@ def test_export_gives_the_same_logits_at_every_exit(dist, qwen3_dir, tmp_path):
     out = export_ruyi_hf(model, model.fcfg, str(tmp_path / "ruyi"))
     config = json.load(open(f"{out}/config.json"))
     assert config["model_type"] == "ruyi_qwen3" and config["early_exit_points"] == [1, 2, 3] and config["shared_heads"] is False
-    state = load_hf_state(out)
+    state = load_file(f"{out}/model.safetensors")
     assert {n.split(".")[2] for n in state if n.startswith("model.eelayers.")} == {"0", "1"}
     assert sorted(n for n in state if n.startswith("lm_head.")) == ["lm_head.0.weight", "lm_head.1.weight", "lm_head.2.weight"]
     ids, pos = _inputs()

@@ -76,8 +76,10 @@ def test_pipeline_parallel_matches_one_process(reference, tmp_path):
         assert losses[e] == pytest.approx(series[:3], abs=2e-4), e
 
 
-def test_ruyi2_train_under_torchrun_with_tensor_parallelism_matches_the_demo_run(demo_run, tmp_path):
-    """`torchrun -m pipeline.cli train` (TP=2) on the demo's blends logs the same exit losses as the
+@pytest.mark.parametrize("tp,pp", [(2, 1), (1, 2)])
+def test_ruyi2_train_under_torchrun_matches_the_demo_run(demo_run, tmp_path, tp, pp):
+    """`torchrun -m pipeline.cli train` at TP=2 or PP=2 on the demo's blends, continuing from the demo's
+    Hugging Face base (each rank reads only its slice of it), logs the same exit losses as the
     single-process train stage of the demo run."""
     import shutil
 
@@ -85,7 +87,7 @@ def test_ruyi2_train_under_torchrun_with_tensor_parallelism_matches_the_demo_run
 
     recipe = demo_run["recipe"].model_copy(deep=True)
     recipe.run_dir = str(tmp_path / "run")
-    recipe.train.tensor_parallel = 2
+    recipe.train.tensor_parallel, recipe.train.pipeline_parallel = tp, pp
     shutil.copytree(demo_run["layout"].stage("mix"), os.path.join(recipe.run_dir, "mix"))
     path = str(tmp_path / "recipe.yaml")
     dump_recipe(recipe, path)
@@ -97,11 +99,12 @@ def test_ruyi2_train_under_torchrun_with_tensor_parallelism_matches_the_demo_run
     single = [json.loads(line) for line in open(os.path.join(demo_run["layout"].stage("train"), "metrics.jsonl"))]
     assert len(ours) == len(single)
     for a, b in zip(ours, single):
-        assert a["loss"] == pytest.approx(b["loss"], abs=1e-3)
+        assert a["loss"] == pytest.approx(b["loss"], rel=5e-4, abs=1e-3)  # TP/PP reorder fp32 sums
     ckpt = os.path.join(recipe.run_dir, "train", "checkpoint")
     assert open(os.path.join(ckpt, "latest_checkpointed_iteration.txt")).read().strip() == str(len(ours))
     files = os.listdir(os.path.join(ckpt, f"iter_{len(ours):07d}"))
-    assert ".metadata" in files and sum(f.endswith(".distcp") for f in files) >= 2  # both TP ranks wrote shards
+    assert ".metadata" in files and sum(f.endswith(".distcp") for f in files) >= 2  # both ranks wrote shards
+    assert json.load(open(os.path.join(recipe.run_dir, "train", "stats.json")))["init_from"]["format"] == "hf"
 
 
 def test_uneven_pipeline_layout_matches_one_process(reference, tmp_path):

@@ -217,6 +217,21 @@ def test_blend_files_are_what_megatron_reads(demo_run):
         assert all(r["epochs"] <= mix["plan"]["max_epochs"] for r in st["prefixes"])
 
 
+def test_the_familial_run_continues_from_the_base_model(demo_run):
+    """The demo trains a plain Qwen3 first and exports it; the familial run starts from it: its full-depth
+    exit starts at the base's loss, far below a random model's ln(vocabulary), and so do the branches,
+    which start as copies of the base's layers."""
+    import math
+
+    base = demo_run["results"]["base"]
+    stats = read_stats(demo_run["layout"].stats("train"))
+    assert stats["init_from"] == {"path": demo_run["recipe"].train.init_from.path, "format": "hf"}
+    assert base["exits"] == [3] and base["last_loss"]["exit3"] < math.log(151936) - 2
+    first = stats["first_loss"]  # step 0, before any update of the familial run
+    assert first["exit3"] < base["last_loss"]["exit3"] + 1.0 and first["exit3"] < math.log(151936) - 2.5
+    assert all(v < math.log(151936) - 2 for v in first.values())
+
+
 def test_train_logs_every_exit_and_losses_fall(demo_run):
     stats = read_stats(demo_run["layout"].stats("train"))
     rows = [json.loads(line) for line in open(stats["metrics"])]

@@ -120,6 +120,38 @@ def save(folder: str, step: int, model, optimizer, common: dict) -> str:
     return path
 
 
+def load_weights(folder: str, model, step: int | None = None, skip_prefixes: tuple[str, ...] = ("dae_blocks.",)) -> str:
+    """The model's weights only (no optimizer state, which a new run does not want and which would double
+    the host memory), from iteration ``step`` of a checkpoint of ours written at any TP/PP layout: the
+    start of a continued run. Modules under ``skip_prefixes`` that the checkpoint lacks (DaE blocks added
+    for this run) keep their fresh initialisation. Collective; returns the iteration folder read."""
+    from megatron.core import dist_checkpointing
+
+    step = latest_iteration(folder) if step is None else step
+    if step is None:
+        raise CheckpointError(f"{folder}: no {LATEST}: not a checkpoint folder of this project")
+    path = iteration_dir(folder, step)
+    try:
+        stored = set(dist_checkpointing.load_tensors_metadata(path).keys())
+        template = model.sharded_state_dict()
+        wanted = {name: sh for name, sh in template.items() if not (name.startswith(skip_prefixes) and sh.key not in stored)}
+        absent = sorted(sh.key for sh in wanted.values() if sh.key not in stored and not name_is_extra_state(sh.key))
+        if absent:
+            raise CheckpointError(f"{path}: the checkpoint has no {absent[:5]} (a model of another shape or other exits)")
+        wanted = {name: sh for name, sh in wanted.items() if sh.key in stored}
+        loaded = dist_checkpointing.load({"model": wanted}, path)["model"]
+    except CheckpointError:
+        raise
+    except (Exception, CheckpointException) as exc:  # DCP's error is a BaseException
+        raise CheckpointError(f"{path}: cannot load the checkpoint ({type(exc).__name__}: {str(exc)[:500]})") from exc
+    model.load_state_dict(loaded, strict=False)
+    return path
+
+
+def name_is_extra_state(key: str) -> bool:
+    return key.endswith("_extra_state")
+
+
 def load(folder: str, model, optimizer, step: int | None = None) -> dict:
     """Restore model and optimizer in place from iteration ``step`` (default: the latest); returns the
     common state saved with it (``step`` included). Collective."""

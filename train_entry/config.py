@@ -38,9 +38,20 @@ class DaeSettings(Strict):
     blocks: int = Field(3, ge=1)
 
 
+class InitFrom(Strict):
+    """The weights continued pretraining starts from."""
+
+    path: str = Field(description="a Hugging Face Qwen3 folder (config.json + safetensors, sharded or not), or a "
+                                  "checkpoint folder of ours (train/checkpoint of a run with the same model)")
+    format: Literal["auto", "hf", "mcore"] = Field("auto", description="auto: told apart by the folder's files")
+
+
 class TrainConfig(Strict):
     enabled: bool = True
     model: ModelSettings = ModelSettings()
+    init_from: InitFrom | None = Field(
+        None, description="start from these weights (continued pretraining); the model's shape must be the checkpoint's"
+    )
     steps: int = Field(8, ge=1, description="optimizer steps over all curriculum stages")
     micro_batch_size: int = Field(2, ge=1)
     seq_length: int = Field(64, ge=8)
@@ -61,3 +72,7 @@ class TrainConfig(Strict):
     )
     dae: DaeSettings = DaeSettings()
     save_interval: int = Field(0, ge=0, description="sharded checkpoint every N steps (0: only at the end); --resume continues from the latest")
+
+    def resolve_paths(self, absolute) -> None:
+        if self.init_from:
+            self.init_from.path = absolute(self.init_from.path)

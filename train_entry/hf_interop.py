@@ -1,7 +1,8 @@
-"""Hugging Face interop: export to the published Ruyi2 layout (``model_type: ruyi_qwen3``) and import a
-stock Qwen3 checkpoint, building the exit branches from it.
+"""Hugging Face interop: the name correspondence between megatron-core and the Hugging Face layouts, and
+export to the published Ruyi2 layout (``model_type: ruyi_qwen3``). Reading a Hugging Face checkpoint into
+a model (continued pretraining) is ``init_from.py``.
 
-Ruyi2 layout: ``model.embed_tokens``, ``model.layers.{i}`` (Qwen3 names), ``model.eelayers.{k}`` for every
+Ruyi2 layout (stock Qwen3 names for a model without branches): ``model.embed_tokens``, ``model.layers.{i}`` (Qwen3 names), ``model.eelayers.{k}`` for every
 branch but the last, ``model.norms.{k}`` and ``lm_head.{k}`` for every exit. Config keys
 ``early_exit_points``, ``shared_heads: false``, ``default_early_exit_point``.
 
@@ -46,7 +47,7 @@ def _join_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cfg: FamilialCo
     return torch.cat([q.view(groups, per * hd, h), k.view(groups, hd, h), v.view(groups, hd, h)], dim=1).reshape(-1, h)
 
 
-def _layer_to_hf(sd: dict, src: str, dst: str, cfg: FamilialConfig, out: dict) -> None:
+def layer_to_hf(sd: dict, src: str, dst: str, cfg: FamilialConfig, out: dict) -> None:
     for m, h in _LAYER_PLAIN.items():
         out[f"{dst}.{h}"] = sd[f"{src}.{m}"]
     q, k, v = _split_qkv(sd[f"{src}.self_attention.linear_qkv.weight"], cfg)
@@ -55,7 +56,7 @@ def _layer_to_hf(sd: dict, src: str, dst: str, cfg: FamilialConfig, out: dict) -
     out[f"{dst}.mlp.gate_proj.weight"], out[f"{dst}.mlp.up_proj.weight"] = gate, up
 
 
-def _layer_from_hf(sd: dict, src: str, dst: str, cfg: FamilialConfig, out: dict) -> None:
+def layer_from_hf(sd: dict, src: str, dst: str, cfg: FamilialConfig, out: dict) -> None:
     for m, h in _LAYER_PLAIN.items():
         out[f"{dst}.{m}"] = sd[f"{src}.{h}"]
     out[f"{dst}.self_attention.linear_qkv.weight"] = _join_qkv(
@@ -85,7 +86,7 @@ def mcore_to_ruyi_hf(sd: dict, cfg: FamilialConfig) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for mcore, hf, is_layer in _correspondence(cfg):
         if is_layer:
-            _layer_to_hf(sd, mcore, hf, cfg, out)
+            layer_to_hf(sd, mcore, hf, cfg, out)
         else:
             out[hf] = sd[mcore]
     return {name: t.detach().contiguous().clone() for name, t in out.items()}
@@ -96,24 +97,9 @@ def ruyi_hf_to_mcore(sd: dict, cfg: FamilialConfig) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for mcore, hf, is_layer in _correspondence(cfg):
         if is_layer:
-            _layer_from_hf(sd, hf, mcore, cfg, out)
+            layer_from_hf(sd, hf, mcore, cfg, out)
         else:
             out[mcore] = sd[hf]
-    return out
-
-
-def qwen3_to_ruyi_hf(sd: dict, cfg: FamilialConfig) -> dict[str, torch.Tensor]:
-    """A stock Qwen3 state dict -> the Ruyi2 layout with branches built as the report does: branch k's
-    layer is a copy of backbone layer e_k; every exit's norm and head start from the final norm and head."""
-    out = {k: v for k, v in sd.items() if k.startswith("model.layers.") or k == "model.embed_tokens.weight"}
-    head = sd.get("lm_head.weight", sd["model.embed_tokens.weight"])  # tied checkpoints have no lm_head
-    for k, e in enumerate(cfg.exits):
-        if e != cfg.exits[-1]:
-            for name, t in sd.items():
-                if name.startswith(f"model.layers.{e}."):
-                    out[name.replace(f"model.layers.{e}.", f"model.eelayers.{k}.", 1)] = t.clone()
-        out[f"model.norms.{k}.weight"] = sd["model.norm.weight"].clone()
-        out[f"lm_head.{k}.weight"] = head.clone()
     return out
 
 
@@ -141,48 +127,24 @@ def ruyi_hf_config(cfg: FamilialConfig) -> dict:
     }
 
 
+def qwen3_hf_config(cfg: FamilialConfig) -> dict:
+    """A stock Qwen3 config for a model without branches (its only exit is the full model)."""
+    c = {k: v for k, v in ruyi_hf_config(cfg).items() if k not in ("early_exit_points", "shared_heads", "default_early_exit_point")}
+    return c | {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3"}
+
+
 def export_ruyi_hf(model, cfg: FamilialConfig, folder: str) -> str:
-    """Write ``config.json`` and ``model.safetensors`` in the Ruyi2 layout."""
+    """Write ``config.json`` and ``model.safetensors`` in the Ruyi2 layout (a model with branches), or in
+    the stock Qwen3 layout for a model whose only exit is the full model (e.g. a base trained here)."""
     from safetensors.torch import save_file
 
     os.makedirs(folder, exist_ok=True)
     tensors = mcore_to_ruyi_hf({k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}, cfg)
+    config = ruyi_hf_config(cfg)
+    if len(cfg.exits) == 1:  # plain Qwen3: the one norm and head keep their stock names
+        tensors["model.norm.weight"], tensors["lm_head.weight"] = tensors.pop("model.norms.0.weight"), tensors.pop("lm_head.0.weight")
+        config = qwen3_hf_config(cfg)
     save_file(tensors, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(ruyi_hf_config(cfg), f, indent=2)
+        json.dump(config, f, indent=2)
     return folder
-
-
-def load_hf_state(folder: str) -> dict[str, torch.Tensor]:
-    """Every tensor of a Hugging Face checkpoint folder (one or several safetensors files)."""
-    from safetensors.torch import load_file
-
-    out: dict[str, torch.Tensor] = {}
-    for name in sorted(os.listdir(folder)):
-        if name.endswith(".safetensors"):
-            out.update(load_file(os.path.join(folder, name)))
-    if not out:
-        raise FileNotFoundError(f"{folder}: no .safetensors files")
-    return out
-
-
-def config_from_qwen3(folder: str, exits: tuple[int, ...]) -> FamilialConfig:
-    with open(os.path.join(folder, "config.json")) as f:
-        c = json.load(f)
-    rope = c.get("rope_theta") or (c.get("rope_parameters") or {}).get("rope_theta", 1_000_000.0)
-    return FamilialConfig(
-        num_layers=c["num_hidden_layers"], hidden_size=c["hidden_size"], ffn_hidden_size=c["intermediate_size"],
-        num_attention_heads=c["num_attention_heads"], num_query_groups=c["num_key_value_heads"],
-        kv_channels=c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"], exits=tuple(exits),
-        vocab_size=c["vocab_size"], max_sequence_length=c.get("max_position_embeddings", 8192), rope_theta=float(rope),
-        norm_eps=c.get("rms_norm_eps", 1e-6),
-    )
-
-
-def import_qwen3(model, cfg: FamilialConfig, folder: str) -> None:
-    """Load a stock Qwen3 checkpoint into a TP=PP=1 FamilialGPTModel, branches built from the backbone."""
-    state = ruyi_hf_to_mcore(qwen3_to_ruyi_hf(load_hf_state(folder), cfg), cfg)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.endswith("_extra_state")]
-    if missing or unexpected:
-        raise ValueError(f"{folder}: checkpoint does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")

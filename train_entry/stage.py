@@ -25,6 +25,15 @@ class TrainStage(Stage):
     help = "joint multi-branch (early-exit) continued pretraining on megatron-core"
     section = "mixture"
 
+    def preflight(self, recipe) -> list[str]:
+        from train_entry.init_from import InitError
+
+        try:
+            model_config(recipe.train)
+        except (InitError, ValueError, KeyError, OSError) as e:
+            return [f"train.{e}" if str(e).startswith(("init_from", "model.")) else f"train: {e}"]
+        return []
+
     def run(self, ctx: StageContext) -> dict:
         self.require_previous(ctx)
         if "RANK" in os.environ:  # launched by torchrun: this process is one rank of the job
@@ -63,21 +72,53 @@ def curriculum(recipe, layout: RunLayout) -> list:
     ]
 
 
-def train_in_process(recipe, layout: RunLayout, resume: bool = False, prepared: bool = False) -> dict:
+def init_format(train) -> str | None:
+    """hf or mcore for ``train.init_from`` (told apart by the folder when ``format: auto``), or None."""
+    from train_entry.init_from import InitError, detect_format
+
+    if train.init_from is None:
+        return None
+    path = train.init_from.path
+    if not os.path.isdir(path):
+        raise InitError(f"init_from.path: {path} is not a folder")
+    return detect_format(path) if train.init_from.format == "auto" else train.init_from.format
+
+
+def model_config(train):
+    """The familial model the recipe trains (a ``FamilialConfig``): a preset with overrides, or, when it
+    starts from a Hugging Face Qwen3 folder, that checkpoint's shape with the recipe's exits (other shape
+    keys would contradict it)."""
+    from train_entry.init_from import HF, InitError, config_from_qwen3
+    from train_entry.model_config import build_config
+
+    if init_format(train) != HF:
+        return build_config(train.model.preset, train.seq_length, **train.model.model_dump(exclude={"preset"}))
+    shape = sorted(k for k, v in train.model.model_dump(exclude={"preset", "exits"}).items() if v is not None)
+    if shape:
+        raise InitError(f"model.{shape[0]}: the shape comes from init_from's config.json; set only model.exits")
+    if not train.model.exits:
+        raise InitError("model.exits: starting from a Hugging Face folder needs the exits (the last is num_hidden_layers - 1)")
+    return config_from_qwen3(train.init_from.path, tuple(train.model.exits), train.seq_length)
+
+
+def train_in_process(recipe, layout: RunLayout, resume: bool = False, prepared: bool = False, out_dir: str | None = None) -> dict:
     import torch
 
     from train_entry.data import DatasetTokenizer
     from train_entry.loss_schedule import ExitWeight
-    from train_entry.model_config import build_config
     from train_entry.trainer import DistributedContext, FamilialTrainer, LoopSettings
 
     cfg = recipe.train
-    fcfg = build_config(cfg.model.preset, cfg.seq_length, **cfg.model.model_dump(exclude={"preset"}))
+    fcfg = model_config(cfg)
+    out_dir = out_dir or layout.stage("train")
     weights = cfg.exit_weights or [None] * len(fcfg.exits)
     tokenizer = DatasetTokenizer(fcfg.vocab_size, token_id(recipe.tokenizer.path, recipe.tokenizer.eos_token), recipe.tokenizer.path)
     tp, pp = cfg.tensor_parallel, cfg.pipeline_parallel
     settings = LoopSettings(
-        **cfg.model_dump(exclude={"enabled", "model", "exit_weights", "threads", "tensor_parallel", "pipeline_parallel", "dae"}),
+        **cfg.model_dump(exclude={"enabled", "model", "exit_weights", "threads", "tensor_parallel", "pipeline_parallel", "dae",
+                                  "init_from"}),
+        init_from=cfg.init_from.path if cfg.init_from else None,
+        init_format=init_format(cfg) or "auto",
         exit_weights=[ExitWeight(**w.model_dump()) if w else ExitWeight() for w in weights],
         tp=tp,
         pp=pp,
@@ -92,10 +133,10 @@ def train_in_process(recipe, layout: RunLayout, resume: bool = False, prepared: 
             if rank0:
                 layout.fresh_stage("train", resume)
             torch.distributed.barrier()
-        result = FamilialTrainer(fcfg, settings, tokenizer, layout.stage("train")).run(curriculum(recipe, layout), resume=resume)
+        result = FamilialTrainer(fcfg, settings, tokenizer, out_dir).run(curriculum(recipe, layout), resume=resume)
         stats = {"stage": "train", "model": dict(fcfg.__dict__), "parallel": {"tp": tp, "pp": pp,
                  "world_size": torch.distributed.get_world_size()}, **result}
         if rank0:
-            write_stats(layout.stats("train"), stats)
+            write_stats(os.path.join(out_dir, "stats.json"), stats)
         torch.distributed.barrier()
     return stats

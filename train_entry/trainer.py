@@ -21,6 +21,7 @@ from loguru import logger
 
 from train_entry import checkpointing, cpu_support
 from train_entry.data import DatasetTokenizer, build_datasets, build_eval_dataset, collate
+from train_entry.init_from import HF, detect_format, load_hf_qwen3
 from train_entry.loss_schedule import ExitWeight, lr_at
 from train_entry.model import ExitLossInjector, FamilialGPTModel, build_model, masked_mean
 from train_entry.model_config import FamilialConfig
@@ -56,6 +57,8 @@ class LoopSettings:
     save_interval: int = 0  # checkpoint every N steps (0: only at the end)
     # "exits": stages balanced for the branch cost; "even": L / PP layers each; or layers per stage
     pipeline_balance: str | list[int] = "exits"
+    init_from: str | None = None  # start from these weights: a Hugging Face Qwen3 folder or a checkpoint of ours
+    init_format: str = "auto"
 
 
 def _free_port() -> int:
@@ -132,6 +135,7 @@ class FamilialTrainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=settings.lr, weight_decay=settings.weight_decay)
         self.step = 0
+        self.started_from: dict | None = None  # the weights this run continued from (None: random or resumed)
 
     # ------------------------------------------------------------------------------------------- steps
     def _set_exit_weights(self) -> dict[int, float]:
@@ -269,6 +273,17 @@ class FamilialTrainer:
         logger.info(f"resumed from {checkpointing.iteration_dir(self.checkpoint_dir, self.step)} at step {self.step}")
         return rows, common.get("evals", {})
 
+    def init_weights(self) -> str:
+        """Continued pretraining: every rank loads its slice of the starting weights (collective for a
+        checkpoint of ours, rank-local reads for a Hugging Face folder). Returns the format read."""
+        fmt = detect_format(self.s.init_from) if self.s.init_format == "auto" else self.s.init_format
+        if fmt == HF:
+            load_hf_qwen3(self.model, self.fcfg, self.s.init_from)
+        else:
+            checkpointing.load_weights(self.s.init_from, self.model)
+        logger.info(f"initialised from {self.s.init_from} ({fmt})")
+        return fmt
+
     def save_checkpoint(self, evals: dict) -> str:
         return checkpointing.save(self.checkpoint_dir, self.step, self.model, self.optimizer, {"evals": evals})
 
@@ -284,6 +299,8 @@ class FamilialTrainer:
         history, evals = [], {}
         if resume and checkpointing.latest_iteration(self.checkpoint_dir) is not None:
             history, evals = self._resume(metrics_path)
+        elif self.s.init_from:
+            self.started_from = {"path": self.s.init_from, "format": self.init_weights()}
         with open(metrics_path if writer else os.devnull, "w") as metrics:
             metrics.writelines(json.dumps(row) + "\n" for row in history)
             stage_end = 0
@@ -341,4 +358,5 @@ class FamilialTrainer:
             "eval": evals,
             "metrics": metrics_path,
             "checkpoint": ckpt,
+            "init_from": self.started_from,
         }

@@ -40,6 +40,11 @@ class Stage:
     def run(self, ctx: StageContext) -> dict:
         raise NotImplementedError
 
+    def preflight(self, recipe) -> list[str]:
+        """What this stage needs beyond the recipe's own checks (e.g. a checkpoint to start from), checked
+        before any stage of the run starts; each problem names its recipe key."""
+        return []
+
     def require_previous(self, ctx: StageContext) -> None:
         if self.needs and not os.path.exists(ctx.layout.stats(self.needs)):
             raise MissingInput(f"stage {self.name!r} needs the output of {self.needs!r} ({ctx.layout.stats(self.needs)}); "
