@@ -98,8 +98,11 @@ def test_ruyi2_train_under_torchrun_matches_the_demo_run(demo_run, tmp_path, tp,
     ours = [json.loads(line) for line in open(os.path.join(recipe.run_dir, "train", "metrics.jsonl"))]
     single = [json.loads(line) for line in open(os.path.join(demo_run["layout"].stage("train"), "metrics.jsonl"))]
     assert len(ours) == len(single)
-    for a, b in zip(ours, single):
-        assert a["loss"] == pytest.approx(b["loss"], rel=5e-4, abs=1e-3)  # TP/PP reorder fp32 sums
+    # step 0 is the starting weights' forward: each rank's slice of the base must give the same losses
+    assert ours[0]["loss"] == pytest.approx(single[0]["loss"], rel=1e-5)
+    # later steps drift: TP/PP reorder fp32 sums, and Adam's normalised steps amplify the last bits
+    for a, b in zip(ours[1:], single[1:]):
+        assert a["loss"] == pytest.approx(b["loss"], rel=3e-3)
     ckpt = os.path.join(recipe.run_dir, "train", "checkpoint")
     assert open(os.path.join(ckpt, "latest_checkpointed_iteration.txt")).read().strip() == str(len(ours))
     files = os.listdir(os.path.join(ckpt, f"iter_{len(ours):07d}"))
