@@ -5,7 +5,6 @@ import json
 import pytest
 import torch
 import transformers  # noqa: E402  (a test dependency: pip install -e ".[test]")
-
 from safetensors.torch import load_file
 
 from train_entry.hf_interop import export_ruyi_hf, mcore_to_ruyi_hf, ruyi_hf_to_mcore

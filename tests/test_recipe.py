@@ -170,3 +170,18 @@ def test_stage_without_previous_output_says_what_to_run(tmp_path, capsys):
     path = _write(tmp_path, _base())
     assert main(["dedup", path]) == 1
     assert "run `ruyi2 filter` first" in capsys.readouterr().err
+
+
+def test_stage_exit_weights_must_name_a_stage_and_fit_the_exits(tmp_path, capsys):
+    from pipeline.runner import check_runnable
+
+    data = _base()
+    data["train"] = {"stage_exit_weights": {"anneal": [{"start": 1.0}] * 3}}
+    path = _write(tmp_path, data)
+    check_runnable(load_recipe(path), ["filter", "dedup"])  # a run without train: not its business
+    assert main(["run", path]) == 2  # with train: refused before any work
+    assert "train.stage_exit_weights.anneal: no curriculum stage of that name" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "run")
+    data["train"] = {"stage_exit_weights": {"general": [{"start": 1.0}] * 2}}
+    assert main(["validate", _write(tmp_path, data)]) == 0
+    assert "not: train (train.stage_exit_weights.general: 2 schedules for 3 exits [1, 2, 3])" in capsys.readouterr().out

@@ -144,3 +144,48 @@ def test_a_truncated_checkpoint_is_named(dist, tmp_path):
     fresh = build_model(TINY)
     with pytest.raises(checkpointing.CheckpointError, match=f"{path}: cannot load the checkpoint"):
         checkpointing.load(str(tmp_path / "ckpt"), fresh, torch.optim.AdamW(fresh.parameters(), lr=1e-3))
+
+
+def test_no_weight_decay_on_norms_biases_and_embeddings(dist):
+    from train_entry.optim import param_groups
+
+    model = build_model(TINY)
+    decay, plain = param_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decay["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    plain_names = {names[id(p)] for p in plain["params"]}
+    assert "embedding.word_embeddings.weight" in plain_names
+    assert all("layernorm" in n or "norm" in n or "embedding" in n for n in plain_names)
+    assert {names[id(p)] for p in decay["params"]} >= {"output_layer.weight", "decoder.layers.0.self_attention.linear_qkv.weight"}
+    assert len(decay["params"]) + len(plain["params"]) == len(list(model.parameters()))
+
+
+def test_gradients_are_clipped_to_the_norm_over_the_whole_model(dist):
+    from train_entry.optim import clip_gradients
+
+    torch.manual_seed(0)
+    model = build_model(TINY)
+    inp, lab, pos, mask = _batch()
+    model.exit_weights.update({2: 1.0, 4: 1.0, 5: 1.0})
+    ExitLossInjector.scale = torch.tensor(1.0)
+    masked_mean(model(inp, pos, None, labels=lab, loss_mask=mask), mask).backward()
+    params = list(model.parameters())
+    expected = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in params if p.grad is not None)).item()
+    norm = clip_gradients(params, 0.5)
+    assert norm == pytest.approx(expected, rel=1e-5) and norm > 0.5
+    after = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in params if p.grad is not None)).item()
+    assert after == pytest.approx(0.5, rel=1e-4)
+
+
+def test_a_curriculum_stage_can_restart_the_exit_weights():
+    """The anneal stage restarts its own schedule over its own steps; the general stage continues the run's."""
+    from train_entry.loss_schedule import StageSpan, exit_weights_at
+
+    run = [ExitWeight(1.0, 0.2, "linear"), ExitWeight(1.0)]
+    anneal = [ExitWeight(0.5, 0.0, "linear"), ExitWeight(1.0)]
+    general, last = StageSpan("general", 0, 6), StageSpan("anneal", 6, 5)
+    per = {"anneal": anneal}
+    assert exit_weights_at(3, 11, run, general, per) == [pytest.approx(1.0 - 0.8 * 3 / 10), 1.0]
+    assert exit_weights_at(6, 11, run, last, per) == [0.5, 1.0]  # restarted at the stage's first step
+    assert exit_weights_at(10, 11, run, last, per) == [pytest.approx(0.0), 1.0]
+    assert exit_weights_at(10, 11, run, last, {}) == [pytest.approx(0.2), 1.0]  # without it: the run's schedule

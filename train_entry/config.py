@@ -58,10 +58,19 @@ class TrainConfig(Strict):
     lr: float = Field(1e-3, gt=0)
     min_lr: float = Field(1e-4, ge=0)
     warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up before the cosine decay")
-    weight_decay: float = Field(0.01, ge=0)
+    weight_decay: float = Field(0.01, ge=0, description="AdamW decay of weight matrices (norms, biases, embeddings: none)")
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    adam_beta2: float = Field(0.999, ge=0, lt=1)
+    adam_eps: float = Field(1e-8, gt=0)
+    clip_grad: float = Field(1.0, ge=0, description="largest gradient norm over the whole model (0: no clipping)")
     seed: int = 1234
     exit_weights: list[ExitWeightSchedule] | None = Field(
-        None, description="one schedule per exit (same order as model exits); default: all 1.0"
+        None, description="one schedule per exit (same order as model exits) over all steps; default: all 1.0"
+    )
+    stage_exit_weights: dict[str, list[ExitWeightSchedule]] = Field(
+        default_factory=dict,
+        description="curriculum stage -> one schedule per exit over that stage's own steps (a restart); other stages "
+                    "continue exit_weights",
     )
     eval_samples: int = Field(8, ge=0, description="held-out samples per curriculum stage, evaluated per exit")
     threads: int | None = Field(None, ge=1, description="torch CPU threads")

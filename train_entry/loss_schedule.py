@@ -38,3 +38,21 @@ def lr_at(step: int, total_steps: int, lr: float, min_lr: float, warmup_steps: i
         return lr * (step + 1) / warmup_steps
     frac = min(1.0, (step - warmup_steps) / max(1, total_steps - 1 - warmup_steps))
     return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * frac))
+
+
+@dataclass(frozen=True)
+class StageSpan:
+    """Where a curriculum stage sits in the run: its name, first step and number of steps."""
+
+    name: str
+    start: int
+    steps: int
+
+
+def exit_weights_at(step: int, total_steps: int, run_schedule: list[ExitWeight], stage: StageSpan | None = None,
+                    per_stage: dict[str, list[ExitWeight]] | None = None) -> list[float]:
+    """lambda_k at ``step``: a curriculum stage with its own schedules restarts them over its own steps (e.g.
+    the annealing stage); every other stage continues the run's schedules over all steps."""
+    if stage is not None and per_stage and stage.name in per_stage:
+        return [w.at(step - stage.start, stage.steps) for w in per_stage[stage.name]]
+    return [w.at(step, total_steps) for w in run_schedule]

@@ -29,10 +29,17 @@ class TrainStage(Stage):
         from train_entry.init_from import InitError
 
         try:
-            model_config(recipe.train)
+            exits = model_config(recipe.train).exits
         except (InitError, ValueError, KeyError, OSError) as e:
             return [f"train.{e}" if str(e).startswith(("init_from", "model.")) else f"train: {e}"]
-        return []
+        train, problems = recipe.train, []
+        schedules = [("exit_weights", train.exit_weights or [])] + [(f"stage_exit_weights.{k}", v) for k, v in train.stage_exit_weights.items()]
+        problems += [f"train.{key}: {len(ws)} schedules for {len(exits)} exits {list(exits)}" for key, ws in schedules
+                     if ws and len(ws) != len(exits)]
+        stage_names = [st.name for st in recipe.mixture.stages] if recipe.mixture else []
+        problems += [f"train.stage_exit_weights.{k}: no curriculum stage of that name (mixture.stages: {stage_names})"
+                     for k in train.stage_exit_weights if k not in stage_names]
+        return problems
 
     def run(self, ctx: StageContext) -> dict:
         self.require_previous(ctx)
@@ -116,7 +123,10 @@ def train_in_process(recipe, layout: RunLayout, resume: bool = False, prepared: 
     tp, pp = cfg.tensor_parallel, cfg.pipeline_parallel
     settings = LoopSettings(
         **cfg.model_dump(exclude={"enabled", "model", "exit_weights", "threads", "tensor_parallel", "pipeline_parallel", "dae",
-                                  "init_from"}),
+                                  "init_from", "adam_beta1", "adam_beta2", "adam_eps", "stage_exit_weights"}),
+        stage_exit_weights={st: [ExitWeight(**w.model_dump()) for w in ws] for st, ws in cfg.stage_exit_weights.items()},
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        eps=cfg.adam_eps,
         init_from=cfg.init_from.path if cfg.init_from else None,
         init_format=init_format(cfg) or "auto",
         exit_weights=[ExitWeight(**w.model_dump()) if w else ExitWeight() for w in weights],

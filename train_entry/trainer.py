@@ -22,9 +22,10 @@ from loguru import logger
 from train_entry import checkpointing, cpu_support
 from train_entry.data import DatasetTokenizer, build_datasets, build_eval_dataset, collate
 from train_entry.init_from import HF, detect_format, load_hf_qwen3
-from train_entry.loss_schedule import ExitWeight, lr_at
+from train_entry.loss_schedule import ExitWeight, StageSpan, exit_weights_at, lr_at
 from train_entry.model import ExitLossInjector, FamilialGPTModel, build_model, masked_mean
 from train_entry.model_config import FamilialConfig
+from train_entry.optim import build_optimizer, clip_gradients
 from train_entry.pipeline_balance import plan_pipeline
 
 
@@ -59,6 +60,11 @@ class LoopSettings:
     pipeline_balance: str | list[int] = "exits"
     init_from: str | None = None  # start from these weights: a Hugging Face Qwen3 folder or a checkpoint of ours
     init_format: str = "auto"
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    clip_grad: float = 1.0  # largest gradient norm (0: no clipping)
+    # curriculum stage -> lambda_k schedules over that stage's own steps (others follow exit_weights)
+    stage_exit_weights: dict[str, list[ExitWeight]] = field(default_factory=dict)
 
 
 def _free_port() -> int:
@@ -133,13 +139,15 @@ class FamilialTrainer:
         if torch.cuda.is_available():
             self.model.cuda()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.params, lr=settings.lr, weight_decay=settings.weight_decay)
+        self.optimizer = build_optimizer(self.model, settings.lr, settings.weight_decay, settings.betas, settings.eps)
         self.step = 0
         self.started_from: dict | None = None  # the weights this run continued from (None: random or resumed)
+        self.stage_span: StageSpan | None = None  # the curriculum stage being trained
 
     # ------------------------------------------------------------------------------------------- steps
     def _set_exit_weights(self) -> dict[int, float]:
-        lambdas = {e: w.at(self.step, self.s.steps) for e, w in zip(self.fcfg.exits, self.s.exit_weights)}
+        weights = exit_weights_at(self.step, self.s.steps, self.s.exit_weights, self.stage_span, self.s.stage_exit_weights)
+        lambdas = dict(zip(self.fcfg.exits, weights))
         self.model.exit_weights.update(lambdas)
         return lambdas
 
@@ -219,10 +227,12 @@ class FamilialTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         self._run_schedule(batch, forward_only=False)
         self._average_data_parallel_grads()
+        norm = clip_gradients(self.params, self.s.clip_grad)
         self.optimizer.step()
         self.step += 1
         local = self._all_exit_losses()
-        return {"lr": lr, "lambdas": lambdas, "losses": self._data_parallel_mean(local), "replica_losses": local}
+        return {"lr": lr, "lambdas": lambdas, "losses": self._data_parallel_mean(local), "replica_losses": local,
+                "grad_norm": norm}
 
     @torch.no_grad()
     def evaluate(self, dataset, batches: int) -> dict[int, float]:
@@ -306,6 +316,7 @@ class FamilialTrainer:
             stage_end = 0
             for stage, n_steps in zip(stages, steps_per_stage):
                 stage_start, stage_end = stage_end, stage_end + n_steps
+                self.stage_span = StageSpan(stage.name, stage_start, n_steps)
                 if self.step >= stage_end and (stage.name in evals or not self.s.eval_samples):
                     continue  # finished (and evaluated) before the checkpoint
                 train_ds, valid_ds = build_datasets(
@@ -323,11 +334,14 @@ class FamilialTrainer:
                     idx = range(start, start + self.s.micro_batch_size)
                     t0 = time.perf_counter()
                     rec = self.train_step(collate([train_ds[j] for j in idx]))
+                    seconds = time.perf_counter() - t0
                     row = {
                         "step": self.step,
                         "stage": stage.name,
                         "lr": rec["lr"],
-                        "seconds": round(time.perf_counter() - t0, 4),
+                        "seconds": round(seconds, 4),
+                        "tokens_per_s": round(self.s.micro_batch_size * self.s.seq_length * dp / seconds),
+                        "grad_norm": rec["grad_norm"],
                         "loss": {self.fcfg.exit_name(e): v for e, v in sorted(rec["losses"].items())},
                         "lambda": {self.fcfg.exit_name(e): v for e, v in sorted(rec["lambdas"].items())},
                     }
@@ -336,7 +350,8 @@ class FamilialTrainer:
                     history.append(row)
                     if writer:
                         logger.info(
-                            f"step {self.step}/{self.s.steps} [{stage.name}] lr {rec['lr']:.2e} | "
+                            f"step {self.step}/{self.s.steps} [{stage.name}] lr {rec['lr']:.2e} | grad norm "
+                            f"{rec['grad_norm']:.3f} | {row['tokens_per_s']:,} tok/s | "
                             + " | ".join(f"{k} {v:.4f} (λ {row['lambda'][k]:.2f})" for k, v in row["loss"].items())
                         )
                     if self.s.save_interval and self.step % self.s.save_interval == 0 and self.step < self.s.steps:
