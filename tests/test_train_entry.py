@@ -189,3 +189,31 @@ def test_a_curriculum_stage_can_restart_the_exit_weights():
     assert exit_weights_at(6, 11, run, last, per) == [0.5, 1.0]  # restarted at the stage's first step
     assert exit_weights_at(10, 11, run, last, per) == [pytest.approx(0.0), 1.0]
     assert exit_weights_at(10, 11, run, last, {}) == [pytest.approx(0.2), 1.0]  # without it: the run's schedule
+
+
+def test_document_masks_change_the_loss_exactly_where_sequences_are_packed(dist):
+    """Two documents packed in one sequence: with document masks (megatron-core's GPTDataset masks and
+    positions) the first document's token losses are unchanged and the second's equal those of the second
+    document on its own; without them the second document sees the first."""
+    from megatron.core.datasets.gpt_dataset import _get_ltor_masks_and_position_ids
+
+    torch.manual_seed(0)
+    model = build_model(TINY).eval()
+    eod = 0
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randint(1, 512, (6,), generator=g), torch.randint(1, 512, (10,), generator=g)
+    packed = torch.cat([a, torch.tensor([eod]), b])  # 17 tokens: 16 inputs + 16 labels
+    inp, lab = packed[:-1].unsqueeze(0), packed[1:].unsqueeze(0)
+    mask, _, pos = _get_ltor_masks_and_position_ids(inp[0], eod, True, True, False, True)
+
+    def token_losses(tokens, labels, position_ids, attention_mask):
+        with torch.no_grad():
+            return model(tokens, position_ids, attention_mask, labels=labels)[0]
+
+    plain = token_losses(inp, lab, torch.arange(16).unsqueeze(0), None)
+    masked = token_losses(inp, lab, pos.unsqueeze(0), mask.unsqueeze(0))
+    alone = token_losses(b[:-1].unsqueeze(0), b[1:].unsqueeze(0), torch.arange(9).unsqueeze(0), None)
+    first = 7  # the inputs up to and including the end-of-document token
+    assert torch.allclose(masked[:first], plain[:first], atol=1e-6)
+    assert torch.allclose(masked[first:], alone, atol=1e-5)
+    assert (masked[first:] - plain[first:]).abs().max() > 1e-3

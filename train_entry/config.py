@@ -63,6 +63,10 @@ class TrainConfig(Strict):
     adam_beta2: float = Field(0.999, ge=0, lt=1)
     adam_eps: float = Field(1e-8, gt=0)
     clip_grad: float = Field(1.0, ge=0, description="largest gradient norm over the whole model (0: no clipping)")
+    document_masks: bool = Field(
+        False, description="packed sequences: documents do not attend to each other and positions restart after each "
+                           "end-of-document token (Megatron-LM's --reset-attention-mask --reset-position-ids)"
+    )
     seed: int = 1234
     exit_weights: list[ExitWeightSchedule] | None = Field(
         None, description="one schedule per exit (same order as model exits) over all steps; default: all 1.0"

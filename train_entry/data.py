@@ -40,7 +40,11 @@ class DatasetTokenizer:
         return {"class": "DatasetTokenizer", "tokenizer": self.name, "eod": self.eod, "vocab_size": self.vocab_size}
 
 
-def _dataset_config(blend_per_split: list, seq_length: int, tokenizer: DatasetTokenizer, seed: int, cache_dir: str | None):
+def _dataset_config(blend_per_split: list, seq_length: int, tokenizer: DatasetTokenizer, seed: int, cache_dir: str | None,
+                    document_masks: bool = False):
+    """``document_masks``: a packed sequence's documents do not see each other (attention reset after every
+    end-of-document token) and each one's positions start at 0, as Megatron-LM's ``--reset-attention-mask``
+    and ``--reset-position-ids``; the samples then carry an attention mask."""
     from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
 
     return GPTDatasetConfig(
@@ -48,10 +52,10 @@ def _dataset_config(blend_per_split: list, seq_length: int, tokenizer: DatasetTo
         sequence_length=seq_length,
         blend_per_split=blend_per_split,
         tokenizer=tokenizer,
-        reset_position_ids=False,
-        reset_attention_mask=False,
+        reset_position_ids=document_masks,
+        reset_attention_mask=document_masks,
         eod_mask_loss=False,
-        create_attention_mask=False,
+        create_attention_mask=document_masks,
         path_to_cache=cache_dir,
         mmap_bin_files=True,
     )
@@ -66,6 +70,7 @@ def build_datasets(
     tokenizer: DatasetTokenizer,
     seed: int,
     cache_dir: str | None,
+    document_masks: bool = False,
 ):
     """(train, valid) from separate train and held-out blends (``blend_per_split``, like Megatron-LM's
     --train-data-path / --valid-data-path). A held-out set that is a separate prefix cannot come out empty
@@ -74,19 +79,19 @@ def build_datasets(
     from megatron.core.datasets.gpt_dataset import GPTDataset
 
     valid_blend = read_blend(valid_data_args_path) if valid_data_args_path and eval_samples else None
-    config = _dataset_config([read_blend(data_args_path), valid_blend, None], seq_length, tokenizer, seed, cache_dir)
+    config = _dataset_config([read_blend(data_args_path), valid_blend, None], seq_length, tokenizer, seed, cache_dir, document_masks)
     sizes = [train_samples, eval_samples if valid_blend else 0, 0]
     train, valid, _ = BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, config).build()
     return train, valid
 
 
 def build_eval_dataset(prefix: str, seq_length: int, samples: int, tokenizer: DatasetTokenizer, seed: int,
-                       cache_dir: str | None):
+                       cache_dir: str | None, document_masks: bool = False):
     """``samples`` sequences from one held-out prefix (one domain's evaluation set)."""
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
     from megatron.core.datasets.gpt_dataset import GPTDataset
 
-    config = _dataset_config([None, ([prefix], None), None], seq_length, tokenizer, seed, cache_dir)
+    config = _dataset_config([None, ([prefix], None), None], seq_length, tokenizer, seed, cache_dir, document_masks)
     _, valid, _ = BlendedMegatronDatasetBuilder(GPTDataset, [0, samples, 0], lambda: True, config).build()
     return valid
 
@@ -94,4 +99,5 @@ def build_eval_dataset(prefix: str, seq_length: int, samples: int, tokenizer: Da
 def collate(samples: list[dict]) -> dict:
     import torch
 
-    return {k: torch.from_numpy(np.stack([np.asarray(s[k]) for s in samples])) for k in ("tokens", "labels", "loss_mask", "position_ids")}
+    keys = ("tokens", "labels", "loss_mask", "position_ids") + (("attention_mask",) if "attention_mask" in samples[0] else ())
+    return {k: torch.from_numpy(np.stack([np.asarray(s[k]) for s in samples])) for k in keys}

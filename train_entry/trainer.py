@@ -63,6 +63,7 @@ class LoopSettings:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     clip_grad: float = 1.0  # largest gradient norm (0: no clipping)
+    document_masks: bool = False  # packed documents do not attend to each other; positions restart per document
     # curriculum stage -> lambda_k schedules over that stage's own steps (others follow exit_weights)
     stage_exit_weights: dict[str, list[ExitWeight]] = field(default_factory=dict)
 
@@ -156,7 +157,8 @@ class FamilialTrainer:
 
     def _forward_step(self, data_iterator, model):
         batch = self._device_batch(next(data_iterator))
-        output = model(batch["tokens"], batch["position_ids"], None, labels=batch["labels"], loss_mask=batch["loss_mask"])
+        output = model(batch["tokens"], batch["position_ids"], batch.get("attention_mask"), labels=batch["labels"],
+                       loss_mask=batch["loss_mask"])
         return output, partial(self._loss_func, batch["loss_mask"])
 
     def _loss_func(self, loss_mask, output_tensor):
@@ -264,7 +266,7 @@ class FamilialTrainer:
         by_domain: dict[str, list[dict]] = {}
         for label, prefix in sorted(stage.eval_sets.items()):
             ds = build_eval_dataset(prefix, self.s.seq_length, self.s.eval_samples, self.tokenizer, self.s.seed,
-                                    os.path.join(self.out_dir, "dataset_cache"))
+                                    os.path.join(self.out_dir, "dataset_cache"), self.s.document_masks)
             out[label] = {name(e): v for e, v in sorted(self.evaluate(ds, batches).items())}
             by_domain.setdefault(label.split("/")[0], []).append(out[label])
         for domain, rows in sorted(by_domain.items()):
@@ -328,6 +330,7 @@ class FamilialTrainer:
                     tokenizer=self.tokenizer,
                     seed=self.s.seed,
                     cache_dir=os.path.join(self.out_dir, "dataset_cache"),
+                    document_masks=self.s.document_masks,
                 )
                 for i in range(self.step - stage_start, n_steps):
                     start = (i * dp + dp_rank) * self.s.micro_batch_size  # each data-parallel rank its own samples
