@@ -125,6 +125,12 @@ class FamilialTrainer:
         self.fcfg, self.s, self.tokenizer, self.out_dir = fcfg, settings, tokenizer, out_dir
         os.makedirs(out_dir, exist_ok=True)
         torch.manual_seed(settings.seed)
+        if torch.cuda.is_available():
+            # megatron-core initialises weights on the GPU through its CUDA RNG tracker (tensor-parallel ranks
+            # draw different shards, data-parallel replicas the same): it must be seeded before the build
+            from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
+
+            model_parallel_cuda_manual_seed(settings.seed)
         self.pipeline_plan = None
         if settings.pp > 1:
             self.pipeline_plan = plan_pipeline(fcfg, settings.pp, settings.seq_length, settings.pipeline_balance)
