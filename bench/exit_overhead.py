@@ -17,9 +17,9 @@ import time
 
 import torch
 
+from train_entry.distributed import DistributedContext
 from train_entry.model import build_model, masked_mean
 from train_entry.model_config import FamilialConfig
-from train_entry.trainer import DistributedContext
 
 
 def make(exits) -> tuple[torch.nn.Module, torch.optim.Optimizer]:

@@ -84,7 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description="The latest checkpoint of RUN_DIR/train as a Hugging Face folder: the Ruyi2 layout for a "
                                    "familial model, the stock Qwen3 layout for a model without branches.")
     p.add_argument("run_dir")
-    p.add_argument("--out", required=True, help="output folder (config.json, model.safetensors)")
+    p.add_argument("--out", required=True, help="output folder (config.json, safetensors shards, tokenizer files)")
+    p.add_argument("--dtype", choices=("bfloat16", "float16", "float32"), default="bfloat16",
+                   help="weights' dtype (default bfloat16)")
+    p.add_argument("--exit", type=int, default=None, help="the exit (0-based layer) generation uses by default (default: the last)")
+    p.add_argument("--max-shard-size", default="5GB", help="largest safetensors file (default 5GB)")
     p = sub.add_parser("demo", help="build the embedded demo corpus and run every stage on it",
                        description="Assemble a demo corpus from text shipped inside installed packages and run the whole flow.")
     p.add_argument("--run-dir", default="runs/demo", help="where the demo corpus and run go (default: runs/demo)")
@@ -106,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "export":
             try:
-                read = export_run(os.path.abspath(args.run_dir), os.path.abspath(args.out))
+                read = export_run(os.path.abspath(args.run_dir), os.path.abspath(args.out), args.dtype, args.exit,
+                                  args.max_shard_size)
             except StageError as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 1

@@ -272,6 +272,9 @@ def demo_recipe(run_dir: str, corpus: str, executor: str = "local", small: bool 
         # (trained first by `base_recipe`, written in Hugging Face format); its shape comes from that checkpoint
         "train": {"init_from": {"path": os.path.join(run_dir, BASE_MODEL), "format": "hf"}, "model": {"exits": [1, 2, 3]},
                   "steps": 8, "micro_batch_size": 2, "seq_length": 64, "lr": 3e-3, "eval_samples": 4,
+                  # two micro-batches accumulated per step; the rate holds through the general stage and decays
+                  # over the anneal stage (warm-up, stable, decay), as Ruyi2 anneals at the end of mid-training
+                  "global_batch_size": 4, "lr_schedule": "wsd",
                   "exit_weights": [{"start": 1.0, "end": 0.3, "schedule": "cosine"},
                                    {"start": 1.0, "end": 0.5, "schedule": "cosine"},
                                    {"start": 1.0, "end": 1.0}]},
@@ -311,7 +314,7 @@ def run_demo(recipe_path: str, quiet: bool = False) -> dict[str, dict]:
     base = load_recipe(os.path.join(os.path.dirname(recipe_path), "base.yaml"))
     results = run_stages(recipe, [s for s in STAGE_NAMES if s != "train"], quiet=quiet)
     results["base"] = run_stages(base, ["train"], quiet=True)["train"]
-    export_run(base.run_dir, recipe.train.init_from.path)
+    export_run(base.run_dir, recipe.train.init_from.path, dtype="float32")  # a hand-off between runs: no rounding
     if not quiet:
         first, last = (results["base"][k]["exit3"] for k in ("first_loss", "last_loss"))
         print(f"base model: a plain Qwen3 trained {results['base']['steps']} steps (loss {first:.3f} -> {last:.3f}), "

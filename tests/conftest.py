@@ -30,7 +30,7 @@ def demo_run(tmp_path_factory):
 def dist():
     """torch.distributed (gloo, world size 1) and megatron-core's parallel state, for one test module.
     Module scope: the data stages fork workers, which must not inherit a live process group."""
-    from train_entry.trainer import DistributedContext
+    from train_entry.distributed import DistributedContext
 
     with DistributedContext() as ctx:
         yield ctx

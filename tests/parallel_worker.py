@@ -18,9 +18,10 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from train_entry.data import collate  # noqa: E402
+from train_entry.distributed import DistributedContext  # noqa: E402
 from train_entry.loss_schedule import ExitWeight  # noqa: E402
 from train_entry.model_config import FamilialConfig  # noqa: E402
-from train_entry.trainer import DistributedContext, FamilialTrainer, LoopSettings  # noqa: E402
+from train_entry.trainer import FamilialTrainer, LoopSettings  # noqa: E402
 
 CFG = FamilialConfig(num_layers=6, hidden_size=32, ffn_hidden_size=64, num_attention_heads=4, num_query_groups=2,
                      kv_channels=8, exits=(3, 4, 5), vocab_size=512, max_sequence_length=16)
@@ -69,10 +70,11 @@ def main() -> None:
     ap.add_argument("--check-branch-init", action="store_true")
     ap.add_argument("--layers-per-stage", help="e.g. 4,2 (default: an even split)")
     ap.add_argument("--replica-batches", action="store_true", help="each data-parallel replica trains on its own batch")
+    ap.add_argument("--global-batch", type=int, help="samples per step, accumulated in micro-batches of 2 over the replicas")
     a = ap.parse_args()
     settings = LoopSettings(steps=a.steps, micro_batch_size=2, seq_length=16, lr=3e-3, min_lr=3e-3, weight_decay=0.0,
                              seed=1234, eval_samples=0, exit_weights=[ExitWeight(0.5), ExitWeight(0.8), ExitWeight(1.0)],
-                             tp=a.tp, pp=a.pp,
+                             tp=a.tp, pp=a.pp, global_batch_size=a.global_batch,
                              pipeline_balance=[int(x) for x in a.layers_per_stage.split(",")] if a.layers_per_stage else "even")
     with DistributedContext(tp=a.tp, pp=a.pp):
         trainer = FamilialTrainer(CFG, settings, tokenizer=None, out_dir=a.out)
@@ -84,7 +86,15 @@ def main() -> None:
             trainer.step = int(checkpointing.load(a.load, trainer.model, trainer.optimizer)["step"])
         from megatron.core import parallel_state
 
-        batch = fixed_batch(7 + parallel_state.get_data_parallel_rank() if a.replica_batches else 7)
+        if a.global_batch:  # this replica's micro-batches of one fixed global batch, in Megatron-LM's order
+            from train_entry.trainer import sample_indices
+
+            pool = [fixed_batch(100 + i) for i in range(a.global_batch // 2)]  # 2 samples each
+            dp, rank = parallel_state.get_data_parallel_world_size(), parallel_state.get_data_parallel_rank()
+            batch = [pool[sample_indices(0, m, rank, dp, 2, trainer.micro_batches).start // 2]
+                     for m in range(trainer.micro_batches)]
+        else:
+            batch = fixed_batch(7 + parallel_state.get_data_parallel_rank() if a.replica_batches else 7)
         steps = [trainer.train_step(batch) for _ in range(a.steps)]
         checkpointing.save(os.path.join(a.out, "ckpt"), trainer.step, trainer.model, trainer.optimizer, {})
         with open(os.path.join(a.out, f"losses_{torch.distributed.get_rank()}.json"), "w") as f:

@@ -55,8 +55,35 @@ def test_trainer_with_dae_optimises_only_the_new_blocks_and_head(dist, tmp_path)
     settings = LoopSettings(steps=3, micro_batch_size=2, seq_length=16, lr=3e-3, min_lr=3e-3, weight_decay=0.0, seed=1,
                              eval_samples=0, exit_weights=[ExitWeight(1.0), ExitWeight(0.0), ExitWeight(0.0)], dae_exit=2)
     trainer = FamilialTrainer(CFG, settings, tokenizer=None, out_dir=str(tmp_path))
-    assert {id(p) for p in trainer.params} == {id(p) for n, p in trainer.model.named_parameters() if n.startswith(("dae_blocks.2.", "ee_heads.2."))}
+    optimised = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert optimised == {id(p) for n, p in trainer.model.named_parameters() if n.startswith(("dae_blocks.2.", "ee_heads.2."))}
     inp, lab, pos, mask = _batch()
     batch = collate([{"tokens": inp[i].numpy(), "labels": lab[i].numpy(), "loss_mask": mask[i].numpy(), "position_ids": pos[i].numpy()} for i in range(2)])
     losses = [trainer.train_step(batch)["losses"][2] for _ in range(3)]
     assert losses[-1] < losses[0]
+
+
+def test_export_refuses_a_checkpoint_with_dae_blocks(dist, tmp_path):
+    """The published Ruyi2 layout has no place for DaE blocks: exporting such a run fails naming the exit,
+    instead of writing the branch without its blocks (which changes that exit's outputs)."""
+    import dataclasses
+    import json
+    import os
+
+    import pytest
+
+    from train_entry import checkpointing
+    from train_entry.export import ExportError, export_run
+    from train_entry.loss_schedule import ExitWeight
+    from train_entry.trainer import FamilialTrainer, LoopSettings
+
+    settings = LoopSettings(steps=1, micro_batch_size=2, seq_length=16, lr=3e-3, min_lr=3e-3, weight_decay=0.0, seed=1,
+                             eval_samples=0, exit_weights=[ExitWeight(1.0), ExitWeight(0.0), ExitWeight(0.0)], dae_exit=2,
+                             tensorboard=False)
+    train_dir = tmp_path / "run" / "train"
+    trainer = FamilialTrainer(CFG, settings, tokenizer=None, out_dir=str(train_dir))
+    checkpointing.save(str(train_dir / "checkpoint"), 0, trainer.model, trainer.optimizer, {})
+    (train_dir / "stats.json").write_text(json.dumps({"model": dataclasses.asdict(CFG)}))
+    with pytest.raises(ExportError, match=r"DaE blocks after exit\(s\) \[2\]"):
+        export_run(str(tmp_path / "run"), str(tmp_path / "out"))
+    assert not os.path.exists(tmp_path / "out" / "config.json")

@@ -131,3 +131,23 @@ def test_the_logged_loss_under_data_parallelism_is_the_mean_over_replicas(tmp_pa
         assert all(abs(replicas[0][e] - replicas[1][e]) > 1e-3 for e in replicas[0])  # the batches differ
         for r in ranks:
             assert r["losses"][step] == pytest.approx({e: (replicas[0][e] + replicas[1][e]) / 2 for e in replicas[0]}, abs=1e-9)
+
+
+def test_data_parallel_with_accumulation_equals_one_process_with_the_same_global_batch(tmp_path):
+    """A global batch of 8: one process accumulates 4 micro-batches of 2; two replicas accumulate 2 each and
+    megatron-core's DDP averages their gradients. The losses of every exit agree step after step."""
+    one = _launch(1, 1, 1, str(tmp_path / "one"), "--global-batch", "8", "--steps", "3")
+    two = _launch(2, 1, 1, str(tmp_path / "dp2"), "--global-batch", "8", "--steps", "3")
+    assert set(one) == set(two) == {"3", "4", "5"}
+    for e in one:
+        assert two[e] == pytest.approx(one[e], rel=1e-5), e
+        assert one[e][-1] < one[e][0]
+
+
+def test_tensor_and_pipeline_parallel_together_match_one_process(reference, tmp_path):
+    """TP=2 x PP=2, four processes, from the reference's initial weights: the same losses."""
+    losses = _launch(4, 2, 2, str(tmp_path), "--load", reference[1], "--steps", "3")
+    assert set(losses) == set(reference[0])
+    for e, series in reference[0].items():
+        assert losses[e][0] == pytest.approx(series[0], rel=1e-5), e
+        assert losses[e] == pytest.approx(series[:3], rel=3e-3), e

@@ -185,3 +185,19 @@ def test_stage_exit_weights_must_name_a_stage_and_fit_the_exits(tmp_path, capsys
     data["train"] = {"stage_exit_weights": {"general": [{"start": 1.0}] * 2}}
     assert main(["validate", _write(tmp_path, data)]) == 0
     assert "not: train (train.stage_exit_weights.general: 2 schedules for 3 exits [1, 2, 3])" in capsys.readouterr().out
+
+
+def test_the_readme_recipe_reference_is_a_valid_recipe():
+    """The annotated recipe in README.md's "Recipe reference" uses only real keys with valid values (its
+    input files are examples, so they are not checked)."""
+    import re
+
+    import yaml
+
+    from pipeline.recipe import parse_recipe
+
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    section = readme[readme.index("## Recipe reference"):]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    recipe = parse_recipe(yaml.safe_load(block), "README.md", check_inputs=False)
+    assert recipe.train.lr_schedule == "wsd" and recipe.train.global_batch_size == 4 and recipe.mixture.stages

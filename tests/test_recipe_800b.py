@@ -96,3 +96,44 @@ def test_the_plan_reaches_every_weighted_unit_within_the_repeat_cap(run):
     short = [scaled(u, 0.1 if u.source == "synth_reasoning" else 1.0) for u in measured]
     with pytest.raises(MixtureError, match=r"'synth_reasoning' would be repeated"):
         plan_mixture(recipe.mixture, short)
+
+
+# Qwen3-14B-Base's published config.json (the shape fields the launch recipe reads)
+QWEN3_14B = {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3", "hidden_size": 5120, "intermediate_size": 17408,
+             "num_hidden_layers": 40, "num_attention_heads": 40, "num_key_value_heads": 8, "head_dim": 128,
+             "vocab_size": 151936, "rope_theta": 1000000, "rms_norm_eps": 1e-06, "tie_word_embeddings": False,
+             "max_position_embeddings": 32768, "torch_dtype": "bfloat16"}
+
+
+def test_the_launch_recipe_passes_every_check_before_training(run, tmp_path):
+    """The train section of the shipped recipe, on the real corpus's plan and a folder with Qwen3-14B's
+    config: the pre-work checks pass, the model is Ruyi2's (40 layers, exits 2/21/39), the steps carry 800B
+    tokens, and the learning rate anneals over the anneal stage only."""
+    import json
+
+    from pipeline.runner import check_runnable
+    from train_entry.lr_schedule import LRSchedule, decay_span
+    from train_entry.pipeline_balance import plan_pipeline
+    from train_entry.stage import model_config
+    from train_entry.trainer import stage_steps
+
+    recipe, _ = run
+    base = tmp_path / "Qwen3-14B-Base"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps(QWEN3_14B))
+    recipe.train.init_from.path = str(base)
+    check_runnable(recipe, ["train"])
+    train = recipe.train
+    fcfg = model_config(train)
+    assert (fcfg.num_layers, fcfg.hidden_size, fcfg.exits) == (40, 5120, (2, 21, 39))
+    assert train.precision == "bf16" and train.global_batch_size % (train.micro_batch_size * 32) == 0  # DP 32
+    assert train.steps * train.global_batch_size * train.seq_length == pytest.approx(800e9, rel=1e-4)
+    plan = plan_pipeline(fcfg, train.pipeline_parallel, train.seq_length, train.pipeline_balance)
+    assert sum(plan.layers_per_stage) == 40 and plan.speedup_over_even >= 1.0  # never slower than an even split
+    stages = [st.name for st in recipe.mixture.stages]
+    steps = stage_steps([type("S", (), {"tokens": st.tokens})() for st in recipe.mixture.stages], train.steps)
+    end, decay = decay_span(LRSchedule(train.lr_schedule, train.warmup_steps, train.lr_anneal_stage), stages, steps)
+    assert (end, decay) == (train.steps, steps[-1]) and stages[-1] == "anneal"
+    train.lr_anneal_stage = "cooldown"
+    with pytest.raises(Exception, match="lr_anneal_stage: no curriculum stage 'cooldown'"):
+        check_runnable(recipe, ["train"])

@@ -252,6 +252,39 @@ def test_train_logs_every_exit_and_losses_fall(demo_run):
     assert stats["checkpoint"].endswith(f"iter_{stats['steps']:07d}") and os.path.isdir(stats["checkpoint"])
 
 
+def test_train_accumulates_micro_batches_and_anneals_the_rate_in_the_last_stage(demo_run):
+    """The demo's global batch of 4 is two micro-batches of 2; the WSD rate holds through the general stage
+    and falls to min_lr over the anneal stage; every step logs throughput, model TFLOP/s and peak memory."""
+    recipe = demo_run["recipe"].train
+    stats = read_stats(demo_run["layout"].stats("train"))
+    assert (stats["micro_batches_per_step"], stats["global_batch_size"]) == (2, 4)
+    rows = [json.loads(line) for line in open(stats["metrics"])]
+    lrs = [r["lr"] for r in rows]
+    # megatron-core's scheduler gives step t the rate after t completed steps: the anneal stage (steps 6, 7)
+    # starts at lr and its second step is half-way down to min_lr
+    assert lrs[:7] == pytest.approx([recipe.lr] * 7)
+    assert lrs[7] == pytest.approx((recipe.lr + recipe.min_lr) / 2)
+    for r in rows:
+        assert r["tokens_per_s"] > 0 and r["tflops_per_device"] > 0 and r["grad_norm"] > 0
+        assert r["memory"]["peak_host_rss_gib"] > 0.1
+        assert r["mfu"] is None  # no known peak for a CPU
+
+
+def test_train_writes_tensorboard_events(demo_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    stats = read_stats(demo_run["layout"].stats("train"))
+    events = EventAccumulator(os.path.join(os.path.dirname(stats["metrics"]), "tensorboard"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"lm loss/exit1", "lm loss/exit3", "lambda/exit1", "learning-rate", "grad-norm",
+            "throughput/tokens_per_s", "memory/peak_host_rss_gib"} <= tags
+    rows = [json.loads(line) for line in open(stats["metrics"])]
+    logged = events.Scalars("lm loss/exit2")
+    assert [e.step for e in logged] == [r["step"] for r in rows]
+    assert [e.value for e in logged] == pytest.approx([r["loss"]["exit2"] for r in rows], rel=1e-6)
+
+
 def test_train_resumes_from_a_sharded_checkpoint_with_the_same_losses(demo_run, tmp_path):
     """Checkpoint every 4 steps; after a crash past step 4 (step 8's checkpoint lost), --resume continues
     from step 4 and logs exactly the losses and evaluations of the uninterrupted run."""
@@ -306,3 +339,55 @@ def test_dedup_clusters_are_inspectable(demo_run, capsys):
     assert main(["dedup", os.path.join(layout.root, "recipe.yaml"), "--show-clusters"]) == 0
     out = capsys.readouterr().out
     assert f"MinHash clusters: {m['clusters']:,}" in out and "largest MinHash clusters" in out
+
+
+def test_export_writes_a_folder_transformers_loads(demo_run, tmp_path, dist):
+    """`ruyi2 export` of the familial demo run: bf16 shards with an index (a 1 MB cap forces several), the
+    run's tokenizer (AutoTokenizer gives the ids the tokenize stage wrote), a generation config, full
+    attention over the context, the chosen default exit. The demo's base, exported in the stock Qwen3
+    layout, loads with AutoModelForCausalLM and greedy-generates; its logits equal the familial model's
+    full-depth exit read from the same folder."""
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from pipeline.cli import main
+    from pipeline.core.tokens import load_tokenizer
+    from train_entry.init_from import config_from_qwen3, load_hf_qwen3
+    from train_entry.model import build_model
+
+    out = tmp_path / "ruyi2"
+    assert main(["export", demo_run["layout"].root, "--out", str(out), "--max-shard-size", "1MB", "--exit", "1"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == "ruyi_qwen3" and config["default_early_exit_point"] == 1
+    assert config["torch_dtype"] == "bfloat16" and config["sliding_window"] == config["max_position_embeddings"] >= 64
+    assert config["use_sliding_window"] is False
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    files = {s: [k for k, v in index["weight_map"].items() if v == s] for s in shards}
+    # a shard stays under the cap unless one tensor is bigger (a 151,936 x 64 embedding is 19 MB in bf16)
+    assert len(shards) > 1 and all(os.path.getsize(out / s) <= 1_100_000 or len(files[s]) == 1 for s in shards)
+    for shard in shards:
+        with safe_open(str(out / shard), "pt") as f:
+            assert all(f.get_tensor(k).dtype == torch.bfloat16 for k in f.keys())
+            assert set(f.keys()) == set(files[shard])
+    assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == 151643
+    text = "def main():\n    return 42  # the answer"
+    tok = AutoTokenizer.from_pretrained(str(out))
+    assert tok(text)["input_ids"] == load_tokenizer(demo_run["recipe"].tokenizer.path).encode(text).ids
+    with pytest.raises(SystemExit):
+        main(["export", demo_run["layout"].root, "--out", str(tmp_path / "x"), "--dtype", "int8"])
+    assert main(["export", demo_run["layout"].root, "--out", str(tmp_path / "y"), "--exit", "0"]) == 1
+
+    base = demo_run["recipe"].train.init_from.path
+    hf = AutoModelForCausalLM.from_pretrained(base, torch_dtype=torch.float32).eval()
+    ids = torch.tensor([tok(text)["input_ids"]])
+    generated = hf.generate(ids, max_new_tokens=5, do_sample=False)
+    assert generated.shape == (1, ids.shape[1] + 5)
+    fcfg = config_from_qwen3(base, (hf.config.num_hidden_layers - 1,), 64)
+    ours = build_model(fcfg)
+    load_hf_qwen3(ours, fcfg, base)
+    with torch.no_grad():
+        theirs = hf(ids).logits
+    mine = ours.exit_logits(ids, torch.arange(ids.shape[1]).unsqueeze(0))[fcfg.exits[-1]]
+    assert (mine - theirs).abs().max().item() < 1e-4

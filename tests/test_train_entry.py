@@ -5,13 +5,26 @@ import os
 import pytest
 import torch
 
-from train_entry.loss_schedule import ExitWeight, lr_at
+from train_entry.loss_schedule import ExitWeight
 from train_entry.model import ExitLossInjector, build_model, masked_mean
 from train_entry.model_config import PRESETS, FamilialConfig, build_config
-from train_entry.trainer import CurriculumStage, stage_steps
+from train_entry.trainer import CurriculumStage, FamilialTrainer, LoopSettings, stage_steps
 
 TINY = FamilialConfig(num_layers=6, hidden_size=32, ffn_hidden_size=64, num_attention_heads=4, num_query_groups=2,
                       kv_channels=8, exits=(2, 4, 5), vocab_size=512, max_sequence_length=16)
+
+
+def _trainer(tmp_path, **overrides) -> FamilialTrainer:
+    """The trainer's model, DDP, optimizer and scheduler on TINY (seeded, so build_model after
+    torch.manual_seed(1234) gives the same weights)."""
+    fields = dict(steps=10, micro_batch_size=2, seq_length=16, lr=1e-3, min_lr=1e-4, weight_decay=0.1, seed=1234,
+                  eval_samples=0, exit_weights=[ExitWeight(), ExitWeight(), ExitWeight()], tensorboard=False)
+    return FamilialTrainer(TINY, LoopSettings(**{**fields, **overrides}), tokenizer=None, out_dir=str(tmp_path))
+
+
+def _micro_batch(seed=1) -> dict:
+    inp, lab, pos, mask = _batch(seed)
+    return {"tokens": inp, "labels": lab, "position_ids": pos, "loss_mask": mask}
 
 
 def test_presets_follow_the_report():
@@ -30,7 +43,6 @@ def test_exit_weight_schedules():
     assert vals[0] == pytest.approx(1.0) and vals[-1] == pytest.approx(0.1) and vals == sorted(vals, reverse=True)
     assert ExitWeight(start=0.5, end=0.0, schedule="linear").at(5, 11) == pytest.approx(0.25)
     assert ExitWeight(start=1.0, warmup_steps=4).at(1, 10) == pytest.approx(0.5)
-    assert lr_at(9, 10, 1e-3, 1e-4, 0) == pytest.approx(1e-4)
     assert stage_steps([CurriculumStage("a", "", 300), CurriculumStage("b", "", 100)], 8) == [6, 2]
 
 
@@ -134,47 +146,100 @@ def test_a_truncated_checkpoint_is_named(dist, tmp_path):
     BaseException subclass that a plain `except Exception` would let through)."""
     from train_entry import checkpointing
 
-    torch.manual_seed(0)
-    model = build_model(TINY)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    path = checkpointing.save(str(tmp_path / "ckpt"), 3, model, opt, {})
+    trainer = _trainer(tmp_path / "a")
+    trainer.train_step(_micro_batch())
+    path = checkpointing.save(str(tmp_path / "ckpt"), 3, trainer.model, trainer.optimizer, {})
     shard = max((os.path.join(path, f) for f in os.listdir(path) if f.endswith(".distcp")), key=os.path.getsize)
     with open(shard, "r+b") as f:
         f.truncate(os.path.getsize(shard) // 2)
-    fresh = build_model(TINY)
+    fresh = _trainer(tmp_path / "b")
     with pytest.raises(checkpointing.CheckpointError, match=f"{path}: cannot load the checkpoint"):
-        checkpointing.load(str(tmp_path / "ckpt"), fresh, torch.optim.AdamW(fresh.parameters(), lr=1e-3))
+        checkpointing.load(str(tmp_path / "ckpt"), fresh.model, fresh.optimizer)
 
 
-def test_no_weight_decay_on_norms_biases_and_embeddings(dist):
-    from train_entry.optim import param_groups
+def test_no_weight_decay_on_norms_biases_and_embeddings(dist, tmp_path):
+    """megatron-core's optimizer groups: weight matrices decay, norms and embeddings do not (wd_mult 0)."""
+    trainer = _trainer(tmp_path)
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    by_decay = {}
+    for group in trainer.optimizer.param_groups:
+        for p in group["params"]:
+            by_decay[names[id(p)]] = group["weight_decay"]
+    assert len(by_decay) == len(names)
+    assert by_decay["embedding.word_embeddings.weight"] == 0.0
+    assert by_decay["output_layer.weight"] == by_decay["decoder.layers.0.self_attention.linear_qkv.weight"] == 0.1
+    assert by_decay["ee_heads.2.weight"] == 0.1
+    plain = {n for n, wd in by_decay.items() if wd == 0.0}
+    assert all("norm" in n or "embedding" in n for n in plain) and any("layernorm" in n for n in plain)
 
-    model = build_model(TINY)
-    decay, plain = param_groups(model, 0.1)
-    names = {id(p): n for n, p in model.named_parameters()}
-    assert decay["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
-    plain_names = {names[id(p)] for p in plain["params"]}
-    assert "embedding.word_embeddings.weight" in plain_names
-    assert all("layernorm" in n or "norm" in n or "embedding" in n for n in plain_names)
-    assert {names[id(p)] for p in decay["params"]} >= {"output_layer.weight", "decoder.layers.0.self_attention.linear_qkv.weight"}
-    assert len(decay["params"]) + len(plain["params"]) == len(list(model.parameters()))
 
-
-def test_gradients_are_clipped_to_the_norm_over_the_whole_model(dist):
-    from train_entry.optim import clip_gradients
-
-    torch.manual_seed(0)
-    model = build_model(TINY)
+def test_gradients_are_clipped_to_the_norm_over_the_whole_model(dist, tmp_path):
+    """The optimizer's step returns the norm of the joint loss's gradient over every parameter (branches
+    included) and leaves the gradients clipped to clip_grad."""
+    trainer = _trainer(tmp_path, clip_grad=0.5)
+    torch.manual_seed(1234)
+    twin = build_model(TINY)  # the same weights, plain autograd
     inp, lab, pos, mask = _batch()
-    model.exit_weights.update({2: 1.0, 4: 1.0, 5: 1.0})
     ExitLossInjector.scale = torch.tensor(1.0)
-    masked_mean(model(inp, pos, None, labels=lab, loss_mask=mask), mask).backward()
-    params = list(model.parameters())
-    expected = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in params if p.grad is not None)).item()
-    norm = clip_gradients(params, 0.5)
-    assert norm == pytest.approx(expected, rel=1e-5) and norm > 0.5
-    after = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in params if p.grad is not None)).item()
+    masked_mean(twin(inp, pos, None, labels=lab, loss_mask=mask), mask).backward()
+    expected = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in twin.parameters() if p.grad is not None)).item()
+    record = trainer.train_step(_micro_batch())
+    assert record["grad_norm"] == pytest.approx(expected, rel=1e-5) and expected > 0.5
+    after = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in trainer.model.parameters() if p.grad is not None)).item()
     assert after == pytest.approx(0.5, rel=1e-4)
+
+
+def test_wsd_holds_the_learning_rate_until_the_anneal_stage(dist, tmp_path):
+    """warm-up from 0, stable at lr through the general stage, decay to min_lr over the anneal stage
+    (megatron-core's OptimizerParamScheduler, as the trainer sets it for the curriculum)."""
+    from train_entry.lr_schedule import LRSchedule
+
+    trainer = _trainer(tmp_path, lr_schedule=LRSchedule("wsd", warmup_steps=2, decay_style="linear"))
+    trainer.scheduler = trainer._build_scheduler(["general", "anneal"], [6, 4])
+    lrs = []
+    for _ in range(11):
+        lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        trainer.scheduler.step(1)
+    assert lrs[:3] == pytest.approx([0.0, 5e-4, 1e-3])
+    assert lrs[3:7] == pytest.approx([1e-3] * 4)  # stable to the end of the general stage
+    assert lrs[7:] == pytest.approx([1e-3 - 9e-4 * k / 4 for k in (1, 2, 3, 4)])
+    with pytest.raises(ValueError, match="no curriculum stage 'cooldown'"):
+        trainer.s.lr_schedule = LRSchedule("wsd", anneal_stage="cooldown")
+        trainer._build_scheduler(["general", "anneal"], [6, 4])
+
+
+def test_accumulated_micro_batches_give_the_gradient_of_the_whole_batch(dist, tmp_path):
+    """Two micro-batches of 2 accumulated in one step train exactly like one batch of 4."""
+    whole = _trainer(tmp_path / "whole", micro_batch_size=4)
+    split = _trainer(tmp_path / "split", micro_batch_size=2, global_batch_size=4)
+    assert split.micro_batches == 2
+    a, b = _micro_batch(1), _micro_batch(2)
+    both = {k: torch.cat([a[k], b[k]]) for k in a}
+    for _ in range(3):
+        rw, rs = whole.train_step(both), split.train_step([a, b])
+        assert rw["grad_norm"] == pytest.approx(rs["grad_norm"], rel=1e-5)
+        for e in (2, 4, 5):
+            assert rw["losses"][e] == pytest.approx(rs["losses"][e], rel=1e-5)
+    # Adam moves every weight by up to lr per step (3e-3 here) whatever the gradient's size, so the last-bit
+    # differences of a reordered sum show up on near-zero gradients: a bound well under one step's move
+    for (name, p), q in zip(whole.model.named_parameters(), split.model.parameters()):
+        assert (p - q).abs().max().item() < 1e-5, (name, (p - q).abs().max().item())
+
+
+def test_full_recompute_gives_the_same_gradients(dist, tmp_path):
+    """Activation recompute re-runs the tap layers (and their exit hooks) in the backward; the gradients of
+    every parameter, branches included, are those without it."""
+    plain, recomputed = _trainer(tmp_path / "p", clip_grad=0.0), _trainer(tmp_path / "r", clip_grad=0.0, recompute="full")
+    assert recomputed.model.config.recompute_granularity == "full"
+    grads = []
+    for trainer in (plain, recomputed):
+        trainer.ddp.zero_grad_buffer()
+        losses = trainer.passes.run([_micro_batch()], forward_only=False)
+        grads.append(({n: p.main_grad.clone() for n, p in trainer.model.named_parameters()}, losses))
+    (g0, l0), (g1, l1) = grads
+    assert l0 == pytest.approx(l1, rel=1e-6)
+    assert max((g0[n] - g1[n]).abs().max().item() for n in g0) < 1e-6
+    assert max(g0[n].abs().max().item() for n in g0 if n.startswith("ee_heads")) > 1e-4  # the exits did get gradient
 
 
 def test_a_curriculum_stage_can_restart_the_exit_weights():
@@ -217,3 +282,11 @@ def test_document_masks_change_the_loss_exactly_where_sequences_are_packed(dist)
     assert torch.allclose(masked[:first], plain[:first], atol=1e-6)
     assert torch.allclose(masked[first:], alone, atol=1e-5)
     assert (masked[first:] - plain[first:]).abs().max() > 1e-3
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU refusal")
+def test_bf16_and_the_distributed_optimizer_are_refused_on_cpu_by_name(dist, tmp_path):
+    with pytest.raises(ValueError, match="train.precision: bf16 needs CUDA"):
+        _trainer(tmp_path, bf16=True)
+    with pytest.raises(ValueError, match="train.distributed_optimizer needs CUDA"):
+        _trainer(tmp_path, distributed_optimizer=True)

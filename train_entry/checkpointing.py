@@ -3,8 +3,8 @@
 Every tensor is saved as a ``ShardedTensor`` with its global shape and this rank's slice, through
 ``megatron.core.dist_checkpointing`` (PyTorch DCP underneath), so a checkpoint written at one TP/PP layout
 loads at another. The branch modules (exit layers, norms, heads, DaE blocks) are part of the model's
-sharded state dict like any backbone layer. AdamW's moments are sharded exactly like their parameters
-(megatron-core's ``optim_state_to_sharding_state``, as its FP32 optimizer does).
+sharded state dict like any backbone layer. The optimizer is megatron-core's: its own
+``sharded_state_dict`` shards Adam's moments (and fp32 master weights under bf16) like their parameters.
 
 Layout, as Megatron-LM writes it::
 
@@ -73,29 +73,28 @@ def _sync_torch_dist_strategy():
     return SyncTorchDistSaveStrategy("torch_dist", 1)
 
 
-def _init_adam_state(optimizer: torch.optim.Optimizer) -> None:
-    """AdamW creates its state lazily at the first step; saving and loading need it with the right shapes.
-    Zero moments at step 0 are exactly what AdamW would create."""
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            if not optimizer.state[p]:
-                optimizer.state[p] = {
-                    "step": torch.tensor(0.0),
-                    "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
-                    "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
-                }
+def _init_adam_state(optimizer) -> None:
+    """Adam creates its state lazily at the first step; a checkpoint taken before it still needs the
+    moments (zero, exactly what Adam would create) and the step, so that it loads like any other."""
+    from train_entry.optim import inner_optimizers
+
+    for inner in inner_optimizers(optimizer):
+        torch_optimizer = inner.optimizer
+        for group in torch_optimizer.param_groups:
+            for p in group["params"]:
+                if not torch_optimizer.state[p]:
+                    torch_optimizer.state[p] = {
+                        "step": torch.tensor(0.0),
+                        "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                        "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+                    }
 
 
-def _sharded_state(model, optimizer, common: dict) -> dict:
-    from megatron.core.dist_checkpointing.optimizer import get_param_id_to_sharded_param_map, optim_state_to_sharding_state
-
-    _init_adam_state(optimizer)  # a checkpoint taken before the first step still carries the moments
+def _sharded_state(model, optimizer, common: dict, is_loading: bool) -> dict:
+    if not is_loading:
+        _init_adam_state(optimizer)
     model_sd = model.sharded_state_dict()
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    optim_sd = optimizer.state_dict()
-    # AdamW's per-parameter "step" equals the trainer's step (saved in common state), so it is not sharded
-    optim_state_to_sharding_state(optim_sd, get_param_id_to_sharded_param_map(model_sd, params), exclude_keys=("step",))
-    return {"model": model_sd, "optimizer": optim_sd, "common": common}
+    return {"model": model_sd, "optimizer": optimizer.sharded_state_dict(model_sd, is_loading=is_loading), "common": common}
 
 
 def save(folder: str, step: int, model, optimizer, common: dict) -> str:
@@ -108,7 +107,7 @@ def save(folder: str, step: int, model, optimizer, common: dict) -> str:
         os.makedirs(path, exist_ok=True)
     torch.distributed.barrier()
     dist_checkpointing.save(
-        _sharded_state(model, optimizer, dict(common, step=step)), path, sharded_strategy=_sync_torch_dist_strategy()
+        _sharded_state(model, optimizer, dict(common, step=step), is_loading=False), path, sharded_strategy=_sync_torch_dist_strategy()
     )
     torch.distributed.barrier()
     if rank0:  # written last: a crash mid-save leaves the previous iteration as the latest
@@ -161,7 +160,7 @@ def load(folder: str, model, optimizer, step: int | None = None) -> dict:
     if step is None:
         raise CheckpointError(f"{folder}: no {LATEST}, nothing to resume from")
     path = iteration_dir(folder, step)
-    template = _sharded_state(model, optimizer, {})
+    template = _sharded_state(model, optimizer, {}, is_loading=True)
     try:
         loaded = dist_checkpointing.load(template, path)
     except (Exception, CheckpointException) as exc:  # a truncated or foreign folder: name it (DCP's error is a BaseException)
@@ -171,8 +170,16 @@ def load(folder: str, model, optimizer, step: int | None = None) -> dict:
     if missing or unexpected:
         raise CheckpointError(f"{path}: checkpoint does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     common = loaded["common"]
-    optim_sd = loaded["optimizer"]
-    for state in optim_sd["state"].values():
-        state["step"] = torch.tensor(float(common["step"]))
-    optimizer.load_state_dict(optim_sd)
+    _set_adam_step(loaded["optimizer"], int(common["step"]))
+    optimizer.load_state_dict(loaded["optimizer"])
     return common
+
+
+def _set_adam_step(optim_state, step: int) -> None:
+    """Adam's bias correction counts the steps taken, which is the trainer's step (bf16 and fp32 runs never
+    skip one). megatron-core stores it as one ``common_step``, but not when it is 0: set it everywhere."""
+    if isinstance(optim_state, dict) and "state" in optim_state and "param_groups" in optim_state:
+        optim_state["state"]["common_step"] = torch.tensor(float(step))
+    elif isinstance(optim_state, dict):  # chained optimizers, or a mixed-precision optimizer's inner state
+        for value in optim_state.values():
+            _set_adam_step(value, step)

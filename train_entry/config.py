@@ -57,7 +57,18 @@ class TrainConfig(Strict):
     seq_length: int = Field(64, ge=8)
     lr: float = Field(1e-3, gt=0)
     min_lr: float = Field(1e-4, ge=0)
-    warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up before the cosine decay")
+    global_batch_size: int | None = Field(
+        None, ge=1, description="samples per optimizer step over all data-parallel replicas, accumulated in micro-batches "
+                                "(a multiple of micro_batch_size x data-parallel size); default: one micro-batch per replica"
+    )
+    warmup_steps: int = Field(0, ge=0, description="linear learning-rate warm-up from 0 (megatron-core's scheduler)")
+    lr_schedule: Literal["cosine", "linear", "constant", "wsd"] = Field(
+        "cosine", description="after warm-up: decay over the run, or wsd: stable, then decay over lr_anneal_stage"
+    )
+    lr_anneal_stage: str | None = Field(
+        None, description="wsd: the curriculum stage over whose steps the learning rate decays to min_lr (default: the last)"
+    )
+    lr_wsd_decay_style: Literal["linear", "cosine", "exponential", "minus_sqrt"] = "linear"
     weight_decay: float = Field(0.01, ge=0, description="AdamW decay of weight matrices (norms, biases, embeddings: none)")
     adam_beta1: float = Field(0.9, ge=0, lt=1)
     adam_beta2: float = Field(0.999, ge=0, lt=1)
@@ -67,6 +78,14 @@ class TrainConfig(Strict):
         False, description="packed sequences: documents do not attend to each other and positions restart after each "
                            "end-of-document token (Megatron-LM's --reset-attention-mask --reset-position-ids)"
     )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: bf16 parameters and activations, fp32 master weights and gradient reduction"
+    )
+    distributed_optimizer: bool = Field(False, description="shard optimizer state over data-parallel ranks (megatron-core)")
+    recompute: Literal["none", "selective", "full"] = Field(
+        "none", description="activation recompute: selective (attention scores) or full (every decoder layer)"
+    )
+    tensorboard: bool = Field(True, description="TensorBoard event files in train/tensorboard beside metrics.jsonl")
     seed: int = 1234
     exit_weights: list[ExitWeightSchedule] | None = Field(
         None, description="one schedule per exit (same order as model exits) over all steps; default: all 1.0"

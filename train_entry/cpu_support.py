@@ -29,6 +29,10 @@ def install() -> None:
 
     # no CUDA RNG: a tracker whose fork() is a no-op context, so dropout uses the CPU generator
     mcore_random.initialize_rng_tracker(inference_rng_tracker=True, force_reset=True)
+    # activation recompute saves and restores the CPU and CUDA generators around the re-run forward:
+    # there is no CUDA generator, so only the CPU one is kept
+    mcore_random._get_cuda_rng_state = lambda *args, **kwargs: None
+    mcore_random._set_cuda_rng_state = lambda *args, **kwargs: None
 
     @functools.lru_cache(maxsize=8)
     def cpu_causal_mask(sq: int, sk: int | None = None) -> torch.Tensor:
@@ -36,6 +40,19 @@ def install() -> None:
 
     transformer_utils.get_default_causal_mask = cpu_causal_mask
     fused_softmax.get_default_causal_mask = cpu_causal_mask
+
+    # the optimizer's clipping asserts CUDA gradients; the same scaling on CPU tensors
+    from megatron.core.optimizer import optimizer as mcore_optimizer
+
+    def clip_by_total_norm(parameters, max_norm, total_norm, use_decoupled_grad=False):
+        coeff = max_norm / (total_norm + 1.0e-6)
+        if coeff < 1.0:
+            for p in parameters:
+                grad = p.decoupled_grad if use_decoupled_grad else p.grad
+                if grad is not None:
+                    grad.detach().mul_(coeff)
+
+    mcore_optimizer.clip_grad_by_total_norm_fp32 = clip_by_total_norm
     _installed = True
 
 

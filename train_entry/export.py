@@ -1,6 +1,7 @@
-"""``ruyi2 export RUN_DIR --out DIR``: a run's trained model as a Hugging Face checkpoint: the Ruyi2 layout
-for a familial model, the stock Qwen3 layout for a model without branches (a base trained here, which a
-familial run can then start from with ``train.init_from``).
+"""``ruyi2 export RUN_DIR --out DIR [--dtype] [--exit] [--max-shard-size]``: a run's trained model as a Hugging
+Face checkpoint: the Ruyi2 layout for a familial model, the stock Qwen3 layout for a model without branches
+(a base trained here, which a familial run can then start from with ``train.init_from``), with the run's
+tokenizer files and a generation config.
 
 The model is rebuilt at TP=PP=1 from the shape the train stage recorded, and only its weights are read
 from the sharded checkpoint (whatever TP/PP layout wrote it; no optimizer state). It runs in a spawned
@@ -20,33 +21,77 @@ class ExportError(StageError):
     pass
 
 
-def _export_main(run_dir: str, out: str, conn) -> None:
+def _checkpoint_dae_exits(checkpoint: str) -> list[int]:
+    """Exits a checkpoint holds DaE blocks for (train.dae): weights the published layout cannot carry."""
+    from megatron.core import dist_checkpointing
+
+    from train_entry import checkpointing
+
+    step = checkpointing.latest_iteration(checkpoint)
+    if step is None:
+        return []
+    keys = dist_checkpointing.load_tensors_metadata(checkpointing.iteration_dir(checkpoint, step)).keys()
+    return sorted({int(k.split(".")[1]) for k in keys if k.startswith("dae_blocks.")})
+
+
+def _export_main(run_dir: str, out: str, options: dict, conn) -> None:
     try:
         from train_entry import checkpointing
-        from train_entry.hf_interop import export_ruyi_hf
+        from train_entry.distributed import DistributedContext
+        from train_entry.hf_folder import write_generation_config, write_tokenizer
+        from train_entry.hf_interop import context_length, export_ruyi_hf
         from train_entry.model import build_model
         from train_entry.model_config import FamilialConfig
-        from train_entry.trainer import DistributedContext
 
         with open(os.path.join(run_dir, "train", "stats.json")) as f:
             stats = json.load(f)
         fcfg = FamilialConfig(**{**stats["model"], "exits": tuple(stats["model"]["exits"])})
+        exit_ = options.get("exit")
+        if exit_ is not None and exit_ not in fcfg.exits:
+            raise ExportError(f"--exit {exit_}: the model's exits are {list(fcfg.exits)}")
+        checkpoint = os.path.join(run_dir, "train", "checkpoint")
         with DistributedContext():
+            if dae := _checkpoint_dae_exits(checkpoint):
+                raise ExportError(f"{checkpoint} holds DaE blocks after exit(s) {dae} (train.dae); the published Ruyi2 "
+                                  "layout has no place for them, and exporting without them would change those exits")
             model = build_model(fcfg)
-            read = checkpointing.load_weights(os.path.join(run_dir, "train", "checkpoint"), model)
-            export_ruyi_hf(model, fcfg, out)
+            read = checkpointing.load_weights(checkpoint, model)
+            export_ruyi_hf(model, fcfg, out, options["dtype"], options["max_shard_size"], exit_)
+        tokenizer = _run_tokenizer(run_dir)
+        if tokenizer:
+            from pipeline.core.assets import resolve_asset
+            from pipeline.core.tokens import token_id
+
+            path, eos = tokenizer
+            write_tokenizer(out, resolve_asset(path), eos, context_length(fcfg))
+            write_generation_config(out, token_id(path, eos))
         conn.send(("ok", read))
     except Exception as e:  # reported by the parent, which names the run
         conn.send(("error", f"{type(e).__name__}: {e}"))
 
 
-def export_run(run_dir: str, out: str) -> str:
-    """Write the run's latest checkpoint to ``out`` in Hugging Face format; returns the checkpoint read."""
+def _run_tokenizer(run_dir: str) -> tuple[str, str] | None:
+    """(tokenizer.json location, end-of-document token) from the run's recorded recipe."""
+    import yaml
+
+    path = os.path.join(run_dir, "recipe.yaml")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        tok = (yaml.safe_load(f) or {}).get("tokenizer") or {}
+    return (tok["path"], tok.get("eos_token", "<|endoftext|>")) if tok.get("path") else None
+
+
+def export_run(run_dir: str, out: str, dtype: str = "bfloat16", exit: int | None = None, max_shard_size: str = "5GB") -> str:
+    """Write the run's latest checkpoint to ``out`` in Hugging Face format (weights in ``dtype``, sharded past
+    ``max_shard_size``, the run's tokenizer and a generation config beside them; ``exit``: the exit
+    generation uses by default); returns the checkpoint read."""
     if not os.path.exists(os.path.join(run_dir, "train", "stats.json")):
         raise ExportError(f"{run_dir}: no trained model (train/stats.json); run `ruyi2 train` first")
+    options = {"dtype": dtype, "exit": exit, "max_shard_size": max_shard_size}
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_export_main, args=(run_dir, out, child), name="ruyi2-export")
+    proc = ctx.Process(target=_export_main, args=(run_dir, out, options, child), name="ruyi2-export")
     proc.start()
     child.close()  # the child holds the only writing end: its exit without an answer is an EOF here
     try:

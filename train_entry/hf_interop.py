@@ -103,7 +103,13 @@ def ruyi_hf_to_mcore(sd: dict, cfg: FamilialConfig) -> dict[str, torch.Tensor]:
     return out
 
 
-def ruyi_hf_config(cfg: FamilialConfig) -> dict:
+def context_length(cfg: FamilialConfig) -> int:
+    """The context the exported model serves: its base's, and at least what it was trained on."""
+    return max(cfg.context_length or 0, cfg.max_sequence_length)
+
+
+def ruyi_hf_config(cfg: FamilialConfig, dtype: str = "float32", default_exit: int | None = None) -> dict:
+    ctx = context_length(cfg)
     return {
         "architectures": ["RuyiQwen3ForCausalLM"],
         "model_type": "ruyi_qwen3",
@@ -117,34 +123,51 @@ def ruyi_hf_config(cfg: FamilialConfig) -> dict:
         "hidden_act": "silu",
         "rms_norm_eps": cfg.norm_eps,
         "rope_theta": cfg.rope_theta,
-        "max_position_embeddings": cfg.max_sequence_length,
+        "rope_scaling": None,
+        "max_position_embeddings": ctx,
+        # full attention over the whole context: the published configuration class defaults to a 4,096-token
+        # window, which modeling code may apply whatever use_sliding_window says
+        "use_sliding_window": False,
+        "sliding_window": ctx,
+        "max_window_layers": cfg.num_layers,
         "attention_bias": False,
+        "attention_dropout": 0.0,
         "tie_word_embeddings": False,
         "early_exit_points": list(cfg.exits),
         "shared_heads": False,
-        "default_early_exit_point": -1,
-        "torch_dtype": "float32",
+        "default_early_exit_point": -1 if default_exit is None else default_exit,
+        "torch_dtype": dtype,
     }
 
 
-def qwen3_hf_config(cfg: FamilialConfig) -> dict:
+def qwen3_hf_config(cfg: FamilialConfig, dtype: str = "float32") -> dict:
     """A stock Qwen3 config for a model without branches (its only exit is the full model)."""
-    c = {k: v for k, v in ruyi_hf_config(cfg).items() if k not in ("early_exit_points", "shared_heads", "default_early_exit_point")}
+    c = {k: v for k, v in ruyi_hf_config(cfg, dtype).items() if k not in ("early_exit_points", "shared_heads", "default_early_exit_point")}
     return c | {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3"}
 
 
-def export_ruyi_hf(model, cfg: FamilialConfig, folder: str) -> str:
-    """Write ``config.json`` and ``model.safetensors`` in the Ruyi2 layout (a model with branches), or in
-    the stock Qwen3 layout for a model whose only exit is the full model (e.g. a base trained here)."""
-    from safetensors.torch import save_file
-
-    os.makedirs(folder, exist_ok=True)
+def hf_checkpoint(model, cfg: FamilialConfig, dtype: str = "float32", default_exit: int | None = None) -> tuple[dict, dict]:
+    """(tensors, config) of the model in the Ruyi2 layout (a model with branches), or in the stock Qwen3
+    layout for a model whose only exit is the full model (e.g. a base trained here). Tensors stay fp32."""
+    if len(model.dae_blocks):
+        exits = sorted(int(k) for k in model.dae_blocks.keys())
+        raise ValueError(f"the model has DaE blocks after exit(s) {exits} (train.dae); the published Ruyi2 layout has "
+                         "no place for them, and exporting without them would change those exits' outputs")
     tensors = mcore_to_ruyi_hf({k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}, cfg)
-    config = ruyi_hf_config(cfg)
     if len(cfg.exits) == 1:  # plain Qwen3: the one norm and head keep their stock names
         tensors["model.norm.weight"], tensors["lm_head.weight"] = tensors.pop("model.norms.0.weight"), tensors.pop("lm_head.0.weight")
-        config = qwen3_hf_config(cfg)
-    save_file(tensors, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
+        return tensors, qwen3_hf_config(cfg, dtype)
+    return tensors, ruyi_hf_config(cfg, dtype, default_exit)
+
+
+def export_ruyi_hf(model, cfg: FamilialConfig, folder: str, dtype: str = "float32", max_shard_size: str | int = "5GB",
+                   default_exit: int | None = None) -> str:
+    """Write ``config.json`` and the weights (safetensors, sharded with an index past ``max_shard_size``)."""
+    from train_entry.hf_folder import write_weights
+
+    os.makedirs(folder, exist_ok=True)
+    tensors, config = hf_checkpoint(model, cfg, dtype, default_exit)
+    write_weights(tensors, folder, dtype, max_shard_size)
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
     return folder

@@ -90,7 +90,7 @@ def config_from_qwen3(folder: str, exits: tuple[int, ...], seq_length: int | Non
         num_attention_heads=c["num_attention_heads"], num_query_groups=c["num_key_value_heads"],
         kv_channels=c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"], exits=tuple(exits),
         vocab_size=c["vocab_size"], max_sequence_length=seq_length or c.get("max_position_embeddings", 8192),
-        rope_theta=float(rope), norm_eps=c.get("rms_norm_eps", 1e-6),
+        rope_theta=float(rope), norm_eps=c.get("rms_norm_eps", 1e-6), context_length=c.get("max_position_embeddings"),
     )
 
 

@@ -32,14 +32,6 @@ class ExitWeight:
         raise ValueError(f"unknown exit weight schedule {self.schedule!r}")
 
 
-def lr_at(step: int, total_steps: int, lr: float, min_lr: float, warmup_steps: int) -> float:
-    """Linear warm-up then cosine decay to ``min_lr`` (the annealing stage ends at min_lr)."""
-    if step < warmup_steps:
-        return lr * (step + 1) / warmup_steps
-    frac = min(1.0, (step - warmup_steps) / max(1, total_steps - 1 - warmup_steps))
-    return min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * frac))
-
-
 @dataclass(frozen=True)
 class StageSpan:
     """Where a curriculum stage sits in the run: its name, first step and number of steps."""

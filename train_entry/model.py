@@ -81,6 +81,7 @@ class FamilialGPTModel(GPTModel):
         self.exit_weights: dict[int, float] = {e: 1.0 for e in fcfg.exits}  # lambda_k(t), set each step
         self.exit_losses: dict[int, torch.Tensor] = {}  # last forward's per-exit CE (detached)
         self._batch_ctx: dict | None = None
+        self._recompute_ctx: dict[int, dict] = {}  # layer input storage -> batch, for layers recomputed in the backward
         self.ee_layers = ShardedModuleDict()
         self.ee_norms = ShardedModuleDict()
         self.ee_heads = ShardedModuleDict()
@@ -140,6 +141,13 @@ class FamilialGPTModel(GPTModel):
 
         def hook(module, args, kwargs, output):
             ctx = self._batch_ctx
+            layer_input = kwargs.get("hidden_states", args[0] if args else None)
+            if ctx is None and torch.is_grad_enabled() and layer_input is not None:
+                # activation recompute re-runs this layer in the backward, after forward() has returned: the
+                # batch's labels were kept for it under the storage of the layer's saved input
+                ctx = self._recompute_ctx.pop(layer_input.data_ptr(), None)
+            elif ctx is not None and not torch.is_grad_enabled() and tensor_parallel.random.is_checkpointing():
+                self._recompute_ctx[layer_input.data_ptr()] = ctx  # the no-grad first pass of a recomputed layer
             if ctx is None or (ctx.get("labels") is None and not ctx.get("collect_logits")):
                 return output
             hidden, context = output
@@ -192,11 +200,13 @@ def masked_mean(token_loss: torch.Tensor, loss_mask: torch.Tensor | None) -> tor
 
 
 def build_model(
-    fcfg: FamilialConfig, tp: int = 1, pp: int = 1, params_dtype=torch.float32, pipeline_layout: list | None = None
+    fcfg: FamilialConfig, tp: int = 1, pp: int = 1, params_dtype=torch.float32, pipeline_layout: list | None = None,
+    recompute: str = "none",
 ) -> FamilialGPTModel:
     """``pipeline_layout``: megatron-core's per-stage layer layout (train_entry/pipeline_balance.py); None
-    splits the layers evenly."""
-    tcfg = fcfg.transformer_config(tp=tp, pp=pp, params_dtype=params_dtype, pipeline_layout=pipeline_layout)
+    splits the layers evenly. ``recompute``: see ``FamilialConfig.transformer_config``."""
+    tcfg = fcfg.transformer_config(tp=tp, pp=pp, params_dtype=params_dtype, pipeline_layout=pipeline_layout,
+                                   recompute=recompute)
     model = FamilialGPTModel(
         fcfg,
         tcfg,

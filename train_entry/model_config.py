@@ -28,6 +28,8 @@ class FamilialConfig:
     max_sequence_length: int = 8192
     rope_theta: float = 1_000_000.0
     norm_eps: float = 1e-6
+    # the context the model serves (a Qwen3 base's max_position_embeddings); None: max_sequence_length
+    context_length: int | None = None
 
     def __post_init__(self):
         ex = tuple(self.exits)
@@ -47,11 +49,17 @@ class FamilialConfig:
     def exit_name(self, e: int) -> str:
         return f"exit{e}"
 
-    def transformer_config(self, tp: int = 1, pp: int = 1, params_dtype=torch.float32, pipeline_layout: list | None = None):
+    def transformer_config(self, tp: int = 1, pp: int = 1, params_dtype=torch.float32, pipeline_layout: list | None = None,
+                           recompute: str = "none"):
+        """``recompute``: none; selective (attention scores recomputed in the backward, megatron-core's
+        default selective set); full (each decoder layer's activations recomputed, one layer per chunk)."""
         from megatron.core.transformer.transformer_config import TransformerConfig
 
         on_cpu = not torch.cuda.is_available()
+        recompute_args = {"none": {}, "selective": {"recompute_granularity": "selective"},
+                          "full": {"recompute_granularity": "full", "recompute_method": "uniform", "recompute_num_layers": 1}}
         return TransformerConfig(
+            **recompute_args[recompute],
             num_layers=self.num_layers,
             hidden_size=self.hidden_size,
             ffn_hidden_size=self.ffn_hidden_size,

@@ -1,18 +1,32 @@
-"""The optimizer side of a training step: AdamW over megatron-style parameter groups, and the gradient norm
-over the whole model-parallel model with clipping.
+"""The optimizer side of training, as megatron-core runs it: the model wrapped in megatron-core's
+``DistributedDataParallel`` (gradients in contiguous fp32 buckets, reduced over the data-parallel group,
+overlapped with the backward on GPU) and ``get_megatron_optimizer`` (Adam with decoupled weight decay;
+fp32 master weights when the parameters are bf16; the distributed optimizer as an option), whose step
+computes the gradient norm over the whole model-parallel model, clips by it and returns it.
 
 Weight decay shrinks weight matrices; applied to norms' gains, biases and embedding rows it pulls them
-towards zero for no benefit (Megatron-LM and most LLM recipes exempt them), so those form a group without it.
-The gradient norm is megatron-core's ``get_grad_norm_fp32`` over the model-parallel group, counting each
-parameter once (a tensor-parallel duplicate, e.g. a replicated norm, and a shared embedding are not counted
-twice), so every rank sees the norm of the whole model and clips by the same factor.
+towards zero for no benefit (Megatron-LM and most LLM recipes exempt them), so those get ``wd_mult`` 0.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from train_entry import cpu_support
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    lr: float
+    min_lr: float
+    weight_decay: float
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    clip_grad: float = 1.0  # largest gradient norm (0: no clipping)
+    bf16: bool = False  # bf16 parameters and activations, fp32 master weights and gradient reduction
+    distributed: bool = False  # optimizer state sharded over the data-parallel ranks (ZeRO-1)
 
 
 def no_decay(name: str, param: torch.nn.Parameter) -> bool:
@@ -20,38 +34,48 @@ def no_decay(name: str, param: torch.nn.Parameter) -> bool:
     return param.ndim < 2 or name.endswith(".bias") or "word_embeddings" in name
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    decay, plain = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (plain if no_decay(name, p) else decay).append(p)
-    return [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}) if g["params"]]
+def wrap_model(model, s: OptimizerSettings):
+    """megatron-core's DDP around the model; trainable parameters (``requires_grad``) must be final."""
+    from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
 
-
-def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float, betas: tuple[float, float], eps: float):
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas, eps=eps)
-
-
-def grad_norm(params: list[torch.nn.Parameter]) -> float:
-    """The L2 norm of the whole model's gradient (all pipeline stages and tensor-parallel shards). Collective
-    over the model-parallel group."""
-    from megatron.core import parallel_state, tensor_parallel
-    from megatron.core.optimizer.clip_grads import get_grad_norm_fp32
-    from megatron.core.transformer.module import param_is_not_shared
-
-    grads = [p.grad.float() for p in params if p.grad is not None and param_is_not_shared(p)
-             and tensor_parallel.param_is_not_tensor_parallel_duplicate(p)]
+    ddp_config = DistributedDataParallelConfig(
+        grad_reduce_in_fp32=True,
+        overlap_grad_reduce=torch.cuda.is_available(),  # gloo on CPU: reduce after the backward
+        use_distributed_optimizer=s.distributed,
+    )
     with cpu_support.device_mode():
-        return float(get_grad_norm_fp32(grads, grad_stats_parallel_group=parallel_state.get_model_parallel_group()))
+        return DistributedDataParallel(model.config, ddp_config, model)
 
 
-def clip_gradients(params: list[torch.nn.Parameter], max_norm: float) -> float:
-    """Scale every gradient so the total norm is at most ``max_norm`` (0: no clipping); returns the norm
-    before clipping."""
-    norm = grad_norm(params)
-    if max_norm and norm > max_norm:
-        coeff = max_norm / (norm + 1e-6)
-        for p in params:
-            if p.grad is not None:
-                p.grad.mul_(coeff)
-    return norm
+def build_optimizer(ddp_model, s: OptimizerSettings):
+    from megatron.core.optimizer import OptimizerConfig, ParamKey, get_megatron_optimizer
+    from megatron.core.optimizer.optimizer_config import ParamWithNamePredicate
+
+    config = OptimizerConfig(
+        optimizer="adam",
+        lr=s.lr,
+        min_lr=s.min_lr,
+        weight_decay=s.weight_decay,
+        adam_beta1=s.betas[0],
+        adam_beta2=s.betas[1],
+        adam_eps=s.eps,
+        clip_grad=s.clip_grad,
+        bf16=s.bf16,
+        params_dtype=torch.bfloat16 if s.bf16 else torch.float32,
+        use_distributed_optimizer=s.distributed,
+    )
+    exempt = ParamKey(with_name_predicate=ParamWithNamePredicate(name="no_decay", fn=lambda p, n: no_decay(n, p)))
+    with cpu_support.device_mode():
+        return get_megatron_optimizer(config, [ddp_model], config_overrides={exempt: {"wd_mult": 0.0}})
+
+
+def inner_optimizers(optimizer) -> list:
+    """The megatron optimizers inside a ChainedOptimizer (or the optimizer itself)."""
+    return list(getattr(optimizer, "chained_optimizers", [optimizer]))
+
+
+def optimizer_step(optimizer) -> tuple[bool, float]:
+    """Clip and step; returns (stepped, gradient norm before clipping)."""
+    with cpu_support.device_mode():
+        ok, norm, _ = optimizer.step()
+    return bool(ok), float(norm) if norm is not None else 0.0

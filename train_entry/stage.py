@@ -39,6 +39,14 @@ class TrainStage(Stage):
         stage_names = [st.name for st in recipe.mixture.stages] if recipe.mixture else []
         problems += [f"train.stage_exit_weights.{k}: no curriculum stage of that name (mixture.stages: {stage_names})"
                      for k in train.stage_exit_weights if k not in stage_names]
+        if train.lr_anneal_stage is not None:
+            if train.lr_schedule != "wsd":
+                problems.append(f"train.lr_anneal_stage: only the wsd schedule anneals in a stage (lr_schedule: {train.lr_schedule})")
+            elif train.lr_anneal_stage not in stage_names:
+                problems.append(f"train.lr_anneal_stage: no curriculum stage {train.lr_anneal_stage!r} (mixture.stages: {stage_names})")
+        if train.global_batch_size is not None and train.global_batch_size % train.micro_batch_size:
+            problems.append(f"train.global_batch_size: {train.global_batch_size} is not a multiple of micro_batch_size "
+                            f"{train.micro_batch_size}")
         return problems
 
     def run(self, ctx: StageContext) -> dict:
@@ -112,8 +120,10 @@ def train_in_process(recipe, layout: RunLayout, resume: bool = False, prepared: 
     import torch
 
     from train_entry.data import DatasetTokenizer
+    from train_entry.distributed import DistributedContext
     from train_entry.loss_schedule import ExitWeight
-    from train_entry.trainer import DistributedContext, FamilialTrainer, LoopSettings
+    from train_entry.lr_schedule import LRSchedule
+    from train_entry.trainer import FamilialTrainer, LoopSettings
 
     cfg = recipe.train
     fcfg = model_config(cfg)
@@ -122,11 +132,14 @@ def train_in_process(recipe, layout: RunLayout, resume: bool = False, prepared: 
     tokenizer = DatasetTokenizer(fcfg.vocab_size, token_id(recipe.tokenizer.path, recipe.tokenizer.eos_token), recipe.tokenizer.path)
     tp, pp = cfg.tensor_parallel, cfg.pipeline_parallel
     settings = LoopSettings(
-        **cfg.model_dump(exclude={"enabled", "model", "exit_weights", "threads", "tensor_parallel", "pipeline_parallel", "dae",
-                                  "init_from", "adam_beta1", "adam_beta2", "adam_eps", "stage_exit_weights"}),
+        **cfg.model_dump(include={"steps", "micro_batch_size", "seq_length", "lr", "min_lr", "weight_decay", "seed",
+                                  "eval_samples", "global_batch_size", "save_interval", "pipeline_balance", "clip_grad",
+                                  "distributed_optimizer", "recompute", "tensorboard", "document_masks"}),
+        lr_schedule=LRSchedule(cfg.lr_schedule, cfg.warmup_steps, cfg.lr_anneal_stage, cfg.lr_wsd_decay_style),
         stage_exit_weights={st: [ExitWeight(**w.model_dump()) for w in ws] for st, ws in cfg.stage_exit_weights.items()},
         betas=(cfg.adam_beta1, cfg.adam_beta2),
         eps=cfg.adam_eps,
+        bf16=cfg.precision == "bf16",
         init_from=cfg.init_from.path if cfg.init_from else None,
         init_format=init_format(cfg) or "auto",
         exit_weights=[ExitWeight(**w.model_dump()) if w else ExitWeight() for w in weights],

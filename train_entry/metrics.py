@@ -1,0 +1,86 @@
+"""What a training step logs beyond its losses: throughput, model FLOP/s and MFU, peak memory; and where
+the rows go (``metrics.jsonl``, and TensorBoard event files under ``tensorboard/`` as Megatron-LM writes
+them, so the usual dashboards read a run of ours).
+
+Model FLOPs count the forward and backward of every decoder layer, every exit branch layer and every LM
+head (the branches are real work: two aux exits of Ruyi2-14B add ~17% at 4k tokens), not recomputation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+
+import torch
+
+from train_entry.model_config import FamilialConfig
+from train_entry.pipeline_balance import head_flops, layer_flops
+
+# dense bf16 tensor-core peak per device, TFLOP/s (vendor data sheets, SXM parts)
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, "A800": 312.0, "B200": 2250.0}
+
+
+def training_flops_per_token(fcfg: FamilialConfig, seq_length: int, extra_branch_layers: int = 0) -> float:
+    """Forward + backward (3x forward) FLOPs per token of the familial model: L backbone layers, one layer
+    per aux exit (plus ``extra_branch_layers``, e.g. DaE blocks) and one LM head per exit."""
+    layers = fcfg.num_layers + len(fcfg.aux_exits) + extra_branch_layers
+    return 3.0 * (layers * layer_flops(fcfg, seq_length) + len(fcfg.exits) * head_flops(fcfg))
+
+
+def peak_tflops_per_device() -> float | None:
+    """The device's dense bf16 peak, or None where it is not known (CPUs, unlisted GPUs): no MFU then."""
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def peak_memory() -> dict[str, float]:
+    """Peak memory of this process so far, GiB: the GPU's allocator peak and the host's resident set."""
+    out = {"peak_host_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}
+    if torch.cuda.is_available():
+        out["peak_gpu_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    return out
+
+
+def throughput(tokens: int, seconds: float, flops_per_token: float, devices: int) -> dict[str, float | None]:
+    """tokens/s of the job, model TFLOP/s per device, and MFU against the device's bf16 peak."""
+    per_device = tokens * flops_per_token / seconds / devices / 1e12
+    peak = peak_tflops_per_device()
+    return {"tokens_per_s": round(tokens / seconds), "tflops_per_device": round(per_device, 4),
+            "mfu": round(per_device / peak, 4) if peak else None}
+
+
+class MetricsLog:
+    """Rows of ``metrics.jsonl`` and the same scalars in TensorBoard; only the writer rank writes."""
+
+    def __init__(self, out_dir: str, writer: bool, history: list[dict], tensorboard: bool = True):
+        self.path = os.path.join(out_dir, "metrics.jsonl")
+        self.writer = writer
+        self._file = open(self.path if writer else os.devnull, "w")
+        self._file.writelines(json.dumps(row) + "\n" for row in history)
+        self._tb = None
+        if writer and tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(os.path.join(out_dir, "tensorboard"), max_queue=100)
+
+    def write(self, row: dict) -> None:
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+        if self._tb is None:
+            return
+        step = row["step"]
+        scalars = {"learning-rate": row["lr"], "grad-norm": row["grad_norm"], "throughput/tokens_per_s": row["tokens_per_s"],
+                   "throughput/tflops_per_device": row["tflops_per_device"], "throughput/mfu": row["mfu"],
+                   **{f"lm loss/{k}": v for k, v in row["loss"].items()}, **{f"lambda/{k}": v for k, v in row["lambda"].items()},
+                   **{f"memory/{k}": v for k, v in row["memory"].items()}}
+        for tag, value in scalars.items():
+            if value is not None:
+                self._tb.add_scalar(tag, value, step)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
