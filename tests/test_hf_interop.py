@@ -115,3 +115,32 @@ def test_state_dict_round_trip(dist, qwen3_dir):
     back = ruyi_hf_to_mcore(mcore_to_ruyi_hf(sd, model.fcfg), model.fcfg)
     assert set(back) == set(sd)
     assert all(torch.equal(back[k], sd[k]) for k in sd)
+
+
+def test_the_export_loads_with_automodel_and_generates_at_every_exit(dist, qwen3_dir, tmp_path):
+    """Our modeling code (train_entry/hf_modeling, named by the export's auto_map) loads the Ruyi2-layout
+    folder with AutoModelForCausalLM(trust_remote_code=True): every exit gives our model's logits, and greedy
+    generation with the KV cache equals generation without it, at every exit and at the config's default."""
+    folder, _ = qwen3_dir
+    model = _familial(folder)
+    with torch.no_grad():  # branches differ from the layers they were copied from
+        for p in list(model.ee_layers.parameters()) + list(model.ee_norms.parameters()) + list(model.ee_heads.parameters()):
+            p.add_(0.02 * torch.randn_like(p))
+    out = export_ruyi_hf(model, model.fcfg, str(tmp_path / "ruyi"), default_exit=2)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True, torch_dtype=torch.float32).eval()
+    assert type(hf).__name__ == "RuyiQwen3ForCausalLM"
+    ids, pos = _inputs()
+    ours = model.exit_logits(ids, pos)
+    outputs = {}
+    with torch.no_grad():
+        for e in (1, 2, 3):
+            diff = (hf(ids, early_exit_point=e).logits - ours[e]).abs().max().item()
+            assert diff <= 1e-4, (e, diff)
+            cached = hf.generate(ids[:1], max_new_tokens=6, do_sample=False, early_exit_point=e)
+            plain = hf.generate(ids[:1], max_new_tokens=6, do_sample=False, early_exit_point=e, use_cache=False)
+            assert torch.equal(cached, plain), e
+            outputs[e] = cached
+        assert len({tuple(o[0].tolist()) for o in outputs.values()}) == 3  # the exits generate differently
+        assert torch.equal(hf.generate(ids[:1], max_new_tokens=6, do_sample=False), outputs[2])  # the default exit
+        with pytest.raises(ValueError, match="exits are"):
+            hf(ids, early_exit_point=0)

@@ -60,3 +60,10 @@ def write_generation_config(folder: str, eos_token_id: int) -> None:
     with open(os.path.join(folder, "generation_config.json"), "w") as f:
         json.dump({"bos_token_id": eos_token_id, "eos_token_id": eos_token_id, "pad_token_id": eos_token_id,
                    "do_sample": False}, f, indent=2)
+
+
+def write_modeling_code(folder: str) -> None:
+    """Our modeling code for the Ruyi2 layout (``train_entry/hf_modeling``), which ``auto_map`` names."""
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hf_modeling")
+    for name in ("configuration_ruyi_qwen3.py", "modeling_ruyi_qwen3.py"):
+        shutil.copyfile(os.path.join(source, name), os.path.join(folder, name))

@@ -137,12 +137,16 @@ def ruyi_hf_config(cfg: FamilialConfig, dtype: str = "float32", default_exit: in
         "shared_heads": False,
         "default_early_exit_point": -1 if default_exit is None else default_exit,
         "torch_dtype": dtype,
+        # modeling code of our own, copied beside the weights (train_entry/hf_modeling)
+        "auto_map": {"AutoConfig": "configuration_ruyi_qwen3.RuyiQwen3Config",
+                     "AutoModelForCausalLM": "modeling_ruyi_qwen3.RuyiQwen3ForCausalLM"},
     }
 
 
 def qwen3_hf_config(cfg: FamilialConfig, dtype: str = "float32") -> dict:
     """A stock Qwen3 config for a model without branches (its only exit is the full model)."""
-    c = {k: v for k, v in ruyi_hf_config(cfg, dtype).items() if k not in ("early_exit_points", "shared_heads", "default_early_exit_point")}
+    c = {k: v for k, v in ruyi_hf_config(cfg, dtype).items()
+         if k not in ("early_exit_points", "shared_heads", "default_early_exit_point", "auto_map")}
     return c | {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3"}
 
 
@@ -170,4 +174,8 @@ def export_ruyi_hf(model, cfg: FamilialConfig, folder: str, dtype: str = "float3
     write_weights(tensors, folder, dtype, max_shard_size)
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
+    if "auto_map" in config:
+        from train_entry.hf_folder import write_modeling_code
+
+        write_modeling_code(folder)
     return folder

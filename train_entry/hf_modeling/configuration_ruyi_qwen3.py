@@ -1,0 +1,20 @@
+"""Configuration of a Ruyi2-layout familial model: a Qwen3 configuration plus its exits.
+
+Written for ruyi2-pipeline's exports (``ruyi2 export``) and shipped inside them; the keys are those of the
+published Ruyi2 configuration (``early_exit_points``, ``shared_heads``, ``default_early_exit_point``), so the
+same folder also loads in the published modeling code.
+"""
+
+from transformers import Qwen3Config
+
+
+class RuyiQwen3Config(Qwen3Config):
+    model_type = "ruyi_qwen3"
+
+    def __init__(self, early_exit_points=None, shared_heads=False, default_early_exit_point=-1, **kwargs):
+        super().__init__(**kwargs)
+        self.early_exit_points = list(early_exit_points or [self.num_hidden_layers - 1])
+        if self.early_exit_points != sorted(set(self.early_exit_points)) or self.early_exit_points[-1] != self.num_hidden_layers - 1:
+            raise ValueError(f"early_exit_points must increase and end at num_hidden_layers - 1, got {self.early_exit_points}")
+        self.shared_heads = shared_heads
+        self.default_early_exit_point = default_early_exit_point
