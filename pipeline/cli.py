@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weights' dtype (default bfloat16)")
     p.add_argument("--exit", type=int, default=None, help="the exit (0-based layer) generation uses by default (default: the last)")
     p.add_argument("--max-shard-size", default="5GB", help="largest safetensors file (default 5GB)")
+    p.add_argument("--published-layout", action="store_true",
+                   help="only what the published Ruyi2 modeling code loads (no modeling code of ours; DaE blocks refused)")
     p = sub.add_parser("demo", help="build the embedded demo corpus and run every stage on it",
                        description="Assemble a demo corpus from text shipped inside installed packages and run the whole flow.")
     p.add_argument("--run-dir", default="runs/demo", help="where the demo corpus and run go (default: runs/demo)")
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             try:
                 read = export_run(os.path.abspath(args.run_dir), os.path.abspath(args.out), args.dtype, args.exit,
-                                  args.max_shard_size)
+                                  args.max_shard_size, args.published_layout)
             except StageError as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 1

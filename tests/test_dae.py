@@ -63,27 +63,43 @@ def test_trainer_with_dae_optimises_only_the_new_blocks_and_head(dist, tmp_path)
     assert losses[-1] < losses[0]
 
 
-def test_export_refuses_a_checkpoint_with_dae_blocks(dist, tmp_path):
-    """The published Ruyi2 layout has no place for DaE blocks: exporting such a run fails naming the exit,
-    instead of writing the branch without its blocks (which changes that exit's outputs)."""
+def test_a_dae_branch_exports_with_its_blocks_and_loads_with_automodel(dist, tmp_path):
+    """A DaE-trained branch is exported with its blocks (our modeling code carries them): the exit's logits
+    through AutoModelForCausalLM equal the trained model's, cached generation equals uncached; the published
+    layout refuses it by name."""
     import dataclasses
     import json
-    import os
 
     import pytest
+    import transformers
 
-    from train_entry import checkpointing
+    from train_entry.data import collate
     from train_entry.export import ExportError, export_run
     from train_entry.loss_schedule import ExitWeight
     from train_entry.trainer import FamilialTrainer, LoopSettings
 
-    settings = LoopSettings(steps=1, micro_batch_size=2, seq_length=16, lr=3e-3, min_lr=3e-3, weight_decay=0.0, seed=1,
+    settings = LoopSettings(steps=3, micro_batch_size=2, seq_length=16, lr=3e-2, min_lr=3e-2, weight_decay=0.0, seed=1,
                              eval_samples=0, exit_weights=[ExitWeight(1.0), ExitWeight(0.0), ExitWeight(0.0)], dae_exit=2,
                              tensorboard=False)
     train_dir = tmp_path / "run" / "train"
     trainer = FamilialTrainer(CFG, settings, tokenizer=None, out_dir=str(train_dir))
-    checkpointing.save(str(train_dir / "checkpoint"), 0, trainer.model, trainer.optimizer, {})
+    inp, lab, pos, mask = _batch()
+    batch = collate([{"tokens": inp[i].numpy(), "labels": lab[i].numpy(), "loss_mask": mask[i].numpy(),
+                      "position_ids": pos[i].numpy()} for i in range(2)])
+    for _ in range(3):
+        trainer.train_step(batch)
+    assert trainer.model.dae_blocks["2"][0].self_attention.linear_proj.weight.abs().max() > 0  # the blocks learned
+    trainer.save_checkpoint({})
     (train_dir / "stats.json").write_text(json.dumps({"model": dataclasses.asdict(CFG)}))
     with pytest.raises(ExportError, match=r"DaE blocks after exit\(s\) \[2\]"):
-        export_run(str(tmp_path / "run"), str(tmp_path / "out"))
-    assert not os.path.exists(tmp_path / "out" / "config.json")
+        export_run(str(tmp_path / "run"), str(tmp_path / "published"), published=True)
+    export_run(str(tmp_path / "run"), str(tmp_path / "ours"), dtype="float32", exit=2)
+    config = json.loads((tmp_path / "ours" / "config.json").read_text())
+    assert config["dae_blocks"] == {"2": 3}
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "ours"), trust_remote_code=True).eval()
+    ours = trainer.model.eval().exit_logits(inp, pos)
+    with torch.no_grad():
+        for e in CFG.exits:
+            assert (hf(inp, early_exit_point=e).logits - ours[e]).abs().max().item() <= 1e-4, e
+        cached = hf.generate(inp[:1], max_new_tokens=5, do_sample=False)
+        assert torch.equal(cached, hf.generate(inp[:1], max_new_tokens=5, do_sample=False, use_cache=False))

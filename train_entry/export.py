@@ -21,17 +21,17 @@ class ExportError(StageError):
     pass
 
 
-def _checkpoint_dae_exits(checkpoint: str) -> list[int]:
-    """Exits a checkpoint holds DaE blocks for (train.dae): weights the published layout cannot carry."""
+def _checkpoint_dae_blocks(checkpoint: str) -> dict[int, int]:
+    """exit -> DaE blocks the checkpoint holds (train.dae)."""
     from megatron.core import dist_checkpointing
 
     from train_entry import checkpointing
+    from train_entry.hf_interop import dae_blocks_in
 
     step = checkpointing.latest_iteration(checkpoint)
     if step is None:
-        return []
-    keys = dist_checkpointing.load_tensors_metadata(checkpointing.iteration_dir(checkpoint, step)).keys()
-    return sorted({int(k.split(".")[1]) for k in keys if k.startswith("dae_blocks.")})
+        return {}
+    return dae_blocks_in(dist_checkpointing.load_tensors_metadata(checkpointing.iteration_dir(checkpoint, step)).keys())
 
 
 def _export_main(run_dir: str, out: str, options: dict, conn) -> None:
@@ -51,12 +51,18 @@ def _export_main(run_dir: str, out: str, options: dict, conn) -> None:
             raise ExportError(f"--exit {exit_}: the model's exits are {list(fcfg.exits)}")
         checkpoint = os.path.join(run_dir, "train", "checkpoint")
         with DistributedContext():
-            if dae := _checkpoint_dae_exits(checkpoint):
-                raise ExportError(f"{checkpoint} holds DaE blocks after exit(s) {dae} (train.dae); the published Ruyi2 "
-                                  "layout has no place for them, and exporting without them would change those exits")
+            dae = _checkpoint_dae_blocks(checkpoint)
+            if dae and options.get("published"):
+                raise ExportError(f"{checkpoint} holds DaE blocks after exit(s) {sorted(dae)} (train.dae); the published "
+                                  "Ruyi2 layout has no place for them, and exporting without them would change those "
+                                  "exits' outputs: export without --published-layout (our modeling code carries them)")
             model = build_model(fcfg)
+            for e, n in dae.items():
+                from train_entry.dae import append_dae_blocks
+
+                append_dae_blocks(model, e, n)
             read = checkpointing.load_weights(checkpoint, model)
-            export_ruyi_hf(model, fcfg, out, options["dtype"], options["max_shard_size"], exit_)
+            export_ruyi_hf(model, fcfg, out, options["dtype"], options["max_shard_size"], exit_, options.get("published", False))
         tokenizer = _run_tokenizer(run_dir)
         if tokenizer:
             from pipeline.core.assets import resolve_asset
@@ -82,13 +88,15 @@ def _run_tokenizer(run_dir: str) -> tuple[str, str] | None:
     return (tok["path"], tok.get("eos_token", "<|endoftext|>")) if tok.get("path") else None
 
 
-def export_run(run_dir: str, out: str, dtype: str = "bfloat16", exit: int | None = None, max_shard_size: str = "5GB") -> str:
+def export_run(run_dir: str, out: str, dtype: str = "bfloat16", exit: int | None = None, max_shard_size: str = "5GB",
+               published: bool = False) -> str:
     """Write the run's latest checkpoint to ``out`` in Hugging Face format (weights in ``dtype``, sharded past
     ``max_shard_size``, the run's tokenizer and a generation config beside them; ``exit``: the exit
-    generation uses by default); returns the checkpoint read."""
+    generation uses by default; ``published``: only what the published Ruyi2 modeling code loads, without our
+    modeling code); returns the checkpoint read."""
     if not os.path.exists(os.path.join(run_dir, "train", "stats.json")):
         raise ExportError(f"{run_dir}: no trained model (train/stats.json); run `ruyi2 train` first")
-    options = {"dtype": dtype, "exit": exit, "max_shard_size": max_shard_size}
+    options = {"dtype": dtype, "exit": exit, "max_shard_size": max_shard_size, "published": published}
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=_export_main, args=(run_dir, out, options, child), name="ruyi2-export")

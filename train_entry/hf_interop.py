@@ -65,9 +65,10 @@ def layer_from_hf(sd: dict, src: str, dst: str, cfg: FamilialConfig, out: dict) 
     out[f"{dst}.mlp.linear_fc1.weight"] = torch.cat([sd[f"{src}.mlp.gate_proj.weight"], sd[f"{src}.mlp.up_proj.weight"]])
 
 
-def _correspondence(cfg: FamilialConfig):
+def _correspondence(cfg: FamilialConfig, dae: dict[int, int] | None = None):
     """(megatron-core name, Ruyi2 HF name, is a decoder layer) for every module, in one place for both
-    directions."""
+    directions. ``dae``: exit -> number of DaE blocks after its branch layer (our modeling code's
+    ``model.dae_blocks.{e}.{j}``; the published layout has none)."""
     yield "embedding.word_embeddings.weight", "model.embed_tokens.weight", False
     for i in range(cfg.num_layers):
         yield f"decoder.layers.{i}", f"model.layers.{i}", True
@@ -79,12 +80,25 @@ def _correspondence(cfg: FamilialConfig):
             yield f"ee_layers.{e}", f"model.eelayers.{k}", True
             yield f"ee_norms.{e}.weight", f"model.norms.{k}.weight", False
             yield f"ee_heads.{e}.weight", f"lm_head.{k}.weight", False
+    for e, n in sorted((dae or {}).items()):
+        for j in range(n):
+            yield f"dae_blocks.{e}.{j}", f"model.dae_blocks.{e}.{j}", True
+
+
+def dae_blocks_in(names, prefix: str = "dae_blocks.") -> dict[int, int]:
+    """exit -> number of DaE blocks, from state-dict or checkpoint names (``<prefix><exit>.<block>.``)."""
+    found: dict[int, set[int]] = {}
+    for name in names:
+        if name.startswith(prefix):
+            e, j = name[len(prefix):].split(".")[:2]
+            found.setdefault(int(e), set()).add(int(j))
+    return {e: len(js) for e, js in sorted(found.items())}
 
 
 def mcore_to_ruyi_hf(sd: dict, cfg: FamilialConfig) -> dict[str, torch.Tensor]:
-    """A TP=PP=1 FamilialGPTModel state dict -> the Ruyi2 Hugging Face state dict."""
+    """A TP=PP=1 FamilialGPTModel state dict -> the Ruyi2 Hugging Face state dict (DaE blocks included)."""
     out: dict[str, torch.Tensor] = {}
-    for mcore, hf, is_layer in _correspondence(cfg):
+    for mcore, hf, is_layer in _correspondence(cfg, dae_blocks_in(sd)):
         if is_layer:
             layer_to_hf(sd, mcore, hf, cfg, out)
         else:
@@ -95,7 +109,7 @@ def mcore_to_ruyi_hf(sd: dict, cfg: FamilialConfig) -> dict[str, torch.Tensor]:
 def ruyi_hf_to_mcore(sd: dict, cfg: FamilialConfig) -> dict[str, torch.Tensor]:
     """The Ruyi2 Hugging Face state dict -> a FamilialGPTModel state dict (load with strict=False)."""
     out: dict[str, torch.Tensor] = {}
-    for mcore, hf, is_layer in _correspondence(cfg):
+    for mcore, hf, is_layer in _correspondence(cfg, dae_blocks_in(sd, "model.dae_blocks.")):
         if is_layer:
             layer_from_hf(sd, hf, mcore, cfg, out)
         else:
@@ -150,27 +164,36 @@ def qwen3_hf_config(cfg: FamilialConfig, dtype: str = "float32") -> dict:
     return c | {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3"}
 
 
-def hf_checkpoint(model, cfg: FamilialConfig, dtype: str = "float32", default_exit: int | None = None) -> tuple[dict, dict]:
+def hf_checkpoint(model, cfg: FamilialConfig, dtype: str = "float32", default_exit: int | None = None,
+                  published: bool = False) -> tuple[dict, dict]:
     """(tensors, config) of the model in the Ruyi2 layout (a model with branches), or in the stock Qwen3
-    layout for a model whose only exit is the full model (e.g. a base trained here). Tensors stay fp32."""
-    if len(model.dae_blocks):
-        exits = sorted(int(k) for k in model.dae_blocks.keys())
-        raise ValueError(f"the model has DaE blocks after exit(s) {exits} (train.dae); the published Ruyi2 layout has "
-                         "no place for them, and exporting without them would change those exits' outputs")
-    tensors = mcore_to_ruyi_hf({k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}, cfg)
+    layout for a model whose only exit is the full model (e.g. a base trained here). Tensors stay fp32.
+    ``published``: only what the published Ruyi2 modeling code can load (no DaE blocks, no auto_map)."""
+    sd = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    dae = dae_blocks_in(sd)
+    if dae and (published or len(cfg.exits) == 1):
+        raise ValueError(f"the model has DaE blocks after exit(s) {sorted(dae)} (train.dae); the "
+                         f"{'published Ruyi2' if published else 'stock Qwen3'} layout has no place for them, and exporting "
+                         "without them would change those exits' outputs (export with our modeling code instead)")
+    tensors = mcore_to_ruyi_hf(sd, cfg)
     if len(cfg.exits) == 1:  # plain Qwen3: the one norm and head keep their stock names
         tensors["model.norm.weight"], tensors["lm_head.weight"] = tensors.pop("model.norms.0.weight"), tensors.pop("lm_head.0.weight")
         return tensors, qwen3_hf_config(cfg, dtype)
-    return tensors, ruyi_hf_config(cfg, dtype, default_exit)
+    config = ruyi_hf_config(cfg, dtype, default_exit)
+    if published:
+        config.pop("auto_map")
+    if dae:
+        config["dae_blocks"] = {str(e): n for e, n in dae.items()}
+    return tensors, config
 
 
 def export_ruyi_hf(model, cfg: FamilialConfig, folder: str, dtype: str = "float32", max_shard_size: str | int = "5GB",
-                   default_exit: int | None = None) -> str:
+                   default_exit: int | None = None, published: bool = False) -> str:
     """Write ``config.json`` and the weights (safetensors, sharded with an index past ``max_shard_size``)."""
     from train_entry.hf_folder import write_weights
 
     os.makedirs(folder, exist_ok=True)
-    tensors, config = hf_checkpoint(model, cfg, dtype, default_exit)
+    tensors, config = hf_checkpoint(model, cfg, dtype, default_exit, published)
     write_weights(tensors, folder, dtype, max_shard_size)
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(config, f, indent=2)

@@ -1,8 +1,8 @@
 """A Ruyi2-layout familial model for transformers: one Qwen3 backbone, exits chosen at call time.
 
 Exit e (a 0-based layer index in ``early_exit_points``) runs backbone layers [0, e), then its own decoder
-layer (``model.eelayers[k]``; the backbone's own layer e for the last exit), its norm ``model.norms[k]`` and
-head ``lm_head[k]``. Weight names are those of the published Ruyi2 layout. Choose the exit per call or per
+layer (``model.eelayers[k]``; the backbone's own layer e for the last exit), its DaE blocks if it has any
+(``model.dae_blocks[e]``, ours only), its norm ``model.norms[k]`` and head ``lm_head[k]``. Weight names are those of the published Ruyi2 layout. Choose the exit per call or per
 ``generate`` with ``early_exit_point=E`` (default: ``config.default_early_exit_point``, -1 = the last).
 
 The KV cache needs no extra slots: for exit e the backbone layers above e do not run, so the branch layer
@@ -50,6 +50,8 @@ class RuyiQwen3Model(Qwen3PreTrainedModel):
         self.layers = nn.ModuleList(Qwen3DecoderLayer(config, i) for i in range(config.num_hidden_layers))
         # branch k stands in for backbone layer e_k: same layer type, same cache slot
         self.eelayers = nn.ModuleList(Qwen3DecoderLayer(config, e) for e in config.early_exit_points[:-1])
+        self.dae_blocks = nn.ModuleDict({e: nn.ModuleList(Qwen3DecoderLayer(config, int(e) + 1 + j) for j in range(n))
+                                         for e, n in config.dae_blocks.items()})
         self.norms = nn.ModuleList(Qwen3RMSNorm(config.hidden_size, eps=config.rms_norm_eps) for _ in config.early_exit_points)
         self.rotary_emb = Qwen3RotaryEmbedding(config=config)
         self.post_init()
@@ -74,7 +76,8 @@ class RuyiQwen3Model(Qwen3PreTrainedModel):
         hidden = inputs_embeds
         rope = self.rotary_emb(hidden, position_ids)
         last = self.layers[e] if k == len(self.norms) - 1 else self.eelayers[k]
-        for layer in list(self.layers[:e]) + [last]:
+        extra = list(self.dae_blocks[str(e)]) if str(e) in self.dae_blocks else []
+        for layer in list(self.layers[:e]) + [last] + extra:
             hidden = layer(hidden, attention_mask=mask, position_ids=position_ids, position_embeddings=rope,
                            use_cache=use_cache, cache_position=cache_position, **{_LAYER_CACHE_KW: cache})
             hidden = hidden[0] if isinstance(hidden, tuple) else hidden
