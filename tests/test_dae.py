@@ -39,7 +39,9 @@ def test_new_blocks_start_as_identity_and_only_they_and_the_head_train(dist):
     losses = []
     for _ in range(5):
         opt.zero_grad()
-        (0.0 * masked_mean(model(inp, pos, None, labels=lab, loss_mask=mask), mask)).backward()
+        final = masked_mean(model(inp, pos, None, labels=lab, loss_mask=mask), mask)
+        (0.0 * final + sum(model.pending_exit_losses)).backward()  # the trunk is frozen: exit 2's loss is pending
+        model.pending_exit_losses.clear()
         opt.step()
         losses.append(float(model.exit_losses[2]))
     assert losses[-1] < losses[0] - 0.1
@@ -59,8 +61,12 @@ def test_trainer_with_dae_optimises_only_the_new_blocks_and_head(dist, tmp_path)
     assert optimised == {id(p) for n, p in trainer.model.named_parameters() if n.startswith(("dae_blocks.2.", "ee_heads.2."))}
     inp, lab, pos, mask = _batch()
     batch = collate([{"tokens": inp[i].numpy(), "labels": lab[i].numpy(), "loss_mask": mask[i].numpy(), "position_ids": pos[i].numpy()} for i in range(2)])
+    above_tap = []  # the frozen layers above the tap take no part in the backward
+    for layer in trainer.model.decoder.layers[3:]:
+        layer.register_full_backward_hook(lambda *args: above_tap.append(1))
     losses = [trainer.train_step(batch)["losses"][2] for _ in range(3)]
     assert losses[-1] < losses[0]
+    assert not above_tap
 
 
 def test_a_dae_branch_exports_with_its_blocks_and_loads_with_automodel(dist, tmp_path):

@@ -391,3 +391,40 @@ def test_export_writes_a_folder_transformers_loads(demo_run, tmp_path, dist):
         theirs = hf(ids).logits
     mine = ours.exit_logits(ids, torch.arange(ids.shape[1]).unsqueeze(0))[fcfg.exits[-1]]
     assert (mine - theirs).abs().max().item() < 1e-4
+
+
+def test_dae_continues_from_the_joint_checkpoint_and_exports_with_its_blocks(demo_run, tmp_path):
+    """The user's path for DaE stage 1: a recipe with train.dae and init_from the joint run's checkpoint.
+    It starts from the joint weights (exit 1 near its trained loss), trains only the new blocks and exit 1's
+    head (the backbone and the other heads export unchanged), and the export carries the blocks."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    from pipeline.core.layout import RunLayout
+    from pipeline.core.stage import StageContext
+    from train_entry.export import export_run
+    from train_entry.stage import TrainStage
+
+    joint = demo_run["layout"]
+    recipe = demo_run["recipe"].model_copy(deep=True)
+    recipe.run_dir = str(tmp_path / "dae")
+    recipe.train = recipe.train.model_validate({**recipe.train.model_dump(), "steps": 3, "eval_samples": 0,
+                                                "init_from": {"path": os.path.join(joint.stage("train"), "checkpoint"),
+                                                              "format": "mcore"},
+                                                "dae": {"enabled": True, "exit": 1, "blocks": 2}})
+    layout = RunLayout(recipe.run_dir)
+    shutil.copytree(joint.stage("mix"), layout.stage("mix"))
+    shutil.copy(os.path.join(joint.root, "recipe.yaml"), os.path.join(layout.root, "recipe.yaml"))
+    stats = TrainStage().run(StageContext(recipe, layout))
+    assert stats["init_from"]["format"] == "mcore"
+    joint_last = read_stats(joint.stats("train"))["last_loss"]["exit1"]
+    assert stats["first_loss"]["exit1"] < joint_last + 0.5  # continued, not random (ln 151936 = 11.9)
+    export_run(joint.root, str(tmp_path / "joint_hf"), dtype="float32")
+    export_run(layout.root, str(tmp_path / "dae_hf"), dtype="float32")
+    before = load_file(str(tmp_path / "joint_hf" / "model.safetensors"))
+    after = load_file(str(tmp_path / "dae_hf" / "model.safetensors"))
+    assert sorted({k.split(".")[3] for k in after if k.startswith("model.dae_blocks.1.")}) == ["0", "1"]
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == {"lm_head.0.weight"}  # exit 1's head; every backbone, branch and other head tensor is as it was

@@ -31,6 +31,7 @@ class ForwardBackward:
     def _forward_step(self, data_iterator, model):
         batch = self._device_batch(next(data_iterator))
         self.model.exit_losses.clear()
+        self.model.pending_exit_losses.clear()
         output = model(batch["tokens"], batch["position_ids"], batch.get("attention_mask"), labels=batch["labels"],
                        loss_mask=batch["loss_mask"])
         for e, loss in self.model.exit_losses.items():  # the branches this stage holds ran in that forward
@@ -42,7 +43,8 @@ class ForwardBackward:
         loss = masked_mean(output_tensor, loss_mask)
         self._sums.setdefault(final, []).append(loss.detach().clone())
         # the schedule divides this in place by the number of micro-batches: the logged copy is taken first
-        return self.model.exit_weights[final] * loss, {"final": loss.detach().clone()}
+        total = self.model.exit_weights[final] * loss + sum(self.model.pending_exit_losses)
+        return total, {"final": loss.detach().clone()}
 
     def run(self, micro_batches: list[dict], forward_only: bool) -> dict[int, float]:
         """Forward (and backward) over the micro-batches; the per-exit mean loss of the pass on every rank."""

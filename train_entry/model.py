@@ -81,6 +81,8 @@ class FamilialGPTModel(GPTModel):
         self.exit_weights: dict[int, float] = {e: 1.0 for e in fcfg.exits}  # lambda_k(t), set each step
         self.exit_losses: dict[int, torch.Tensor] = {}  # last forward's per-exit CE (detached)
         self._batch_ctx: dict | None = None
+        # exit losses not attached to the trunk (nothing below their tap trains): the caller adds them to its loss
+        self.pending_exit_losses: list[torch.Tensor] = []
         self._recompute_ctx: dict[int, dict] = {}  # layer input storage -> batch, for layers recomputed in the backward
         self.ee_layers = ShardedModuleDict()
         self.ee_norms = ShardedModuleDict()
@@ -165,7 +167,13 @@ class FamilialGPTModel(GPTModel):
             self.exit_losses[e] = loss.detach().clone()
             if not torch.is_grad_enabled():
                 return output
-            return ExitLossInjector.apply(hidden, self.exit_weights[e] * loss), context
+            weighted = self.exit_weights[e] * loss
+            if not hidden.requires_grad and parallel_state.is_pipeline_last_stage():
+                # nothing below the tap trains (DaE): attached to the trunk, the loss would pull every frozen layer
+                # above the tap into the backward; the caller adds it to the loss of the final exit instead
+                self.pending_exit_losses.append(weighted)
+                return output
+            return ExitLossInjector.apply(hidden, weighted), context
 
         return hook
 
