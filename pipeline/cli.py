@@ -91,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-shard-size", default="5GB", help="largest safetensors file (default 5GB)")
     p.add_argument("--published-layout", action="store_true",
                    help="only what the published Ruyi2 modeling code loads (no modeling code of ours; DaE blocks refused)")
+    p = sub.add_parser("compress", help="DaE stage 2: SVD-LLM v2 compression of a run's DaE blocks",
+                       description="Whitened low-rank factors for every linear layer of the DaE blocks, ranks from the "
+                                   "truncation losses (Ruyi2 eq. 6); held-out loss per exit before and after; writes "
+                                   "RUN_DIR/compress/.")
+    p.add_argument("run_dir")
+    p.add_argument("--ratio", type=float, default=0.4, help="share of the DaE blocks' parameters to remove (default 0.4)")
+    p.add_argument("--calibration", type=int, default=32, help="held-out sequences for the activation statistics")
+    p.add_argument("--heldout", type=int, default=32, help="other held-out sequences for the losses before and after")
     p = sub.add_parser("demo", help="build the embedded demo corpus and run every stage on it",
                        description="Assemble a demo corpus from text shipped inside installed packages and run the whole flow.")
     p.add_argument("--run-dir", default="runs/demo", help="where the demo corpus and run go (default: runs/demo)")
@@ -118,6 +126,22 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {e}", file=sys.stderr)
                 return 1
             print(f"{read} -> {os.path.abspath(args.out)} (Hugging Face format)")
+            return 0
+        if args.command == "compress":
+            from train_entry.compress import compress_run
+
+            run_dir = os.path.abspath(args.run_dir)
+            try:
+                done = compress_run(load_recipe(os.path.join(run_dir, "recipe.yaml"), check_inputs=False), run_dir,
+                                    args.ratio, args.calibration, args.heldout)
+            except StageError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 1
+            before, after = done["added_parameters_before"], done["added_parameters_after"]
+            print(f"DaE blocks {done['dae_blocks']}: {before:,} -> {after:,} parameters ({1 - after / before:.1%} fewer)")
+            for exit_name, loss in done["loss_before"].items():
+                print(f"  {exit_name}: held-out loss {loss:.4f} -> {done['loss_after'][exit_name]:.4f}")
+            print(f"written to {done['checkpoint']}")
             return 0
         if args.command == "decontam-check":
             return _decontam_check(args)

@@ -428,3 +428,18 @@ def test_dae_continues_from_the_joint_checkpoint_and_exports_with_its_blocks(dem
     assert sorted({k.split(".")[3] for k in after if k.startswith("model.dae_blocks.1.")}) == ["0", "1"]
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed == {"lm_head.0.weight"}  # exit 1's head; every backbone, branch and other head tensor is as it was
+    # DaE stage 2 from the command line: SVD-LLM v2 on the blocks, 40% fewer of their parameters, ranks per
+    # matrix from the truncation losses, only the deepened exit touched
+    from pipeline.cli import main
+
+    assert main(["compress", layout.root, "--ratio", "0.4", "--calibration", "8", "--heldout", "8"]) == 0
+    done = json.load(open(os.path.join(layout.root, "compress", "stats.json")))
+    assert 0.55 < done["added_parameters_after"] / done["added_parameters_before"] < 0.65
+    by_kind: dict = {}
+    for row in done["matrices"]:
+        by_kind.setdefault(row["kind"], []).append(row["ratio"])
+    assert len(done["matrices"]) == 8 and all(sum(v) / len(v) == pytest.approx(0.4, abs=0.01) for v in by_kind.values())
+    for other in ("exit2", "exit3"):
+        assert done["loss_after"][other] == pytest.approx(done["loss_before"][other], abs=1e-5)
+    assert abs(done["loss_after"]["exit1"] - done["loss_before"]["exit1"]) < 0.05 * done["loss_before"]["exit1"]
+    assert os.path.isdir(done["checkpoint"])

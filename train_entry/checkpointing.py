@@ -99,6 +99,15 @@ def _sharded_state(model, optimizer, common: dict, is_loading: bool) -> dict:
 
 def save(folder: str, step: int, model, optimizer, common: dict) -> str:
     """Collective: every rank of the job calls it. Returns the iteration folder."""
+    return _save(folder, step, _sharded_state(model, optimizer, dict(common, step=step), is_loading=False))
+
+
+def save_weights(folder: str, step: int, model, common: dict | None = None) -> str:
+    """The model's weights only, in the same layout (read back with ``load_weights``)."""
+    return _save(folder, step, {"model": model.sharded_state_dict(), "common": dict(common or {}, step=step)})
+
+
+def _save(folder: str, step: int, state: dict) -> str:
     from megatron.core import dist_checkpointing
 
     path = iteration_dir(folder, step)
@@ -106,9 +115,7 @@ def save(folder: str, step: int, model, optimizer, common: dict) -> str:
     if rank0:
         os.makedirs(path, exist_ok=True)
     torch.distributed.barrier()
-    dist_checkpointing.save(
-        _sharded_state(model, optimizer, dict(common, step=step), is_loading=False), path, sharded_strategy=_sync_torch_dist_strategy()
-    )
+    dist_checkpointing.save(state, path, sharded_strategy=_sync_torch_dist_strategy())
     torch.distributed.barrier()
     if rank0:  # written last: a crash mid-save leaves the previous iteration as the latest
         tmp = os.path.join(folder, LATEST + ".tmp")

@@ -1,0 +1,168 @@
+"""``ruyi2 compress RUN_DIR [--ratio 0.4]``: DaE stage 2, SVD-LLM v2 compression of the DaE blocks.
+
+The run's DaE-trained checkpoint is loaded at TP = PP = 1; calibration inputs of every linear layer of the
+DaE blocks are taken from held-out sequences of the run's last curriculum stage (the covariance X X^T only,
+so memory does not grow with the calibration set); each matrix is replaced by its whitened low-rank factors
+(``svd_llm.py``) at the rank eq. 6 gives it within its group (one group per kind of matrix across the blocks);
+held-out loss of every exit is measured before and after on other held-out sequences. Writes
+``RUN_DIR/compress/checkpoint`` (weights) and ``RUN_DIR/compress/stats.json``: parameters added by DaE
+before and after, each matrix's rank, ratio and truncation loss, the losses.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+
+from pipeline.core.errors import StageError
+
+KINDS = ("self_attention.linear_qkv", "self_attention.linear_proj", "mlp.linear_fc1", "mlp.linear_fc2")
+
+
+class CompressError(StageError):
+    pass
+
+
+def _losses(model, batches: list[dict]) -> dict[int, float]:
+    import torch
+
+    from train_entry.model import masked_mean
+
+    sums: dict[int, float] = {}
+    with torch.no_grad():
+        for b in batches:
+            for e, logits in model.exit_logits(b["tokens"], b["position_ids"]).items():
+                ce = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), b["labels"].long(), reduction="none")
+                sums[e] = sums.get(e, 0.0) + float(masked_mean(ce, b["loss_mask"]))
+    return {e: v / len(batches) for e, v in sorted(sums.items())}
+
+
+def _covariances(model, batches: list[dict]) -> dict:
+    """X X^T of the inputs of every DaE linear layer, accumulated in float64 over the calibration batches."""
+    import torch
+
+    cov: dict[str, torch.Tensor] = {}
+    hooks = []
+    for name, module in model.dae_blocks.named_modules():
+        if name.endswith(KINDS):
+            def hook(mod, args, name=name):
+                x = args[0].reshape(-1, args[0].shape[-1]).double()
+                cov[name] = cov.get(name, 0) + x.T @ x
+            hooks.append(module.register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            for b in batches:
+                model.exit_logits(b["tokens"], b["position_ids"])
+    finally:
+        for h in hooks:
+            h.remove()
+    return cov
+
+
+def compress_model(model, cov: dict, ratio: float) -> list[dict]:
+    """Replace every DaE linear by its low-rank factors; returns one row per matrix."""
+    from train_entry.low_rank import LowRankLinear
+    from train_entry.svd_llm import factors, group_ratios, rank_for, truncation_loss, whiten
+
+    rows = []
+    by_kind: dict[str, list[str]] = {}
+    for name in sorted(cov):
+        by_kind.setdefault(next(k for k in KINDS if name.endswith(k)), []).append(name)
+    modules = dict(model.dae_blocks.named_modules())
+    for kind, names in sorted(by_kind.items()):
+        whitened, shapes = {}, {}
+        for n in names:
+            w = modules[n].weight.detach()
+            shapes[n] = tuple(w.shape)
+            whitened[n] = whiten(w, cov[n])
+        reference = [truncation_loss(whitened[n], rank_for(*shapes[n], ratio)) for n in names]
+        for n, loss, r in zip(names, reference, group_ratios(reference, ratio)):
+            rank = rank_for(*shapes[n], r)
+            a, b = factors(whitened[n], rank)
+            parent_name, _, attr = n.rpartition(".")
+            setattr(modules[parent_name], attr, LowRankLinear(a, b, modules[n].weight.dtype))
+            rows.append({"matrix": f"dae_blocks.{n}", "kind": kind, "shape": list(shapes[n]), "ratio": round(r, 4),
+                         "rank": rank, "truncation_loss": truncation_loss(whitened[n], rank), "reference_loss": loss})
+    return rows
+
+
+def _compress_main(recipe_class, recipe_json: dict, root: str, ratio: float, calibration: int, evaluation: int, conn) -> None:
+    try:
+        conn.send(("ok", _compress(recipe_class.model_validate(recipe_json), root, ratio, calibration, evaluation)))
+    except Exception as e:  # reported by the parent, which names the run
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+
+
+def _compress(recipe, root: str, ratio: float, calibration: int, evaluation: int) -> dict:
+    from pipeline.core.layout import RunLayout
+    from pipeline.core.tokens import token_id
+    from train_entry import checkpointing
+    from train_entry.dae import append_dae_blocks
+    from train_entry.data import DatasetTokenizer, build_datasets, collate
+    from train_entry.distributed import DistributedContext
+    from train_entry.export import _checkpoint_dae_blocks
+    from train_entry.model import build_model
+    from train_entry.model_config import FamilialConfig
+    from train_entry.stage import curriculum
+
+    layout = RunLayout(root)
+    with open(layout.stats("train")) as f:
+        stats = json.load(f)
+    fcfg = FamilialConfig(**{**stats["model"], "exits": tuple(stats["model"]["exits"])})
+    checkpoint = os.path.join(layout.stage("train"), "checkpoint")
+    out = os.path.join(root, "compress")
+    with DistributedContext():
+        dae = _checkpoint_dae_blocks(checkpoint)
+        if not dae:
+            raise CompressError(f"{checkpoint} has no DaE blocks: train with train.dae enabled first (DaE stage 1)")
+        model = build_model(fcfg)
+        for e, n in dae.items():
+            append_dae_blocks(model, e, n)
+        read = checkpointing.load_weights(checkpoint, model)
+        model.eval()
+        last = curriculum(recipe, layout)[-1]
+        tok = DatasetTokenizer(fcfg.vocab_size, token_id(recipe.tokenizer.path, recipe.tokenizer.eos_token), recipe.tokenizer.path)
+        seq, mbs = recipe.train.seq_length, recipe.train.micro_batch_size
+        _, valid = build_datasets(last.data_args_path, last.valid_data_args_path, seq, train_samples=1,
+                                  eval_samples=calibration + evaluation, tokenizer=tok, seed=recipe.train.seed,
+                                  cache_dir=os.path.join(out, "dataset_cache"))
+        batches = [collate([valid[j] for j in range(i, min(i + mbs, len(valid)))]) for i in range(0, len(valid), mbs)]
+        n_cal = max(1, calibration // mbs)
+        calib, held = batches[:n_cal], batches[n_cal:] or batches[:n_cal]
+        added = lambda: sum(p.numel() for p in model.dae_blocks.parameters())  # noqa: E731
+        before, params_before = _losses(model, held), added()
+        rows = compress_model(model, _covariances(model, calib), ratio)
+        after, params_after = _losses(model, held), added()
+        path = checkpointing.save_weights(os.path.join(out, "checkpoint"), 0, model, {"ranks": {r["matrix"]: r["rank"] for r in rows}})
+    name = fcfg.exit_name
+    result = {"checkpoint_read": read, "checkpoint": path, "ratio": ratio, "dae_blocks": {str(e): n for e, n in dae.items()},
+              "calibration_sequences": len(calib) * mbs, "heldout_sequences": len(held) * mbs,
+              "added_parameters_before": params_before, "added_parameters_after": params_after,
+              "loss_before": {name(e): v for e, v in before.items()}, "loss_after": {name(e): v for e, v in after.items()},
+              "matrices": rows}
+    with open(os.path.join(out, "stats.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    return result
+
+
+def compress_run(recipe, root: str, ratio: float = 0.4, calibration: int = 32, evaluation: int = 32) -> dict:
+    """Compress the DaE blocks of the run at ``root`` (its recorded recipe ``recipe``), in a spawned process."""
+    if not os.path.exists(os.path.join(root, "train", "stats.json")):
+        raise CompressError(f"{root}: no trained model (train/stats.json); run `ruyi2 train` with train.dae first")
+    if not 0 < ratio < 1:
+        raise CompressError(f"--ratio {ratio}: the share of the DaE parameters to remove, between 0 and 1")
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    args = (type(recipe), recipe.model_dump(mode="json"), root, ratio, calibration, evaluation, child)
+    proc = ctx.Process(target=_compress_main, args=args, name="ruyi2-compress")
+    proc.start()
+    child.close()
+    try:
+        status, detail = parent.recv()
+    except EOFError:
+        status, detail = "error", "the compression process died without an answer (its error is printed above)"
+    proc.join()
+    if status != "ok":
+        raise CompressError(f"compression of {root}: {detail}")
+    return detail
