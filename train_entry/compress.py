@@ -12,10 +12,10 @@ before and after, each matrix's rank, ratio and truncation loss, the losses.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 
 from pipeline.core.errors import StageError
+from train_entry.spawned import run_spawned
 
 KINDS = ("self_attention.linear_qkv", "self_attention.linear_proj", "mlp.linear_fc1", "mlp.linear_fc2")
 
@@ -87,14 +87,7 @@ def compress_model(model, cov: dict, ratio: float) -> list[dict]:
     return rows
 
 
-def _compress_main(recipe_class, recipe_json: dict, root: str, ratio: float, calibration: int, evaluation: int, conn) -> None:
-    try:
-        conn.send(("ok", _compress(recipe_class.model_validate(recipe_json), root, ratio, calibration, evaluation)))
-    except Exception as e:  # reported by the parent, which names the run
-        conn.send(("error", f"{type(e).__name__}: {e}"))
-
-
-def _compress(recipe, root: str, ratio: float, calibration: int, evaluation: int) -> dict:
+def _compress(recipe_class, recipe_json: dict, root: str, ratio: float, calibration: int, evaluation: int) -> dict:
     from pipeline.core.layout import RunLayout
     from pipeline.core.tokens import token_id
     from train_entry import checkpointing
@@ -106,6 +99,7 @@ def _compress(recipe, root: str, ratio: float, calibration: int, evaluation: int
     from train_entry.model_config import FamilialConfig
     from train_entry.stage import curriculum
 
+    recipe = recipe_class.model_validate(recipe_json)  # validated again by its own class in this process
     layout = RunLayout(root)
     with open(layout.stats("train")) as f:
         stats = json.load(f)
@@ -152,17 +146,8 @@ def compress_run(recipe, root: str, ratio: float = 0.4, calibration: int = 32, e
         raise CompressError(f"{root}: no trained model (train/stats.json); run `ruyi2 train` with train.dae first")
     if not 0 < ratio < 1:
         raise CompressError(f"--ratio {ratio}: the share of the DaE parameters to remove, between 0 and 1")
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    args = (type(recipe), recipe.model_dump(mode="json"), root, ratio, calibration, evaluation, child)
-    proc = ctx.Process(target=_compress_main, args=args, name="ruyi2-compress")
-    proc.start()
-    child.close()
-    try:
-        status, detail = parent.recv()
-    except EOFError:
-        status, detail = "error", "the compression process died without an answer (its error is printed above)"
-    proc.join()
+    args = (type(recipe), recipe.model_dump(mode="json"), root, ratio, calibration, evaluation)
+    status, detail = run_spawned(_compress, args, "ruyi2-compress")
     if status != "ok":
         raise CompressError(f"compression of {root}: {detail}")
     return detail

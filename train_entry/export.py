@@ -11,10 +11,10 @@ process, so the command line that calls it keeps no torch.distributed state behi
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 
 from pipeline.core.errors import StageError
+from train_entry.spawned import run_spawned
 
 
 class ExportError(StageError):
@@ -34,46 +34,44 @@ def _checkpoint_dae_blocks(checkpoint: str) -> dict[int, int]:
     return dae_blocks_in(dist_checkpointing.load_tensors_metadata(checkpointing.iteration_dir(checkpoint, step)).keys())
 
 
-def _export_main(run_dir: str, out: str, options: dict, conn) -> None:
-    try:
-        from train_entry import checkpointing
-        from train_entry.distributed import DistributedContext
-        from train_entry.hf_folder import write_generation_config, write_tokenizer
-        from train_entry.hf_interop import context_length, export_ruyi_hf
-        from train_entry.model import build_model
-        from train_entry.model_config import FamilialConfig
+def _export(run_dir: str, out: str, options: dict) -> str:
+    """The export job (in a spawned process): the checkpoint's weights, config, tokenizer and generation config."""
+    from train_entry import checkpointing
+    from train_entry.distributed import DistributedContext
+    from train_entry.hf_folder import write_generation_config, write_tokenizer
+    from train_entry.hf_interop import context_length, export_ruyi_hf
+    from train_entry.model import build_model
+    from train_entry.model_config import FamilialConfig
 
-        with open(os.path.join(run_dir, "train", "stats.json")) as f:
-            stats = json.load(f)
-        fcfg = FamilialConfig(**{**stats["model"], "exits": tuple(stats["model"]["exits"])})
-        exit_ = options.get("exit")
-        if exit_ is not None and exit_ not in fcfg.exits:
-            raise ExportError(f"--exit {exit_}: the model's exits are {list(fcfg.exits)}")
-        checkpoint = os.path.join(run_dir, "train", "checkpoint")
-        with DistributedContext():
-            dae = _checkpoint_dae_blocks(checkpoint)
-            if dae and options.get("published"):
-                raise ExportError(f"{checkpoint} holds DaE blocks after exit(s) {sorted(dae)} (train.dae); the published "
-                                  "Ruyi2 layout has no place for them, and exporting without them would change those "
-                                  "exits' outputs: export without --published-layout (our modeling code carries them)")
-            model = build_model(fcfg)
-            for e, n in dae.items():
-                from train_entry.dae import append_dae_blocks
+    with open(os.path.join(run_dir, "train", "stats.json")) as f:
+        stats = json.load(f)
+    fcfg = FamilialConfig(**{**stats["model"], "exits": tuple(stats["model"]["exits"])})
+    exit_ = options.get("exit")
+    if exit_ is not None and exit_ not in fcfg.exits:
+        raise ExportError(f"--exit {exit_}: the model's exits are {list(fcfg.exits)}")
+    checkpoint = os.path.join(run_dir, "train", "checkpoint")
+    with DistributedContext():
+        dae = _checkpoint_dae_blocks(checkpoint)
+        if dae and options.get("published"):
+            raise ExportError(f"{checkpoint} holds DaE blocks after exit(s) {sorted(dae)} (train.dae); the published "
+                              "Ruyi2 layout has no place for them, and exporting without them would change those "
+                              "exits' outputs: export without --published-layout (our modeling code carries them)")
+        model = build_model(fcfg)
+        for e, n in dae.items():
+            from train_entry.dae import append_dae_blocks
 
-                append_dae_blocks(model, e, n)
-            read = checkpointing.load_weights(checkpoint, model)
-            export_ruyi_hf(model, fcfg, out, options["dtype"], options["max_shard_size"], exit_, options.get("published", False))
-        tokenizer = _run_tokenizer(run_dir)
-        if tokenizer:
-            from pipeline.core.assets import resolve_asset
-            from pipeline.core.tokens import token_id
+            append_dae_blocks(model, e, n)
+        read = checkpointing.load_weights(checkpoint, model)
+        export_ruyi_hf(model, fcfg, out, options["dtype"], options["max_shard_size"], exit_, options.get("published", False))
+    tokenizer = _run_tokenizer(run_dir)
+    if tokenizer:
+        from pipeline.core.assets import resolve_asset
+        from pipeline.core.tokens import token_id
 
-            path, eos = tokenizer
-            write_tokenizer(out, resolve_asset(path), eos, context_length(fcfg))
-            write_generation_config(out, token_id(path, eos))
-        conn.send(("ok", read))
-    except Exception as e:  # reported by the parent, which names the run
-        conn.send(("error", f"{type(e).__name__}: {e}"))
+        path, eos = tokenizer
+        write_tokenizer(out, resolve_asset(path), eos, context_length(fcfg))
+        write_generation_config(out, token_id(path, eos))
+    return read
 
 
 def _run_tokenizer(run_dir: str) -> tuple[str, str] | None:
@@ -97,16 +95,7 @@ def export_run(run_dir: str, out: str, dtype: str = "bfloat16", exit: int | None
     if not os.path.exists(os.path.join(run_dir, "train", "stats.json")):
         raise ExportError(f"{run_dir}: no trained model (train/stats.json); run `ruyi2 train` first")
     options = {"dtype": dtype, "exit": exit, "max_shard_size": max_shard_size, "published": published}
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_export_main, args=(run_dir, out, options, child), name="ruyi2-export")
-    proc.start()
-    child.close()  # the child holds the only writing end: its exit without an answer is an EOF here
-    try:
-        status, detail = parent.recv()
-    except EOFError:
-        status, detail = "error", "the export process died without an answer (its error is printed above)"
-    proc.join()
+    status, detail = run_spawned(_export, (run_dir, out, options), "ruyi2-export")
     if status != "ok":
         raise ExportError(f"export of {run_dir}: {detail}")
     return detail
