@@ -201,3 +201,21 @@ def test_the_readme_recipe_reference_is_a_valid_recipe():
     block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
     recipe = parse_recipe(yaml.safe_load(block), "README.md", check_inputs=False)
     assert recipe.train.lr_schedule == "wsd" and recipe.train.global_batch_size == 4 and recipe.mixture.stages
+
+
+def test_train_settings_that_cannot_work_are_refused_before_any_work(tmp_path, capsys):
+    """An annealing stage that does not exist, a global batch that micro-batches cannot fill, a schedule
+    that has no annealing stage, full recompute under DaE: each named, nothing run."""
+    data = _base()
+    cases = [({"lr_schedule": "wsd", "lr_anneal_stage": "cooldown"}, "train.lr_anneal_stage: no curriculum stage 'cooldown'"),
+             ({"lr_anneal_stage": "general"}, "train.lr_anneal_stage: only the wsd schedule anneals"),
+             ({"micro_batch_size": 3, "global_batch_size": 8}, "train.global_batch_size: 8 is not a multiple of micro_batch_size 3"),
+             ({"dae": {"enabled": True}, "recompute": "full"}, "train.recompute: full recompute cannot train DaE")]
+    for train, message in cases:
+        data["train"] = train
+        assert main(["run", _write(tmp_path, data)]) == 2, train
+        assert message in capsys.readouterr().err, train
+        assert not os.path.exists(tmp_path / "run")
+    data["train"] = {"lr_schedule": "wsd", "lr_anneal_stage": "general", "global_batch_size": 4}
+    assert main(["validate", _write(tmp_path, data)]) == 0
+    assert "not: train" not in capsys.readouterr().out

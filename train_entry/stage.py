@@ -44,6 +44,10 @@ class TrainStage(Stage):
                 problems.append(f"train.lr_anneal_stage: only the wsd schedule anneals in a stage (lr_schedule: {train.lr_schedule})")
             elif train.lr_anneal_stage not in stage_names:
                 problems.append(f"train.lr_anneal_stage: no curriculum stage {train.lr_anneal_stage!r} (mixture.stages: {stage_names})")
+        if train.dae.enabled and train.recompute == "full":
+            # the frozen trunk's recomputed chunks take no part in the backward, so the branch inside one
+            # would get no gradient
+            problems.append("train.recompute: full recompute cannot train DaE blocks behind a frozen trunk; use selective or none")
         if train.global_batch_size is not None and train.global_batch_size % train.micro_batch_size:
             problems.append(f"train.global_batch_size: {train.global_batch_size} is not a multiple of micro_batch_size "
                             f"{train.micro_batch_size}")
