@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 
 from loguru import logger
 
 from pipeline.core.layout import RunLayout
+from pipeline.core.run_lock import run_lock
 from pipeline.core.stage import StageContext
 from pipeline.manifest import write_manifest
 from pipeline.recipe import Recipe, RecipeError, dump_recipe
@@ -41,6 +43,12 @@ def run_stages(recipe: Recipe, stages: list[str], resume: bool = False, quiet: b
     rank0 = int(os.environ.get("RANK", "0")) == 0
     quiet = quiet or not rank0
     os.makedirs(layout.root, exist_ok=True)
+    # the job's rank 0 holds the run directory (under torchrun the other ranks are the same run)
+    with run_lock(layout.root) if rank0 else contextlib.nullcontext():
+        return _run(recipe, stages, layout, rank0, resume, quiet, retune)
+
+
+def _run(recipe: Recipe, stages: list[str], layout: RunLayout, rank0: bool, resume: bool, quiet: bool, retune: bool) -> dict:
     if rank0:
         dump_recipe(recipe, os.path.join(layout.root, "recipe.yaml"))
         write_manifest(recipe, os.path.join(layout.root, "manifest.json"), stages)

@@ -219,3 +219,31 @@ def test_train_settings_that_cannot_work_are_refused_before_any_work(tmp_path, c
     data["train"] = {"lr_schedule": "wsd", "lr_anneal_stage": "general", "global_batch_size": 4}
     assert main(["validate", _write(tmp_path, data)]) == 0
     assert "not: train" not in capsys.readouterr().out
+
+
+def test_a_second_run_on_the_same_run_dir_is_refused(tmp_path, capsys):
+    """While one run holds the run directory, another fails naming it and the holder, and writes nothing; a
+    killed holder leaves no stale lock."""
+    import subprocess
+    import sys
+
+    from pipeline.core.run_lock import run_lock
+
+    data = _base()
+    path = _write(tmp_path, data)
+    run_dir = str(tmp_path / "run")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pipeline.core.run_lock import run_lock\n"
+        f"with run_lock({run_dir!r}):\n    print('held', flush=True); time.sleep(120)")],
+        stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["run", path]) == 1
+        err = capsys.readouterr().err
+        assert f"{run_dir}: another ruyi2 run is working in this run directory (pid {holder.pid}" in err
+        assert sorted(os.listdir(run_dir)) == [".ruyi2.lock", ".ruyi2.lock.holder"]  # no stage folder, no recipe copy
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_lock(run_dir):  # the OS released the dead holder's lock
+        pass
