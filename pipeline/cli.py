@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-shard-size", default="5GB", help="largest safetensors file (default 5GB)")
     p.add_argument("--published-layout", action="store_true",
                    help="only what the published Ruyi2 modeling code loads (no modeling code of ours; DaE blocks refused)")
+    p.add_argument("--compressed", action="store_true", help="export the output of `ruyi2 compress` (low-rank DaE blocks)")
     p = sub.add_parser("compress", help="DaE stage 2: SVD-LLM v2 compression of a run's DaE blocks",
                        description="Whitened low-rank factors for every linear layer of the DaE blocks, ranks from the "
                                    "truncation losses (Ruyi2 eq. 6); held-out loss per exit before and after; writes "
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             try:
                 read = export_run(os.path.abspath(args.run_dir), os.path.abspath(args.out), args.dtype, args.exit,
-                                  args.max_shard_size, args.published_layout)
+                                  args.max_shard_size, args.published_layout, args.compressed)
             except StageError as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 1

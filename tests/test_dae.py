@@ -109,3 +109,41 @@ def test_a_dae_branch_exports_with_its_blocks_and_loads_with_automodel(dist, tmp
             assert (hf(inp, early_exit_point=e).logits - ours[e]).abs().max().item() <= 1e-4, e
         cached = hf.generate(inp[:1], max_new_tokens=5, do_sample=False)
         assert torch.equal(cached, hf.generate(inp[:1], max_new_tokens=5, do_sample=False, use_cache=False))
+
+
+def test_a_compressed_dae_branch_exports_and_loads_with_automodel(dist, tmp_path):
+    """DaE stage 2 on a trained branch, then export: the low-rank factors travel as `down`/`up` linears that
+    our modeling code builds from `dae_low_rank`, and every exit's logits equal the compressed model's."""
+    import json
+
+    import transformers
+
+    from train_entry.compress import _covariances, compress_model
+    from train_entry.data import collate
+    from train_entry.hf_interop import export_ruyi_hf
+    from train_entry.loss_schedule import ExitWeight
+    from train_entry.trainer import FamilialTrainer, LoopSettings
+
+    settings = LoopSettings(steps=3, micro_batch_size=2, seq_length=16, lr=3e-2, min_lr=3e-2, weight_decay=0.0, seed=1,
+                             eval_samples=0, exit_weights=[ExitWeight(1.0), ExitWeight(0.0), ExitWeight(0.0)], dae_exit=2,
+                             dae_blocks=2, tensorboard=False)
+    trainer = FamilialTrainer(CFG, settings, tokenizer=None, out_dir=str(tmp_path / "train"))
+    inp, lab, pos, mask = _batch()
+    batch = collate([{"tokens": inp[i].numpy(), "labels": lab[i].numpy(), "loss_mask": mask[i].numpy(),
+                      "position_ids": pos[i].numpy()} for i in range(2)])
+    for _ in range(3):
+        trainer.train_step(batch)
+    model = trainer.model.eval()
+    dense = sum(p.numel() for p in model.dae_blocks.parameters())
+    rows = compress_model(model, _covariances(model, [batch]), 0.4)
+    assert len(rows) == 8 and sum(p.numel() for p in model.dae_blocks.parameters()) < 0.7 * dense
+    out = export_ruyi_hf(model, CFG, str(tmp_path / "hf"))
+    config = json.loads(open(f"{out}/config.json").read())
+    assert config["dae_low_rank"]["2.0.self_attn.q_proj"] == next(r["rank"] for r in rows if r["matrix"] == "dae_blocks.2.0.self_attention.linear_qkv")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
+    ours = model.exit_logits(inp, pos)
+    with torch.no_grad():
+        for e in CFG.exits:
+            assert (hf(inp, early_exit_point=e).logits - ours[e]).abs().max().item() <= 1e-4, e
+        assert torch.equal(hf.generate(inp[:1], max_new_tokens=4, do_sample=False, early_exit_point=2),
+                           hf.generate(inp[:1], max_new_tokens=4, do_sample=False, early_exit_point=2, use_cache=False))

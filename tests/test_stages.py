@@ -443,3 +443,17 @@ def test_dae_continues_from_the_joint_checkpoint_and_exports_with_its_blocks(dem
         assert done["loss_after"][other] == pytest.approx(done["loss_before"][other], abs=1e-5)
     assert abs(done["loss_after"]["exit1"] - done["loss_before"]["exit1"]) < 0.05 * done["loss_before"]["exit1"]
     assert os.path.isdir(done["checkpoint"])
+    # ... and the compressed model exports and loads: only the deepened exit differs from the uncompressed one
+    from transformers import AutoModelForCausalLM
+
+    assert main(["export", layout.root, "--out", str(tmp_path / "small"), "--compressed", "--dtype", "float32"]) == 0
+    config = json.load(open(tmp_path / "small" / "config.json"))
+    assert len(config["dae_low_rank"]) == 2 * 7  # q, k, v, o, gate, up, down in each of the two blocks
+    small = AutoModelForCausalLM.from_pretrained(str(tmp_path / "small"), trust_remote_code=True).eval()
+    full = AutoModelForCausalLM.from_pretrained(str(tmp_path / "dae_hf"), trust_remote_code=True).eval()
+    ids = torch.arange(100, 116).unsqueeze(0)
+    with torch.no_grad():
+        for e in (2, 3):
+            assert torch.allclose(small(ids, early_exit_point=e).logits, full(ids, early_exit_point=e).logits, atol=1e-5)
+        assert not torch.allclose(small(ids, early_exit_point=1).logits, full(ids, early_exit_point=1).logits, atol=1e-5)
+        assert small.generate(ids, max_new_tokens=3, do_sample=False, early_exit_point=1).shape == (1, 19)

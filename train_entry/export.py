@@ -50,6 +50,14 @@ def _export(run_dir: str, out: str, options: dict) -> str:
     if exit_ is not None and exit_ not in fcfg.exits:
         raise ExportError(f"--exit {exit_}: the model's exits are {list(fcfg.exits)}")
     checkpoint = os.path.join(run_dir, "train", "checkpoint")
+    ranks = {}
+    if options.get("compressed"):  # DaE stage 2's output (`ruyi2 compress`): its blocks are low-rank
+        compressed = os.path.join(run_dir, "compress", "stats.json")
+        if not os.path.exists(compressed):
+            raise ExportError(f"{run_dir}: no compressed model (compress/stats.json); run `ruyi2 compress` first")
+        with open(compressed) as f:
+            ranks = {row["matrix"]: row["rank"] for row in json.load(f)["matrices"]}
+        checkpoint = os.path.join(run_dir, "compress", "checkpoint")
     with DistributedContext():
         dae = _checkpoint_dae_blocks(checkpoint)
         if dae and options.get("published"):
@@ -61,6 +69,7 @@ def _export(run_dir: str, out: str, options: dict) -> str:
             from train_entry.dae import append_dae_blocks
 
             append_dae_blocks(model, e, n)
+        _make_low_rank(model, ranks)
         read = checkpointing.load_weights(checkpoint, model)
         export_ruyi_hf(model, fcfg, out, options["dtype"], options["max_shard_size"], exit_, options.get("published", False))
     tokenizer = _run_tokenizer(run_dir)
@@ -72,6 +81,21 @@ def _export(run_dir: str, out: str, options: dict) -> str:
         write_tokenizer(out, resolve_asset(path), eos, context_length(fcfg))
         write_generation_config(out, token_id(path, eos))
     return read
+
+
+def _make_low_rank(model, ranks: dict[str, int]) -> None:
+    """Replace the compressed linears (``dae_blocks.<e>.<j>.<path>`` -> rank) by low-rank modules of their
+    shapes, for the compressed checkpoint's factors to load into."""
+    import torch
+
+    from train_entry.low_rank import LowRankLinear
+
+    for name, rank in ranks.items():
+        dense = model.get_submodule(name)
+        out_features, in_features = dense.weight.shape
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent), attr,
+                LowRankLinear(torch.zeros(out_features, rank), torch.zeros(rank, in_features), dense.weight.dtype))
 
 
 def _run_tokenizer(run_dir: str) -> tuple[str, str] | None:
@@ -87,14 +111,15 @@ def _run_tokenizer(run_dir: str) -> tuple[str, str] | None:
 
 
 def export_run(run_dir: str, out: str, dtype: str = "bfloat16", exit: int | None = None, max_shard_size: str = "5GB",
-               published: bool = False) -> str:
+               published: bool = False, compressed: bool = False) -> str:
     """Write the run's latest checkpoint to ``out`` in Hugging Face format (weights in ``dtype``, sharded past
     ``max_shard_size``, the run's tokenizer and a generation config beside them; ``exit``: the exit
     generation uses by default; ``published``: only what the published Ruyi2 modeling code loads, without our
-    modeling code); returns the checkpoint read."""
+    modeling code; ``compressed``: the output of ``ruyi2 compress`` instead of the trained checkpoint); returns
+    the checkpoint read."""
     if not os.path.exists(os.path.join(run_dir, "train", "stats.json")):
         raise ExportError(f"{run_dir}: no trained model (train/stats.json); run `ruyi2 train` first")
-    options = {"dtype": dtype, "exit": exit, "max_shard_size": max_shard_size, "published": published}
+    options = {"dtype": dtype, "exit": exit, "max_shard_size": max_shard_size, "published": published, "compressed": compressed}
     status, detail = run_spawned(_export, (run_dir, out, options), "ruyi2-export")
     if status != "ok":
         raise ExportError(f"export of {run_dir}: {detail}")

@@ -21,23 +21,23 @@ import torch
 from train_entry.model_config import FamilialConfig
 
 # per-layer names: megatron-core local spec -> Qwen3
-_LAYER_PLAIN = {
+_NORMS = {
     "input_layernorm.weight": "input_layernorm.weight",
     "pre_mlp_layernorm.weight": "post_attention_layernorm.weight",
-    "self_attention.linear_proj.weight": "self_attn.o_proj.weight",
     "self_attention.q_layernorm.weight": "self_attn.q_norm.weight",
     "self_attention.k_layernorm.weight": "self_attn.k_norm.weight",
-    "mlp.linear_fc2.weight": "mlp.down_proj.weight",
 }
+_LINEARS = {"self_attention.linear_proj": "self_attn.o_proj", "mlp.linear_fc2": "mlp.down_proj"}
 
 
 def _split_qkv(w: torch.Tensor, cfg: FamilialConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    groups, hd = cfg.num_query_groups, cfg.kv_channels
+    """Rows of a fused QKV matrix (or of its low-rank up factor: any number of columns) per projection."""
+    groups, hd, cols = cfg.num_query_groups, cfg.kv_channels, w.shape[1]
     per = cfg.num_attention_heads // groups
-    w = w.view(groups, (per + 2) * hd, cfg.hidden_size)
-    q = w[:, : per * hd].reshape(-1, cfg.hidden_size)
-    k = w[:, per * hd : (per + 1) * hd].reshape(-1, cfg.hidden_size)
-    v = w[:, (per + 1) * hd :].reshape(-1, cfg.hidden_size)
+    w = w.view(groups, (per + 2) * hd, cols)
+    q = w[:, : per * hd].reshape(-1, cols)
+    k = w[:, per * hd : (per + 1) * hd].reshape(-1, cols)
+    v = w[:, (per + 1) * hd :].reshape(-1, cols)
     return q, k, v
 
 
@@ -47,17 +47,39 @@ def _join_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cfg: FamilialCo
     return torch.cat([q.view(groups, per * hd, h), k.view(groups, hd, h), v.view(groups, hd, h)], dim=1).reshape(-1, h)
 
 
+def _linear_to_hf(sd: dict, src: str, parts: list, out: dict) -> None:
+    """One megatron-core linear -> its Qwen3 linears, each ``(name, rows)`` taking its rows of the matrix.
+    A compressed linear (W = up @ down, ``train_entry/low_rank.py``) becomes low-rank linears sharing the
+    down factor: ``name.down.weight`` and ``name.up.weight`` (our modeling code's ``LowRankLinear``)."""
+    if f"{src}.weight" in sd:
+        for name, rows in parts:
+            out[f"{name}.weight"] = rows(sd[f"{src}.weight"])
+        return
+    down, up = sd[f"{src}.down"], sd[f"{src}.up"]
+    for name, rows in parts:
+        out[f"{name}.down.weight"], out[f"{name}.up.weight"] = down, rows(up)
+
+
 def layer_to_hf(sd: dict, src: str, dst: str, cfg: FamilialConfig, out: dict) -> None:
-    for m, h in _LAYER_PLAIN.items():
+    for m, h in _NORMS.items():
         out[f"{dst}.{h}"] = sd[f"{src}.{m}"]
-    q, k, v = _split_qkv(sd[f"{src}.self_attention.linear_qkv.weight"], cfg)
-    out[f"{dst}.self_attn.q_proj.weight"], out[f"{dst}.self_attn.k_proj.weight"], out[f"{dst}.self_attn.v_proj.weight"] = q, k, v
-    gate, up = sd[f"{src}.mlp.linear_fc1.weight"].chunk(2, dim=0)
-    out[f"{dst}.mlp.gate_proj.weight"], out[f"{dst}.mlp.up_proj.weight"] = gate, up
+    for m, h in _LINEARS.items():
+        _linear_to_hf(sd, f"{src}.{m}", [(f"{dst}.{h}", lambda w: w)], out)
+    qkv = [(f"{dst}.self_attn.{p}_proj", lambda w, i=i: _split_qkv(w, cfg)[i]) for i, p in enumerate("qkv")]
+    _linear_to_hf(sd, f"{src}.self_attention.linear_qkv", qkv, out)
+    fc1 = [(f"{dst}.mlp.{p}_proj", lambda w, i=i: w.chunk(2, dim=0)[i]) for i, p in enumerate(("gate", "up"))]
+    _linear_to_hf(sd, f"{src}.mlp.linear_fc1", fc1, out)
+
+
+def low_rank_modules(hf_tensors: dict) -> dict[str, int]:
+    """Low-rank linears of an exported state dict: module path under ``model.dae_blocks`` -> rank."""
+    prefix = "model.dae_blocks."
+    return {name[len(prefix):-len(".down.weight")]: int(t.shape[0]) for name, t in sorted(hf_tensors.items())
+            if name.startswith(prefix) and name.endswith(".down.weight")}
 
 
 def layer_from_hf(sd: dict, src: str, dst: str, cfg: FamilialConfig, out: dict) -> None:
-    for m, h in _LAYER_PLAIN.items():
+    for m, h in list(_NORMS.items()) + [(f"{m}.weight", f"{h}.weight") for m, h in _LINEARS.items()]:
         out[f"{dst}.{m}"] = sd[f"{src}.{h}"]
     out[f"{dst}.self_attention.linear_qkv.weight"] = _join_qkv(
         sd[f"{src}.self_attn.q_proj.weight"], sd[f"{src}.self_attn.k_proj.weight"], sd[f"{src}.self_attn.v_proj.weight"], cfg
@@ -184,6 +206,8 @@ def hf_checkpoint(model, cfg: FamilialConfig, dtype: str = "float32", default_ex
         config.pop("auto_map")
     if dae:
         config["dae_blocks"] = {str(e): n for e, n in dae.items()}
+        if low_rank := low_rank_modules(tensors):  # compressed by `ruyi2 compress`
+            config["dae_low_rank"] = low_rank
     return tensors, config
 
 

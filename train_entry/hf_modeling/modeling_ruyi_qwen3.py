@@ -41,6 +41,18 @@ def _exit_index(config, exit_point) -> tuple[int, int]:
     return exits.index(e), e
 
 
+class LowRankLinear(nn.Module):
+    """W ~ up @ down: a linear of the DaE blocks after SVD compression (rank r instead of in x out)."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int):
+        super().__init__()
+        self.down = nn.Linear(in_features, rank, bias=False)
+        self.up = nn.Linear(rank, out_features, bias=False)
+
+    def forward(self, x):
+        return self.up(self.down(x))
+
+
 class RuyiQwen3Model(Qwen3PreTrainedModel):
     config_class = RuyiQwen3Config
 
@@ -53,6 +65,10 @@ class RuyiQwen3Model(Qwen3PreTrainedModel):
         self.dae_blocks = nn.ModuleDict({e: nn.ModuleList(Qwen3DecoderLayer(config, int(e) + 1 + j) for j in range(n))
                                          for e, n in config.dae_blocks.items()})
         self.norms = nn.ModuleList(Qwen3RMSNorm(config.hidden_size, eps=config.rms_norm_eps) for _ in config.early_exit_points)
+        for path, rank in config.dae_low_rank.items():
+            dense = self.dae_blocks.get_submodule(path)
+            parent, _, name = path.rpartition(".")
+            setattr(self.dae_blocks.get_submodule(parent), name, LowRankLinear(dense.in_features, dense.out_features, rank))
         self.rotary_emb = Qwen3RotaryEmbedding(config=config)
         self.post_init()
 
