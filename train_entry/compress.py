@@ -63,6 +63,7 @@ def _covariances(model, batches: list[dict]) -> dict:
 def compress_model(model, cov: dict, ratio: float) -> list[dict]:
     """Replace every DaE linear by its low-rank factors; returns one row per matrix."""
     from train_entry.low_rank import LowRankLinear
+    from train_entry.run_model import replace_module
     from train_entry.svd_llm import factors, group_ratios, rank_for, truncation_loss, whiten
 
     rows = []
@@ -80,8 +81,7 @@ def compress_model(model, cov: dict, ratio: float) -> list[dict]:
         for n, loss, r in zip(names, reference, group_ratios(reference, ratio)):
             rank = rank_for(*shapes[n], r)
             a, b = factors(whitened[n], rank)
-            parent_name, _, attr = n.rpartition(".")
-            setattr(modules[parent_name], attr, LowRankLinear(a, b, modules[n].weight.dtype))
+            replace_module(model.dae_blocks, n, LowRankLinear(a, b, modules[n].weight.dtype))
             rows.append({"matrix": f"dae_blocks.{n}", "kind": kind, "shape": list(shapes[n]), "ratio": round(r, 4),
                          "rank": rank, "truncation_loss": truncation_loss(whitened[n], rank), "reference_loss": loss})
     return rows
@@ -91,29 +91,21 @@ def _compress(recipe_class, recipe_json: dict, root: str, ratio: float, calibrat
     from pipeline.core.layout import RunLayout
     from pipeline.core.tokens import token_id
     from train_entry import checkpointing
-    from train_entry.dae import append_dae_blocks
     from train_entry.data import DatasetTokenizer, build_datasets, collate
     from train_entry.distributed import DistributedContext
-    from train_entry.export import _checkpoint_dae_blocks
-    from train_entry.model import build_model
-    from train_entry.model_config import FamilialConfig
+    from train_entry.run_model import checkpoint_dae_blocks, rebuild, trained_config
     from train_entry.stage import curriculum
 
     recipe = recipe_class.model_validate(recipe_json)  # validated again by its own class in this process
     layout = RunLayout(root)
-    with open(layout.stats("train")) as f:
-        stats = json.load(f)
-    fcfg = FamilialConfig(**{**stats["model"], "exits": tuple(stats["model"]["exits"])})
+    fcfg = trained_config(root)
     checkpoint = os.path.join(layout.stage("train"), "checkpoint")
     out = os.path.join(root, "compress")
     with DistributedContext():
-        dae = _checkpoint_dae_blocks(checkpoint)
+        dae = checkpoint_dae_blocks(checkpoint)
         if not dae:
             raise CompressError(f"{checkpoint} has no DaE blocks: train with train.dae enabled first (DaE stage 1)")
-        model = build_model(fcfg)
-        for e, n in dae.items():
-            append_dae_blocks(model, e, n)
-        read = checkpointing.load_weights(checkpoint, model)
+        model, read = rebuild(fcfg, checkpoint, dae)
         model.eval()
         last = curriculum(recipe, layout)[-1]
         tok = DatasetTokenizer(fcfg.vocab_size, token_id(recipe.tokenizer.path, recipe.tokenizer.eos_token), recipe.tokenizer.path)

@@ -21,31 +21,14 @@ class ExportError(StageError):
     pass
 
 
-def _checkpoint_dae_blocks(checkpoint: str) -> dict[int, int]:
-    """exit -> DaE blocks the checkpoint holds (train.dae)."""
-    from megatron.core import dist_checkpointing
-
-    from train_entry import checkpointing
-    from train_entry.hf_interop import dae_blocks_in
-
-    step = checkpointing.latest_iteration(checkpoint)
-    if step is None:
-        return {}
-    return dae_blocks_in(dist_checkpointing.load_tensors_metadata(checkpointing.iteration_dir(checkpoint, step)).keys())
-
-
 def _export(run_dir: str, out: str, options: dict) -> str:
     """The export job (in a spawned process): the checkpoint's weights, config, tokenizer and generation config."""
-    from train_entry import checkpointing
     from train_entry.distributed import DistributedContext
     from train_entry.hf_folder import write_generation_config, write_tokenizer
     from train_entry.hf_interop import context_length, export_ruyi_hf
-    from train_entry.model import build_model
-    from train_entry.model_config import FamilialConfig
+    from train_entry.run_model import checkpoint_dae_blocks, rebuild, trained_config
 
-    with open(os.path.join(run_dir, "train", "stats.json")) as f:
-        stats = json.load(f)
-    fcfg = FamilialConfig(**{**stats["model"], "exits": tuple(stats["model"]["exits"])})
+    fcfg = trained_config(run_dir)
     exit_ = options.get("exit")
     if exit_ is not None and exit_ not in fcfg.exits:
         raise ExportError(f"--exit {exit_}: the model's exits are {list(fcfg.exits)}")
@@ -59,18 +42,12 @@ def _export(run_dir: str, out: str, options: dict) -> str:
             ranks = {row["matrix"]: row["rank"] for row in json.load(f)["matrices"]}
         checkpoint = os.path.join(run_dir, "compress", "checkpoint")
     with DistributedContext():
-        dae = _checkpoint_dae_blocks(checkpoint)
+        dae = checkpoint_dae_blocks(checkpoint)
         if dae and options.get("published"):
             raise ExportError(f"{checkpoint} holds DaE blocks after exit(s) {sorted(dae)} (train.dae); the published "
                               "Ruyi2 layout has no place for them, and exporting without them would change those "
                               "exits' outputs: export without --published-layout (our modeling code carries them)")
-        model = build_model(fcfg)
-        for e, n in dae.items():
-            from train_entry.dae import append_dae_blocks
-
-            append_dae_blocks(model, e, n)
-        _make_low_rank(model, ranks)
-        read = checkpointing.load_weights(checkpoint, model)
+        model, read = rebuild(fcfg, checkpoint, dae, ranks)
         export_ruyi_hf(model, fcfg, out, options["dtype"], options["max_shard_size"], exit_, options.get("published", False))
     tokenizer = _run_tokenizer(run_dir)
     if tokenizer:
@@ -81,21 +58,6 @@ def _export(run_dir: str, out: str, options: dict) -> str:
         write_tokenizer(out, resolve_asset(path), eos, context_length(fcfg))
         write_generation_config(out, token_id(path, eos))
     return read
-
-
-def _make_low_rank(model, ranks: dict[str, int]) -> None:
-    """Replace the compressed linears (``dae_blocks.<e>.<j>.<path>`` -> rank) by low-rank modules of their
-    shapes, for the compressed checkpoint's factors to load into."""
-    import torch
-
-    from train_entry.low_rank import LowRankLinear
-
-    for name, rank in ranks.items():
-        dense = model.get_submodule(name)
-        out_features, in_features = dense.weight.shape
-        parent, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent), attr,
-                LowRankLinear(torch.zeros(out_features, rank), torch.zeros(rank, in_features), dense.weight.dtype))
 
 
 def _run_tokenizer(run_dir: str) -> tuple[str, str] | None:

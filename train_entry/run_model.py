@@ -1,0 +1,57 @@
+"""A run's trained model rebuilt in one process (TP = PP = 1) from what the train stage recorded: its shape
+(``train/stats.json``), its DaE blocks and, after ``ruyi2 compress``, its low-rank linears, then the weights
+of a checkpoint (whatever TP/PP layout wrote it; no optimizer state). Export and compression both start here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+
+def trained_config(run_dir: str):
+    """The ``FamilialConfig`` the run trained."""
+    from train_entry.model_config import FamilialConfig
+
+    with open(os.path.join(run_dir, "train", "stats.json")) as f:
+        model = json.load(f)["model"]
+    return FamilialConfig(**{**model, "exits": tuple(model["exits"])})
+
+
+def checkpoint_dae_blocks(checkpoint: str) -> dict[int, int]:
+    """exit -> DaE blocks the checkpoint holds (train.dae)."""
+    from megatron.core import dist_checkpointing
+
+    from train_entry import checkpointing
+    from train_entry.hf_interop import dae_blocks_in
+
+    step = checkpointing.latest_iteration(checkpoint)
+    if step is None:
+        return {}
+    return dae_blocks_in(dist_checkpointing.load_tensors_metadata(checkpointing.iteration_dir(checkpoint, step)).keys())
+
+
+def rebuild(fcfg, checkpoint: str, dae: dict[int, int], ranks: dict[str, int] | None = None):
+    """The model with ``dae`` blocks (exit -> count) and the low-rank linears ``ranks`` (``dae_blocks.<e>.<j>.
+    <path>`` -> rank) in place, the checkpoint's weights loaded; returns (model, iteration folder read).
+    Call inside a ``DistributedContext``."""
+    import torch
+
+    from train_entry import checkpointing
+    from train_entry.dae import append_dae_blocks
+    from train_entry.low_rank import LowRankLinear
+    from train_entry.model import build_model
+
+    model = build_model(fcfg)
+    for e, n in dae.items():
+        append_dae_blocks(model, e, n)
+    for name, rank in (ranks or {}).items():
+        out_features, in_features = model.get_submodule(name).weight.shape
+        replace_module(model, name, LowRankLinear(torch.zeros(out_features, rank), torch.zeros(rank, in_features),
+                                                  model.get_submodule(name).weight.dtype))
+    return model, checkpointing.load_weights(checkpoint, model)
+
+
+def replace_module(root, name: str, module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, attr, module)
