@@ -56,6 +56,8 @@ class RayConfig(Strict):
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a locally started cluster")
     cpus_per_task: int = Field(1, ge=1)
     mem_per_cpu_gb: float = Field(1.0, gt=0)
+    max_retries: int = Field(3, ge=0, description="resubmissions of a rank whose worker or node was lost, or that ran past its limit")
+    task_time_limit_s: float | None = Field(None, gt=0, description="a rank running longer is cancelled and resubmitted")
 
 
 class ExecutorConfig(Strict):

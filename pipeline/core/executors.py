@@ -48,19 +48,24 @@ def run_steps(
 
         executor = LocalPipelineExecutor(pipeline=steps, tasks=tasks, workers=workers, logging_dir=logging_dir)
     else:
-        from datatrove.executor import RayPipelineExecutor
+        from pipeline.core.ray_executor import RayRankTasks
 
         ensure_ray(cfg.ray)
-        executor = RayPipelineExecutor(
+        executor = RayRankTasks(
             pipeline=steps,
             tasks=tasks,
             workers=workers,
             logging_dir=logging_dir,
             cpus_per_task=cfg.ray.cpus_per_task,
             mem_per_cpu_gb=cfg.ray.mem_per_cpu_gb,
+            max_retries=cfg.ray.max_retries,
+            time_limit_s=cfg.ray.task_time_limit_s,
         )
     logger.info(f"{name}: {tasks} task(s) on the {cfg.kind} executor, {workers} at a time")
-    executor.run()
+    try:
+        executor.run()
+    except StageError as e:  # a rank failed on the cluster
+        raise StageFailed(f"{name}: {e}") from e
     incomplete = executor.get_incomplete_ranks(range(tasks), skip_completed=True)
     if incomplete:
         raise StageFailed(f"{name}: task(s) {incomplete} did not complete; their logs are in {logging_dir}/logs")
