@@ -109,3 +109,53 @@ def test_an_error_in_the_pipeline_fails_the_stage_naming_the_rank_without_retryi
     with pytest.raises(StageError, match=r"flaky.*rank 1: ValueError\('bad shard'\).*logs"):
         _run_flaky(ray_cluster, tmp_path, "raise")
     assert (tmp_path / "attempts-1").read_text() == "x"
+
+
+def test_a_rank_on_a_lost_node_finishes_on_the_remaining_one(ray_cluster, tmp_path):
+    """A node is removed (its raylet and workers killed) while a rank runs on it: Ray reruns that rank on
+    the node that is left, and the stage completes."""
+    import os
+    import threading
+    import time
+
+    from pipeline.core.config import ExecutorConfig
+    from pipeline.core.executors import run_steps
+
+    head = ray_cluster.head_node.node_id
+    victim = next(iter(ray_cluster.worker_nodes))
+    root = str(tmp_path)
+
+    def step(data, rank, world_size):
+        import ray
+
+        node = ray.get_runtime_context().get_node_id()
+        with open(os.path.join(root, f"attempts-{rank}"), "a") as f:
+            f.write(node + "\n")
+        # the head's rank holds its only CPU a while, so the other rank must start on the second node, where
+        # it is still working when that node goes
+        time.sleep(5 if node == head else 3600)
+        with open(os.path.join(root, f"done-{rank}"), "w") as f:
+            f.write(node)
+        return iter(())
+
+    cfg = ExecutorConfig.model_validate({"kind": "ray", "tasks": 2, "workers": 2,
+                                         "ray": {"address": ray_cluster.address, "mem_per_cpu_gb": 0.5}})
+    result: dict = {}
+    runner = threading.Thread(target=lambda: result.update(
+        stats=run_steps(cfg, [step], os.path.join(root, "logs"), 2, "node_loss")), daemon=True)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not any(victim.node_id in open(os.path.join(root, f)).read() for f in os.listdir(root) if f.startswith("attempts-")):
+            assert time.monotonic() < deadline and runner.is_alive(), "no rank started on the second node"
+            time.sleep(0.5)
+        ray_cluster.remove_node(victim)
+        runner.join(timeout=300)
+        assert not runner.is_alive() and "stats" in result, "the stage did not finish after the node was lost"
+        done = {f: open(os.path.join(root, f)).read() for f in os.listdir(root) if f.startswith("done-")}
+        assert sorted(done) == ["done-0", "done-1"] and set(done.values()) == {head}
+        attempts = [open(os.path.join(root, f"attempts-{r}")).read().split() for r in range(2)]
+        assert sorted(len(a) for a in attempts) == [1, 2]  # only the rank on the lost node ran again
+    finally:
+        ray_cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", memory=3 * 2**30)  # back to two nodes
+        ray_cluster.wait_for_nodes()
