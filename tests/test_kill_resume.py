@@ -1,5 +1,7 @@
-"""A run killed with SIGKILL (driver and workers) in the middle of a stage and resumed with `--resume` writes
-the same bytes as an uninterrupted run. bench/kill_resume.py does the same at many moments (BENCHMARKS.md)."""
+"""Determinism and resume: a second run of the demo recipe, killed with SIGKILL (driver and workers) in the
+middle of the dedup stage and resumed with `--resume`, writes the same bytes as the first, uninterrupted run
+(the stages after the kill run afresh, so this also checks that a rerun is byte-identical).
+bench/kill_resume.py does the same at many moments (BENCHMARKS.md)."""
 
 import os
 import signal
