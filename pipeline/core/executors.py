@@ -13,6 +13,7 @@ from loguru import logger
 
 from pipeline.core.config import ExecutorConfig, RayConfig
 from pipeline.core.errors import StageError
+from pipeline.core.ray_executor import RankFailed
 
 
 class StageFailed(StageError):
@@ -64,7 +65,7 @@ def run_steps(
     logger.info(f"{name}: {tasks} task(s) on the {cfg.kind} executor, {workers} at a time")
     try:
         executor.run()
-    except StageError as e:  # a rank failed on the cluster
+    except RankFailed as e:  # only the cluster's rank failures; a step's own errors pass through as they are
         raise StageFailed(f"{name}: {e}") from e
     incomplete = executor.get_incomplete_ranks(range(tasks), skip_completed=True)
     if incomplete:
