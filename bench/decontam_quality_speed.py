@@ -23,12 +23,15 @@ import os
 import platform
 import random
 import re
+import sys
 import sysconfig
 import tempfile
 import time
 import tracemalloc
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 BENCHES = ("mmlu", "arc_challenge", "hellaswag", "gsm8k", "math", "humaneval")
 MC = {"mmlu", "arc_challenge", "hellaswag"}
@@ -83,10 +86,51 @@ def perturb(item, kind: str, rng: random.Random) -> str | None:
     if kind == "question_only":
         words = text.split(" ")
         return " ".join(words[: max(len(words) // 2, 20)])
+    if kind == "line_wrapped_hyphenated":
+        return hyphen_wrapped(text, rng)
     raise ValueError(kind)
 
 
-KINDS = ("verbatim", "case_whitespace", "relabelled_choices", "answer_other_form", "latex_spacing", "question_only")
+def hyphen_wrapped(text: str, rng: random.Random, width: int = 60) -> str:
+    """Re-wrapped at ``width`` columns the way typeset or OCR'd pages are: a long word at a line end is
+    split with a hyphen half of the time ("contami-\nnation")."""
+    lines, line = [], ""
+    for w in text.split():
+        if len(line) + 1 + len(w) > width and line:
+            if len(w) >= 7 and rng.random() < 0.5:
+                cut = len(w) // 2
+                lines.append(f"{line} {w[:cut]}-")
+                line = w[cut:]
+                continue
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}" if line else w
+    return "\n".join([*lines, line])
+
+
+KINDS = ("verbatim", "case_whitespace", "relabelled_choices", "answer_other_form", "latex_spacing", "question_only",
+         "line_wrapped_hyphenated", "split_across_paragraphs", "embedded_in_long_page")
+
+
+def hard_negatives() -> dict[str, list[str]]:
+    """Clean text from domains other than the reference corpus, where n-gram decontamination is known to
+    over-flag: licences and legal boilerplate, web-like HTML pages, maths pages (TeX), source code with
+    licence headers. Real files from Debian and installed packages (maths and code from .ci/fetch-data)."""
+    from tests.corpora import code_files, tex_sections
+
+    site = sysconfig.get_paths()["purelib"]
+    licences = sorted(glob.glob("/usr/share/common-licenses/*")) + sorted(glob.glob(os.path.join(site, "*.dist-info", "LICEN[CS]E*")))
+    html = sorted(p for p in glob.glob("/usr/share/doc/**/*.html", recursive=True) if os.path.isfile(p))
+    read = lambda p: open(p, encoding="utf-8", errors="replace").read()  # noqa: E731
+    sets = {
+        "licences and legal text": sorted({read(p) for p in licences if os.path.isfile(p)}),
+        "web-like HTML pages (tags stripped)": [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", read(p))) for p in html],
+        "maths pages (pari-doc TeX)": [d["text"] for d in tex_sections()],
+        "code with licence headers (Go, Rust)": [read(p) for lang in ("go", "rust") for p in code_files(lang)[:400]
+                                                 if "icense" in read(p)[:2000]],
+    }
+    return {k: [d for d in v if len(d) > 200] for k, v in sets.items()}
 
 
 def datatrove_filter(items, n: int, folder: str):
@@ -133,9 +177,18 @@ def main() -> None:
         pool = [it for it in items if it.benchmark == b]
         for it in rng.sample(pool, args.per_benchmark):
             for kind in KINDS:
-                body = perturb(it, kind, rng)
+                before, after = rng.choice(prose)[:1500], rng.choice(prose)[:1500]
+                if kind == "split_across_paragraphs":  # the item's two halves with a host paragraph between
+                    words = it.text.split(" ")
+                    half = len(words) // 2
+                    body = " ".join(words[:half]) + "\n\n" + rng.choice(prose)[:600] + "\n\n" + " ".join(words[half:])
+                elif kind == "embedded_in_long_page":  # the item in the middle of a page of ~60 kB
+                    before = "\n\n".join(rng.choice(prose) for _ in range(20))[:30000]
+                    after = "\n\n".join(rng.choice(prose) for _ in range(20))[:30000]
+                    body = it.text
+                else:
+                    body = perturb(it, kind, rng)
                 if body is not None:
-                    before, after = rng.choice(prose)[:1500], rng.choice(prose)[:1500]
                     planted.append((b, it.item_id, kind, f"{before}\n\n{body}\n\n{after}"))
     with tempfile.TemporaryDirectory() as work:
         t0 = time.perf_counter()
@@ -174,14 +227,14 @@ def main() -> None:
             ro = sum(planted[i][:2] in o[i] for i in idx) / len(idx)
             rd = sum(b in {t for t, _ in d[i]} for i in idx) / len(idx)
             print(f"  {b:20s} {len(idx):5d} {ro:12.3f} {rd:17.3f}")
-        oc, dc = ours_flags(hosts), dt_flags(hosts)
-        fp_o = [(i, f) for i, f in enumerate(oc) if f]
-        fp_d = [(i, f) for i, f in enumerate(dc) if f]
-        print(f"clean documents: {len(hosts)}, {sum(map(len, hosts)) / 1e6:.1f} M chars; flagged: ours {len(fp_o)}, datatrove {len(fp_d)}")
-        for i, f in fp_o[:5]:
-            print("  ours flagged:", i, f)
-        for i, f in fp_d[:5]:
-            print("  datatrove flagged:", i, f)
+        print(f"{'clean set':40s} {'docs':>5s} {'M chars':>7s} {'ours flagged':>12s} {'datatrove flagged':>17s}")
+        for name, clean in {"host text (pydoc, sympy, CPython tests)": hosts, **hard_negatives()}.items():
+            oc, dc = ours_flags(clean), dt_flags(clean)
+            fp_o = [(i, f) for i, f in enumerate(oc) if f]
+            fp_d = [(i, f) for i, f in enumerate(dc) if f]
+            print(f"{name:40s} {len(clean):5d} {sum(map(len, clean)) / 1e6:7.1f} {len(fp_o):12d} {len(fp_d):17d}")
+            for i, f in fp_o[:3]:
+                print("    ours flagged:", i, sorted(f)[:3], repr(clean[i][:80]))
 
         # speed: the clean documents (the common case: nothing found), best of 3, one process each
         def best(fn):

@@ -7,7 +7,8 @@ docstrings); ``--duplicates`` of them get a copy with one word changed, the same
 the corpus grows while the duplicates do not. Band keys are computed by ``MinhashSignatures`` in two worker
 processes (two shards). Then, each in a fresh process, peak RSS (ru_maxrss) above the process's RSS after
 imports: one ``BandComponents`` task (one band: reads that band's keys from every shard) and the
-``ClusterKeepers`` task (the global union over the bands' star edges and the keeper choice).
+``ClusterKeepers`` task (the global union over the bands' star edges, the keeper choice and the verification of
+members against their keeper from the stored signatures).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import tempfile
 import time
 from multiprocessing import Pool
 
-BANDS, ROWS = 14, 8
+BANDS, ROWS = 20, 5  # the default banding; the cluster task verifies at the default min_similarity
 
 
 def corpus_sentences() -> list[str]:
@@ -58,7 +59,7 @@ def _signatures(job):
     from dedup.fuzzy import MinhashSignatures
 
     docs = shard_docs(corpus_sentences(), n, dups, shard, shards, seed=n)
-    list(MinhashSignatures(folder, BANDS, ROWS, 5, 5, 1, {}).run(iter(docs), shard, shards))
+    list(MinhashSignatures(folder, BANDS, ROWS, 5, 3, 1, {}).run(iter(docs), shard, shards))
     return len(docs)
 
 
@@ -71,13 +72,13 @@ t = time.perf_counter()
 if what == "band":
     list(BandComponents(folder).run(None, 0, {bands}))
 else:
-    list(ClusterKeepers(folder, {bands}, ["quality", "length", "source_priority", "id"]).run(None, 0, 1))
+    list(ClusterKeepers(folder, {bands}, ["quality", "length", "source_priority", "id"], {rows}, 0.6).run(None, 0, 1))
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base, time.perf_counter() - t)
 """
 
 
 def measure(folder: str, what: str) -> tuple[float, float]:
-    out = subprocess.run([sys.executable, "-c", CHILD.format(bands=BANDS), folder, what], capture_output=True, text=True, check=True,
+    out = subprocess.run([sys.executable, "-c", CHILD.format(bands=BANDS, rows=ROWS), folder, what], capture_output=True, text=True, check=True,
                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     kb, secs = out.stdout.split()[-2:]
     return int(kb) / 1024, float(secs)

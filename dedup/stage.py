@@ -78,7 +78,7 @@ class DedupStage(Stage):
                   "dedup/minhash_signatures")
         run_steps(recipe.executor, [BandComponents(work)], layout.logs(self.name, "minhash_bands"), m.num_buckets,
                   "dedup/minhash_bands")
-        run_steps(recipe.executor, [ClusterKeepers(work, m.num_buckets, d.keeper)], layout.logs(self.name, "minhash_clusters"), 1,
+        run_steps(recipe.executor, [ClusterKeepers(work, m.num_buckets, d.keeper, m.hashes_per_bucket, m.min_similarity)], layout.logs(self.name, "minhash_clusters"), 1,
                   "dedup/minhash_clusters")
         sub = d.substring
         substrings = [SubstringDeduplicator(sub.domains, sub.min_length, sub.unit, sub.shard_bytes, sub.min_doc_fraction,

@@ -248,7 +248,6 @@ def demo_recipe(run_dir: str, corpus: str, executor: str = "local", small: bool 
                          "fineweb": {"enabled": False}, "gopher_quality": {"max_non_alpha_words_ratio": 0.5}},
             },
         },
-        "dedup": {"minhash": {"n_grams": 5, "num_buckets": 14, "hashes_per_bucket": 8}},
         # web pages lose the contaminated span (plus a margin) and keep the rest when enough is left
         "decontam": {"n_gram": 13, "per_domain": {"web": "cut"}},
         "tokenizer": {"heldout_fraction": 0.05},

@@ -77,10 +77,11 @@ def tex_sections(min_chars: int = 400) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------- Chinese
-def chinese_manpages(limit: int | None = None) -> list[dict]:
-    """Modern technical Chinese: manpages-zh (zh_CN), roff markup stripped."""
+def chinese_manpages(limit: int | None = None, locale: str = "zh_CN") -> list[dict]:
+    """Modern technical Chinese: manpages-zh (``zh_CN`` Simplified or ``zh_TW`` Traditional), roff markup
+    stripped."""
     out = []
-    for path in _need(os.path.join(DEB, "usr/share/man/zh_CN/**/*.gz"), "manpages-zh")[:limit]:
+    for path in _need(os.path.join(DEB, f"usr/share/man/{locale}/**/*.gz"), "manpages-zh")[:limit]:
         with gzip.open(path, "rt", encoding="utf-8", errors="replace") as f:
             lines = [ln for ln in f.read().splitlines() if not ln.startswith((".\\\"", "'\\\""))]
         paragraphs, current = [], []

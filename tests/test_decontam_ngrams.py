@@ -121,3 +121,29 @@ def test_cut_removes_the_item_with_margin_and_keeps_unicode_text_intact(tmp_path
     log = [_json.loads(x) for x in open(tmp_path / "m" / "00000.jsonl")]
     assert [r["action"] for r in log] == ["cut", "drop", "drop"]
     assert log[0]["matches"][0]["item"] == item.item_id and log[0]["matches"][0]["text"] in original
+
+
+def test_a_hyphen_broken_line_end_is_joined_so_typeset_items_still_match():
+    item = load_benchmark("gsm8k")[3]
+    index = NgramIndex.build([item], 13)
+    # re-wrapped at 40 columns with every long word at a line end split by a hyphen, as typeset pages are
+    lines, line = [], ""
+    for w in item.text.split():
+        if len(line) + len(w) > 40 and len(w) >= 6 and w.isalpha() and line:
+            lines.append(f"{line} {w[:3]}-")
+            line = w[3:]
+        else:
+            line = f"{line} {w}".strip()
+    wrapped = "\n".join([*lines, line])
+    assert "-\n" in wrapped and normalized_words(wrapped) == normalized_words(item.text)
+    assert index.lookup_all(normalized_words(f"Worksheet 3.\n{wrapped}\nEnd."))
+    assert normalized_words("an X-\nRay, a well-\nknown case") == ["an", "x", "ray", "a", "wellknown", "case"]
+
+
+def test_runs_of_one_letter_symbols_and_numbers_are_not_indexed():
+    """A MATH solution's polynomial ("x 11 x 10 x 9 ...") also occurs in JavaScript and TeX manuals: such
+    n-grams carry no words and are left out, while the item's prose still matches."""
+    item = next(i for i in load_benchmark("math") if i.item_id == "intermediate_algebra/804")
+    index = NgramIndex.build([item], 13)
+    assert index.lookup_all(normalized_words("const v = [x**11, x**10, x**9, x**8, x**7, x**6, x**5, x**4, x**3, x**2, x**1]")) == []
+    assert index.lookup_all(normalized_words(item.text[:400]))

@@ -29,7 +29,7 @@ def test_the_six_packaged_benchmarks_load_with_their_real_counts():
         assert len(items) == count, name
         assert len({i.item_id for i in items}) == count, f"{name}: item ids must be unique"
         assert all(i.text.strip() and i.benchmark == name for i in items)
-    assert set(BENCHMARKS) == set(PACKAGED) | {"mmlu_pro", "cmmlu", "bbh", "ifeval"}
+    assert set(BENCHMARKS) == set(PACKAGED) | {"mmlu_pro", "cmmlu", "ceval", "bbh", "ifeval"}
 
 
 def write_public_releases(root):
@@ -50,6 +50,15 @@ def write_public_releases(root):
         w = csv.writer(f)
         w.writerow(["", "Question", "A", "B", "C", "D", "Answer"])
         w.writerows(CMMLU_ROWS)
+    os.makedirs(root / "ceval" / "val")  # a real C-Eval validation item, in the release's CSV layout
+    with open(root / "ceval" / "val" / "high_school_history_val.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "question", "A", "B", "C", "D", "answer", "explanation"])
+        w.writerow([0, "秦朝统一六国后，在地方上推行的制度是____", "分封制", "郡县制", "行省制", "宗法制", "B",
+                    "1. 秦朝在地方上推行郡县制，由皇帝直接任免官吏。"])
+    os.makedirs(root / "ceval" / "dev")  # few-shot exemplars: skipped
+    with open(root / "ceval" / "dev" / "high_school_history_dev.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["id", "question", "A", "B", "C", "D", "answer", "explanation"], [0, "示例", "a", "b", "c", "d", "A", ""]])
     os.makedirs(root / "bbh" / "bbh")
     json.dump({"examples": [{"input": "not ( True ) and ( True ) is", "target": "False"},
                             {"input": "Sort the following words alphabetically: List: oven costume counterpart", "target": "costume counterpart oven"}]},
@@ -82,10 +91,10 @@ def write_public_releases(root):
         for it in gsm8k:
             q, _, a = it.text.partition("\n")
             f.write(json.dumps({"question": q, "answer": a}) + "\n")
-    return {"mmlu": 3, "mmlu_pro": 1, "cmmlu": 2, "bbh": 2, "arc_challenge": 1, "hellaswag": 1, "ifeval": 1, "humaneval": 3, "math": 3, "gsm8k": 3}
+    return {"mmlu": 3, "mmlu_pro": 1, "cmmlu": 2, "ceval": 1, "bbh": 2, "arc_challenge": 1, "hellaswag": 1, "ifeval": 1, "humaneval": 3, "math": 3, "gsm8k": 3}
 
 
-def test_all_ten_load_from_a_user_folder_in_their_public_formats(tmp_path):
+def test_all_eleven_load_from_a_user_folder_in_their_public_formats(tmp_path):
     counts = write_public_releases(tmp_path)
     for name in BENCHMARKS:
         assert benchmark_source(name, str(tmp_path)) == str(tmp_path / name)
@@ -93,6 +102,8 @@ def test_all_ten_load_from_a_user_folder_in_their_public_formats(tmp_path):
         assert len(items) == counts[name], name
     cmmlu = load_benchmark("cmmlu", str(tmp_path))
     assert cmmlu[0].language == "zh" and cmmlu[0].item_id == "chinese_history/0" and "殿试" in cmmlu[0].text
+    ceval = load_benchmark("ceval", str(tmp_path))
+    assert ceval[0].language == "zh" and ceval[0].item_id == "high_school_history/val/0" and "郡县制" in ceval[0].text
     assert load_benchmark("hellaswag", str(tmp_path))[0].text.endswith("starts pulling up roofing on a roof.")
     assert load_benchmark("math", str(tmp_path))[0].item_id == "test/algebra/0"
     assert load_benchmark("humaneval", str(tmp_path))[0].text == load_benchmark("humaneval")[0].text

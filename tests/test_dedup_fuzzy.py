@@ -34,14 +34,14 @@ def edit(text: str, rng: random.Random, frac: float) -> str:
 
 
 def run_fuzzy(shards, folder, bands=14, rows=8, keeper=("quality", "length", "source_priority", "id"), priority=None, quality_key=None,
-              n_words=5, n_chars=5):
+              n_words=5, n_chars=5, similarity=None):
     folder = str(folder)
     for r, docs in enumerate(shards):
         step = MinhashSignatures(folder, bands, rows, n_words, n_chars, 1, priority or {}, quality_key, flush_docs=7)
         list(step.run(iter(docs), r, len(shards)))
     for b in range(bands):
         list(BandComponents(folder).run(None, b, bands))
-    list(ClusterKeepers(folder, bands, list(keeper)).run(None, 0, 1))
+    list(ClusterKeepers(folder, bands, list(keeper), rows, similarity).run(None, 0, 1))
     return [list(ClusterMarker(folder).run(iter(docs), r, len(shards))) for r, docs in enumerate(shards)]
 
 
@@ -119,8 +119,49 @@ def test_cjk_documents_use_character_shingles(tmp_path):
 def test_a_truncated_key_file_is_named(tmp_path):
     docs = [Document(id=f"d/{i}", text=s["text"], metadata={"source": "s"}) for i, s in enumerate(shakespeare_scenes(10))]
     list(MinhashSignatures(str(tmp_path), 2, 4, 5, 5, 1, {}).run(iter(docs), 0, 1))
-    path = os.path.join(tmp_path, "keys", "001", "00000_00000.bin")
+    path = os.path.join(tmp_path, "keys", "001", "00000_000000000000.bin")
     raw = open(path, "rb").read()
     open(path, "wb").write(raw[:-5])
     with pytest.raises(CorruptIntermediate, match=f"{path}: truncated"):
         list(BandComponents(str(tmp_path)).run(None, 1, 2))
+
+
+def _jaccard(x: str, y: str) -> float:
+    a, b = shingle_hashes(x, 5, 5), shingle_hashes(y, 5, 5)
+    return len(np.intersect1d(a, b)) / len(np.union1d(a, b))
+
+
+def test_verification_splits_a_chain_so_every_removed_document_is_near_its_keeper(tmp_path):
+    # A -> B -> C: each copy replaces another part of the text, so B is near A and C is near B, but C is far
+    # from A; LSH joins all three transitively, and without verification A's cluster removes C
+    text = " ".join(s["text"] for s in shakespeare_scenes(30) if len(s["text"]) > 3000)
+    words = text.split(" ")[:1500]
+    rng = random.Random(4)
+    fresh = [rng.choice(words) + "x" for _ in range(600)]  # words found nowhere else
+    a = words
+    b = fresh[:300] + a[300:]  # a fifth of A replaced
+    c = b[:300] + fresh[300:] + b[600:]  # and another fifth
+    texts = {"a": " ".join(a), "b": " ".join(b), "c": " ".join(c)}
+    assert _jaccard(texts["a"], texts["b"]) > 0.6 and _jaccard(texts["b"], texts["c"]) > 0.6 > 0.45 > _jaccard(texts["a"], texts["c"])
+    docs = [Document(id=k, text=t, metadata={"source": "s", "position": [0, i]}) for i, (k, t) in enumerate(texts.items())]
+    # 32 bands x 4 rows catch pairs near J 0.6 almost surely, so the chain is one LSH component
+    transitive = {d.id: d.metadata for d in run_fuzzy([copy.deepcopy(docs)], tmp_path / "t", 32, 4, keeper=("earliest",))[0]}
+    assert [transitive[k].get(REMOVED_REASON) for k in "abc"] == [None, "minhash_duplicate", "minhash_duplicate"]
+    verified = {d.id: d.metadata for d in run_fuzzy([docs], tmp_path / "v", 32, 4, keeper=("earliest",), similarity=0.55)[0]}
+    assert verified["b"][REMOVED_REASON] == "minhash_duplicate" and verified["b"]["duplicate_of"] == "a"
+    assert abs(verified["b"]["duplicate_similarity"] - _jaccard(texts["a"], texts["b"])) < 0.12
+    assert REMOVED_REASON not in verified["c"] and "minhash_cluster_id" not in verified["c"]
+    assert verified["a"]["minhash_cluster_size"] == 2
+
+
+def test_a_truncated_signature_file_is_named(tmp_path):
+    docs = [Document(id=f"d/{i}", text=s["text"], metadata={"source": "s"}) for i, s in enumerate(shakespeare_scenes(10))]
+    docs.append(Document(id="copy", text=docs[3].text + " and one more line", metadata={"source": "s"}))
+    list(MinhashSignatures(str(tmp_path), 2, 4, 5, 5, 1, {}).run(iter(docs), 0, 1))
+    for b in range(2):
+        list(BandComponents(str(tmp_path)).run(None, b, 2))
+    path = os.path.join(tmp_path, "sigs", "00000", "000000000000.bin")
+    raw = open(path, "rb").read()
+    open(path, "wb").write(raw[:-5])
+    with pytest.raises(CorruptIntermediate, match=f"{path}: truncated"):
+        list(ClusterKeepers(str(tmp_path), 2, ["earliest"], 4, 0.5).run(None, 0, 1))

@@ -334,6 +334,9 @@ def test_dedup_clusters_are_inspectable(demo_run, capsys):
     assert sum(m["size_histogram"].values()) == m["clusters"]
     for c in m["largest"]:
         assert [e["role"] for e in c["members"]].count("kept") == 1 and c["size"] >= 2
+        # every removed member is verified against the kept one (dedup.minhash.min_similarity, default 0.6)
+        assert all(e["similarity"] >= 0.6 for e in c["members"] if e["role"] == "removed")
+    assert all(d["metadata"]["duplicate_similarity"] >= 0.6 for d in fuzzy_removed)
     exact_removed = sum(d["metadata"]["removed_reason"] == "exact_duplicate" for d in removed)
     assert report["exact"]["removed"] == exact_removed > 0 and report["exact"]["groups"] >= 1
     assert main(["dedup", os.path.join(layout.root, "recipe.yaml"), "--show-clusters"]) == 0
