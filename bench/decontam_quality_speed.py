@@ -160,6 +160,7 @@ def main() -> None:
     ap.add_argument("--per-benchmark", type=int, default=100)
     ap.add_argument("--n", type=int, default=13)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split-n", type=int, default=8, help="decontam.split_n_gram for ours (0: off)")
     args = ap.parse_args()
     from datatrove.data import Document
 
@@ -192,7 +193,7 @@ def main() -> None:
                     planted.append((b, it.item_id, kind, f"{before}\n\n{body}\n\n{after}"))
     with tempfile.TemporaryDirectory() as work:
         t0 = time.perf_counter()
-        index_path, stats = build_index(DecontamConfig(n_gram=args.n, benchmarks=list(BENCHES)), os.path.join(work, "ours"))
+        index_path, stats = build_index(DecontamConfig(n_gram=args.n, split_n_gram=args.split_n or None, benchmarks=list(BENCHES)), os.path.join(work, "ours"))
         ours_build = time.perf_counter() - t0
         tagger = NgramDecontaminationTagger(index_path, os.path.join(work, "matches"), default_action="flag")
         os.makedirs(os.path.join(work, "dt"))

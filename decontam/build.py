@@ -28,7 +28,7 @@ def build_index(cfg, folder: str) -> tuple[str, dict]:
         items.extend(got)
     if not items:
         raise BenchmarkError(f"decontam: none of {cfg.benchmarks} could be loaded")
-    index = NgramIndex.build(items, cfg.n_gram, cfg.cjk_n_gram, cfg.min_n_gram, cfg.max_items_per_ngram)
+    index = NgramIndex.build(items, cfg.n_gram, cfg.cjk_n_gram, cfg.min_n_gram, cfg.max_items_per_ngram, cfg.split_n_gram)
     reference = exclude_common_ngrams(index, reference_documents(cfg.reference, cfg.reference_max_bytes), cfg.common_min_docs)
     index.stats.update(reference=reference, benchmarks_loaded=loaded, benchmarks_skipped=skipped,
                        ngrams_indexed=int(len(index.hashes)), lengths=index.lengths, index_bytes=index.nbytes)

@@ -21,6 +21,9 @@ class DecontamConfig(Strict):
     n_gram: int = Field(13, ge=3, description="word n-gram length for space-delimited text")
     cjk_n_gram: int = Field(15, ge=3, description="character n-gram length for Chinese items (CMMLU)")
     min_n_gram: int = Field(8, ge=3, description="items shorter than n_gram but at least this many tokens are indexed whole")
+    split_n_gram: int | None = Field(
+        8, ge=3, description="items shorter than 2 x n_gram tokens are also indexed with n-grams of this length, so an item "
+        "split in two (a host paragraph between its halves) still matches; null: off")
     benchmarks: list[str] = list(BENCHMARKS)
     benchmark_dir: str | None = Field(None, description="folder with <benchmark>/ in its public release format; wins over packages")
     missing: Literal["skip", "fail"] = Field(

@@ -105,7 +105,10 @@ class NgramIndex:
     _shift: np.uint64 = field(default=np.uint64(0), repr=False)
 
     @classmethod
-    def build(cls, items, n: int, cjk_n: int | None = None, min_n: int | None = None, max_items_per_ngram: int = 0) -> "NgramIndex":
+    def build(cls, items, n: int, cjk_n: int | None = None, min_n: int | None = None, max_items_per_ngram: int = 0,
+              split_n: int | None = None) -> "NgramIndex":
+        """``split_n``: items shorter than twice their n-gram length are also indexed with ``split_n``-grams,
+        so each half of such an item, split across paragraphs, still holds an indexed n-gram."""
         cjk_n, min_n = cjk_n or n, min(min_n or n, n, cjk_n or n)
         all_h, all_i, names, lengths = [], [], [], set()
         per_bench: dict[str, dict] = {}
@@ -121,17 +124,21 @@ class NgramIndex:
                     continue
                 b["indexed_whole"] += 1
                 want = len(toks)
-            lengths.add(want)
-            h = rolling_hashes(token_hashes(toks), [want])[want]
-            # an n-gram with fewer than MIN_WORDS words is a run of numbers or one-letter symbols ("1 2 3 4 ..."
-            # of a Pascal triangle, "x 11 x 10 x 9 ..." of a polynomial), found in clean text (JavaScript, TeX
-            # manuals) far too often to mean contamination
+            sizes = [want]
+            if split_n and split_n < want <= len(toks) < 2 * want:
+                sizes.append(split_n)
+                b["split_indexed"] = b.get("split_indexed", 0) + 1
             is_word = np.fromiter(map(_is_word, toks), dtype=np.int32, count=len(toks))
-            words = np.convolve(is_word, np.ones(want, dtype=np.int32), mode="valid")
-            b["numeric_ngrams"] = b.get("numeric_ngrams", 0) + int((words < MIN_WORDS).sum())
-            h = np.unique(h[words >= MIN_WORDS])
-            all_h.append(h)
-            all_i.append(np.full(len(h), idx, dtype=np.int32))
+            for size, h in rolling_hashes(token_hashes(toks), sizes).items():
+                lengths.add(size)
+                # an n-gram with fewer than MIN_WORDS words is a run of numbers or one-letter symbols ("1 2 3 4
+                # ..." of a Pascal triangle, "x 11 x 10 x 9 ..." of a polynomial), found in clean text
+                # (JavaScript, TeX manuals) far too often to mean contamination
+                words = np.convolve(is_word, np.ones(size, dtype=np.int32), mode="valid")
+                b["numeric_ngrams"] = b.get("numeric_ngrams", 0) + int((words < MIN_WORDS).sum())
+                h = np.unique(h[words >= MIN_WORDS])
+                all_h.append(h)
+                all_i.append(np.full(len(h), idx, dtype=np.int32))
         hashes = np.concatenate(all_h) if all_h else np.empty(0, np.uint64)
         owners = np.concatenate(all_i) if all_i else np.empty(0, np.int32)
         # keep the first item of each hash: a stable sort then unique's first occurrence

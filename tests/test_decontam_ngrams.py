@@ -4,7 +4,7 @@ import textwrap
 import numpy as np
 
 from decontam.benchmarks import BenchmarkItem, load_benchmark
-from decontam.ngrams import NgramIndex, ngram_hashes, normalized_words
+from decontam.ngrams import NgramIndex, ngram_hashes, normalized_words, token_spans
 
 
 def test_normalisation_ignores_case_punctuation_and_spacing():
@@ -147,3 +147,13 @@ def test_runs_of_one_letter_symbols_and_numbers_are_not_indexed():
     index = NgramIndex.build([item], 13)
     assert index.lookup_all(normalized_words("const v = [x**11, x**10, x**9, x**8, x**7, x**6, x**5, x**4, x**3, x**2, x**1]")) == []
     assert index.lookup_all(normalized_words(item.text[:400]))
+
+
+def test_split_n_grams_find_a_short_item_split_across_paragraphs():
+    item = next(i for i in load_benchmark("arc_challenge") if 18 <= len(normalized_words(i.text)) < 26)
+    mid = token_spans(item.text)[len(normalized_words(item.text)) // 2][0]  # halves of under 13 tokens each
+    doc = item.text[:mid] + "\n\nAn unrelated paragraph about the weather in spring.\n\n" + item.text[mid:]
+    assert NgramIndex.build([item], 13).lookup_all(normalized_words(doc)) == []  # each half is under 13 tokens
+    split = NgramIndex.build([item], 13, split_n=8)
+    assert {split.items[i] for _, _, i in split.lookup_all(normalized_words(doc))} == {(item.benchmark, item.item_id)}
+    assert split.stats["benchmarks"]["arc_challenge"]["split_indexed"] == 1
