@@ -32,23 +32,31 @@ def write_checked(path: str, arr: np.ndarray) -> None:
     os.replace(tmp, path)  # a reader never sees a half-written file under the final name
 
 
-def read_checked(path: str, dtype: np.dtype) -> np.ndarray:
-    with open(path, "rb") as f:
-        raw = f.read()
-    if raw[:8] != MAGIC or len(raw) < 12:
+def _header(path: str, f, dtype: np.dtype, payload_bytes: int) -> dict:
+    """Check the magic, the record type and the payload length of an open checked array file, named."""
+    head = f.read(12)
+    if head[:8] != MAGIC or len(head) < 12:
         raise CorruptIntermediate(f"{path}: not a checked array file (bad magic); delete the stage's work folder and rerun it")
-    (hlen,) = struct.unpack("<I", raw[8:12])
+    (hlen,) = struct.unpack("<I", head[8:12])
     try:
-        header = json.loads(raw[12 : 12 + hlen])
+        header = json.loads(f.read(hlen))
     except ValueError:
         raise CorruptIntermediate(f"{path}: unreadable header") from None
-    dtype = np.dtype(dtype)
     if np.lib.format.descr_to_dtype(header["dtype"]) != dtype:
         raise CorruptIntermediate(f"{path}: holds {header['dtype']}, expected {dtype}")
-    payload = raw[12 + hlen :]
-    if len(payload) != header["count"] * dtype.itemsize:
-        raise CorruptIntermediate(f"{path}: truncated: {len(payload)} bytes, header says {header['count']} records "
+    payload = payload_bytes - 12 - hlen
+    if payload != header["count"] * dtype.itemsize:
+        raise CorruptIntermediate(f"{path}: truncated: {payload} bytes, header says {header['count']} records "
                                   f"of {dtype.itemsize} bytes")
+    header["offset"] = 12 + hlen
+    return header
+
+
+def read_checked(path: str, dtype: np.dtype) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    with open(path, "rb") as f:
+        header = _header(path, f, dtype, os.fstat(f.fileno()).st_size)
+        payload = f.read()
     if xxhash.xxh64_hexdigest(payload) != header["xxh64"]:
         raise CorruptIntermediate(f"{path}: checksum mismatch (corrupt file)")
     return np.frombuffer(payload, dtype=dtype)
@@ -60,20 +68,7 @@ def map_checked(path: str, dtype: np.dtype) -> np.ndarray:
     whole file to fetch a few rows."""
     dtype = np.dtype(dtype)
     with open(path, "rb") as f:
-        head = f.read(12)
-        if head[:8] != MAGIC or len(head) < 12:
-            raise CorruptIntermediate(f"{path}: not a checked array file (bad magic); delete the stage's work folder and rerun it")
-        (hlen,) = struct.unpack("<I", head[8:12])
-        try:
-            header = json.loads(f.read(hlen))
-        except ValueError:
-            raise CorruptIntermediate(f"{path}: unreadable header") from None
-    if np.lib.format.descr_to_dtype(header["dtype"]) != dtype:
-        raise CorruptIntermediate(f"{path}: holds {header['dtype']}, expected {dtype}")
-    payload = os.path.getsize(path) - 12 - hlen
-    if payload != header["count"] * dtype.itemsize:
-        raise CorruptIntermediate(f"{path}: truncated: {payload} bytes, header says {header['count']} records "
-                                  f"of {dtype.itemsize} bytes")
+        header = _header(path, f, dtype, os.fstat(f.fileno()).st_size)
     if header["count"] == 0:
         return np.empty(0, dtype)
-    return np.memmap(path, dtype=dtype, mode="r", offset=12 + hlen, shape=(header["count"],))
+    return np.memmap(path, dtype=dtype, mode="r", offset=header["offset"], shape=(header["count"],))

@@ -172,11 +172,10 @@ class SignatureRows:
             chunk = np.searchsorted(starts, idx[in_shard], side="right") - 1
             for c in np.unique(chunk):
                 sel = in_shard[chunk == c]
-                rows = map_checked(paths[c], self.dtype) if c >= 0 else np.empty(0, self.dtype)
-                offset = idx[sel] - (starts[c] if c >= 0 else 0)
-                if offset.max() >= len(rows):
+                rows = map_checked(paths[c], self.dtype) if c >= 0 else None
+                if rows is None or (idx[sel] - starts[c]).max() >= len(rows):
                     raise CorruptIntermediate(f"{self.folder}/sigs/{int(r):05d}: no signature for document {int(idx[sel].max())}")
-                out[sel] = rows["sig"][offset]
+                out[sel] = rows["sig"][idx[sel] - starts[c]]
         return out
 
 
