@@ -158,6 +158,16 @@ def _fill(stage: str, tokens: int, weights: dict[str, float], units: dict[str, U
 
 
 def plot_plan(plan: dict, path: str) -> str:
+    """The plan figure as a PNG file (mix/plan.png)."""
+    import matplotlib.pyplot as plt
+
+    fig = plan_figure(plan)
+    fig.savefig(path, dpi=120, metadata={"Software": None})  # no version stamp: the file is reproducible
+    plt.close(fig)
+    return path
+
+
+def plan_figure(plan: dict):
     """Stacked bars of planned tokens per unit per curriculum stage, with each unit's epochs on its bar."""
     import matplotlib
 
@@ -185,9 +195,7 @@ def plot_plan(plan: dict, path: str) -> str:
     ax.set_title(f"mixture plan (max {plan['max_epochs']} epochs per unit)")
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
-    fig.savefig(path, dpi=120, metadata={"Software": None})  # no version stamp: the file is reproducible
-    plt.close(fig)
-    return path
+    return fig
 
 
 def data_args(rows: list[dict]) -> str:

@@ -27,6 +27,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", help="recipe YAML file")
     p.add_argument("--run-dir", help="override the recipe's run_dir")
     p.add_argument("--resume", action="store_true", help="keep finished tasks of an interrupted stage instead of starting it afresh")
+    p.add_argument("--patch", metavar="FILE", help="a recipe patch merged in first, e.g. RUN_DIR/ablate/proposal.patch.yaml "
+                                                   "(mappings key by key, mixture stages by name)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
         if stage == "dedup":
             p.add_argument("--show-clusters", action="store_true",
                            help="print cluster sizes and the largest duplicate clusters (runs the stage first if it has not run)")
+    p = sub.add_parser("ablate", help="choose a curriculum stage's mixture with proxy runs, fitted curves and a validated proposal",
+                       description="Mixture ablation (recipe section `ablation`): candidate mixtures and baselines trained as "
+                                   "proxy runs on the run's token prefixes, spline and joint fits cross-validated, a proposal "
+                                   "under the planner's constraints validated against the baselines over seeds; writes "
+                                   "RUN_DIR/ablate/ (results, fits, proposal.patch.yaml, report.html). Needs the tokenize stage.")
+    _add_common(p)
     p = sub.add_parser("validate", help="check a recipe (keys, types, input paths) and exit", description="Validate a recipe without running anything.")
     p.add_argument("recipe")
     p = sub.add_parser("decontam-check", help="check any dataset (e.g. SFT data) for benchmark contamination; nothing is removed",
@@ -80,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("report", help="print the run report (funnel, contamination, mixture, exit losses)")
     _add_common(p)
+    p.add_argument("--html", action="store_true", help="also write RUN_DIR/report.html: one self-contained page with the "
+                                                         "funnel, removal reasons and examples, clusters, contamination, plan and curves")
     p = sub.add_parser("export", help="write a run's trained model in Hugging Face format",
                        description="The latest checkpoint of RUN_DIR/train as a Hugging Face folder: the Ruyi2 layout for a "
                                    "familial model, the stock Qwen3 layout for a model without branches.")
@@ -160,9 +170,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.recipe}: OK ({len(recipe.sources)} sources, run_dir {recipe.run_dir}); stages it can run: "
                   f"{', '.join(runnable)}" + (f"; not: {', '.join(f'{n} ({why})' for n, why in blocked.items())}" if blocked else ""))
             return 0
-        recipe = load_recipe(args.recipe, run_dir=args.run_dir)
+        recipe = load_recipe(args.recipe, run_dir=args.run_dir, patch=args.patch)
+        if args.command == "ablate":
+            return _ablate(recipe, args.resume)
         if args.command == "report":
-            print_report(build_report(RunLayout(recipe.run_dir)))
+            layout = RunLayout(recipe.run_dir)
+            report = build_report(layout)
+            print_report(report)
+            if args.html:
+                from pipeline.report_html import write_run_report
+
+                print(f"HTML report: {write_run_report(layout, report)}")
             return 0
         if args.command == "run":
             first = STAGE_NAMES.index(args.from_stage) if args.from_stage else 0
@@ -174,6 +192,26 @@ def main(argv: list[str] | None = None) -> int:
     except RecipeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def _ablate(recipe, resume: bool) -> int:
+    from pipeline.ablate import ablate
+
+    try:
+        summary = ablate(recipe, RunLayout(recipe.run_dir), resume)
+    except StageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"ablation of stage {summary['stage']!r} over {', '.join(summary['categories'])}: target {summary['target_exit']}")
+    for name, stat in summary["mixtures"].items():
+        v = summary["versus"].get(name)
+        ci = f" ± {stat['ci95']:.4f}" if stat["ci95"] is not None else ""
+        print(f"  {name:<20} {stat['mean']:.4f}{ci}" + (f"   proposal − {name}: {v['mean']:+.4f} ({v['verdict']})" if v else ""))
+    print("  proposal: " + ", ".join(f"{c} {w:.3f}" for c, w in summary["proposal"].items()))
+    comp = summary["compute"]
+    print(f"{comp['runs']} proxy runs, {comp['proxy_flops']:.3e} FLOPs = {comp['fraction_of_target']:.2%} of the planned run; "
+          f"report: {os.path.join(summary['folder'], 'report.html')}; patch: {os.path.join(summary['folder'], 'proposal.patch.yaml')}")
+    return 0
 
 
 def _show_clusters(recipe, resume: bool) -> int:

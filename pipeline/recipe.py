@@ -22,6 +22,7 @@ from dedup.config import DedupConfig
 from filters.config import FilterConfig, RuleSet
 from filters.language import lid_labels
 from filters.tagger import produced_metadata
+from mixtures.ablation.config import AblationConfig
 from mixtures.config import MixtureConfig
 from pipeline.core.assets import is_location, resolve_asset
 from pipeline.core.config import ExecutorConfig, SourceConfig, Strict, TokenizerConfig
@@ -42,6 +43,7 @@ class Recipe(Strict):
     tokenizer: TokenizerConfig = TokenizerConfig()
     mixture: MixtureConfig | None = Field(None, description="needed by the mix and train stages")
     train: TrainConfig = TrainConfig()
+    ablation: AblationConfig | None = Field(None, description="`ruyi2 ablate`: choose a stage's mixture with proxy runs")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Recipe":
@@ -54,6 +56,7 @@ class Recipe(Strict):
             problems += _rule_problems(i, s, rules)
         problems += self.mixture.source_problems(self.sources) if self.mixture else []
         problems += _metadata_key_problems(self)
+        problems += _ablation_problems(self)
         if problems:
             raise ValueError("\n  - ".join(problems))
         return self
@@ -67,6 +70,37 @@ class Recipe(Strict):
     def fingerprint(self) -> str:
         """sha256 of the canonical recipe: the config hash recorded in every run manifest."""
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def _ablation_problems(recipe: Recipe) -> list[str]:
+    ab = recipe.ablation
+    if ab is None:
+        return []
+    problems = []
+    stages = [st.name for st in recipe.mixture.stages] if recipe.mixture else []
+    if not recipe.mixture:
+        problems.append("ablation: needs the mixture section (the curriculum stage whose weights are ablated)")
+    elif ab.stage is not None and ab.stage not in stages:
+        problems.append(f"ablation.stage: no curriculum stage {ab.stage!r} (mixture.stages: {stages})")
+    known = {s.name for s in recipe.sources} | {s.domain for s in recipe.sources}
+    unknown = sorted(set(ab.target.weights) - known)
+    if unknown:
+        problems.append(f"ablation.target.weights: {unknown} is neither a source nor a domain of a source")
+    try:
+        proxy_train(recipe)
+    except ValueError as e:
+        problems.append(str(e))
+    return problems
+
+
+def proxy_train(recipe: Recipe) -> TrainConfig:
+    """The train section of the ablation's proxy runs: the recipe's, with ``ablation.proxy`` merged in."""
+    try:
+        return TrainConfig.model_validate(recipe.ablation.proxy_train_data(recipe.train.model_dump(mode="json")))
+    except ValidationError as e:
+        raise ValueError("; ".join(f"ablation.proxy.{'.'.join(str(p) for p in err['loc'])}: "
+                                   f"{'unknown key' if err['type'] == 'extra_forbidden' else err['msg']}"
+                                   for err in e.errors())) from None
 
 
 def _name_problems(recipe: Recipe) -> list[str]:
@@ -161,6 +195,9 @@ def parse_recipe(data: dict, path: str = "<recipe>", base_dir: str | None = None
         setattr(settings, key, absolute(getattr(settings, key)))
     recipe.decontam.resolve_paths(absolute)
     recipe.train.resolve_paths(absolute)
+    proxy_init = recipe.ablation.proxy.get("init_from") if recipe.ablation else None
+    if isinstance(proxy_init, dict) and isinstance(proxy_init.get("path"), str):
+        proxy_init["path"] = absolute(proxy_init["path"])
     if not is_location(recipe.tokenizer.path):
         recipe.tokenizer.path = absolute(recipe.tokenizer.path)
     if check_inputs:
@@ -186,15 +223,48 @@ def _input_problems(recipe: Recipe) -> list[str]:
     return problems
 
 
-def load_recipe(path: str | os.PathLike, run_dir: str | None = None, check_inputs: bool = True) -> Recipe:
-    path = str(path)
+def _read_yaml(path: str, what: str):
     if not os.path.isfile(path):
-        raise RecipeError(f"{path}: recipe file not found")
+        raise RecipeError(f"{path}: {what} file not found")
     with open(path, encoding="utf-8") as f:
         try:
-            data = yaml.safe_load(f)
+            return yaml.safe_load(f)
         except yaml.YAMLError as e:
             raise RecipeError(f"{path}: not valid YAML: {e}") from None
+
+
+def apply_patch(data: dict, patch, where: str) -> dict:
+    """A recipe patch (such as ``ruyi2 ablate``'s proposal.patch.yaml) merged into recipe data: mappings key
+    by key; ``mixture.stages`` items by stage name, each given key replacing the stage's (weights whole)."""
+    if not isinstance(patch, dict):
+        raise RecipeError(f"{where}: a patch must be a mapping of recipe sections")
+
+    def merge(base, over, loc):
+        if not isinstance(over, dict) or not isinstance(base, dict):
+            return over
+        return {**base, **{k: merge(base.get(k), v, f"{loc}.{k}") if k in base else v for k, v in over.items()}}
+
+    out = dict(data)
+    stages_patch = (patch.get("mixture") or {}).get("stages") if isinstance(patch.get("mixture"), dict) else None
+    if stages_patch is not None:
+        stages = [dict(st) for st in ((out.get("mixture") or {}).get("stages") or [])]
+        names = [st.get("name") for st in stages]
+        for i, item in enumerate(stages_patch if isinstance(stages_patch, list) else [None]):
+            if not isinstance(item, dict) or item.get("name") not in names:
+                raise RecipeError(f"{where}: mixture.stages[{i}]: names no curriculum stage of the recipe "
+                                  f"(stages: {names}); a patch's stages are matched by name")
+            stages[names.index(item["name"])].update(item)
+        patch = {**patch, "mixture": {k: v for k, v in patch["mixture"].items() if k != "stages"}}
+        out["mixture"] = {**(out.get("mixture") or {}), "stages": stages}
+    return merge(out, patch, "")
+
+
+def load_recipe(path: str | os.PathLike, run_dir: str | None = None, check_inputs: bool = True,
+                patch: str | None = None) -> Recipe:
+    path = str(path)
+    data = _read_yaml(path, "recipe")
+    if patch is not None and isinstance(data, dict):
+        data = apply_patch(data, _read_yaml(patch, "patch"), patch)
     if run_dir is not None and isinstance(data, dict):
         data["run_dir"] = run_dir
     return parse_recipe(data, path, base_dir=os.path.dirname(os.path.abspath(path)), check_inputs=check_inputs)

@@ -460,3 +460,19 @@ def test_dae_continues_from_the_joint_checkpoint_and_exports_with_its_blocks(dem
             assert torch.allclose(small(ids, early_exit_point=e).logits, full(ids, early_exit_point=e).logits, atol=1e-5)
         assert not torch.allclose(small(ids, early_exit_point=1).logits, full(ids, early_exit_point=1).logits, atol=1e-5)
         assert small.generate(ids, max_new_tokens=3, do_sample=False, early_exit_point=1).shape == (1, 19)
+
+
+def test_run_report_html_shows_every_part_of_the_run_in_chromium(demo_run):
+    """`ruyi2 report RECIPE --html`: funnel, removal reasons with examples, clusters, contamination with
+    the matched spans, the plan and the training curves, in one page that renders offline."""
+    from pipeline.cli import main
+    from tests.browser import drawn_figures, render
+
+    layout = demo_run["layout"]
+    path = os.path.join(layout.root, "recipe.yaml")
+    assert main(["report", path, "--html"]) == 0
+    dom = render(os.path.join(layout.root, "report.html"), "run_report", height=9000)
+    for heading in ("Funnel", "Removal reasons", "Duplicate clusters", "Contamination", "Mixture plan", "Training"):
+        assert f"<h2>{heading}</h2>" in dom
+    assert drawn_figures(dom) == 4  # funnel, cluster sizes, plan, training curves
+    assert "web/planted-gsm8k-" in dom and "exact_duplicate" in dom and "minhash" in dom

@@ -120,22 +120,14 @@ def model_config(train):
     return config_from_qwen3(train.init_from.path, tuple(train.model.exits), train.seq_length)
 
 
-def train_in_process(recipe, layout: RunLayout, resume: bool = False, prepared: bool = False, out_dir: str | None = None) -> dict:
-    import torch
-
-    from train_entry.data import DatasetTokenizer
-    from train_entry.distributed import DistributedContext
+def loop_settings(cfg, fcfg):
+    """The training loop's settings from a recipe's ``train`` section and the model it builds."""
     from train_entry.loss_schedule import ExitWeight
     from train_entry.lr_schedule import LRSchedule
-    from train_entry.trainer import FamilialTrainer, LoopSettings
+    from train_entry.trainer import LoopSettings
 
-    cfg = recipe.train
-    fcfg = model_config(cfg)
-    out_dir = out_dir or layout.stage("train")
     weights = cfg.exit_weights or [None] * len(fcfg.exits)
-    tokenizer = DatasetTokenizer(fcfg.vocab_size, token_id(recipe.tokenizer.path, recipe.tokenizer.eos_token), recipe.tokenizer.path)
-    tp, pp = cfg.tensor_parallel, cfg.pipeline_parallel
-    settings = LoopSettings(
+    return LoopSettings(
         **cfg.model_dump(include={"steps", "micro_batch_size", "seq_length", "lr", "min_lr", "weight_decay", "seed",
                                   "eval_samples", "global_batch_size", "save_interval", "pipeline_balance", "clip_grad",
                                   "distributed_optimizer", "recompute", "tensorboard", "document_masks"}),
@@ -147,20 +139,51 @@ def train_in_process(recipe, layout: RunLayout, resume: bool = False, prepared: 
         init_from=cfg.init_from.path if cfg.init_from else None,
         init_format=init_format(cfg) or "auto",
         exit_weights=[ExitWeight(**w.model_dump()) if w else ExitWeight() for w in weights],
-        tp=tp,
-        pp=pp,
+        tp=cfg.tensor_parallel,
+        pp=cfg.pipeline_parallel,
         dae_exit=(cfg.dae.exit if cfg.dae.exit is not None else fcfg.exits[0]) if cfg.dae.enabled else None,
         dae_blocks=cfg.dae.blocks,
     )
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    with DistributedContext(tp=tp, pp=pp):
-        rank0 = torch.distributed.get_rank() == 0
+
+
+def train_in_process(recipe, layout: RunLayout, resume: bool = False, prepared: bool = False, out_dir: str | None = None) -> dict:
+    import torch
+
+    def before_training(rank0: bool) -> None:
         if not prepared:  # under torchrun: one rank empties the stage folder, the others wait for it
             if rank0:
                 layout.fresh_stage("train", resume)
             torch.distributed.barrier()
-        result = FamilialTrainer(fcfg, settings, tokenizer, out_dir).run(curriculum(recipe, layout), resume=resume)
+
+    out_dir = out_dir or layout.stage("train")
+    return train_curriculum(recipe.train, recipe.tokenizer, lambda: curriculum(recipe, layout), out_dir, resume,
+                            before_training)
+
+
+def train_curriculum(cfg, tokenizer_cfg, stages, out_dir: str, resume: bool = False, before_training=None,
+                     eval_seed: int | None = None) -> dict:
+    """Train the model of a ``train`` section over curriculum stages (a list, or a function that makes
+    it once the process group is up) in this process; rank 0 writes ``out_dir/stats.json``. The train
+    stage and the mixture ablation's proxy runs both train through here."""
+    import torch
+
+    from train_entry.data import DatasetTokenizer
+    from train_entry.distributed import DistributedContext
+    from train_entry.trainer import FamilialTrainer
+
+    fcfg = model_config(cfg)
+    tokenizer = DatasetTokenizer(fcfg.vocab_size, token_id(tokenizer_cfg.path, tokenizer_cfg.eos_token), tokenizer_cfg.path)
+    settings = loop_settings(cfg, fcfg)
+    settings.eval_seed = eval_seed
+    tp, pp = cfg.tensor_parallel, cfg.pipeline_parallel
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    with DistributedContext(tp=tp, pp=pp):
+        rank0 = torch.distributed.get_rank() == 0
+        if before_training:
+            before_training(rank0)
+        plan = stages() if callable(stages) else stages
+        result = FamilialTrainer(fcfg, settings, tokenizer, out_dir).run(plan, resume=resume)
         stats = {"stage": "train", "model": dict(fcfg.__dict__), "parallel": {"tp": tp, "pp": pp,
                  "world_size": torch.distributed.get_world_size()}, **result}
         if rank0:

@@ -75,6 +75,9 @@ class LoopSettings:
     document_masks: bool = False  # packed documents do not attend to each other; positions restart per document
     # curriculum stage -> lambda_k schedules over that stage's own steps (others follow exit_weights)
     stage_exit_weights: dict[str, list[ExitWeight]] = field(default_factory=dict)
+    # the per-domain evaluation sets' samples (None: ``seed``); runs compared with each other (the mixture
+    # ablation's proxies, several seeds each) fix it so every run is scored on the same sequences
+    eval_seed: int | None = None
 
     def optimizer_settings(self) -> OptimizerSettings:
         return OptimizerSettings(self.lr, self.min_lr, self.weight_decay, self.betas, self.eps, self.clip_grad,
@@ -214,7 +217,8 @@ class FamilialTrainer:
         out: dict = {"blend": {name(e): v for e, v in sorted(self.evaluate(valid_ds, batches).items())}}
         by_domain: dict[str, list[dict]] = {}
         for label, prefix in sorted(stage.eval_sets.items()):
-            ds = build_eval_dataset(prefix, self.s.seq_length, self.s.eval_samples, self.tokenizer, self.s.seed,
+            seed = self.s.seed if self.s.eval_seed is None else self.s.eval_seed
+            ds = build_eval_dataset(prefix, self.s.seq_length, self.s.eval_samples, self.tokenizer, seed,
                                     os.path.join(self.out_dir, "dataset_cache"), self.s.document_masks)
             out[label] = {name(e): v for e, v in sorted(self.evaluate(ds, batches).items())}
             by_domain.setdefault(label.split("/")[0], []).append(out[label])

@@ -1,0 +1,83 @@
+"""The ``ablation`` section of a recipe: which curriculum stage's weights are ablated over which
+categories, the candidates, the proxy runs (the recipe's own ``train`` section with overrides), the target,
+the fits, the proposer and the validation."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from pipeline.core.config import Strict
+
+BASELINES = ("token_proportional", "uniform", "unimax", "recipe")
+
+
+class Candidates(Strict):
+    count: int = Field(16, ge=2, description="mixtures sampled around the prior (Dirichlet), besides the baselines")
+    concentration: float = Field(
+        4.0, gt=0, description="Dirichlet concentration per category around the prior: low spreads the samples wide "
+                               "(RegMix samples broadly), high keeps them near the recipe's weights")
+    floor: float = Field(0.05, ge=0, lt=1, description="share of a uniform mixture blended into the prior before sampling, "
+                                                      "so a category the recipe leaves out is still explored")
+    seed: int = 0
+    baselines: list[Literal["token_proportional", "uniform", "unimax", "recipe"]] = Field(
+        default_factory=lambda: list(BASELINES),
+        description="reference mixtures trained beside the samples and validated against the proposal")
+
+
+class Target(Strict):
+    exit: int | None = Field(None, description="0-based exit layer whose held-out loss is minimised (default: the last)")
+    weights: dict[str, float] = Field(
+        default_factory=dict,
+        description="evaluation set (a source or a domain) -> weight in the target loss; default: every source equally")
+
+    @model_validator(mode="after")
+    def _positive(self) -> "Target":
+        if any(w < 0 for w in self.weights.values()) or (self.weights and sum(self.weights.values()) <= 0):
+            raise ValueError(f"weights must be >= 0 with a positive sum, got {self.weights}")
+        return self
+
+
+class Fit(Strict):
+    model: Literal["auto", "log_linear", "linear", "gp"] = Field(
+        "auto", description="the joint regression the proposer maximises: auto picks the best cross-validated Spearman")
+    folds: int = Field(5, ge=2, description="k of the k-fold cross-validation")
+
+
+class Proposer(Strict):
+    prior_penalty: float = Field(
+        0.0, ge=0, description="added to the predicted loss: this times the squared distance of the weights from the prior")
+
+
+class Validation(Strict):
+    seeds: int = Field(3, ge=2, description="seeds per mixture when the proposal is compared with the baselines")
+
+
+class AblationConfig(Strict):
+    stage: str | None = Field(None, description="the curriculum stage whose weights are ablated (default: the first)")
+    categories: Literal["domains", "sources", "units"] = Field(
+        "domains", description="what a mixture weighs: the sources' domains, the sources, or every token prefix (buckets)")
+    candidates: Candidates = Candidates()
+    proxy: dict[str, Any] = Field(
+        default_factory=dict,
+        description="overrides of the recipe's train section for the proxy runs (steps, model, init_from, ...); the "
+                    "merged section is validated as a train section")
+    target: Target = Target()
+    fit: Fit = Fit()
+    proposer: Proposer = Proposer()
+    validation: Validation = Validation()
+    workers: int = Field(1, ge=1, description="proxy runs at the same time on the local executor (Ray: the cluster decides)")
+    keep_checkpoints: bool = Field(False, description="keep each proxy's final checkpoint (default: only its results)")
+
+    def proxy_train_data(self, train: dict) -> dict:
+        """The recipe's train section (as data) with ``proxy`` merged in: nested mappings key by key, ``null``
+        unsets. The recipe validates the result as a train section."""
+        return merge(train, self.proxy)
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out

@@ -1,0 +1,56 @@
+"""``ruyi2 ablate``: the mixture ablation (``mixtures/ablation``) with the project's familial trainer
+(``train_entry``) as its proxy. The composition lives here, at the top: the ablation package schedules,
+fits and reports; this module trains one proxy and prices the planned run."""
+
+from __future__ import annotations
+
+import json
+
+
+def train_proxy(spec: dict) -> dict:
+    """Train one proxy run described by ``spec`` (see ``mixtures.ablation.ablate.Ablation.spec``) in this
+    process; returns what the ablation records of it."""
+    import torch
+
+    from pipeline.core.config import TokenizerConfig
+    from train_entry.config import TrainConfig
+    from train_entry.metrics import training_flops_per_token
+    from train_entry.stage import model_config, train_curriculum
+    from train_entry.trainer import CurriculumStage
+
+    cfg = TrainConfig.model_validate(spec["train"])
+    torch.set_num_threads(cfg.threads or 1)
+    stage = CurriculumStage(spec["stage"], spec["data_args"], spec["tokens"], spec["valid_data_args"], spec["eval_sets"])
+    stats = train_curriculum(cfg, TokenizerConfig.model_validate(spec["tokenizer"]), [stage], spec["train_dir"],
+                             eval_seed=spec["eval_seed"])
+    tokens = stats["steps"] * stats["global_batch_size"] * cfg.seq_length
+    with open(stats["metrics"]) as f:
+        curve = [{"step": r["step"], "loss": r["loss"]} for r in map(json.loads, f)]
+    return {
+        "eval": stats["eval"][spec["stage"]],
+        "first_loss": stats["first_loss"],
+        "last_loss": stats["last_loss"],
+        "curve": curve,
+        "tokens": tokens,
+        "flops": training_flops_per_token(model_config(cfg), cfg.seq_length) * tokens,
+        "parameters": stats["parameters"],
+    }
+
+
+def planned_run_flops(recipe) -> float:
+    """Training FLOPs of the run the recipe plans: its model over every curriculum stage's tokens."""
+    from train_entry.metrics import training_flops_per_token
+    from train_entry.stage import model_config
+
+    tokens = sum(st.tokens for st in recipe.mixture.stages)
+    return training_flops_per_token(model_config(recipe.train), recipe.train.seq_length) * tokens
+
+
+def ablate(recipe, layout, resume: bool = False) -> dict:
+    from mixtures.ablation.ablate import AblationError, run_ablation
+    from pipeline.recipe import proxy_train
+
+    if recipe.ablation is None:
+        raise AblationError("the recipe has no ablation section (see README, 'Mixture ablation')")
+    return run_ablation(recipe, layout, proxy_train(recipe).model_dump(mode="json"), train_proxy, planned_run_flops(recipe),
+                        resume)
