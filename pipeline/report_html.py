@@ -75,12 +75,17 @@ def removal_section(page: Page, layout: RunLayout) -> None:
                      table(["stage", "source", "", "reason", "documents", "example"], rows, left=4))
 
 
-def clusters_section(page: Page, layout: RunLayout) -> None:
-    path = os.path.join(layout.stage("dedup"), "clusters.json")
+def _read_json(path: str) -> dict | None:
     if not os.path.exists(path):
-        return
+        return None  # the stage has not run: its section is left out
     with open(path) as f:
-        clusters = json.load(f)
+        return json.load(f)
+
+
+def clusters_section(page: Page, layout: RunLayout) -> None:
+    clusters = _read_json(os.path.join(layout.stage("dedup"), "clusters.json"))
+    if clusters is None:
+        return
     stats = read_stats(layout.stats("dedup")).get("clusters", {})
     parts = []
     hist = stats.get("minhash", {}).get("size_histogram", {})
@@ -105,11 +110,9 @@ def clusters_section(page: Page, layout: RunLayout) -> None:
 
 
 def contamination_section(page: Page, layout: RunLayout) -> None:
-    path = os.path.join(layout.stage("decontam"), "contamination.json")
-    if not os.path.exists(path):
+    report = _read_json(os.path.join(layout.stage("decontam"), "contamination.json"))
+    if report is None:
         return
-    with open(path) as f:
-        report = json.load(f)
     rows = [[b, _n(r["items_indexed"]), _n(r["items_found"]), _n(r["documents"]),
              ", ".join(f"{s} {n}" for s, n in sorted(r["documents_per_source"].items())),
              ", ".join(f"{a} {n}" for a, n in sorted(r["actions"].items()))] for b, r in report["benchmarks"].items()]
