@@ -24,6 +24,7 @@ def train_proxy(spec: dict) -> dict:
     stats = train_curriculum(cfg, TokenizerConfig.model_validate(spec["tokenizer"]), [stage], spec["train_dir"],
                              eval_seed=spec["eval_seed"])
     tokens = stats["steps"] * stats["global_batch_size"] * cfg.seq_length
+    benchmark = _score_benchmark(spec) if spec.get("benchmark") else None
     with open(stats["metrics"]) as f:
         curve = [{"step": r["step"], "loss": r["loss"]} for r in map(json.loads, f)]
     return {
@@ -34,7 +35,22 @@ def train_proxy(spec: dict) -> dict:
         "tokens": tokens,
         "flops": training_flops_per_token(model_config(cfg), cfg.seq_length) * tokens,
         "parameters": stats["parameters"],
-    }
+    } | ({"benchmark": benchmark} if benchmark else {})
+
+
+def _score_benchmark(spec: dict) -> dict[str, float]:
+    """exit -> the primary metric of the target benchmark for the proxy just trained (its checkpoint)."""
+    import os
+
+    from train_entry.eval_tasks import PRIMARY_METRIC
+    from train_entry.evaluate import EvalOptions, score_run
+
+    b = spec["benchmark"]
+    options = EvalOptions(tasks=(b["task"],), limit=b["limit"], mmlu_shots=b["mmlu_shots"], max_new_tokens=b["max_new_tokens"])
+    tasks, _, _ = score_run(os.path.dirname(spec["train_dir"]), options,
+                            tokenizer=(spec["tokenizer"]["path"], spec["tokenizer"]["eos_token"]))
+    metric = PRIMARY_METRIC[b["task"]]
+    return {name: m[metric] for name, m in tasks[b["task"]]["exits"].items()}
 
 
 def planned_run_flops(recipe) -> float:

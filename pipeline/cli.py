@@ -20,6 +20,7 @@ from pipeline.recipe import RecipeError, load_recipe
 from pipeline.registry import STAGE_NAMES, STAGES
 from pipeline.report import build_report, print_contamination, print_report
 from pipeline.runner import run_stages
+from train_entry.eval_tasks import TASKS as EVAL_TASKS
 from train_entry.export import export_run
 
 
@@ -110,6 +111,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=float, default=0.4, help="share of the DaE blocks' parameters to remove (default 0.4)")
     p.add_argument("--calibration", type=int, default=32, help="held-out sequences for the activation statistics")
     p.add_argument("--heldout", type=int, default=32, help="other held-out sequences for the losses before and after")
+    p = sub.add_parser("eval", help="benchmark accuracy of every exit (ARC-Challenge, HellaSwag, MMLU, GSM8K)",
+                       description="Score a run's trained model (or its compressed one), or any Hugging Face folder (an "
+                                   "export, a plain Qwen3), exit by exit, the way lm-evaluation-harness scores the "
+                                   "benchmarks; writes results.json, items.parquet and timing.json.")
+    p.add_argument("model", help="RUN_DIR (results go to RUN_DIR/eval/train) or a Hugging Face folder (needs --out)")
+    p.add_argument("--out", default=None, help="output folder")
+    p.add_argument("--compressed", action="store_true", help="the output of `ruyi2 compress` (results to RUN_DIR/eval/compress)")
+    p.add_argument("--tasks", default=",".join(EVAL_TASKS), help=f"comma-separated (default: {','.join(EVAL_TASKS)})")
+    p.add_argument("--limit", type=int, default=None, help="items per task, a fixed spread-out subset (default: all)")
+    p.add_argument("--mmlu-shots", type=int, default=5, help="MMLU examples from each subject's dev split (0-5, default 5)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="GSM8K generation length (default 256)")
+    p.add_argument("--batch-tokens", type=int, default=2048, help="tokens per forward pass (default 2048)")
+    p.add_argument("--exits", default=None, help="comma-separated exits (0-based layers; default: all)")
     p = sub.add_parser("demo", help="build the embedded demo corpus and run every stage on it",
                        description="Assemble a demo corpus from text shipped inside installed packages and run the whole flow.")
     p.add_argument("--run-dir", default="runs/demo", help="where the demo corpus and run go (default: runs/demo)")
@@ -138,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
             print(f"{read} -> {os.path.abspath(args.out)} (Hugging Face format)")
             return 0
+        if args.command == "eval":
+            return _eval(args)
         if args.command == "compress":
             from train_entry.compress import compress_run
 
@@ -192,6 +208,26 @@ def main(argv: list[str] | None = None) -> int:
     except RecipeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def _eval(args) -> int:
+    from train_entry.evaluate import EvalOptions, evaluate_model
+
+    try:
+        options = EvalOptions(tasks=tuple(t for t in args.tasks.split(",") if t), limit=args.limit, mmlu_shots=args.mmlu_shots,
+                              max_new_tokens=args.max_new_tokens, batch_tokens=args.batch_tokens,
+                              exits=tuple(int(e) for e in args.exits.split(",")) if args.exits else None)
+        out, result = evaluate_model(os.path.abspath(args.model), args.out and os.path.abspath(args.out), options, args.compressed)
+    except (StageError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{result['model']}")
+    for task, t in result["tasks"].items():
+        metric = t["primary_metric"]
+        scores = "  ".join(f"{name} {m[metric]:.4f} ± {m[metric + '_stderr']:.4f}" for name, m in t["exits"].items())
+        print(f"  {task:<14} {metric:<12} n={t['n']:<6} {scores}")
+    print(f"results in {out}")
+    return 0
 
 
 def _ablate(recipe, resume: bool) -> int:

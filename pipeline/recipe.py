@@ -27,6 +27,7 @@ from mixtures.config import MixtureConfig
 from pipeline.core.assets import is_location, resolve_asset
 from pipeline.core.config import ExecutorConfig, SourceConfig, Strict, TokenizerConfig
 from train_entry.config import TrainConfig
+from train_entry.eval_tasks import TASKS as EVAL_TASKS
 
 
 class RecipeError(ValueError):
@@ -86,6 +87,9 @@ def _ablation_problems(recipe: Recipe) -> list[str]:
     unknown = sorted(set(ab.target.weights) - known)
     if unknown:
         problems.append(f"ablation.target.weights: {unknown} is neither a source nor a domain of a source")
+    if ab.target.benchmark and ab.target.benchmark.task not in EVAL_TASKS:
+        problems.append(f"ablation.target.benchmark.task: {ab.target.benchmark.task!r} is not a `ruyi2 eval` task "
+                        f"({', '.join(EVAL_TASKS)})")
     try:
         proxy_train(recipe)
     except ValueError as e:

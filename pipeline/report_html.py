@@ -1,6 +1,7 @@
 """The run report as one self-contained HTML file (``ruyi2 report RECIPE --html`` -> RUN_DIR/report.html):
 the funnel per source per stage, removal reasons with real examples, duplicate clusters, contamination with
-the matched spans, the mixture plan, and the training curves per exit. Built from the stats every stage
+the matched spans, the mixture plan, the training curves per exit and the benchmark scores per exit
+(after ``ruyi2 eval``). Built from the stats every stage
 already wrote; nothing is recomputed."""
 
 from __future__ import annotations
@@ -174,6 +175,24 @@ def training_section(page: Page, layout: RunLayout) -> None:
     page.section("Training", *parts)
 
 
+def benchmark_section(page: Page, layout: RunLayout) -> None:
+    """``ruyi2 eval`` results of the run's models (RUN_DIR/eval/<model>/results.json), primary metric per exit."""
+    parts = []
+    for model in ("train", "compress"):
+        result = _read_json(os.path.join(layout.root, "eval", model, "results.json"))
+        if result is None:
+            continue
+        exits = sorted({e for t in result["tasks"].values() for e in t["exits"]}, key=lambda e: int(e.removeprefix("exit")))
+        rows = [[task, t["primary_metric"], _n(t["n"]),
+                 *[f"{t['exits'][e][t['primary_metric']]:.4f} ± {t['exits'][e][t['primary_metric'] + '_stderr']:.4f}"
+                   if e in t["exits"] else "" for e in exits]] for task, t in sorted(result["tasks"].items())]
+        limit = f" --limit {result['limit']}" if result["limit"] else ""
+        parts += [paragraph(f"{'Trained' if model == 'train' else 'Compressed'} model ({result['model']}), ruyi2 eval{limit}:"),
+                  table(["task", "metric", "items", *exits], rows)]
+    if parts:
+        page.section("Benchmarks", *parts)
+
+
 def write_run_report(layout: RunLayout, report: dict) -> str:
     """RUN_DIR/report.html from the stats on disk and ``report`` (``pipeline.report.build_report``)."""
     page = Page(f"Run report: {os.path.basename(layout.root.rstrip('/'))}", layout.root)
@@ -183,4 +202,5 @@ def write_run_report(layout: RunLayout, report: dict) -> str:
     contamination_section(page, layout)
     mixture_section(page, layout)
     training_section(page, layout)
+    benchmark_section(page, layout)
     return page.write(os.path.join(layout.root, "report.html"))

@@ -5,6 +5,7 @@ every output; resumed and on a two-node Ray cluster with identical results; the 
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -165,7 +166,12 @@ def test_proxy_runs_on_a_ray_cluster_give_the_local_results(ablation, demo_run, 
     path = _recipe(demo_run, ablation["folder"], executor=executor)
     assert main(["ablate", path, "--resume"]) == 0
     assert len([n for n in ray.nodes() if n["Alive"]]) == 2
-    assert _outputs(root) == ablation["bytes"]
+    outputs, expected = _outputs(root), dict(ablation["bytes"])
+    # the proposed recipe is this recipe (with its Ray executor) patched: the same but for the executor
+    proposed, local = (yaml.safe_load(d.pop("proposal.recipe.yaml")) for d in (outputs, expected))
+    assert proposed.pop("executor")["kind"] == "ray"
+    local.pop("executor", None)
+    assert outputs == expected and proposed == local
 
 
 def test_the_report_renders_in_headless_chromium(ablation):
@@ -173,3 +179,31 @@ def test_the_report_renders_in_headless_chromium(ablation):
     # verdict bars, predicted vs measured, one spline grid per exit, loss curves: all drawn
     assert dom.count("<figure>") == 6 and dom.count("<svg") == 6 and drawn_figures(dom) == 6
     assert "Verdict" in dom and "proposal" in dom and "Fit quality" in dom
+
+
+def test_a_benchmark_target_scores_each_proxy_as_ruyi2_eval_scores_its_checkpoint(demo_run, tmp_path):
+    """ablation.target.benchmark: a proxy scores itself on the benchmark right after training; the score is
+    what `ruyi2 eval` gives the checkpoint it leaves, and the ablation's target is that score's error."""
+    from mixtures.ablation.ablate import Ablation
+    from mixtures.ablation.proxy_runs import run_proxy
+    from pipeline.ablate import train_proxy
+    from pipeline.core.layout import RunLayout
+    from pipeline.recipe import load_recipe, proxy_train
+
+    run = tmp_path / "run"
+    run.mkdir()
+    os.symlink(os.path.join(demo_run["layout"].root, "tokenize"), run / "tokenize")
+    benchmark = {"task": "arc_challenge", "limit": 8}
+    path = _recipe(demo_run, str(tmp_path), run_dir=str(run),
+                   ablation=ABLATION | {"target": {"benchmark": benchmark}, "keep_checkpoints": True})
+    recipe = load_recipe(path)
+    ab = Ablation(recipe, RunLayout(str(run)), proxy_train(recipe).model_dump(mode="json"), train_proxy)
+    spec = ab.spec(next(m for m in ab.mixtures()[0] if m.name == "recipe"), recipe.train.seed)
+    result = run_proxy(spec, train_proxy)
+    assert sorted(result["benchmark"]) == ["exit1", "exit2", "exit3"]
+    assert ab.outcome(result, "exit2") == 1 - result["benchmark"]["exit2"]
+    shutil.copy(path, os.path.join(spec["out_dir"], "recipe.yaml"))  # the run's tokenizer, for the CLI
+    out = str(tmp_path / "eval")
+    assert main(["eval", spec["out_dir"], "--tasks", "arc_challenge", "--limit", "8", "--out", out]) == 0
+    scored = json.load(open(os.path.join(out, "results.json")))["tasks"]["arc_challenge"]["exits"]
+    assert result["benchmark"] == {e: m["acc_norm"] for e, m in scored.items()}

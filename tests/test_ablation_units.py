@@ -88,6 +88,8 @@ def _recipe(tmp_path, ablation: dict, patch: dict | None = None) -> str:
     ({"candidates": {"cuont": 4}}, r"ablation\.candidates\.cuont: unknown key"),
     ({"stage": "mid"}, r"ablation\.stage: no curriculum stage 'mid'"),
     ({"target": {"weights": {"books": 1.0}}}, r"ablation\.target\.weights: \['books'\] is neither a source nor a domain"),
+    ({"target": {"benchmark": {"task": "mmlu", "limt": 20}}}, r"ablation\.target\.benchmark\.limt: unknown key"),
+    ({"target": {"benchmark": {"task": "arc_easy"}}}, r"ablation\.target\.benchmark\.task: 'arc_easy' is not a `ruyi2 eval` task"),
 ])
 def test_a_bad_ablation_section_fails_before_any_work_naming_the_key(tmp_path, ablation, message):
     with pytest.raises(RecipeError, match=message):

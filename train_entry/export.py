@@ -10,7 +10,6 @@ process, so the command line that calls it keeps no torch.distributed state behi
 
 from __future__ import annotations
 
-import json
 import os
 
 from pipeline.core.errors import StageError
@@ -26,21 +25,13 @@ def _export(run_dir: str, out: str, options: dict) -> str:
     from train_entry.distributed import DistributedContext
     from train_entry.hf_folder import write_generation_config, write_tokenizer
     from train_entry.hf_interop import context_length, export_ruyi_hf
-    from train_entry.run_model import checkpoint_dae_blocks, rebuild, trained_config
+    from train_entry.run_model import checkpoint_dae_blocks, rebuild, run_checkpoint, trained_config
 
     fcfg = trained_config(run_dir)
     exit_ = options.get("exit")
     if exit_ is not None and exit_ not in fcfg.exits:
         raise ExportError(f"--exit {exit_}: the model's exits are {list(fcfg.exits)}")
-    checkpoint = os.path.join(run_dir, "train", "checkpoint")
-    ranks = {}
-    if options.get("compressed"):  # DaE stage 2's output (`ruyi2 compress`): its blocks are low-rank
-        compressed = os.path.join(run_dir, "compress", "stats.json")
-        if not os.path.exists(compressed):
-            raise ExportError(f"{run_dir}: no compressed model (compress/stats.json); run `ruyi2 compress` first")
-        with open(compressed) as f:
-            ranks = {row["matrix"]: row["rank"] for row in json.load(f)["matrices"]}
-        checkpoint = os.path.join(run_dir, "compress", "checkpoint")
+    checkpoint, ranks = run_checkpoint(run_dir, options.get("compressed", False))
     with DistributedContext():
         dae = checkpoint_dae_blocks(checkpoint)
         if dae and options.get("published"):
@@ -49,7 +40,7 @@ def _export(run_dir: str, out: str, options: dict) -> str:
                               "exits' outputs: export without --published-layout (our modeling code carries them)")
         model, read = rebuild(fcfg, checkpoint, dae, ranks)
         export_ruyi_hf(model, fcfg, out, options["dtype"], options["max_shard_size"], exit_, options.get("published", False))
-    tokenizer = _run_tokenizer(run_dir)
+    tokenizer = run_tokenizer(run_dir)
     if tokenizer:
         from pipeline.core.assets import resolve_asset
         from pipeline.core.tokens import token_id
@@ -60,7 +51,7 @@ def _export(run_dir: str, out: str, options: dict) -> str:
     return read
 
 
-def _run_tokenizer(run_dir: str) -> tuple[str, str] | None:
+def run_tokenizer(run_dir: str) -> tuple[str, str] | None:
     """(tokenizer.json location, end-of-document token) from the run's recorded recipe."""
     import yaml
 

@@ -158,7 +158,10 @@ class FamilialGPTModel(GPTModel):
             h, _ = self.ee_layers[key](**branch_kwargs)
             for block in self.dae_blocks[key] if key in self.dae_blocks else ():
                 h, _ = block(**dict(branch_kwargs, hidden_states=h))
-            logits, _ = self.ee_heads[key](self.ee_norms[key](h))
+            h = self.ee_norms[key](h)
+            if ctx.get("collect_logits") and ctx.get("positions") is not None:
+                h = _at_positions(h, ctx["positions"])
+            logits, _ = self.ee_heads[key](h)
             if ctx.get("collect_logits"):
                 ctx["logits"][e] = logits.transpose(0, 1).contiguous()  # [s, b, v] -> [b, s, v]
                 return output
@@ -178,15 +181,22 @@ class FamilialGPTModel(GPTModel):
         return hook
 
     @torch.no_grad()
-    def exit_logits(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> dict[int, torch.Tensor]:
+    def exit_logits(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
+                    positions: torch.Tensor | None = None) -> dict[int, torch.Tensor]:
         """Logits [b, s, v] of every exit held by this stage (TP=PP=1: all of them), for evaluation,
-        export checks and early-exit inference."""
-        self._batch_ctx = {"collect_logits": True, "logits": {}}
+        export checks and early-exit inference. ``positions`` [b, k]: only the logits at those positions of
+        each row ([b, k, v]): the heads then see k positions, not s (scoring a continuation, generating)."""
+        self._batch_ctx = {"collect_logits": True, "logits": {}, "positions": positions}
+        gather = None
+        if positions is not None and self.post_process:
+            gather = self.output_layer.register_forward_pre_hook(lambda mod, args: (_at_positions(args[0], positions), *args[1:]))
         try:
             final = super().forward(input_ids, position_ids, None)
             logits = dict(self._batch_ctx["logits"])
         finally:
             self._batch_ctx = None
+            if gather is not None:
+                gather.remove()
         if self.post_process:
             logits[self.fcfg.exits[-1]] = final
         return logits
@@ -197,6 +207,12 @@ class FamilialGPTModel(GPTModel):
             return super().forward(input_ids, position_ids, attention_mask, *args, labels=labels, **kwargs)
         finally:
             self._batch_ctx = None
+
+
+def _at_positions(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """hidden [s, b, h] at positions [b, k] of each row -> [k, b, h]."""
+    index = positions.t().to(hidden.device)
+    return hidden.gather(0, index.unsqueeze(-1).expand(*index.shape, hidden.shape[-1]))
 
 
 def masked_mean(token_loss: torch.Tensor, loss_mask: torch.Tensor | None) -> torch.Tensor:

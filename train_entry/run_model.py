@@ -18,6 +18,18 @@ def trained_config(run_dir: str):
     return FamilialConfig(**{**model, "exits": tuple(model["exits"])})
 
 
+def run_checkpoint(run_dir: str, compressed: bool = False) -> tuple[str, dict[str, int]]:
+    """(checkpoint folder, low-rank ranks by matrix) of a run: its trained model, or the output of
+    ``ruyi2 compress`` (its DaE blocks low-rank)."""
+    if not compressed:
+        return os.path.join(run_dir, "train", "checkpoint"), {}
+    stats = os.path.join(run_dir, "compress", "stats.json")
+    if not os.path.exists(stats):
+        raise FileNotFoundError(f"{run_dir}: no compressed model (compress/stats.json); run `ruyi2 compress` first")
+    with open(stats) as f:
+        return os.path.join(run_dir, "compress", "checkpoint"), {row["matrix"]: row["rank"] for row in json.load(f)["matrices"]}
+
+
 def checkpoint_dae_blocks(checkpoint: str) -> dict[int, int]:
     """exit -> DaE blocks the checkpoint holds (train.dae)."""
     from megatron.core import dist_checkpointing

@@ -6,7 +6,8 @@
    redistribute``) or rejected (``fail``), before anything trains. The weights fitted are the planned ones.
 2. One proxy run per candidate (``proxy_runs.py``), each on a blend of the run's own prefixes.
 3. Outcome per run and exit: the held-out loss on every source's held-out prefix (the same sequences for
-   every run), and the target (a fixed weighting of those sets).
+   every run), and the target (a fixed weighting of those sets, or with ``target.benchmark`` the error of a
+   ``ruyi2 eval`` task that the trainer scores each proxy on).
 4. Fits per exit (``fits.py``), cross-validated; the proposal (``proposer.py``) from the chosen fit of the
    target exit, through the planner.
 5. Validation: the proposal and every baseline at ``validation.seeds`` seeds; mean ± 95% CI and paired
@@ -186,6 +187,7 @@ class Ablation:
             "eval_seed": self.recipe.train.seed,
             "train": train, "tokenizer": self.recipe.tokenizer.model_dump(mode="json"),
             "keep_checkpoint": self.cfg.keep_checkpoints,
+            "benchmark": self.cfg.target.benchmark.model_dump() if self.cfg.target.benchmark else None,
         }
 
     def run(self, specs: list[dict], what: str) -> dict[str, dict]:
@@ -200,7 +202,15 @@ class Ablation:
         return list(result["eval"][next(iter(self.target_weights))])
 
     def outcome(self, result: dict, exit_name: str) -> float:
+        """The target (lower is better): the benchmark's error, or the weighted held-out loss."""
+        if self.cfg.target.benchmark:
+            return 1.0 - float(result["benchmark"][exit_name])
         return float(sum(w * result["eval"][label][exit_name] for label, w in self.target_weights.items()))
+
+    @property
+    def target_name(self) -> str:
+        b = self.cfg.target.benchmark
+        return f"{b.task} error (1 - accuracy, {b.limit or 'all'} items)" if b else "held-out loss"
 
 
 def _write(path: str, text: str) -> None:

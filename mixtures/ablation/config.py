@@ -26,11 +26,22 @@ class Candidates(Strict):
         description="reference mixtures trained beside the samples and validated against the proposal")
 
 
+class BenchmarkTarget(Strict):
+    task: str = Field(description="a `ruyi2 eval` task: arc_challenge, hellaswag, mmlu or gsm8k; the target is its error "
+                                  "(1 - its primary metric) at the target exit")
+    limit: int | None = Field(200, ge=1, description="items scored per proxy (a fixed spread-out subset); null = all")
+    mmlu_shots: int = Field(5, ge=0, le=5)
+    max_new_tokens: int = Field(64, ge=1, description="GSM8K generation length")
+
+
 class Target(Strict):
-    exit: int | None = Field(None, description="0-based exit layer whose held-out loss is minimised (default: the last)")
+    exit: int | None = Field(None, description="0-based exit layer whose outcome is minimised (default: the last)")
     weights: dict[str, float] = Field(
         default_factory=dict,
         description="evaluation set (a source or a domain) -> weight in the target loss; default: every source equally")
+    benchmark: BenchmarkTarget | None = Field(
+        None, description="score each proxy on a benchmark instead of the held-out loss (once proxies are large enough "
+                          "for accuracy to move)")
 
     @model_validator(mode="after")
     def _positive(self) -> "Target":

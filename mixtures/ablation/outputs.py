@@ -26,6 +26,8 @@ def results_table(ab, specs: list[dict], results: dict, exits: list[str], fit_id
         row |= {f"w_{c}": s["weights"][c] for c in ab.names}
         row |= {f"target_{e}": ab.outcome(r, e) for e in exits}
         row |= {f"loss_{label}_{e}": r["eval"][label][e] for label in sorted(r["eval"]) for e in exits}
+        if r.get("benchmark"):
+            row |= {f"benchmark_{e}": r["benchmark"][e] for e in exits}
         row |= {"tokens": r["tokens"], "flops": r["flops"]}
         rows.append(row)
     return pl.DataFrame(rows)
@@ -68,6 +70,7 @@ def write_outputs(ab, fit_set: list[Mixture], specs: list[dict], results: dict, 
     summary["categories"] = ab.names
     summary["stage"] = ab.stage.name
     summary["target_weights"] = ab.target_weights
+    summary["target"] = ab.target_name
     with open(os.path.join(root, "summary.json"), "w") as f:
         json.dump(summary, f, indent=1)
     with open(os.path.join(root, "timing.json"), "w") as f:

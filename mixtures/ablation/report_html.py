@@ -26,7 +26,7 @@ def _verdict(summary: dict) -> str:
     ties = sorted(b for b, v in versus.items() if v["verdict"] == "no significant difference")
     parts = []
     if wins:
-        parts.append(f"The proposal has a lower {summary['target_exit']} target loss than {', '.join(wins)} (95% interval of "
+        parts.append(f"The proposal has a lower {summary['target_exit']} {summary['target']} than {', '.join(wins)} (95% interval of "
                      f"the paired difference below zero, {len(summary['seeds'])} seeds).")
     if ties:
         parts.append(f"It does not beat {', '.join(ties)}: the interval of the difference includes zero.")
@@ -53,7 +53,7 @@ def comparison_plot(summary: dict):
     hi = max(s["mean"] + (s["ci95"] or 0) for s in stats)
     ax.set_xlim(lo - 0.15 * (hi - lo + 1e-9), hi + 0.15 * (hi - lo + 1e-9))
     ax.invert_yaxis()
-    ax.set_xlabel(f"target held-out loss, {summary['target_exit']} (mean, 95% CI)")
+    ax.set_xlabel(f"{summary['target']}, {summary['target_exit']} (mean, 95% CI)")
     return fig
 
 
@@ -89,7 +89,7 @@ def spline_plot(fit: dict, exit_name: str, names: list[str]):
         ax.plot(s["x"], s["y"], color="#cf222e", lw=2)
         ax.set_title(f"{name} (CV Spearman {fmt(s['cv']['spearman'], 2)})", fontsize=9)
         ax.set_xlabel("weight")
-        ax.set_ylabel("target loss")
+        ax.set_ylabel("target")
     for j in range(len(names), rows * cols):
         axes[j // cols][j % cols].axis("off")
     fig.suptitle(f"{exit_name}: response curve of each category (smoothing spline)", fontsize=10)
@@ -120,15 +120,16 @@ def write_report(ab, results_table, fits: dict, summary: dict, results: dict, ex
     comp = summary["compute"]
     page = Page(f"Mixture ablation: stage {summary['stage']!r}",
                 f"{len(ab.names)} {ab.kind} · {comp['runs']} proxy runs of {comp['proxy_parameters']:,} parameters, "
-                f"{ab.proxy_tokens:,} tokens each · target: {summary['target_exit']} held-out loss over "
-                f"{', '.join(f'{k} ({w:.2f})' for k, w in summary['target_weights'].items())}")
+                f"{ab.proxy_tokens:,} tokens each · target: {summary['target_exit']} {summary['target']}"
+                + ("" if ab.cfg.target.benchmark else
+                   f" over {', '.join(f'{k} ({w:.2f})' for k, w in summary['target_weights'].items())}"))
     mixtures = summary["mixtures"]
     rows = []
     for name, stat in mixtures.items():
         v = summary["versus"].get(name)
         rows.append([name, interval(stat), "" if v is None else interval(v), "" if v is None else v["verdict"]])
     page.section("Verdict", paragraph(_verdict(summary), "verdict"),
-                 table(["mixture", "target loss (mean ± 95% CI)", "proposal − this (paired)", "proposal is"], rows,
+                 table(["mixture", "target (mean ± 95% CI)", "proposal − this (paired)", "proposal is"], rows,
                        highlight={0}),
                  paragraph(f"Predicted for the proposal by the {fits[summary['target_exit']]['chosen']} fit: "
                            f"{summary['predicted']:.4f}; measured {mixtures['proposal']['mean']:.4f}."),
