@@ -119,9 +119,12 @@ def markdown_to_text(text: str) -> str:
 
 
 def package_descriptions() -> list[dict]:
-    """The long descriptions (READMEs) of the installed distributions, as extracted page text."""
+    """The long descriptions (READMEs) of the distributions installed in the environment's site-packages, as
+    extracted page text. Only site-packages is searched: importing some packages puts vendored copies
+    (setuptools' ``_vendor``) on ``sys.path``, which would change the corpus with what was imported first."""
     docs = {}
-    for dist in importlib.metadata.distributions():
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    for dist in importlib.metadata.distributions(path=site):
         name = dist.metadata.get("Name")
         body = markdown_to_text(dist.metadata.get_payload() or dist.metadata.get("Description") or "")
         if name and body:

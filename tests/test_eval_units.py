@@ -166,3 +166,19 @@ def test_loglikelihoods_of_a_hugging_face_model_equal_a_plain_forward(random_qwe
         logp = torch.log_softmax(logits.float(), -1)
         assert value == pytest.approx(float(logp.gather(1, torch.tensor(cont)[:, None]).sum()), abs=1e-4)
         assert greedy == bool((logp.argmax(-1) == torch.tensor(cont)).all())
+
+
+def test_a_request_without_context_is_conditioned_on_the_end_of_document_token(random_qwen3):
+    import torch
+
+    from train_entry.eval_scoring import loglikelihoods
+    from train_entry.evaluate import _hf_scorer
+
+    scorer, tok, eos, _ = _hf_scorer(random_qwen3)
+    cont = tok.encode("Hello world", add_special_tokens=False).ids
+    got = loglikelihoods(scorer, [([], cont)], eos)[1][0][0]
+    with torch.no_grad():
+        logits = scorer.model(input_ids=torch.tensor([[eos] + cont[:-1]])).logits[0]
+    assert got == pytest.approx(float(torch.log_softmax(logits, -1).gather(1, torch.tensor(cont)[:, None]).sum()), abs=1e-4)
+    with pytest.raises(ValueError, match="continuation has 0 tokens"):
+        loglikelihoods(scorer, [([1], [])], eos)

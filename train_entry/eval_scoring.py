@@ -95,11 +95,14 @@ def _padded(rows: list[list[int]], pad: int) -> torch.Tensor:
 @torch.no_grad()
 def loglikelihoods(scorer: Scorer, requests: list[tuple[list[int], list[int]]], pad: int,
                    batch_tokens: int = 2048) -> dict[int, list[tuple[float, bool]]]:
-    """exit -> (sum of the continuation's log-probabilities, whether it is the greedy continuation) per request."""
+    """exit -> (sum of the continuation's log-probabilities, whether it is the greedy continuation) per request.
+    ``pad``: the end-of-document token (padding, and the context of a request without one)."""
     inputs, spans = [], []
     for ctx, cont in requests:
-        if not cont:
-            raise ValueError("a log-likelihood request with an empty continuation")
+        if not cont or len(cont) > scorer.max_length:
+            raise ValueError(f"a log-likelihood request's continuation has {len(cont)} tokens; the model scores 1 to "
+                             f"{scorer.max_length}")
+        ctx = ctx or [pad]  # an empty context: conditioned on the end-of-document token, as lm-eval does
         whole = (ctx + cont)[-(scorer.max_length + 1):]
         inputs.append(whole[:-1])
         spans.append((len(whole) - 1 - len(cont), whole[-len(cont):]))  # continuation logits start there

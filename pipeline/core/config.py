@@ -64,6 +64,8 @@ class ExecutorConfig(Strict):
     kind: Literal["local", "ray"] = "local"
     tasks: int = Field(2, ge=1, description="shards per stage; fixed per run so outputs are reproducible")
     workers: int = Field(2, ge=1, description="tasks run at the same time")
+    progress_interval_s: float = Field(30.0, gt=0, description="seconds between a running stage's progress lines "
+                                                               "(tasks done, documents/s, time left)")
     ray: RayConfig = RayConfig()
 
 

@@ -13,6 +13,7 @@ from loguru import logger
 
 from pipeline.core.config import ExecutorConfig, RayConfig
 from pipeline.core.errors import StageError
+from pipeline.core.progress import StageProgress
 from pipeline.core.ray_executor import RankFailed
 
 
@@ -64,7 +65,8 @@ def run_steps(
         )
     logger.info(f"{name}: {tasks} task(s) on the {cfg.kind} executor, {workers} at a time")
     try:
-        executor.run()
+        with StageProgress(name, logging_dir, tasks, cfg.progress_interval_s):
+            executor.run()
     except RankFailed as e:  # only the cluster's rank failures; a step's own errors pass through as they are
         raise StageFailed(f"{name}: {e}") from e
     incomplete = executor.get_incomplete_ranks(range(tasks), skip_completed=True)
