@@ -182,3 +182,10 @@ def test_a_request_without_context_is_conditioned_on_the_end_of_document_token(r
     assert got == pytest.approx(float(torch.log_softmax(logits, -1).gather(1, torch.tensor(cont)[:, None]).sum()), abs=1e-4)
     with pytest.raises(ValueError, match="continuation has 0 tokens"):
         loglikelihoods(scorer, [([1], [])], eos)
+    # longer than the context (96): scored on its last 96 tokens, each predicted from what precedes it there
+    long = (cont * 60)[:130]
+    scored = loglikelihoods(scorer, [([eos], long)], eos)[1][0][0]
+    with torch.no_grad():
+        logits = scorer.model(input_ids=torch.tensor([long[-97:-1]])).logits[0]
+    want = float(torch.log_softmax(logits, -1).gather(1, torch.tensor(long[-96:])[:, None]).sum())
+    assert scored == pytest.approx(want, abs=1e-3)

@@ -99,13 +99,14 @@ def loglikelihoods(scorer: Scorer, requests: list[tuple[list[int], list[int]]], 
     ``pad``: the end-of-document token (padding, and the context of a request without one)."""
     inputs, spans = [], []
     for ctx, cont in requests:
-        if not cont or len(cont) > scorer.max_length:
-            raise ValueError(f"a log-likelihood request's continuation has {len(cont)} tokens; the model scores 1 to "
-                             f"{scorer.max_length}")
+        if not cont:
+            raise ValueError("a log-likelihood request's continuation has 0 tokens")
         ctx = ctx or [pad]  # an empty context: conditioned on the end-of-document token, as lm-eval does
         whole = (ctx + cont)[-(scorer.max_length + 1):]
+        # a continuation longer than the context length is scored on the tokens that fit (its last ones)
+        target = whole[-min(len(cont), len(whole) - 1):]
         inputs.append(whole[:-1])
-        spans.append((len(whole) - 1 - len(cont), whole[-len(cont):]))  # continuation logits start there
+        spans.append((len(whole) - 1 - len(target), target))  # the target's logits start there
     out = {e: [None] * len(requests) for e in scorer.exits}
     for batch in _batches([len(x) for x in inputs], batch_tokens):
         width = max(len(spans[i][1]) for i in batch)

@@ -173,7 +173,7 @@ def _hf_scorer(folder: str):
     tok_file = os.path.join(folder, "tokenizer.json")
     if not os.path.exists(tok_file):
         raise EvalError(f"{folder}: no tokenizer.json (an export of ours writes one)")
-    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, torch_dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32).eval()
     cfg = model.config
     exits = tuple(getattr(cfg, "early_exit_points", None) or [cfg.num_hidden_layers - 1])
     gen = getattr(model, "generation_config", None)
