@@ -87,6 +87,9 @@ def _ablation_problems(recipe: Recipe) -> list[str]:
     unknown = sorted(set(ab.target.weights) - known)
     if unknown:
         problems.append(f"ablation.target.weights: {unknown} is neither a source nor a domain of a source")
+    if ab.target.benchmark and ab.fit.model == "dml_per_set":
+        problems.append("ablation.fit.model: dml_per_set fits one law per held-out set; a benchmark target "
+                        "(ablation.target.benchmark) has no sets")
     if ab.target.benchmark and ab.target.benchmark.task not in EVAL_TASKS:
         problems.append(f"ablation.target.benchmark.task: {ab.target.benchmark.task!r} is not a `ruyi2 eval` task "
                         f"({', '.join(EVAL_TASKS)})")

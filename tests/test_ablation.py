@@ -87,7 +87,7 @@ def test_ablation_plans_every_candidate_and_writes_every_output(ablation, demo_r
     fits = json.load(open(os.path.join(root, "fits.json")))
     assert set(fits["exits"]) == {"exit1", "exit2", "exit3"}
     for f in fits["exits"].values():
-        assert set(f["joint"]) == {"log_linear", "linear", "gp"} and f["chosen"] in f["joint"]
+        assert set(f["joint"]) == {"log_linear", "dml_per_set", "linear", "gp"} and f["chosen"] in f["joint"]
         assert all(len(m["cv"]["predictions"]) == 7 for m in f["joint"].values())
         assert set(f["splines"]) == set(summary["categories"])
     comp = summary["compute"]

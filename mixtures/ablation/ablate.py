@@ -207,6 +207,15 @@ class Ablation:
             return 1.0 - float(result["benchmark"][exit_name])
         return float(sum(w * result["eval"][label][exit_name] for label, w in self.target_weights.items()))
 
+    def per_set(self, results: list[dict], exit_name: str):
+        """(held-out loss per run per set, the sets' target weights, their names) for the per-set law fit;
+        None for a benchmark target."""
+        if self.cfg.target.benchmark:
+            return None
+        sets = list(self.target_weights)
+        losses = np.array([[r["eval"][label][exit_name] for label in sets] for r in results])
+        return losses, [self.target_weights[label] for label in sets], sets
+
     @property
     def target_name(self) -> str:
         b = self.cfg.target.benchmark
@@ -250,7 +259,7 @@ def run_ablation(recipe, layout, proxy_train: dict, train, target_flops: float, 
         raise AblationError(f"ablation.target.exit: {ab.cfg.target.exit} is not an exit of the proxy model ({exits})")
     x = np.array([[m.weights[c] for c in ab.names] for m in fit_set])
     fits = {e: fit_outcome(x, np.array([ab.outcome(results[s["run_id"]], e) for s in specs]), ab.names, ab.cfg.fit.folds,
-                           ab.cfg.fit.model) for e in exits}
+                           ab.cfg.fit.model, ab.per_set([results[s["run_id"]] for s in specs], e)) for e in exits}
     chosen = fits[target_exit]
     prior = ab.prior()
     prior_vec = np.array([prior[c] for c in ab.names])

@@ -51,7 +51,7 @@ class Target(Strict):
 
 
 class Fit(Strict):
-    model: Literal["auto", "log_linear", "linear", "gp"] = Field(
+    model: Literal["auto", "log_linear", "dml_per_set", "linear", "gp"] = Field(
         "auto", description="the joint regression the proposer maximises: auto picks the best cross-validated Spearman")
     folds: int = Field(5, ge=2, description="k of the k-fold cross-validation")
 

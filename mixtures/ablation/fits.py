@@ -2,9 +2,10 @@
 
 - Per category, a smoothing spline of the outcome against that category's weight (Ruyi2 §4.2 fits spline
   curves of each category's effect), the smoothing chosen by generalised cross-validation (scipy).
-- Jointly over all categories, the regression the proposer maximises: ``log_linear`` (Data Mixing Laws:
-  L(r) = c + exp(b + t . r)), ``linear`` (RegMix's linear regression) or ``gp`` (a Gaussian process with
-  one length scale per category, scikit-learn).
+- Jointly over all categories, the regression the proposer maximises: ``log_linear`` (Data Mixing Laws'
+  form over the target: L(r) = c + exp(b + t . r)), ``dml_per_set`` (the paper's use of it: one law per
+  held-out set, the target their weighted sum), ``linear`` (RegMix's linear regression) or ``gp`` (a
+  Gaussian process with one length scale per category, scikit-learn).
 Every fit is k-fold cross-validated (Spearman and R² of the out-of-fold predictions), so the report says
 how far the curves can be trusted before a proposal is read from them.
 """
@@ -19,7 +20,7 @@ from scipy.interpolate import make_smoothing_spline
 from scipy.optimize import least_squares
 from scipy.stats import spearmanr
 
-JOINT_MODELS = ("log_linear", "linear", "gp")
+JOINT_MODELS = ("log_linear", "dml_per_set", "linear", "gp")
 
 
 # Ridge strength on the per-category coefficients of the linear and log-linear fits, relative to the
@@ -29,30 +30,59 @@ RIDGE = 1e-2
 
 
 class LogLinear:
-    """L(r) = c + exp(b + t . r), fitted by nonlinear least squares (ridge on t) from a log-linear start."""
+    """L(r) = c + exp(b + t . r), fitted by nonlinear least squares (ridge on t) from a log-linear start.
+
+    Bounded: 0 <= c < min(L) (an irreducible loss below every measured one) and |b|, |t_j| <= 30 (exp stays
+    finite without clipping: a clip's flat region once trapped the fit at b -> -inf, a constant prediction)."""
 
     name = "log_linear"
+    BOUND = 30.0
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> "LogLinear":
         spread = float(np.ptp(y)) or 1.0
-        c0 = float(y.min()) - 0.5 * spread
+        c_max = float(y.min()) - 1e-3 * spread
+        c0 = min(max(float(y.min()) - 0.5 * spread, 0.0), c_max)
         design = np.hstack([np.ones((len(x), 1)), x])
         start, *_ = np.linalg.lstsq(design, np.log(y - c0), rcond=None)
         penalty = np.sqrt(RIDGE) * spread
 
         def residual(p):
-            return np.concatenate([p[0] + np.exp(np.clip(p[1] + x @ p[2:], -50, 50)) - y, penalty * p[2:]])
+            return np.concatenate([p[0] + np.exp(p[1] + x @ p[2:]) - y, penalty * p[2:]])
 
-        self.params = least_squares(residual, np.concatenate([[c0], start]), method="trf").x
+        lo = np.concatenate([[0.0], np.full(len(start), -self.BOUND)])
+        hi = np.concatenate([[c_max], np.full(len(start), self.BOUND)])
+        p0 = np.clip(np.concatenate([[c0], start]), lo + 1e-9, hi - 1e-9)
+        self.params = least_squares(residual, p0, bounds=(lo, hi), method="trf", x_scale="jac").x
         return self
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         p = self.params
-        return p[0] + np.exp(np.clip(p[1] + np.atleast_2d(x) @ p[2:], -50, 50))
+        return p[0] + np.exp(p[1] + np.atleast_2d(x) @ p[2:])
 
     def describe(self, names: list[str]) -> dict:
         return {"form": "c + exp(b + sum_j t_j r_j)", "c": float(self.params[0]), "b": float(self.params[1]),
                 "t": dict(zip(names, map(float, self.params[2:])))}
+
+
+class PerSetLaws:
+    """Data Mixing Laws as the paper fits them: one law c_i + exp(b_i + t_i . r) per held-out set, the target
+    their weighted sum. Fitted on the per-set losses ([runs, sets]); predicts the target."""
+
+    name = "dml_per_set"
+
+    def __init__(self, weights: list[float], sets: list[str]):
+        self.weights, self.sets = np.asarray(weights, dtype=np.float64), sets
+
+    def fit(self, x: np.ndarray, per_set: np.ndarray) -> "PerSetLaws":
+        self.laws = [LogLinear().fit(x, per_set[:, j]) for j in range(per_set.shape[1])]
+        return self
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return sum(w * law.predict(x) for w, law in zip(self.weights, self.laws))
+
+    def describe(self, names: list[str]) -> dict:
+        return {"form": "sum_i w_i (c_i + exp(b_i + sum_j t_ij r_j))",
+                "sets": {s: {"weight": float(w)} | law.describe(names) for s, w, law in zip(self.sets, self.weights, self.laws)}}
 
 
 class Linear:
@@ -144,23 +174,34 @@ def scores(y: np.ndarray, predicted: np.ndarray) -> tuple[float | None, float | 
     return rho, r2
 
 
-def cross_validate(make, x: np.ndarray, y: np.ndarray, k: int, seed: int = 0) -> CrossValidated:
-    """k-fold out-of-fold predictions of a fresh model per fold (``make()`` builds one)."""
-    predicted = np.empty(len(y))
-    for test in folds(len(y), k, seed):
-        train = np.setdiff1d(np.arange(len(y)), test)
+def cross_validate(make, x: np.ndarray, y: np.ndarray, k: int, seed: int = 0, target: np.ndarray | None = None) -> CrossValidated:
+    """k-fold out-of-fold predictions of a fresh model per fold (``make()`` builds one), scored against
+    ``target`` (default ``y``; a model fitted on per-set losses predicts the target they make)."""
+    target = y if target is None else target
+    predicted = np.empty(len(target))
+    for test in folds(len(target), k, seed):
+        train = np.setdiff1d(np.arange(len(target)), test)
         predicted[test] = make().fit(x[train], y[train]).predict(x[test])
-    rho, r2 = scores(y, predicted)
+    rho, r2 = scores(target, predicted)
     return CrossValidated(rho, r2, [float(v) for v in predicted])
 
 
-def fit_outcome(x: np.ndarray, y: np.ndarray, names: list[str], k: int, choose: str = "auto") -> dict:
+def fit_outcome(x: np.ndarray, y: np.ndarray, names: list[str], k: int, choose: str = "auto",
+                per_set: tuple[np.ndarray, list[float], list[str]] | None = None) -> dict:
     """Every joint model and every category's spline, cross-validated; the chosen joint model refitted on
-    all runs. ``choose`` = auto takes the best out-of-fold Spearman (then R²)."""
+    all runs. ``choose`` = auto takes the best out-of-fold Spearman (then R²). ``per_set``: (losses [runs,
+    sets], the sets' weights in the target, their names) when the target is a weighted sum of held-out
+    losses: then Data Mixing Laws' per-set fit is one of the joint models."""
     joint = {}
     for name, cls in MODELS.items():
         cv = cross_validate(cls, x, y, k)
         joint[name] = {"cv": cv.__dict__, "fit": cls().fit(x, y)}
+    if per_set is not None:
+        losses, weights, sets = per_set
+        make = lambda: PerSetLaws(weights, sets)  # noqa: E731
+        joint[PerSetLaws.name] = {"cv": cross_validate(make, x, losses, k, target=y).__dict__, "fit": make().fit(x, losses)}
+    if choose not in joint and choose != "auto":
+        raise ValueError(f"fit.model {choose!r} needs per-set held-out losses (a benchmark target has none)")
     if choose == "auto":
         choose = max(joint, key=lambda m: (joint[m]["cv"]["spearman"] or -2, joint[m]["cv"]["r2"] or -1e9))
     splines = {}
