@@ -115,7 +115,7 @@ def loglikelihoods(scorer: Scorer, requests: list[tuple[list[int], list[int]]], 
         logits = scorer.logits(_padded([inputs[i] for i in batch], pad), scorer.exits, positions)
         for e, lg in logits.items():
             for row, i in enumerate(batch):
-                start, target = spans[i]
+                target = spans[i][1]
                 logp = torch.log_softmax(lg[row, :len(target)].float(), dim=-1)
                 target_t = torch.tensor(target)
                 out[e][i] = (float(logp.gather(1, target_t[:, None]).sum()), bool((logp.argmax(-1) == target_t).all()))
