@@ -94,9 +94,11 @@ def _padded(rows: list[list[int]], pad: int) -> torch.Tensor:
 
 @torch.no_grad()
 def loglikelihoods(scorer: Scorer, requests: list[tuple[list[int], list[int]]], pad: int,
-                   batch_tokens: int = 2048) -> dict[int, list[tuple[float, bool]]]:
+                   batch_tokens: int = 2048, exits: tuple[int, ...] | None = None) -> dict[int, list[tuple[float, bool]]]:
     """exit -> (sum of the continuation's log-probabilities, whether it is the greedy continuation) per request.
-    ``pad``: the end-of-document token (padding, and the context of a request without one)."""
+    ``pad``: the end-of-document token (padding, and the context of a request without one); ``exits``:
+    default every exit of the scorer."""
+    exits = exits or scorer.exits
     inputs, spans = [], []
     for ctx, cont in requests:
         if not cont:
@@ -107,12 +109,12 @@ def loglikelihoods(scorer: Scorer, requests: list[tuple[list[int], list[int]]], 
         target = whole[-min(len(cont), len(whole) - 1):]
         inputs.append(whole[:-1])
         spans.append((len(whole) - 1 - len(target), target))  # the target's logits start there
-    out = {e: [None] * len(requests) for e in scorer.exits}
+    out = {e: [None] * len(requests) for e in exits}
     for batch in _batches([len(x) for x in inputs], batch_tokens):
         width = max(len(spans[i][1]) for i in batch)
         # each row's continuation positions, the shorter ones padded with their last position
         positions = torch.tensor([[min(spans[i][0] + j, len(inputs[i]) - 1) for j in range(width)] for i in batch])
-        logits = scorer.logits(_padded([inputs[i] for i in batch], pad), scorer.exits, positions)
+        logits = scorer.logits(_padded([inputs[i] for i in batch], pad), exits, positions)
         for e, lg in logits.items():
             for row, i in enumerate(batch):
                 target = spans[i][1]
@@ -124,13 +126,13 @@ def loglikelihoods(scorer: Scorer, requests: list[tuple[list[int], list[int]]], 
 
 @torch.no_grad()
 def greedy_generate(scorer: Scorer, tokenizer, contexts: list[str], stop: list[tuple[str, ...]], eos: int,
-                    max_new_tokens: int, batch_tokens: int = 2048) -> dict[int, list[str]]:
+                    max_new_tokens: int, batch_tokens: int = 2048, exits: tuple[int, ...] | None = None) -> dict[int, list[str]]:
     """exit -> the greedy continuation of each context, cut at its first stop sequence (or the end-of-document
     token, or ``max_new_tokens``). Every step re-runs the batch's full sequences: the megatron-core model
     here has no KV cache, which a few hundred tokens per item on a proxy model do not need."""
     prompts = [tokenizer.encode(c, add_special_tokens=False).ids for c in contexts]
     out: dict[int, list[str]] = {}
-    for e in scorer.exits:
+    for e in exits or scorer.exits:
         texts = [""] * len(prompts)
         for batch in _batches([len(p) + max_new_tokens for p in prompts], batch_tokens):
             seqs = {i: list(prompts[i]) for i in batch}

@@ -16,8 +16,11 @@ import hashlib
 import json
 import math
 import os
+import statistics
 import time
 from dataclasses import dataclass
+
+import numpy as np
 
 from pipeline.core.errors import StageError
 from train_entry.eval_tasks import PRIMARY_METRIC, TASKS, Generation, item_json, load_task
@@ -51,16 +54,13 @@ class EvalOptions:
 
 def _mean_stderr(values: list[float]) -> tuple[float, float]:
     """Mean and its standard error (sample standard deviation / sqrt(n)), as lm-evaluation-harness reports."""
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, float("nan")
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(var / n)
+    if len(values) < 2:
+        return statistics.fmean(values), float("nan")
+    return statistics.fmean(values), statistics.stdev(values) / math.sqrt(len(values))
 
 
 def _argmax(values: list[float]) -> int:
-    return max(range(len(values)), key=lambda i: (values[i], -i))  # the first of equal maxima, as numpy's
+    return int(np.argmax(values))  # the first of equal maxima, as lm-evaluation-harness (numpy) picks
 
 
 def evaluate_items(scorer, tokenizer, eos: int, items_by_task: dict[str, list], options: EvalOptions) -> tuple[dict, list[dict]]:
@@ -68,50 +68,46 @@ def evaluate_items(scorer, tokenizer, eos: int, items_by_task: dict[str, list], 
     from train_entry.eval_scoring import encode_pair, extract_number, greedy_generate, loglikelihoods, same_number
 
     exits = tuple(options.exits or scorer.exits)
-    scorer_exits, scorer.exits = scorer.exits, exits
     tasks, rows = {}, []
-    try:
-        for task, items in items_by_task.items():
-            correct: dict[int, dict[str, list[float]]] = {e: {} for e in exits}
-            if isinstance(items[0], Generation):
-                gens = greedy_generate(scorer, tokenizer, [it.context for it in items], [it.stop for it in items], eos,
-                                       options.max_new_tokens, options.batch_tokens)
-                for e in exits:
-                    for it, text in zip(items, gens[e]):
-                        pred = extract_number(text)
-                        ok = float(same_number(pred, it.answer))
-                        correct[e].setdefault("exact_match", []).append(ok)
-                        rows.append({"task": task, "item_id": it.item_id, "exit": f"exit{e}", "gold": it.answer,
-                                     "prediction": pred or "", "correct": ok, "generation": text, "loglikelihoods": None})
-            else:
-                requests, owner = [], []
-                for k, it in enumerate(items):
-                    for c in it.choices:
-                        requests.append(encode_pair(tokenizer, it.context, c))
-                        owner.append(k)
-                ll = loglikelihoods(scorer, requests, eos, options.batch_tokens)
-                for e in exits:
-                    per_item: list[list[float]] = [[] for _ in items]
-                    for (value, _greedy), k in zip(ll[e], owner):
-                        per_item[k].append(value)
-                    for it, lls in zip(items, per_item):
-                        pred = _argmax(lls)
-                        pred_norm = _argmax([v / len(c) for v, c in zip(lls, it.choices)])
-                        correct[e].setdefault("acc", []).append(float(pred == it.gold))
-                        correct[e].setdefault("acc_norm", []).append(float(pred_norm == it.gold))
-                        rows.append({"task": task, "item_id": it.item_id, "exit": f"exit{e}", "gold": str(it.gold),
-                                     "prediction": str(pred), "correct": float(pred == it.gold), "generation": None,
-                                     "loglikelihoods": [round(v, 6) for v in lls]})
-            per_exit = {}
+    for task, items in items_by_task.items():
+        correct: dict[int, dict[str, list[float]]] = {e: {} for e in exits}
+        if isinstance(items[0], Generation):
+            gens = greedy_generate(scorer, tokenizer, [it.context for it in items], [it.stop for it in items], eos,
+                                   options.max_new_tokens, options.batch_tokens, exits)
             for e in exits:
-                metrics = {}
-                for name, values in correct[e].items():
-                    metrics[name], metrics[f"{name}_stderr"] = (round(v, 6) for v in _mean_stderr(values))
-                per_exit[f"exit{e}"] = metrics
-            tasks[task] = {"n": len(items), "primary_metric": PRIMARY_METRIC[task], "exits": per_exit,
-                           "items_sha256": hashlib.sha256("\n".join(map(item_json, items)).encode()).hexdigest()}
-    finally:
-        scorer.exits = scorer_exits
+                for it, text in zip(items, gens[e]):
+                    pred = extract_number(text)
+                    ok = float(same_number(pred, it.answer))
+                    correct[e].setdefault("exact_match", []).append(ok)
+                    rows.append({"task": task, "item_id": it.item_id, "exit": f"exit{e}", "gold": it.answer,
+                                 "prediction": pred or "", "correct": ok, "generation": text, "loglikelihoods": None})
+        else:
+            requests, owner = [], []
+            for k, it in enumerate(items):
+                for c in it.choices:
+                    requests.append(encode_pair(tokenizer, it.context, c))
+                    owner.append(k)
+            ll = loglikelihoods(scorer, requests, eos, options.batch_tokens, exits)
+            for e in exits:
+                per_item: list[list[float]] = [[] for _ in items]
+                for (value, _greedy), k in zip(ll[e], owner):
+                    per_item[k].append(value)
+                for it, lls in zip(items, per_item):
+                    pred = _argmax(lls)
+                    pred_norm = _argmax([v / len(c) for v, c in zip(lls, it.choices)])
+                    correct[e].setdefault("acc", []).append(float(pred == it.gold))
+                    correct[e].setdefault("acc_norm", []).append(float(pred_norm == it.gold))
+                    rows.append({"task": task, "item_id": it.item_id, "exit": f"exit{e}", "gold": str(it.gold),
+                                 "prediction": str(pred), "correct": float(pred == it.gold), "generation": None,
+                                 "loglikelihoods": [round(v, 6) for v in lls]})
+        per_exit = {}
+        for e in exits:
+            metrics = {}
+            for name, values in correct[e].items():
+                metrics[name], metrics[f"{name}_stderr"] = (round(v, 6) for v in _mean_stderr(values))
+            per_exit[f"exit{e}"] = metrics
+        tasks[task] = {"n": len(items), "primary_metric": PRIMARY_METRIC[task], "exits": per_exit,
+                       "items_sha256": hashlib.sha256("\n".join(map(item_json, items)).encode()).hexdigest()}
     return tasks, rows
 
 

@@ -24,6 +24,8 @@ from multiprocessing import get_context
 import datatrove.utils.logging  # noqa: F401
 from loguru import logger
 
+from pipeline.core.progress import duration, time_left
+
 RESULT = "result.json"
 
 
@@ -90,9 +92,8 @@ def run_all(specs: list[dict], train, executor_cfg, workers: int, what: str) -> 
 
     def progress(result: dict, n: int) -> None:
         elapsed = time.perf_counter() - t0
-        eta = elapsed / n * (len(todo) - n)
         logger.info(f"ablate: {what}: {n}/{len(todo)} done ({result['run_id']}, {result['seconds']:.1f} s); "
-                    f"{elapsed:.0f} s so far, about {eta:.0f} s left")
+                    f"{duration(elapsed)} so far, about {time_left(elapsed, n, len(todo))} left")
 
     if executor_cfg.kind == "ray":
         results |= _on_ray(todo, train, executor_cfg.ray, progress)

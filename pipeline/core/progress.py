@@ -35,13 +35,19 @@ def _documents_read(stats_file: str) -> int:
     return int(sum(value(v) for k, v in stats.items() if k.startswith("read/") and k.count("/") == 1))
 
 
-def _eta(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """"42 s", "17 min", "3.2 h": a time for a progress line."""
     seconds = int(round(seconds))
     if seconds < 90:
         return f"{seconds} s"
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def time_left(elapsed: float, done: int, total: int) -> str:
+    """The time the remaining ``total - done`` units take at the rate of the ``done`` ones so far."""
+    return duration(elapsed / done * (total - done)) if done else "unknown"
 
 
 class StageProgress:
@@ -68,10 +74,10 @@ class StageProgress:
             return None
         elapsed = time.monotonic() - self._t0
         docs = sum(_documents_read(os.path.join(self.dir, "stats", f"{r:05d}.json")) for r in new)
-        left = self.tasks - len(done)
-        eta = _eta(elapsed / len(new) * left) if left else "0 s"
+        # the rate of the tasks this launch ran, over the tasks still to run
+        left = time_left(elapsed, len(new), len(new) + self.tasks - len(done))
         rate = f", {docs:,} documents read ({docs / elapsed:,.0f}/s)" if docs else ""
-        return f"{self.name}: {len(done)}/{self.tasks} tasks done{rate}, {_eta(elapsed)} elapsed, about {eta} left"
+        return f"{self.name}: {len(done)}/{self.tasks} tasks done{rate}, {duration(elapsed)} elapsed, about {left} left"
 
     def _loop(self) -> None:
         last = None
