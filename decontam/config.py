@@ -36,6 +36,13 @@ class DecontamConfig(Strict):
     reference_max_bytes: int = Field(64 * 2**20, ge=0)
     common_min_docs: int = Field(2, ge=1, description="exclude benchmark n-grams found in this many reference documents")
     max_items_per_ngram: int = Field(10, ge=0, description="exclude n-grams shared by more items (prompt templates); 0 = keep all")
+    min_item_coverage: float = Field(
+        0.0, ge=0, le=1, description="a document is contaminated by an item only if its matched n-grams cover at least this "
+        "share of the item's tokens (0: any indexed n-gram, the GPT-3 rule)")
+    corpus_common_fraction: float | None = Field(
+        0.001, gt=0, le=1, description="exclude benchmark n-grams found in at least this share of the corpus's own documents "
+        "(and in corpus_common_min_docs): the corpus's boilerplate, not a leak; counted in a pass before tagging; null: no pass")
+    corpus_common_min_docs: int = Field(50, ge=1, description="never exclude an n-gram found in fewer corpus documents")
     action: DecontamAction = "drop"
     per_domain: dict[Domain, DecontamAction] = Field(default_factory=dict, description="domain -> drop|cut")
     cut_margin_tokens: int = Field(32, ge=0, description="tokens removed on each side of a contaminated span")

@@ -49,8 +49,10 @@ class NgramDecontaminationTagger(PipelineStep):
     type = "🔻 - FILTER"
 
     def __init__(self, index_path: str, matches_folder: str, default_action: str = "drop", actions: dict | None = None,
-                 cut_margin_tokens: int = 32, cut_min_tokens: int = 64, tokenizer_path: str | None = None):
+                 cut_margin_tokens: int = 32, cut_min_tokens: int = 64, tokenizer_path: str | None = None,
+                 min_item_coverage: float = 0.0):
         super().__init__()
+        self.min_item_coverage = min_item_coverage
         self.recount = TokenRecounter(tokenizer_path) if tokenizer_path else None  # n_tokens of cut documents
         for a in [default_action, *(actions or {}).values()]:
             if a not in ACTIONS:
@@ -67,17 +69,18 @@ class NgramDecontaminationTagger(PipelineStep):
             self._index = NgramIndex.load(self.index_path)
         return self._index
 
-    def _matches(self, text: str, spans: list[tuple[int, int]], tokens: list[str], hits) -> list[dict]:
-        """The first hit of each item (up to MAX_RECORDED_MATCHES), with the original text it matched."""
+    def _matches(self, text: str, spans: list[tuple[int, int]], tokens: list[str], hits, coverage: dict[int, float]) -> list[dict]:
+        """The first hit of each item (up to MAX_RECORDED_MATCHES, the best covered items first), with the
+        original text it matched and the share of the item the document covers."""
         out, seen = [], set()
-        for pos, length, item in hits:
+        for pos, length, item in sorted(hits, key=lambda h: (-coverage[h[2]], h[0])):
             if item in seen:
                 continue
             seen.add(item)
             bench, item_id = self.index.items[item]
             matched = text[spans[pos][0] : spans[pos + length - 1][1]]
             out.append({"benchmark": bench, "item": item_id, "ngram": " ".join(tokens[pos : pos + length]),
-                        "text": matched[:MAX_MATCHED_CHARS]})
+                        "text": matched[:MAX_MATCHED_CHARS], "coverage": round(coverage[item], 3)})
             if len(out) == MAX_RECORDED_MATCHES:
                 break
         return out
@@ -89,14 +92,19 @@ class NgramDecontaminationTagger(PipelineStep):
                 with self.track_time():
                     tokens = normalized_words(doc.text)
                     hits = idx.lookup_all(tokens)
+                    coverage = idx.coverage(hits) if hits else {}
+                    if hits and self.min_item_coverage:
+                        hits = [h for h in hits if coverage[h[2]] >= self.min_item_coverage]
+                        if not hits:
+                            self.stat_update("below_min_item_coverage")  # a shared phrase, not the item
                 self.stat_update("checked")
                 if hits:
-                    self._act(doc, tokens, hits, log)
+                    self._act(doc, tokens, hits, coverage, log)
                 yield doc
 
-    def _act(self, doc, tokens: list[str], hits, log) -> None:
+    def _act(self, doc, tokens: list[str], hits, coverage: dict[int, float], log) -> None:
         spans = token_spans(doc.text)  # only for the rare documents with a hit
-        matches = self._matches(doc.text, spans, tokens, hits)
+        matches = self._matches(doc.text, spans, tokens, hits, coverage)
         bench = matches[0]["benchmark"]
         action = self.actions.get(doc.metadata.get("domain"), self.default_action)
         record = {"id": doc.id, "source": doc.metadata.get("source"), "action": action, "matches": matches,

@@ -2,8 +2,8 @@
 
 Tokens: every run of letters/digits is a word and every CJK ideograph or kana is a token of its own (so
 Chinese gets character n-grams while English gets word n-grams from one token stream). Case,
-punctuation, whitespace and full-width forms (NFKC) vanish; LaTeX spacing and sizing macros (``\\quad``,
-``\\left``, ``\\,`` ...) and multiple-choice labels (``A.``, ``(B)``, ``C)`` at a line start) are blanked
+punctuation, whitespace, full-width forms (NFKC) and the Traditional/Simplified script difference vanish; LaTeX spacing and sizing macros (``\\quad``,
+``\\left``, ``\\,`` ...) and multiple-choice labels (``A.``, ``(B)``, ``C)`` at a line start; Chinese ``A、``, ``（B）``, ``Ｃ．``) are blanked
 before tokenising, so reformatted math or choices still match. The blanking keeps string length, so each
 token's span in the original text is known: contaminated spans can be cut for any Unicode.
 
@@ -17,16 +17,20 @@ import json
 import os
 import re
 import unicodedata
+from importlib import resources
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.core.ranges import merge_ranges
 from pipeline.core.text import TOKEN, rolling_hashes, token_hashes
 
 _BLANK = re.compile(
     r"\\(?:q?quad|left|right|[dt]?displaystyle|textstyle|scriptstyle|[bB]igg?[lr]?|[,;:!> ])(?![A-Za-z])"  # LaTeX spacing
     r"|(?m:^[ \t]*\(?[A-Ja-j][).:](?=\s))"  # "A." / "(b)" / "C)" choice label at a line start
     r"|\([A-J]\)(?=\s)"  # "(A) " inline choice label
+    # Chinese exam labels: "A、" anywhere, full-width "Ａ．" / "（A）", or "A：" / "(A)" before a Chinese character
+    r"|(?<![A-Za-z0-9])[A-JＡ-Ｊ][、．]|（[A-JＡ-Ｊ]）|(?<![A-Za-z0-9])[(]?[A-JＡ-Ｊ][)）.:：](?=[\u3400-\u9fff])"
     r"|\\[dt](?=frac\b)"  # \dfrac, \tfrac -> \frac
 )
 MIN_WORDS = 3
@@ -41,8 +45,24 @@ def _blank(text: str) -> str:
     return _BLANK.sub(lambda m: " " * len(m.group()), text)
 
 
+def _traditional_to_simplified() -> dict[int, str]:
+    """OpenCC's Traditional -> Simplified character table (the ``opencc-purepy`` wheel's TSCharacters.txt,
+    first candidate of each entry), so an item in one script matches a copy in the other."""
+    table = {}
+    with resources.files("opencc_purepy").joinpath("dicts/TSCharacters.txt").open(encoding="utf-8") as f:
+        for line in f:
+            trad, _, simp = line.rstrip("\n").partition("\t")
+            simp = simp.split(" ")[0]
+            if len(trad) == 1 and len(simp) == 1 and trad != simp:
+                table[ord(trad)] = simp
+    return table
+
+
+_TO_SIMPLIFIED = _traditional_to_simplified()
+
+
 def _norm(tok: str) -> str:
-    return tok.lower() if tok.isascii() else unicodedata.normalize("NFKC", tok).lower()
+    return tok.lower() if tok.isascii() else unicodedata.normalize("NFKC", tok).lower().translate(_TO_SIMPLIFIED)
 
 
 # a word split at a line end by typesetting or OCR ("contami-\nnation"): joined back into one token
@@ -71,7 +91,9 @@ def normalized_words(text: str) -> list[str]:
         return _joined(blanked)[0]
     if blanked.isascii():  # the common case, without a Python call per token
         return TOKEN.findall(blanked.lower())
-    return [_norm(t) for t in TOKEN.findall(blanked)]
+    # the script is folded on the whole text (one character for one: tokens stay where they were); a unified
+    # ideograph needs nothing more, so only the other tokens take the per-token NFKC
+    return [t if "\u3400" <= t <= "\u9fff" else _norm(t) for t in TOKEN.findall(blanked.translate(_TO_SIMPLIFIED))]
 
 
 def token_spans(text: str) -> list[tuple[int, int]]:
@@ -100,6 +122,7 @@ class NgramIndex:
     item_of_hash: np.ndarray  # int32 index into items
     items: list[tuple[str, str]]  # (benchmark, item_id)
     lengths: list[int]
+    item_tokens: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))  # normalised tokens per item
     stats: dict = field(default_factory=dict)
     _bits: np.ndarray | None = field(default=None, repr=False)
     _shift: np.uint64 = field(default=np.uint64(0), repr=False)
@@ -110,35 +133,48 @@ class NgramIndex:
         """``split_n``: items shorter than twice their n-gram length are also indexed with ``split_n``-grams,
         so each half of such an item, split across paragraphs, still holds an indexed n-gram."""
         cjk_n, min_n = cjk_n or n, min(min_n or n, n, cjk_n or n)
-        all_h, all_i, names, lengths = [], [], [], set()
+        all_h, all_i, names, lengths, item_tokens = [], [], [], set(), []
         per_bench: dict[str, dict] = {}
         for idx, item in enumerate(items):
             names.append((item.benchmark, item.item_id))
             b = per_bench.setdefault(item.benchmark, {"items": 0, "indexed_whole": 0, "too_short": 0})
             b["items"] += 1
             toks = normalized_words(item.text)
-            want = cjk_n if item.language == "zh" else n
+            item_tokens.append(len(toks))
+            full = cjk_n if item.language == "zh" else n
+            want = full
+            units = []  # (tokens, n-gram lengths) to index for this item
             if len(toks) < want:
                 if len(toks) < min_n:
                     b["too_short"] += 1
-                    continue
-                b["indexed_whole"] += 1
-                want = len(toks)
-            sizes = [want]
-            if split_n and split_n < want <= len(toks) < 2 * want:
-                sizes.append(split_n)
-                b["split_indexed"] = b.get("split_indexed", 0) + 1
-            is_word = np.fromiter(map(_is_word, toks), dtype=np.int32, count=len(toks))
-            for size, h in rolling_hashes(token_hashes(toks), sizes).items():
-                lengths.add(size)
-                # an n-gram with fewer than MIN_WORDS words is a run of numbers or one-letter symbols ("1 2 3 4
-                # ..." of a Pascal triangle, "x 11 x 10 x 9 ..." of a polynomial), found in clean text
-                # (JavaScript, TeX manuals) far too often to mean contamination
-                words = np.convolve(is_word, np.ones(size, dtype=np.int32), mode="valid")
-                b["numeric_ngrams"] = b.get("numeric_ngrams", 0) + int((words < MIN_WORDS).sum())
-                h = np.unique(h[words >= MIN_WORDS])
-                all_h.append(h)
-                all_i.append(np.full(len(h), idx, dtype=np.int32))
+                else:
+                    b["indexed_whole"] += 1
+                    want = len(toks)
+            if len(toks) >= min_n:
+                sizes = [want]
+                if split_n and split_n < want <= len(toks) < 2 * want:
+                    sizes.append(split_n)
+                    b["split_indexed"] = b.get("split_indexed", 0) + 1
+                units.append((toks, sizes))
+            if item.prompt:
+                # a problem leaked without its worked solution: a short problem holds no full n-gram of the
+                # item, so it is indexed whole (the prompt is the start of the item's text)
+                ptoks = normalized_words(item.prompt)
+                if min_n <= len(ptoks) < full and len(ptoks) < len(toks):
+                    units.append((ptoks, [len(ptoks)]))
+                    b["prompt_indexed_whole"] = b.get("prompt_indexed_whole", 0) + 1
+            for utoks, sizes in units:
+                is_word = np.fromiter(map(_is_word, utoks), dtype=np.int32, count=len(utoks))
+                for size, h in rolling_hashes(token_hashes(utoks), sizes).items():
+                    lengths.add(size)
+                    # an n-gram with fewer than MIN_WORDS words is a run of numbers or one-letter symbols ("1 2 3
+                    # 4 ..." of a Pascal triangle, "x 11 x 10 x 9 ..." of a polynomial), found in clean text
+                    # (JavaScript, TeX manuals) far too often to mean contamination
+                    words = np.convolve(is_word, np.ones(size, dtype=np.int32), mode="valid")
+                    b["numeric_ngrams"] = b.get("numeric_ngrams", 0) + int((words < MIN_WORDS).sum())
+                    h = np.unique(h[words >= MIN_WORDS])
+                    all_h.append(h)
+                    all_i.append(np.full(len(h), idx, dtype=np.int32))
         hashes = np.concatenate(all_h) if all_h else np.empty(0, np.uint64)
         owners = np.concatenate(all_i) if all_i else np.empty(0, np.int32)
         # keep the first item of each hash: a stable sort then unique's first occurrence
@@ -151,7 +187,8 @@ class NgramIndex:
             keep = counts <= max_items_per_ngram
             stats["excluded_template"] = int((~keep).sum())
             uniq, owner = uniq[keep], owner[keep]
-        return cls(n=n, hashes=uniq, item_of_hash=owner, items=names, lengths=sorted(lengths), stats=stats)
+        return cls(n=n, hashes=uniq, item_of_hash=owner, items=names, lengths=sorted(lengths),
+                   item_tokens=np.array(item_tokens, dtype=np.int32), stats=stats)
 
     def find(self, tokens: list[str]) -> list[tuple[int, int, int]]:
         """Every (position, length, slot in ``hashes``) where an indexed n-gram occurs in ``tokens``, sorted."""
@@ -167,6 +204,15 @@ class NgramIndex:
     def lookup_all(self, tokens: list[str]) -> list[tuple[int, int, int]]:
         """Every (position, length, item index) where an indexed n-gram occurs in ``tokens``."""
         return [(p, n, int(self.item_of_hash[s])) for p, n, s in self.find(tokens)]
+
+    def coverage(self, hits: list[tuple[int, int, int]]) -> dict[int, float]:
+        """For each item among ``hits`` (from ``lookup_all``), the share of its tokens the document's matched
+        n-grams of that item cover (capped at 1)."""
+        spans: dict[int, list[tuple[int, int]]] = {}
+        for p, n, item in hits:
+            spans.setdefault(item, []).append((p, p + n))
+        return {item: min(1.0, sum(b - a for a, b in merge_ranges(r)) / max(1, int(self.item_tokens[item])))
+                for item, r in spans.items()}
 
     def _prefilter(self) -> tuple[np.ndarray, np.uint64]:
         """A one-hash Bloom filter (>= 32 bits per n-gram, top bits of the hash): almost every n-gram of a
@@ -217,6 +263,7 @@ class NgramIndex:
         bench = np.array([b for b, _ in self.items])
         ids = np.array([i for _, i in self.items])
         np.savez(path, n=np.int64(self.n), hashes=self.hashes, item_of_hash=self.item_of_hash, bench=bench, ids=ids,
+                 item_tokens=self.item_tokens,
                  lengths=np.array(self.lengths, dtype=np.int64), stats=np.array(json.dumps(self.stats, sort_keys=True)))
         return path
 
@@ -224,5 +271,5 @@ class NgramIndex:
     def load(cls, path: str) -> "NgramIndex":
         with np.load(path) as z:
             items = list(zip(z["bench"].tolist(), z["ids"].tolist()))
-            return cls(n=int(z["n"]), hashes=z["hashes"], item_of_hash=z["item_of_hash"], items=items,
+            return cls(n=int(z["n"]), hashes=z["hashes"], item_of_hash=z["item_of_hash"], items=items, item_tokens=z["item_tokens"],
                        lengths=z["lengths"].tolist(), stats=json.loads(str(z["stats"])))

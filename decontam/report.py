@@ -31,7 +31,7 @@ def contamination_report(matches_folder: str, index_stats: dict, n_gram: int, ex
             r["items"].setdefault(m["item"], []).append(rec["id"])
             if len(r["examples"]) < MAX_EXAMPLES:
                 r["examples"].append({"doc": rec["id"], "source": rec["source"], "item": m["item"], "action": rec["action"],
-                                      "matched": m["text"]})
+                                      "matched": m["text"], "coverage": m.get("coverage")})
     for r in bench.values():
         r["items_found"] = len(r["items"])
     index = {k: v for k, v in index_stats.items() if k != "benchmarks"}

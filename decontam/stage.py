@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import os
 
-from decontam.build import build_index
+from decontam.build import apply_corpus_counts, build_index
+from decontam.corpus_common import CorpusNgramCounter
 from decontam.filter import NgramDecontaminationTagger
 from decontam.report import contamination_report
 from pipeline.core.accounting import write_stats
@@ -31,9 +32,14 @@ class DecontamStage(Stage):
             self.pass_through(ctx)
         else:
             index_path, index_stats = build_index(cfg, os.path.join(folder, "index"))
+            if cfg.corpus_common_fraction is not None:
+                counts = os.path.join(folder, "corpus_ngrams")
+                run_steps(recipe.executor, [stage_reader(layout.output(self.needs)), CorpusNgramCounter(index_path, counts)],
+                          layout.logs(self.name, "corpus_ngrams"), recipe.executor.tasks, f"{self.name}/corpus_ngrams")
+                index_stats = apply_corpus_counts(cfg, index_path, counts, index_stats)
             matches = os.path.join(folder, "matches")
             tagger = NgramDecontaminationTagger(index_path, matches, cfg.action, dict(cfg.per_domain), cfg.cut_margin_tokens,
-                                                cfg.cut_min_tokens, recipe.tokenizer.path)
+                                                cfg.cut_min_tokens, recipe.tokenizer.path, cfg.min_item_coverage)
             steps = [stage_reader(layout.output(self.needs)), tagger,
                      StageRouter(layout.output(self.name), layout.removed(self.name), self.name)]
             run_steps(recipe.executor, steps, layout.logs(self.name), recipe.executor.tasks, self.name)

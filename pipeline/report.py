@@ -190,6 +190,11 @@ def print_contamination(benchmarks: dict, index: dict, title: str = "contaminati
         console.print(f"index: {index.get('ngrams_indexed', 0):,} n-grams, {index.get('index_bytes', 0) / 2**20:.1f} MiB; excluded "
                       f"{index.get('excluded_template', 0):,} template n-grams and {ref['excluded']:,} found in >= "
                       f"{ref['min_docs']} of {ref['documents']:,} clean reference documents")
+    if "corpus_common" in index:
+        cc = index["corpus_common"]
+        console.print(f"excluded {cc['excluded']:,} n-grams found in >= {cc['threshold']:,} of the corpus's {cc['documents']:,} "
+                      f"documents (its own boilerplate; {cc['items_affected']:,} items keep their other n-grams)"
+                      + "".join(f"\n  {e['documents']:,} docs: {e['ngram'][:80]!r} ({e['benchmark']} {e['item']})" for e in cc["examples"][:3]))
 
 
 def print_report(report: dict) -> None:

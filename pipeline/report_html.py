@@ -117,13 +117,23 @@ def contamination_section(page: Page, layout: RunLayout) -> None:
     rows = [[b, _n(r["items_indexed"]), _n(r["items_found"]), _n(r["documents"]),
              ", ".join(f"{s} {n}" for s, n in sorted(r["documents_per_source"].items())),
              ", ".join(f"{a} {n}" for a, n in sorted(r["actions"].items()))] for b, r in report["benchmarks"].items()]
-    examples = [[b, e["doc"], e["item"], e["action"], _snippet(e["matched"])]
-                for b, r in report["benchmarks"].items() for e in r["examples"]]
-    skipped = report["index"].get("benchmarks_skipped", {})
+    examples = [[b, e["doc"], e["item"], e["action"], "" if e.get("coverage") is None else f"{e['coverage']:.2f}",
+                 _snippet(e["matched"])] for b, r in report["benchmarks"].items() for e in r["examples"]]
+    index = report["index"]
+    skipped = index.get("benchmarks_skipped", {})
+    ref, common = index.get("reference", {}), index.get("corpus_common")
+    excluded = [["prompt templates (shared by many items)", _n(index.get("excluded_template", 0)), ""],
+                ["common in the clean reference corpus", _n(ref.get("excluded", 0)),
+                 "; ".join(e["ngram"] for e in ref.get("examples", [])[:3])]]
+    if common:
+        excluded.append([f"in >= {common['threshold']:,} of the corpus's {common['documents']:,} documents", _n(common["excluded"]),
+                         "; ".join(f"{e['ngram']} ({e['documents']:,} docs)" for e in common["examples"][:3])])
     page.section("Contamination",
-                 paragraph(f"{report['documents_affected']:,} document(s) matched benchmark {report['n_gram']}-grams."),
+                 paragraph(f"{report['documents_affected']:,} document(s) matched benchmark {report['n_gram']}-grams; "
+                           f"{_n(index.get('ngrams_indexed', 0))} n-grams indexed."),
                  table(["benchmark", "items indexed", "items found", "documents", "per source", "action"], rows),
-                 table(["benchmark", "document", "item", "action", "matched span"], examples, left=5) if examples else "",
+                 table(["benchmark", "document", "item", "action", "item covered", "matched span"], examples, left=5) if examples else "",
+                 table(["n-grams excluded from the index", "count", "examples"], excluded, left=1),
                  paragraph(f"Not indexed (no data): {', '.join(sorted(skipped))}.") if skipped else "")
 
 

@@ -115,6 +115,24 @@ def chinese_fortunes() -> list[dict]:
     return out
 
 
+def english_quotations(per_page: int = 20) -> list[dict]:
+    """Famous quotations, sayings and jokes (Debian ``fortunes``: one file per theme), grouped ``per_page``
+    at a time into pages the way quotation sites list them."""
+    out = []
+    zh = {"chinese", "tang300", "song100"}
+    files = [p for p in _need(os.path.join(DEB, "usr/share/games/fortunes", "*.u8"), "fortunes")
+             if os.path.basename(p).removesuffix(".u8") not in zh]
+    if not files:
+        raise CorpusMissing("fortunes: no English fortune files; run `bash .ci/fetch-data`")
+    for path in files:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            entries = [e.strip() for e in f.read().split("\n%\n") if e.strip()]
+        name = os.path.basename(path).removesuffix(".u8")
+        for i in range(0, len(entries), per_page):
+            out.append({"id": f"{name}/{i // per_page}", "text": "\n\n".join(entries[i:i + per_page])})
+    return out
+
+
 # ---------------------------------------------------------------------------------- English prose
 def shakespeare_speeches(limit: int | None = None) -> list[dict]:
     from pipeline.demo import shakespeare_scenes

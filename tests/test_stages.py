@@ -143,6 +143,8 @@ def test_decontam_finds_the_planted_benchmark_items(demo_run):
     report = json.load(open(os.path.join(layout.stage("decontam"), "contamination.json")))
     assert report["benchmarks"]["gsm8k"]["items_found"] == sum(1 for d in planted.values() if d["metadata"]["planted"].startswith("gsm8k"))
     assert report["benchmarks"]["mmlu"]["items_indexed"] == 14042
+    # the corpus-common pass counted every document that entered the stage before any was tagged
+    assert report["index"]["corpus_common"]["documents"] == len(dedup_kept)
 
 
 def test_tokens_decode_back_to_the_kept_text(demo_run):
@@ -476,3 +478,4 @@ def test_run_report_html_shows_every_part_of_the_run_in_chromium(demo_run):
         assert f"<h2>{heading}</h2>" in dom
     assert drawn_figures(dom) == 4  # funnel, cluster sizes, plan, training curves
     assert "web/planted-gsm8k-" in dom and "exact_duplicate" in dom and "minhash" in dom
+    assert "item covered" in dom and "of the corpus's" in dom  # coverage of each match, the index's exclusions

@@ -3,9 +3,11 @@ Face checkpoint: the Ruyi2 layout for a familial model, the stock Qwen3 layout f
 (a base trained here, which a familial run can then start from with ``train.init_from``), with the run's
 tokenizer files and a generation config.
 
-The model is rebuilt at TP=PP=1 from the shape the train stage recorded, and only its weights are read
-from the sharded checkpoint (whatever TP/PP layout wrote it; no optimizer state). It runs in a spawned
-process, so the command line that calls it keeps no torch.distributed state behind.
+The model's structure is rebuilt on the meta device (no memory) from the shape the train stage recorded;
+its weights are read from the sharded checkpoint one module at a time (whatever TP/PP layout wrote it; no
+optimizer state), converted, cast and written into shards as they come, so host memory holds one module and
+one shard, never the model. It runs in a spawned process, so the command line that calls it keeps no
+torch.distributed state behind.
 """
 
 from __future__ import annotations
@@ -21,25 +23,38 @@ class ExportError(StageError):
 
 
 def _export(run_dir: str, out: str, options: dict) -> str:
-    """The export job (in a spawned process): the checkpoint's weights, config, tokenizer and generation config."""
+    """The export job (in a spawned process): the checkpoint's weights module by module, config, tokenizer
+    and generation config."""
+    from train_entry import checkpointing
+    from train_entry.checkpoint_slices import CheckpointSlices
     from train_entry.distributed import DistributedContext
     from train_entry.hf_folder import write_generation_config, write_tokenizer
-    from train_entry.hf_interop import context_length, export_ruyi_hf
-    from train_entry.run_model import checkpoint_dae_blocks, rebuild, run_checkpoint, trained_config
+    from train_entry.hf_interop import context_length, hf_units, write_hf
+    from train_entry.run_model import checkpoint_dae_blocks, run_checkpoint, skeleton, trained_config
 
     fcfg = trained_config(run_dir)
     exit_ = options.get("exit")
     if exit_ is not None and exit_ not in fcfg.exits:
         raise ExportError(f"--exit {exit_}: the model's exits are {list(fcfg.exits)}")
     checkpoint, ranks = run_checkpoint(run_dir, options.get("compressed", False))
+    step = checkpointing.latest_iteration(checkpoint)
+    if step is None:
+        raise ExportError(f"{checkpoint}: no {checkpointing.LATEST}: nothing to export")
+    read = checkpointing.iteration_dir(checkpoint, step)
     with DistributedContext():
         dae = checkpoint_dae_blocks(checkpoint)
         if dae and options.get("published"):
             raise ExportError(f"{checkpoint} holds DaE blocks after exit(s) {sorted(dae)} (train.dae); the published "
                               "Ruyi2 layout has no place for them, and exporting without them would change those "
                               "exits' outputs: export without --published-layout (our modeling code carries them)")
-        model, read = rebuild(fcfg, checkpoint, dae, ranks)
-        export_ruyi_hf(model, fcfg, out, options["dtype"], options["max_shard_size"], exit_, options.get("published", False))
+        # the model's structure without memory; its weights are read from the checkpoint one module at a time
+        slices = CheckpointSlices(read, skeleton(fcfg, dae, ranks).sharded_state_dict())
+        names = [n for n in slices.template if not n.endswith("_extra_state")]
+        absent = [n for n in names if not slices.stored(n)]
+        if absent:
+            raise ExportError(f"{read}: the checkpoint has no {absent[:5]} (a model of another shape than train/stats.json says)")
+        write_hf(hf_units(names, slices.load, fcfg), fcfg, out, options["dtype"], options["max_shard_size"], exit_,
+                 options.get("published", False), dae)
     tokenizer = run_tokenizer(run_dir)
     if tokenizer:
         from pipeline.core.assets import resolve_asset

@@ -2,9 +2,8 @@
 shards of bounded size with ``model.safetensors.index.json`` (one ``model.safetensors`` when it fits),
 ``generation_config.json`` and the tokenizer's files.
 
-Shards are planned by huggingface_hub's ``split_torch_state_dict_into_shards`` (the same plan
-``save_pretrained`` makes) and each shard is cast to the export dtype only when it is written, so at most one
-shard exists in the export dtype beside the fp32 weights.
+Shards follow huggingface_hub's sharding rule and are written while the tensors stream in (``ShardWriter``),
+so at most one shard exists in memory in the export dtype.
 """
 
 from __future__ import annotations
@@ -20,24 +19,59 @@ DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt")
 
 
-def write_weights(tensors: dict[str, torch.Tensor], folder: str, dtype: str, max_shard_size: str | int = "5GB") -> list[str]:
-    """The tensors cast to ``dtype`` as safetensors shards; returns the files written."""
-    from huggingface_hub import split_torch_state_dict_into_shards
-    from safetensors.torch import save_file
+class ShardWriter:
+    """Safetensors shards written while the tensors stream in: each tensor is cast to the export dtype on
+    arrival, and a shard is written as soon as the next tensor would take it past ``max_shard_size`` (one
+    tensor larger than that gets a shard of its own), the rule of huggingface_hub's
+    ``split_torch_state_dict_into_shards``; so memory holds at most one shard in the export dtype. Files are
+    renamed ``model-0000i-of-0000n.safetensors`` (or ``model.safetensors`` when one suffices) at ``close``,
+    which also writes the index."""
 
-    target = DTYPES[dtype]
-    # plan on the export dtype's sizes (a bf16 shard holds twice the fp32 parameters)
-    sized = {k: torch.empty(v.shape, dtype=target, device="meta") for k, v in tensors.items()}
-    plan = split_torch_state_dict_into_shards(sized, max_shard_size=max_shard_size)
-    for file, names in plan.filename_to_tensors.items():
-        shard = {n: tensors[n].to(target).contiguous() for n in names}
-        save_file(shard, os.path.join(folder, file), metadata={"format": "pt"})
-        del shard
-    if plan.is_sharded:
-        index = {"metadata": {"total_size": plan.metadata["total_size"]}, "weight_map": plan.tensor_to_filename}
-        with open(os.path.join(folder, "model.safetensors.index.json"), "w") as f:
-            json.dump(index, f, indent=2, sort_keys=True)
-    return sorted(plan.filename_to_tensors)
+    def __init__(self, folder: str, dtype: str, max_shard_size: str | int = "5GB"):
+        from huggingface_hub.serialization._base import parse_size_to_int
+
+        self.folder, self.dtype = folder, DTYPES[dtype]
+        self.limit = parse_size_to_int(max_shard_size) if isinstance(max_shard_size, str) else int(max_shard_size)
+        self.pending: dict[str, torch.Tensor] = {}
+        self.pending_bytes = self.total = 0
+        self.shards: list[list[str]] = []
+        self._storages: set[int] = set()
+
+    def add(self, tensors: dict[str, torch.Tensor]) -> None:
+        for name, t in tensors.items():
+            t = t.detach().to(self.dtype).contiguous()
+            size = t.numel() * t.element_size()
+            if self.pending and self.pending_bytes + size > self.limit:
+                self._flush()
+            ptr = t.untyped_storage().data_ptr()
+            if t.untyped_storage().nbytes() > size or ptr in self._storages:  # safetensors refuses shared storage
+                t = t.clone()
+            self._storages.add(t.untyped_storage().data_ptr())
+            self.pending[name] = t
+            self.pending_bytes += size
+            self.total += size
+
+    def _flush(self) -> None:
+        from safetensors.torch import save_file
+
+        save_file(self.pending, os.path.join(self.folder, f".shard-{len(self.shards):05d}.tmp"), metadata={"format": "pt"})
+        self.shards.append(sorted(self.pending))
+        self.pending, self.pending_bytes, self._storages = {}, 0, set()
+
+    def close(self) -> list[str]:
+        """The files written, in order."""
+        if self.pending or not self.shards:
+            self._flush()
+        n = len(self.shards)
+        names = ["model.safetensors"] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+        for i, name in enumerate(names):
+            os.replace(os.path.join(self.folder, f".shard-{i:05d}.tmp"), os.path.join(self.folder, name))
+        if n > 1:
+            index = {"metadata": {"total_size": self.total},
+                     "weight_map": {t: name for name, tensors in zip(names, self.shards) for t in tensors}}
+            with open(os.path.join(self.folder, "model.safetensors.index.json"), "w") as f:
+                json.dump(index, f, indent=2, sort_keys=True)
+        return names
 
 
 def write_tokenizer(folder: str, tokenizer_json: str, eos_token: str, context_length: int) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Iterator
 
 import torch
 
@@ -117,14 +118,26 @@ def dae_blocks_in(names, prefix: str = "dae_blocks.") -> dict[int, int]:
     return {e: len(js) for e, js in sorted(found.items())}
 
 
+def hf_units(names: list[str], fetch, cfg: FamilialConfig) -> Iterator[dict[str, torch.Tensor]]:
+    """The Ruyi2 Hugging Face tensors module by module (the embedding, each decoder layer, each exit's branch
+    layer, norm and head, each DaE block). ``names``: the megatron-core state-dict names of the model;
+    ``fetch(names) -> {name: tensor}`` reads them, so a caller streaming from a checkpoint holds one module."""
+    for mcore, hf, is_layer in _correspondence(cfg, dae_blocks_in(names)):
+        if is_layer:
+            prefix = mcore + "."
+            sd = fetch([n for n in names if n.startswith(prefix) and not n.endswith("_extra_state")])
+            out: dict[str, torch.Tensor] = {}
+            layer_to_hf(sd, mcore, hf, cfg, out)
+            yield out
+        else:
+            yield {hf: fetch([mcore])[mcore]}
+
+
 def mcore_to_ruyi_hf(sd: dict, cfg: FamilialConfig) -> dict[str, torch.Tensor]:
     """A TP=PP=1 FamilialGPTModel state dict -> the Ruyi2 Hugging Face state dict (DaE blocks included)."""
     out: dict[str, torch.Tensor] = {}
-    for mcore, hf, is_layer in _correspondence(cfg, dae_blocks_in(sd)):
-        if is_layer:
-            layer_to_hf(sd, mcore, hf, cfg, out)
-        else:
-            out[hf] = sd[mcore]
+    for unit in hf_units(list(sd), lambda names: {n: sd[n] for n in names}, cfg):
+        out.update(unit)
     return {name: t.detach().contiguous().clone() for name, t in out.items()}
 
 
@@ -186,43 +199,47 @@ def qwen3_hf_config(cfg: FamilialConfig, dtype: str = "float32") -> dict:
     return c | {"architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3"}
 
 
-def hf_checkpoint(model, cfg: FamilialConfig, dtype: str = "float32", default_exit: int | None = None,
-                  published: bool = False) -> tuple[dict, dict]:
-    """(tensors, config) of the model in the Ruyi2 layout (a model with branches), or in the stock Qwen3
-    layout for a model whose only exit is the full model (e.g. a base trained here). Tensors stay fp32.
-    ``published``: only what the published Ruyi2 modeling code can load (no DaE blocks, no auto_map)."""
-    sd = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
-    dae = dae_blocks_in(sd)
+def write_hf(units, cfg: FamilialConfig, folder: str, dtype: str = "float32", max_shard_size: str | int = "5GB",
+             default_exit: int | None = None, published: bool = False, dae: dict[int, int] | None = None) -> str:
+    """Write ``units`` (``hf_units``) to ``folder`` as they come: safetensors shards, ``config.json`` and, for
+    the Ruyi2 layout, our modeling code. A model whose only exit is the full model (e.g. a base trained here)
+    is written in the stock Qwen3 layout. ``published``: only what the published Ruyi2 modeling code loads
+    (no DaE blocks, no auto_map)."""
+    from train_entry.hf_folder import ShardWriter, write_modeling_code
+
     if dae and (published or len(cfg.exits) == 1):
         raise ValueError(f"the model has DaE blocks after exit(s) {sorted(dae)} (train.dae); the "
                          f"{'published Ruyi2' if published else 'stock Qwen3'} layout has no place for them, and exporting "
                          "without them would change those exits' outputs (export with our modeling code instead)")
-    tensors = mcore_to_ruyi_hf(sd, cfg)
-    if len(cfg.exits) == 1:  # plain Qwen3: the one norm and head keep their stock names
-        tensors["model.norm.weight"], tensors["lm_head.weight"] = tensors.pop("model.norms.0.weight"), tensors.pop("lm_head.0.weight")
-        return tensors, qwen3_hf_config(cfg, dtype)
-    config = ruyi_hf_config(cfg, dtype, default_exit)
-    if published:
-        config.pop("auto_map")
-    if dae:
-        config["dae_blocks"] = {str(e): n for e, n in dae.items()}
-        if low_rank := low_rank_modules(tensors):  # compressed by `ruyi2 compress`
-            config["dae_low_rank"] = low_rank
-    return tensors, config
+    os.makedirs(folder, exist_ok=True)
+    writer, low_rank = ShardWriter(folder, dtype, max_shard_size), {}
+    for unit in units:
+        if len(cfg.exits) == 1:  # plain Qwen3: the one norm and head keep their stock names
+            unit = {{"model.norms.0.weight": "model.norm.weight", "lm_head.0.weight": "lm_head.weight"}.get(k, k): v
+                    for k, v in unit.items()}
+        low_rank.update(low_rank_modules(unit))
+        writer.add(unit)
+    writer.close()
+    if len(cfg.exits) == 1:
+        config = qwen3_hf_config(cfg, dtype)
+    else:
+        config = ruyi_hf_config(cfg, dtype, default_exit)
+        if published:
+            config.pop("auto_map")
+        if dae:
+            config["dae_blocks"] = {str(e): n for e, n in sorted(dae.items())}
+            if low_rank:  # compressed by `ruyi2 compress`
+                config["dae_low_rank"] = dict(sorted(low_rank.items()))
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    if "auto_map" in config:
+        write_modeling_code(folder)
+    return folder
 
 
 def export_ruyi_hf(model, cfg: FamilialConfig, folder: str, dtype: str = "float32", max_shard_size: str | int = "5GB",
                    default_exit: int | None = None, published: bool = False) -> str:
-    """Write ``config.json`` and the weights (safetensors, sharded with an index past ``max_shard_size``)."""
-    from train_entry.hf_folder import write_weights
-
-    os.makedirs(folder, exist_ok=True)
-    tensors, config = hf_checkpoint(model, cfg, dtype, default_exit, published)
-    write_weights(tensors, folder, dtype, max_shard_size)
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(config, f, indent=2)
-    if "auto_map" in config:
-        from train_entry.hf_folder import write_modeling_code
-
-        write_modeling_code(folder)
-    return folder
+    """A model in memory written as a Hugging Face folder (``write_hf``)."""
+    sd = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
+    return write_hf(hf_units(list(sd), lambda names: {n: sd[n] for n in names}, cfg), cfg, folder, dtype, max_shard_size,
+                    default_exit, published, dae_blocks_in(sd))

@@ -225,10 +225,11 @@ def masked_mean(token_loss: torch.Tensor, loss_mask: torch.Tensor | None) -> tor
 
 def build_model(
     fcfg: FamilialConfig, tp: int = 1, pp: int = 1, params_dtype=torch.float32, pipeline_layout: list | None = None,
-    recompute: str = "none",
+    recompute: str = "none", init_branches: bool = True,
 ) -> FamilialGPTModel:
     """``pipeline_layout``: megatron-core's per-stage layer layout (train_entry/pipeline_balance.py); None
-    splits the layers evenly. ``recompute``: see ``FamilialConfig.transformer_config``."""
+    splits the layers evenly. ``recompute``: see ``FamilialConfig.transformer_config``. ``init_branches``:
+    copy the backbone layers into the branches (not for a skeleton on the meta device, which has no values)."""
     tcfg = fcfg.transformer_config(tp=tp, pp=pp, params_dtype=params_dtype, pipeline_layout=pipeline_layout,
                                    recompute=recompute)
     model = FamilialGPTModel(
@@ -237,5 +238,6 @@ def build_model(
         pre_process=parallel_state.is_pipeline_first_stage(),
         post_process=parallel_state.is_pipeline_last_stage(),
     )
-    model.init_branches_from_backbone()
+    if init_branches:
+        model.init_branches_from_backbone()
     return model

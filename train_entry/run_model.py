@@ -43,25 +43,42 @@ def checkpoint_dae_blocks(checkpoint: str) -> dict[int, int]:
     return dae_blocks_in(dist_checkpointing.load_tensors_metadata(checkpointing.iteration_dir(checkpoint, step)).keys())
 
 
-def rebuild(fcfg, checkpoint: str, dae: dict[int, int], ranks: dict[str, int] | None = None):
-    """The model with ``dae`` blocks (exit -> count) and the low-rank linears ``ranks`` (``dae_blocks.<e>.<j>.
-    <path>`` -> rank) in place, the checkpoint's weights loaded; returns (model, iteration folder read).
-    Call inside a ``DistributedContext``."""
+def build_trained(fcfg, dae: dict[int, int], ranks: dict[str, int] | None = None, init_branches: bool = True):
+    """The model the run trained: ``dae`` blocks (exit -> count) and the low-rank linears ``ranks``
+    (``dae_blocks.<e>.<j>.<path>`` -> rank) in place, weights freshly initialised. Call inside a
+    ``DistributedContext`` (and inside ``torch.device("meta")`` for a skeleton without memory)."""
     import torch
 
-    from train_entry import checkpointing
     from train_entry.dae import append_dae_blocks
     from train_entry.low_rank import LowRankLinear
     from train_entry.model import build_model
 
-    model = build_model(fcfg)
+    model = build_model(fcfg, init_branches=init_branches)
     for e, n in dae.items():
         append_dae_blocks(model, e, n)
     for name, rank in (ranks or {}).items():
         out_features, in_features = model.get_submodule(name).weight.shape
         replace_module(model, name, LowRankLinear(torch.zeros(out_features, rank), torch.zeros(rank, in_features),
                                                   model.get_submodule(name).weight.dtype))
+    return model
+
+
+def rebuild(fcfg, checkpoint: str, dae: dict[int, int], ranks: dict[str, int] | None = None):
+    """``build_trained`` with the checkpoint's weights loaded; returns (model, iteration folder read).
+    Call inside a ``DistributedContext``."""
+    from train_entry import checkpointing
+
+    model = build_trained(fcfg, dae, ranks)
     return model, checkpointing.load_weights(checkpoint, model)
+
+
+def skeleton(fcfg, dae: dict[int, int], ranks: dict[str, int] | None = None):
+    """The trained model's structure on the meta device (no memory, no values): its names and checkpoint
+    keys, for reading the checkpoint module by module."""
+    import torch
+
+    with torch.device("meta"):
+        return build_trained(fcfg, dae, ranks, init_branches=False)
 
 
 def replace_module(root, name: str, module) -> None:
