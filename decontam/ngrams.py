@@ -17,8 +17,8 @@ import json
 import os
 import re
 import unicodedata
-from importlib import resources
 from dataclasses import dataclass, field
+from importlib import resources
 
 import numpy as np
 

@@ -13,7 +13,7 @@ from decontam.config import DecontamConfig
 from dedup.clusters_report import print_cluster_report
 from filters.classifier import ClassifierSettings, train_classifier
 from filters.classifier_inputs import ClassifierInputError, read_documents
-from pipeline.core.errors import StageError
+from pipeline.core.errors import StageError, storage_error
 from pipeline.core.layout import RunLayout
 from pipeline.demo import prepare_demo, run_demo
 from pipeline.recipe import RecipeError, load_recipe
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-shard-size", default="5GB", help="largest safetensors file (default 5GB)")
     p.add_argument("--published-layout", action="store_true",
                    help="only what the published Ruyi2 modeling code loads (no modeling code of ours; DaE blocks refused)")
-    p.add_argument("--compressed", action="store_true", help="export the output of `ruyi2 compress` (low-rank DaE blocks)")
+    p.add_argument("--compressed", action="store_true", help="export the output of `ruyi2 compress` (low-rank DaE blocks, and heads)")
     p = sub.add_parser("compress", help="DaE stage 2: SVD-LLM v2 compression of a run's DaE blocks",
                        description="Whitened low-rank factors for every linear layer of the DaE blocks, ranks from the "
                                    "truncation losses (Ruyi2 eq. 6); held-out loss per exit before and after; writes "
@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=float, default=0.4, help="share of the DaE blocks' parameters to remove (default 0.4)")
     p.add_argument("--calibration", type=int, default=32, help="held-out sequences for the activation statistics")
     p.add_argument("--heldout", type=int, default=32, help="other held-out sequences for the losses before and after")
+    p.add_argument("--head-ratio", type=float, default=0.0,
+                   help="also compress the deepened branch's LM head by this share of its parameters (default 0: kept whole)")
     p = sub.add_parser("eval", help="benchmark accuracy of every exit (ARC-Challenge, HellaSwag, MMLU, GSM8K)",
                        description="Score a run's trained model (or its compressed one), or any Hugging Face folder (an "
                                    "export, a plain Qwen3), exit by exit, the way lm-evaluation-harness scores the "
@@ -136,8 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "demo":
-            path = prepare_demo(os.path.abspath(args.run_dir), args.executor, args.small)
             try:
+                try:
+                    path = prepare_demo(os.path.abspath(args.run_dir), args.executor, args.small)
+                except OSError as e:  # the demo corpus is written under --run-dir first
+                    raise (storage_error(e, "demo corpus", os.path.abspath(args.run_dir)) or e) from e
                 run_demo(path)
             except StageError as e:
                 print(f"error: {e}", file=sys.stderr)
@@ -160,12 +165,15 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = os.path.abspath(args.run_dir)
             try:
                 done = compress_run(load_recipe(os.path.join(run_dir, "recipe.yaml"), check_inputs=False), run_dir,
-                                    args.ratio, args.calibration, args.heldout)
+                                    args.ratio, args.calibration, args.heldout, args.head_ratio)
             except StageError as e:
                 print(f"error: {e}", file=sys.stderr)
                 return 1
             before, after = done["added_parameters_before"], done["added_parameters_after"]
             print(f"DaE blocks {done['dae_blocks']}: {before:,} -> {after:,} parameters ({1 - after / before:.1%} fewer)")
+            if done["head_ratio"]:
+                hb, ha = done["head_parameters_before"], done["head_parameters_after"]
+                print(f"branch LM head(s): {hb:,} -> {ha:,} parameters ({1 - ha / hb:.1%} fewer)")
             for exit_name, loss in done["loss_before"].items():
                 print(f"  {exit_name}: held-out loss {loss:.4f} -> {done['loss_after'][exit_name]:.4f}")
             print(f"written to {done['checkpoint']}")

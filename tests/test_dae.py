@@ -1,5 +1,6 @@
 """DaE stage 1: identity-initialised blocks after the smallest branch, backbone frozen."""
 
+import pytest
 import torch
 
 from train_entry.dae import append_dae_blocks, freeze_for_dae
@@ -135,11 +136,15 @@ def test_a_compressed_dae_branch_exports_and_loads_with_automodel(dist, tmp_path
         trainer.train_step(batch)
     model = trainer.model.eval()
     dense = sum(p.numel() for p in model.dae_blocks.parameters())
-    rows = compress_model(model, _covariances(model, [batch]), 0.4)
-    assert len(rows) == 8 and sum(p.numel() for p in model.dae_blocks.parameters()) < 0.7 * dense
+    head = model.ee_heads["2"].weight.numel()
+    rows = compress_model(model, _covariances(model, [batch], heads=True), 0.4, head_ratio=0.4)
+    assert len(rows) == 9 and sum(p.numel() for p in model.dae_blocks.parameters()) < 0.7 * dense
+    # the branch's LM head too, as the report compresses the branch-specific heads: 40% of its parameters
+    assert sum(p.numel() for p in model.ee_heads["2"].parameters()) == pytest.approx(0.6 * head, rel=0.05)
     out = export_ruyi_hf(model, CFG, str(tmp_path / "hf"))
     config = json.loads(open(f"{out}/config.json").read())
     assert config["dae_low_rank"]["2.0.self_attn.q_proj"] == next(r["rank"] for r in rows if r["matrix"] == "dae_blocks.2.0.self_attention.linear_qkv")
+    assert config["low_rank_heads"] == {"0": next(r["rank"] for r in rows if r["matrix"] == "ee_heads.2")}
     hf = transformers.AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
     ours = model.exit_logits(inp, pos)
     with torch.no_grad():
@@ -147,3 +152,40 @@ def test_a_compressed_dae_branch_exports_and_loads_with_automodel(dist, tmp_path
             assert (hf(inp, early_exit_point=e).logits - ours[e]).abs().max().item() <= 1e-4, e
         assert torch.equal(hf.generate(inp[:1], max_new_tokens=4, do_sample=False, early_exit_point=2),
                            hf.generate(inp[:1], max_new_tokens=4, do_sample=False, early_exit_point=2, use_cache=False))
+
+
+@pytest.mark.slow
+def test_exports_round_trip_at_8k_tokens_for_plain_dae_and_compressed_branches(dist, tmp_path):
+    """At the full 8,192-token context every exported exit gives megatron-core's logits in fp32: the plain
+    branch, the full model, and a branch with two DaE blocks compressed to low rank; RoPE, full attention
+    (no sliding window) and the low-rank modules all hold past 4,096 positions."""
+    import dataclasses
+
+    import transformers
+
+    from train_entry.compress import _covariances, compress_model
+    from train_entry.data import collate
+    from train_entry.hf_interop import export_ruyi_hf
+
+    cfg = dataclasses.replace(CFG, max_sequence_length=8192)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    append_dae_blocks(model, 2, blocks=2)
+    with torch.no_grad():  # every module non-trivial: branches unlike the backbone, DaE outputs non-zero
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    inp, lab, pos, mask = _batch()
+    batch = collate([{"tokens": inp[i].numpy(), "labels": lab[i].numpy(), "loss_mask": mask[i].numpy(),
+                      "position_ids": pos[i].numpy()} for i in range(2)])
+    rows = compress_model(model.eval(), _covariances(model, [batch]), 0.4)
+    assert rows and all(r["rank"] < min(r["shape"]) for r in rows)
+    out = export_ruyi_hf(model, cfg, str(tmp_path / "hf"))
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True, torch_dtype=torch.float32).eval()
+    assert hf.config.max_position_embeddings == 8192 and not hf.config.use_sliding_window
+    ids = torch.randint(0, cfg.vocab_size, (1, 8192), generator=torch.Generator().manual_seed(3))
+    ours = model.exit_logits(ids, torch.arange(8192).unsqueeze(0))
+    with torch.no_grad():
+        for e in cfg.exits:
+            diff = (hf(ids, early_exit_point=e).logits - ours[e]).abs()
+            assert diff.max().item() <= 1e-5, (e, diff.max().item())
+            assert diff[:, 4096:].max().item() <= 1e-5  # past the published default window too

@@ -6,7 +6,7 @@ import re
 
 from datatrove.data import Document
 
-from decontam.benchmarks import BenchmarkItem, load_benchmark
+from decontam.benchmarks import load_benchmark
 from decontam.build import apply_corpus_counts, build_index
 from decontam.config import DecontamConfig
 from decontam.corpus_common import CorpusNgramCounter

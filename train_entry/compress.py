@@ -4,6 +4,8 @@ The run's DaE-trained checkpoint is loaded at TP = PP = 1; calibration inputs of
 DaE blocks are taken from held-out sequences of the run's last curriculum stage (the covariance X X^T only,
 so memory does not grow with the calibration set); each matrix is replaced by its whitened low-rank factors
 (``svd_llm.py``) at the rank eq. 6 gives it within its group (one group per kind of matrix across the blocks);
+with ``--head-ratio`` the deepened branch's LM head is compressed the same way (the report compresses the
+branch-specific heads too);
 held-out loss of every exit is measured before and after on other held-out sequences. Writes
 ``RUN_DIR/compress/checkpoint`` (weights) and ``RUN_DIR/compress/stats.json``: parameters added by DaE
 before and after, each matrix's rank, ratio and truncation loss, the losses.
@@ -18,6 +20,7 @@ from pipeline.core.errors import StageError
 from train_entry.spawned import run_spawned
 
 KINDS = ("self_attention.linear_qkv", "self_attention.linear_proj", "mlp.linear_fc1", "mlp.linear_fc2")
+HEAD = "head."  # covariance key of a branch's LM head: head.<exit>
 
 
 class CompressError(StageError):
@@ -38,18 +41,21 @@ def _losses(model, batches: list[dict]) -> dict[int, float]:
     return {e: v / len(batches) for e, v in sorted(sums.items())}
 
 
-def _covariances(model, batches: list[dict]) -> dict:
-    """X X^T of the inputs of every DaE linear layer, accumulated in float64 over the calibration batches."""
+def _covariances(model, batches: list[dict], heads: bool = False) -> dict:
+    """X X^T of the inputs of every DaE linear layer (``heads``: and of the LM head of each branch that has DaE
+    blocks, keyed ``head.<exit>``), accumulated in float64 over the calibration batches."""
     import torch
 
     cov: dict[str, torch.Tensor] = {}
     hooks = []
-    for name, module in model.dae_blocks.named_modules():
-        if name.endswith(KINDS):
-            def hook(mod, args, name=name):
-                x = args[0].reshape(-1, args[0].shape[-1]).double()
-                cov[name] = cov.get(name, 0) + x.T @ x
-            hooks.append(module.register_forward_pre_hook(hook))
+    targets = [(name, module) for name, module in model.dae_blocks.named_modules() if name.endswith(KINDS)]
+    if heads:
+        targets += [(f"{HEAD}{e}", model.ee_heads[e]) for e in model.dae_blocks.keys()]
+    for name, module in targets:
+        def hook(mod, args, name=name):
+            x = args[0].reshape(-1, args[0].shape[-1]).double()
+            cov[name] = cov.get(name, 0) + x.T @ x
+        hooks.append(module.register_forward_pre_hook(hook))
     try:
         with torch.no_grad():
             for b in batches:
@@ -60,15 +66,16 @@ def _covariances(model, batches: list[dict]) -> dict:
     return cov
 
 
-def compress_model(model, cov: dict, ratio: float) -> list[dict]:
-    """Replace every DaE linear by its low-rank factors; returns one row per matrix."""
+def compress_model(model, cov: dict, ratio: float, head_ratio: float = 0.0) -> list[dict]:
+    """Replace every DaE linear by its low-rank factors (and, with ``head_ratio``, the LM head of each branch
+    with DaE blocks, as the report compresses the branch-specific heads too); returns one row per matrix."""
     from train_entry.low_rank import LowRankLinear
     from train_entry.run_model import replace_module
     from train_entry.svd_llm import factors, group_ratios, rank_for, truncation_loss, whiten
 
     rows = []
     by_kind: dict[str, list[str]] = {}
-    for name in sorted(cov):
+    for name in sorted(n for n in cov if not n.startswith(HEAD)):
         by_kind.setdefault(next(k for k in KINDS if name.endswith(k)), []).append(name)
     modules = dict(model.dae_blocks.named_modules())
     for kind, names in sorted(by_kind.items()):
@@ -84,17 +91,41 @@ def compress_model(model, cov: dict, ratio: float) -> list[dict]:
             replace_module(model.dae_blocks, n, LowRankLinear(a, b, modules[n].weight.dtype))
             rows.append({"matrix": f"dae_blocks.{n}", "kind": kind, "shape": list(shapes[n]), "ratio": round(r, 4),
                          "rank": rank, "truncation_loss": truncation_loss(whitened[n], rank), "reference_loss": loss})
+    for key in sorted(n for n in cov if n.startswith(HEAD)) if head_ratio else ():
+        e = key[len(HEAD):]
+        w = model.ee_heads[e].weight.detach()
+        rank = rank_for(*w.shape, head_ratio)  # a group of its own: eq. 6 gives it the target ratio
+        white = whiten(w, cov[key])
+        a, b = factors(white, rank)
+        replace_module(model, f"ee_heads.{e}", LowRankLinear(a, b, w.dtype))
+        rows.append({"matrix": f"ee_heads.{e}", "kind": "lm_head", "shape": list(w.shape), "ratio": head_ratio, "rank": rank,
+                     "truncation_loss": truncation_loss(white, rank), "reference_loss": truncation_loss(white, rank)})
     return rows
 
 
-def _compress(recipe_class, recipe_json: dict, root: str, ratio: float, calibration: int, evaluation: int) -> dict:
-    from pipeline.core.layout import RunLayout
+def heldout_batches(recipe, layout, vocab_size: int, calibration: int, evaluation: int, cache_dir: str) -> tuple[list, list]:
+    """(calibration batches, evaluation batches): held-out sequences of the run's last curriculum stage, the
+    first ``calibration`` for the covariances, the next ``evaluation`` for the losses (deterministic)."""
     from pipeline.core.tokens import token_id
-    from train_entry import checkpointing
     from train_entry.data import DatasetTokenizer, build_datasets, collate
+    from train_entry.stage import curriculum
+
+    last = curriculum(recipe, layout)[-1]
+    tok = DatasetTokenizer(vocab_size, token_id(recipe.tokenizer.path, recipe.tokenizer.eos_token), recipe.tokenizer.path)
+    seq, mbs = recipe.train.seq_length, recipe.train.micro_batch_size
+    _, valid = build_datasets(last.data_args_path, last.valid_data_args_path, seq, train_samples=1,
+                              eval_samples=calibration + evaluation, tokenizer=tok, seed=recipe.train.seed, cache_dir=cache_dir)
+    batches = [collate([valid[j] for j in range(i, min(i + mbs, len(valid)))]) for i in range(0, len(valid), mbs)]
+    n_cal = max(1, calibration // mbs)
+    return batches[:n_cal], batches[n_cal:] or batches[:n_cal]
+
+
+def _compress(recipe_class, recipe_json: dict, root: str, ratio: float, calibration: int, evaluation: int,
+              head_ratio: float = 0.0) -> dict:
+    from pipeline.core.layout import RunLayout
+    from train_entry import checkpointing
     from train_entry.distributed import DistributedContext
     from train_entry.run_model import checkpoint_dae_blocks, rebuild, trained_config
-    from train_entry.stage import curriculum
 
     recipe = recipe_class.model_validate(recipe_json)  # validated again by its own class in this process
     layout = RunLayout(root)
@@ -107,24 +138,19 @@ def _compress(recipe_class, recipe_json: dict, root: str, ratio: float, calibrat
             raise CompressError(f"{checkpoint} has no DaE blocks: train with train.dae enabled first (DaE stage 1)")
         model, read = rebuild(fcfg, checkpoint, dae)
         model.eval()
-        last = curriculum(recipe, layout)[-1]
-        tok = DatasetTokenizer(fcfg.vocab_size, token_id(recipe.tokenizer.path, recipe.tokenizer.eos_token), recipe.tokenizer.path)
-        seq, mbs = recipe.train.seq_length, recipe.train.micro_batch_size
-        _, valid = build_datasets(last.data_args_path, last.valid_data_args_path, seq, train_samples=1,
-                                  eval_samples=calibration + evaluation, tokenizer=tok, seed=recipe.train.seed,
-                                  cache_dir=os.path.join(out, "dataset_cache"))
-        batches = [collate([valid[j] for j in range(i, min(i + mbs, len(valid)))]) for i in range(0, len(valid), mbs)]
-        n_cal = max(1, calibration // mbs)
-        calib, held = batches[:n_cal], batches[n_cal:] or batches[:n_cal]
+        calib, held = heldout_batches(recipe, layout, fcfg.vocab_size, calibration, evaluation, os.path.join(out, "dataset_cache"))
+        mbs = recipe.train.micro_batch_size
         added = lambda: sum(p.numel() for p in model.dae_blocks.parameters())  # noqa: E731
-        before, params_before = _losses(model, held), added()
-        rows = compress_model(model, _covariances(model, calib), ratio)
-        after, params_after = _losses(model, held), added()
+        heads = lambda: sum(p.numel() for e in dae for p in model.ee_heads[str(e)].parameters())  # noqa: E731
+        before, params_before, heads_before = _losses(model, held), added(), heads()
+        rows = compress_model(model, _covariances(model, calib, heads=head_ratio > 0), ratio, head_ratio)
+        after, params_after, heads_after = _losses(model, held), added(), heads()
         path = checkpointing.save_weights(os.path.join(out, "checkpoint"), 0, model, {"ranks": {r["matrix"]: r["rank"] for r in rows}})
     name = fcfg.exit_name
     result = {"checkpoint_read": read, "checkpoint": path, "ratio": ratio, "dae_blocks": {str(e): n for e, n in dae.items()},
               "calibration_sequences": len(calib) * mbs, "heldout_sequences": len(held) * mbs,
-              "added_parameters_before": params_before, "added_parameters_after": params_after,
+              "added_parameters_before": params_before, "added_parameters_after": params_after, "head_ratio": head_ratio,
+              "head_parameters_before": heads_before, "head_parameters_after": heads_after,
               "loss_before": {name(e): v for e, v in before.items()}, "loss_after": {name(e): v for e, v in after.items()},
               "matrices": rows}
     with open(os.path.join(out, "stats.json"), "w") as f:
@@ -132,13 +158,16 @@ def _compress(recipe_class, recipe_json: dict, root: str, ratio: float, calibrat
     return result
 
 
-def compress_run(recipe, root: str, ratio: float = 0.4, calibration: int = 32, evaluation: int = 32) -> dict:
+def compress_run(recipe, root: str, ratio: float = 0.4, calibration: int = 32, evaluation: int = 32,
+                 head_ratio: float = 0.0) -> dict:
     """Compress the DaE blocks of the run at ``root`` (its recorded recipe ``recipe``), in a spawned process."""
     if not os.path.exists(os.path.join(root, "train", "stats.json")):
         raise CompressError(f"{root}: no trained model (train/stats.json); run `ruyi2 train` with train.dae first")
     if not 0 < ratio < 1:
         raise CompressError(f"--ratio {ratio}: the share of the DaE parameters to remove, between 0 and 1")
-    args = (type(recipe), recipe.model_dump(mode="json"), root, ratio, calibration, evaluation)
+    if not 0 <= head_ratio < 1:
+        raise CompressError(f"--head-ratio {head_ratio}: the share of the deepened branch's LM head to remove, in [0, 1)")
+    args = (type(recipe), recipe.model_dump(mode="json"), root, ratio, calibration, evaluation, head_ratio)
     status, detail = run_spawned(_compress, args, "ruyi2-compress")
     if status != "ok":
         raise CompressError(f"compression of {root}: {detail}")

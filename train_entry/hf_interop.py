@@ -129,8 +129,19 @@ def hf_units(names: list[str], fetch, cfg: FamilialConfig) -> Iterator[dict[str,
             out: dict[str, torch.Tensor] = {}
             layer_to_hf(sd, mcore, hf, cfg, out)
             yield out
+        elif mcore.endswith(".weight") and mcore not in names and mcore.removesuffix("weight") + "down" in names:
+            # a head compressed by `ruyi2 compress --head-ratio`: its two factors, as our modeling code's LowRankLinear
+            base, hf_base = mcore.removesuffix(".weight"), hf.removesuffix(".weight")
+            sd = fetch([f"{base}.down", f"{base}.up"])
+            yield {f"{hf_base}.down.weight": sd[f"{base}.down"], f"{hf_base}.up.weight": sd[f"{base}.up"]}
         else:
             yield {hf: fetch([mcore])[mcore]}
+
+
+def low_rank_heads(hf_tensors: dict) -> dict[str, int]:
+    """Compressed LM heads of an exported state dict: head index -> rank."""
+    return {name.split(".")[1]: int(t.shape[0]) for name, t in hf_tensors.items()
+            if name.startswith("lm_head.") and name.endswith(".down.weight")}
 
 
 def mcore_to_ruyi_hf(sd: dict, cfg: FamilialConfig) -> dict[str, torch.Tensor]:
@@ -212,12 +223,16 @@ def write_hf(units, cfg: FamilialConfig, folder: str, dtype: str = "float32", ma
                          f"{'published Ruyi2' if published else 'stock Qwen3'} layout has no place for them, and exporting "
                          "without them would change those exits' outputs (export with our modeling code instead)")
     os.makedirs(folder, exist_ok=True)
-    writer, low_rank = ShardWriter(folder, dtype, max_shard_size), {}
+    writer, low_rank, heads = ShardWriter(folder, dtype, max_shard_size), {}, {}
     for unit in units:
         if len(cfg.exits) == 1:  # plain Qwen3: the one norm and head keep their stock names
             unit = {{"model.norms.0.weight": "model.norm.weight", "lm_head.0.weight": "lm_head.weight"}.get(k, k): v
                     for k, v in unit.items()}
         low_rank.update(low_rank_modules(unit))
+        heads.update(low_rank_heads(unit))
+        if heads and published:
+            raise ValueError(f"LM head(s) {sorted(heads)} are compressed to low rank (ruyi2 compress --head-ratio); the published "
+                             "Ruyi2 layout has full heads only (export with our modeling code instead)")
         writer.add(unit)
     writer.close()
     if len(cfg.exits) == 1:
@@ -230,6 +245,8 @@ def write_hf(units, cfg: FamilialConfig, folder: str, dtype: str = "float32", ma
             config["dae_blocks"] = {str(e): n for e, n in sorted(dae.items())}
             if low_rank:  # compressed by `ruyi2 compress`
                 config["dae_low_rank"] = dict(sorted(low_rank.items()))
+        if heads:
+            config["low_rank_heads"] = dict(sorted(heads.items()))
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
     if "auto_map" in config:

@@ -3,6 +3,38 @@ says why and what to do) and exits with status 1."""
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+
 
 class StageError(RuntimeError):
     """A stage could not run or finish; the message says why and what to do."""
+
+
+# errors of the storage under a run: reported with the path and, when space ran out, what is left
+_STORAGE = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exceeded",
+            errno.EACCES: "permission denied", errno.EPERM: "operation not permitted", errno.EROFS: "the filesystem is read-only"}
+
+
+class StorageError(StageError):
+    """The run's storage refused a write (full, over quota, read-only, not permitted); names the path."""
+
+
+def storage_error(exc: BaseException, where: str, root: str) -> StorageError | None:
+    """A ``StorageError`` for an ``OSError`` of the storage kinds raised while ``where`` wrote under ``root``
+    (the error's own file name when it has one: ``write()`` on a full disk gives none); None otherwise."""
+    if not isinstance(exc, OSError) or exc.errno not in _STORAGE:
+        return None
+    path = exc.filename or root
+    message = f"{where}: {_STORAGE[exc.errno]} writing {path}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        probe = os.path.abspath(root)
+        while not os.path.exists(probe):
+            probe = os.path.dirname(probe)
+        free = shutil.disk_usage(probe).free
+        message += (f" (the filesystem holding {root} has {free / 2**20:,.1f} MiB free); free space there or set run_dir "
+                    "elsewhere, then rerun with --resume")
+    else:
+        message += f"; make {root} writable or set run_dir elsewhere"
+    return StorageError(message)

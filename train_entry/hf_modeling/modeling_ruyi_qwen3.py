@@ -42,7 +42,7 @@ def _exit_index(config, exit_point) -> tuple[int, int]:
 
 
 class LowRankLinear(nn.Module):
-    """W ~ up @ down: a linear of the DaE blocks after SVD compression (rank r instead of in x out)."""
+    """W ~ up @ down: a linear of the DaE blocks, or an LM head, after SVD compression (rank r instead of in x out)."""
 
     def __init__(self, in_features: int, out_features: int, rank: int):
         super().__init__()
@@ -110,7 +110,10 @@ class RuyiQwen3ForCausalLM(Qwen3PreTrainedModel, GenerationMixin):
         if config.shared_heads:
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         else:
-            self.lm_head = nn.ModuleList(nn.Linear(config.hidden_size, config.vocab_size, bias=False) for _ in range(n_heads))
+            self.lm_head = nn.ModuleList(
+                LowRankLinear(config.hidden_size, config.vocab_size, config.low_rank_heads[str(k)])
+                if str(k) in config.low_rank_heads else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+                for k in range(n_heads))
         self.post_init()
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None, labels=None,
