@@ -1,12 +1,10 @@
-"""On a real two-node Ray cluster (127.0.0.1): the filter stage keeps exactly what the local executor keeps,
+"""On a real two-node Ray cluster (127.0.0.1): the data stages write exactly what the local executor writes,
 and ranks survive a dead worker process and a stuck task, while an error in the pipeline fails the stage.
 (The later stages on Ray, submitted as a job: tests/test_ray_jobs.py.)"""
 
 import pytest
 
-from pipeline.core.layout import RunLayout
 from pipeline.runner import run_stages
-from tests.conftest import read_docs
 
 pytestmark = pytest.mark.slow  # starts Ray clusters
 
@@ -32,12 +30,17 @@ def ray_cluster():
     cluster.shutdown()
 
 
-def _by_id(folder):
-    return {d["id"]: (d["text"], d["metadata"]) for d in read_docs(folder)}
+def test_the_data_stages_on_two_nodes_write_what_the_local_run_writes(demo_run, ray_cluster, tmp_path):
+    """filter, dedup (exact, MinHash signatures, band and cluster tasks, substring), decontam (index, counting
+    pass, tagging) and tokenize (parts and merge) as Ray tasks spread over two nodes: every document, token and
+    report file equals the local run's, byte for byte."""
+    import glob
+    import json
+    import os
 
-
-def test_ray_filter_matches_local(demo_run, ray_cluster, tmp_path):
     import ray
+
+    from pipeline.run_diff import diff_runs
 
     assert len([n for n in ray.nodes() if n["Alive"]]) == 2
     recipe = demo_run["recipe"].model_copy(deep=True)
@@ -45,13 +48,15 @@ def test_ray_filter_matches_local(demo_run, ray_cluster, tmp_path):
     recipe.executor.kind = "ray"
     recipe.executor.ray.address = ray_cluster.address
     recipe.executor.ray.mem_per_cpu_gb = 0.5
-    stats = run_stages(recipe, ["filter"], quiet=True)["filter"]
-    ray_layout, local_layout = RunLayout(recipe.run_dir), demo_run["layout"]
-    for part in ("output", "removed", "quarantine"):
-        folder = getattr(RunLayout, part)
-        assert _by_id(folder(ray_layout, "filter")) == _by_id(folder(local_layout, "filter")), part
-    local = demo_run["results"]["filter"]
-    assert stats["sources"] == local["sources"]
+    stages = ["filter", "dedup", "decontam", "tokenize"]
+    results = run_stages(recipe, stages, quiet=True)
+    assert results["filter"]["sources"] == demo_run["results"]["filter"]["sources"]
+    nodes = {node for path in glob.glob(os.path.join(recipe.run_dir, "*", "logs", "**", "ray_nodes.json"), recursive=True)
+             for node in json.load(open(path)).values()}
+    assert nodes == {n["NodeID"] for n in ray.nodes()}  # the ranks really ran on both nodes
+    diff = diff_runs(demo_run["layout"].root, recipe.run_dir)
+    assert diff.compared > 20 and not diff.differing and not diff.only_in_second, diff
+    assert all(f.split("/")[0] not in stages for f in diff.only_in_first), diff  # only the later stages' files
 
 
 def _flaky_pipeline(root: str, fault: str):

@@ -13,6 +13,7 @@ stats and logs, skipping completed ranks) is datatrove's own, so a resumed stage
 
 from __future__ import annotations
 
+import json
 import time
 from collections import deque
 
@@ -27,9 +28,11 @@ class RankFailed(StageError):
 
 
 def _run_rank(executor: RayPipelineExecutor, rank: int):
+    import ray
+
     # local_rank 1: datatrove prints a rank's log to the console only for local rank 0; the log file is kept
     executor._run_for_rank(rank, local_rank=1)
-    return rank
+    return rank, ray.get_runtime_context().get_node_id()
 
 
 class RayRankTasks(RayPipelineExecutor):
@@ -62,6 +65,7 @@ class RayRankTasks(RayPipelineExecutor):
         cancelled: set = set()
         resubmits: dict[int, int] = {}
         failures: list[str] = []
+        nodes: dict[int, str] = {}  # rank -> the node that completed it, written beside the ranks' logs
         while running or (pending and not failures):
             while pending and not failures and len(running) < self.workers:
                 rank = pending.popleft()
@@ -70,7 +74,7 @@ class RayRankTasks(RayPipelineExecutor):
             for ref in done:
                 rank, _ = running.pop(ref)
                 try:
-                    ray.get(ref)
+                    nodes[rank] = ray.get(ref)[1]
                 except TaskCancelledError:
                     if ref not in cancelled:
                         failures.append(f"rank {rank} was cancelled from outside this run")
@@ -92,5 +96,7 @@ class RayRankTasks(RayPipelineExecutor):
                     if ref not in cancelled and now - start > self.time_limit_s:
                         cancelled.add(ref)
                         ray.cancel(ref, force=True)  # kills the worker process; ray.get then raises TaskCancelledError
+        with self.logging_dir.open("ray_nodes.json", "w") as f:  # where each rank ran (a resumed stage: this launch's)
+            json.dump({str(r): n for r, n in sorted(nodes.items())}, f, indent=1)
         if failures:
             raise RankFailed("; ".join(failures) + f"; the ranks' logs are in {self.logging_dir.path}/logs")
