@@ -108,6 +108,27 @@ def test_ruyi2_train_under_torchrun_matches_the_demo_run(demo_run, tmp_path, tp,
     files = os.listdir(os.path.join(ckpt, f"iter_{len(ours):07d}"))
     assert ".metadata" in files and sum(f.endswith(".distcp") for f in files) >= 2  # both ranks wrote shards
     assert json.load(open(os.path.join(recipe.run_dir, "train", "stats.json")))["init_from"]["format"] == "hf"
+    # the streamed export reads this TP/PP-written checkpoint module by module and writes the tensors that
+    # megatron-core's own resharding load into a one-process model gives
+    from train_entry.export import export_run
+
+    export_run(recipe.run_dir, str(tmp_path / "streamed"), dtype="float32")
+    bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "export_memory.py")
+    subprocess.run([sys.executable, bench, "--variant", "in_memory", "--run-dir", recipe.run_dir, "--out",
+                    str(tmp_path / "whole"), "--shard", "5GB"], check=True, capture_output=True, timeout=300)
+    assert _safetensors(tmp_path / "streamed") == _safetensors(tmp_path / "whole")
+
+
+def _safetensors(folder) -> dict:
+    """The folder's tensors in bfloat16 (the in-memory variant writes bfloat16), as bytes for comparison."""
+    import torch
+    from safetensors.torch import load_file
+
+    out = {}
+    for f in sorted(os.listdir(folder)):
+        if f.endswith(".safetensors"):
+            out.update({k: v.to(torch.bfloat16).view(torch.int16).numpy().tobytes() for k, v in load_file(os.path.join(folder, f)).items()})
+    return out
 
 
 def test_uneven_pipeline_layout_matches_one_process(reference, tmp_path):
