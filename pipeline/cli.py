@@ -13,7 +13,7 @@ from decontam.config import DecontamConfig
 from dedup.clusters_report import print_cluster_report
 from filters.classifier import ClassifierSettings, train_classifier
 from filters.classifier_inputs import ClassifierInputError, read_documents
-from pipeline.core.errors import StageError, storage_error
+from pipeline.core.errors import StageError, storage_named
 from pipeline.core.layout import RunLayout
 from pipeline.demo import prepare_demo, run_demo
 from pipeline.recipe import RecipeError, load_recipe
@@ -139,10 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             try:
-                try:
+                with storage_named("demo corpus", os.path.abspath(args.run_dir)):  # written under --run-dir first
                     path = prepare_demo(os.path.abspath(args.run_dir), args.executor, args.small)
-                except OSError as e:  # the demo corpus is written under --run-dir first
-                    raise (storage_error(e, "demo corpus", os.path.abspath(args.run_dir)) or e) from e
                 run_demo(path)
             except StageError as e:
                 print(f"error: {e}", file=sys.stderr)

@@ -8,7 +8,7 @@ import time
 
 from loguru import logger
 
-from pipeline.core.errors import storage_error
+from pipeline.core.errors import storage_named
 from pipeline.core.layout import RunLayout
 from pipeline.core.run_lock import run_lock
 from pipeline.core.stage import StageContext
@@ -43,28 +43,16 @@ def run_stages(recipe: Recipe, stages: list[str], resume: bool = False, quiet: b
     # under torchrun every rank runs this; only rank 0 writes the run's files and prints
     rank0 = int(os.environ.get("RANK", "0")) == 0
     quiet = quiet or not rank0
-    with _storage_named("run_dir", layout.root):
+    with storage_named("run_dir", layout.root):
         os.makedirs(layout.root, exist_ok=True)
     # the job's rank 0 holds the run directory (under torchrun the other ranks are the same run)
     with run_lock(layout.root) if rank0 else contextlib.nullcontext():
         return _run(recipe, stages, layout, rank0, resume, quiet, retune)
 
 
-@contextlib.contextmanager
-def _storage_named(where: str, root: str):
-    """A full disk or an unwritable path, from this process or a stage's workers: a ``StorageError`` naming
-    the path, not a traceback."""
-    try:
-        yield
-    except OSError as e:
-        if (named := storage_error(e, where, root)) is None:
-            raise
-        raise named from e
-
-
 def _run(recipe: Recipe, stages: list[str], layout: RunLayout, rank0: bool, resume: bool, quiet: bool, retune: bool) -> dict:
     if rank0:
-        with _storage_named("run_dir", layout.root):
+        with storage_named("run_dir", layout.root):
             dump_recipe(recipe, os.path.join(layout.root, "recipe.yaml"))
             write_manifest(recipe, os.path.join(layout.root, "manifest.json"), stages)
     results = {}
@@ -72,7 +60,7 @@ def _run(recipe: Recipe, stages: list[str], layout: RunLayout, rank0: bool, resu
         t0 = time.perf_counter()
         logger.info(f"=== stage {name} ===")
         options = {"retune": retune} if name == "filter" and retune else {}
-        with _storage_named(f"stage {name}", layout.root):
+        with storage_named(f"stage {name}", layout.root):
             results[name] = stage(name).run(StageContext(recipe, layout, resume, options))
         logger.info(f"=== stage {name} done in {time.perf_counter() - t0:.1f}s ===")
         if not quiet:

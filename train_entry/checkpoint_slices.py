@@ -13,6 +13,7 @@ PyTorch DCP's default planner reads whole tensors: the read items come from DCP'
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch.distributed.checkpoint import FileSystemReader
@@ -84,10 +85,10 @@ class CheckpointSlices:
             offsets.setdefault(st.key, []).append(ChunkStorageMetadata(offsets=torch.Size(st.global_offset), sizes=view.shape))
         items = [item for key, local in offsets.items()
                  for item in create_read_items_for_chunk_list(key, self.metadata.state_dict_metadata[key], local)]
-        covered = {}
+        covered: dict[tuple[str, int], int] = {}  # elements each destination receives, to refuse a partial read
         for item in items:
-            covered[(item.dest_index.fqn, item.dest_index.index)] = covered.get((item.dest_index.fqn, item.dest_index.index), 0) + \
-                int(torch.tensor(item.lengths).prod())
+            dest = (item.dest_index.fqn, item.dest_index.index)
+            covered[dest] = covered.get(dest, 0) + math.prod(item.lengths)
         for key, views in chunks.items():
             for i, v in enumerate(views):
                 if covered.get((key, i), 0) != v.numel():

@@ -3,6 +3,7 @@ says why and what to do) and exits with status 1."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -38,3 +39,15 @@ def storage_error(exc: BaseException, where: str, root: str) -> StorageError | N
     else:
         message += f"; make {root} writable or set run_dir elsewhere"
     return StorageError(message)
+
+
+@contextlib.contextmanager
+def storage_named(where: str, root: str):
+    """Inside: a full disk or an unwritable path, from this process or a stage's workers, is re-raised as a
+    ``StorageError`` naming the path, not left as a traceback."""
+    try:
+        yield
+    except OSError as e:
+        if (named := storage_error(e, where, root)) is None:
+            raise
+        raise named from e
