@@ -1,23 +1,26 @@
-"""Peak memory of the MinHash clustering steps versus corpus size, up to 1M+ documents built from real text.
+"""Peak memory per task of the MinHash clustering steps versus corpus size and partitions, up to 1M+
+documents built from real text.
 
-    .venv/bin/python bench/dedup_cluster_memory.py --sizes 100000 300000 1000000 --duplicates 20000
+    .venv/bin/python bench/dedup_cluster_memory.py --sizes 300000 --duplicates 100000 --partitions 1 4 16
+    .venv/bin/python bench/dedup_cluster_memory.py --sizes 100000 300000 1000000 --duplicates 20000 --partitions 8
 
 Documents: four sentences drawn at random from real text (Shakespeare, pydoc topics, sympy and stdlib
-docstrings); ``--duplicates`` of them get a copy with one word changed, the same number at every size, so
-the corpus grows while the duplicates do not. Band keys are computed by ``MinhashSignatures`` in two worker
-processes (two shards). Then, each in a fresh process, peak RSS (ru_maxrss) above the process's RSS after
-imports: one ``BandComponents`` task (one band: reads that band's keys from every shard) and the
-``ClusterKeepers`` task (the global union over the bands' star edges, the keeper choice and the verification of
-members against their keeper from the stored signatures).
+docstrings); ``--duplicates`` of them get a copy with one word changed. Band keys are computed by
+``MinhashSignatures`` in two worker processes (two shards). Then every task of every clustering step (band
+components, the components rounds, labels, member attributes, keepers) runs in a process forked from this
+one after the imports; its peak RSS above its RSS at the start (``VmHWM`` after resetting it through
+``/proc/self/clear_refs``) is recorded, and the largest task of each step reported. Partitions = 1 is the
+single cluster task of before (one process holding every edge and every member).
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import platform
 import random
-import subprocess
+import shutil
 import sys
 import tempfile
 import time
@@ -63,48 +66,72 @@ def _signatures(job):
     return len(docs)
 
 
-CHILD = """
-import resource, sys, time
-from dedup.fuzzy import BandComponents, ClusterKeepers
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-folder, what = sys.argv[1], sys.argv[2]
-t = time.perf_counter()
-if what == "band":
-    list(BandComponents(folder).run(None, 0, {bands}))
-else:
-    list(ClusterKeepers(folder, {bands}, ["quality", "length", "source_priority", "id"], {rows}, 0.6).run(None, 0, 1))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base, time.perf_counter() - t)
-"""
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field))
 
 
-def measure(folder: str, what: str) -> tuple[float, float]:
-    out = subprocess.run([sys.executable, "-c", CHILD.format(bands=BANDS, rows=ROWS), folder, what], capture_output=True, text=True, check=True,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    kb, secs = out.stdout.split()[-2:]
-    return int(kb) / 1024, float(secs)
+def _task(step, rank: int, tasks: int, out) -> None:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # VmHWM := VmRSS: the peak from here on is this task's
+    base, t = _status_kb("VmRSS"), time.perf_counter()
+    list(step.run(None, rank, tasks))
+    out.put(((_status_kb("VmHWM") - base) / 1024, time.perf_counter() - t))
+
+
+def measure(step, tasks: int) -> tuple[float, float]:
+    """Every task of ``step`` in a fresh fork, one at a time: (largest peak MiB, total seconds)."""
+    ctx = multiprocessing.get_context("fork")
+    peak, secs = 0.0, 0.0
+    for rank in range(tasks):
+        q = ctx.Queue()
+        p = ctx.Process(target=_task, args=(step, rank, tasks, q))
+        p.start()
+        mb, s = q.get()
+        p.join()
+        if p.exitcode:
+            raise RuntimeError(f"{type(step).__name__} task {rank} failed")
+        peak, secs = max(peak, mb), secs + s
+    return peak, secs
 
 
 def main() -> None:
+    import pyarrow.parquet as pq
+
+    from dedup.components import ComponentLabels, StarRound, changed_in
+    from dedup.fuzzy import BandComponents
+    from dedup.keepers import ClusterKeepers, MemberAttributes
+
     ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", type=int, nargs="+", default=[100000, 300000, 1000000])
-    ap.add_argument("--duplicates", type=int, default=20000)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[300000])
+    ap.add_argument("--duplicates", type=int, default=100000)
+    ap.add_argument("--partitions", type=int, nargs="+", default=[1, 4, 16])
     args = ap.parse_args()
-    print(f"{'documents':>10s} {'signatures s':>12s} {'band task MiB':>13s} {'band s':>7s} {'cluster task MiB':>16s} {'cluster s':>9s} {'in clusters':>11s}")
+    cols = ("band", "rounds", "labels", "members", "keepers")
+    print(f"{'documents':>10s} {'partitions':>10s} " + " ".join(f"{c + ' MiB':>12s}" for c in cols) + f" {'rounds':>6s} {'cluster s':>9s} {'removed':>8s}")
     for n in args.sizes:
         with tempfile.TemporaryDirectory() as folder:
-            t0 = time.perf_counter()
             with Pool(2) as pool:
                 total = sum(pool.map(_signatures, [(folder, n, args.duplicates, s, 2) for s in range(2)]))
-            sig_s = time.perf_counter() - t0
-            for b in range(1, BANDS):  # the other bands' edges, so the cluster task sees all of them
-                subprocess.run([sys.executable, "-c", f"from dedup.fuzzy import BandComponents; list(BandComponents({folder!r}).run(None, {b}, {BANDS}))"],
-                               check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-            band_mb, band_s = measure(folder, "band")
-            clus_mb, clus_s = measure(folder, "cluster")
-            import pyarrow.parquet as pq
-
-            decided = sum(pq.read_table(os.path.join(folder, "decisions", f)).num_rows for f in os.listdir(os.path.join(folder, "decisions")))
-            print(f"{total:10d} {sig_s:12.1f} {band_mb:13.1f} {band_s:7.2f} {clus_mb:16.1f} {clus_s:9.2f} {decided:11d}")
+            for parts in args.partitions:
+                for sub in ("edges", "rounds", "labels", "members", "decisions"):
+                    if os.path.exists(os.path.join(folder, sub)):
+                        shutil.rmtree(os.path.join(folder, sub))
+                peaks, secs = {}, 0.0
+                peaks["band"], s = measure(BandComponents(folder, parts), BANDS)
+                secs += s
+                rnd, quiet, peaks["rounds"] = 0, 0, 0.0
+                while quiet < 2:
+                    mb, s = measure(StarRound(folder, rnd, parts, BANDS), parts)
+                    peaks["rounds"], secs = max(peaks["rounds"], mb), secs + s
+                    quiet = quiet + 1 if changed_in(folder, rnd, parts) == 0 else 0
+                    rnd += 1
+                for name, step, tasks in (("labels", ComponentLabels(folder, rnd - 1, parts), parts), ("members", MemberAttributes(folder, parts), 2),
+                                          ("keepers", ClusterKeepers(folder, 2, parts, ["quality", "length", "source_priority", "id"], BANDS * ROWS, 0.6), parts)):
+                    peaks[name], s = measure(step, tasks)
+                    secs += s
+                removed = sum((~pq.read_table(os.path.join(folder, "decisions", f"{p:05d}.parquet"))["keep"].to_numpy()).sum() for p in range(parts))
+                print(f"{total:10d} {parts:10d} " + " ".join(f"{peaks[c]:12.1f}" for c in cols) + f" {rnd:6d} {secs:9.2f} {removed:8d}", flush=True)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}")
 
 

@@ -24,6 +24,10 @@ class MinhashSettings(Strict):
         "full signatures, is at least this (members below it form clusters of their own); null: every member of an LSH "
         "component is removed (transitive)")
     flush_docs: int = Field(100_000, ge=1, description="documents per written chunk of band keys (bounds worker memory)")
+    partitions: int = Field(
+        8, ge=1,
+        description="tasks that find the clusters (rounds of connected components over the bands' edges) and choose "
+        "their keepers; each holds about 2/partitions of the duplicate documents' edges")
 
     @property
     def threshold(self) -> float:

@@ -13,8 +13,10 @@ import os
 from loguru import logger
 
 from dedup.clusters_report import cluster_report
+from dedup.components import ComponentLabels, StarRound, run_rounds
 from dedup.exact import ExactDuplicateFinder, ExactDuplicateMarker, ExactSignatures
-from dedup.fuzzy import BandComponents, ClusterKeepers, ClusterMarker, MinhashSignatures
+from dedup.fuzzy import BandComponents, MinhashSignatures
+from dedup.keepers import ClusterKeepers, ClusterMarker, MemberAttributes
 from dedup.substrings import SubstringDeduplicator
 from pipeline.core.accounting import write_stats
 from pipeline.core.documents import stage_reader
@@ -76,13 +78,17 @@ class DedupStage(Stage):
                                        priority, d.quality_key, m.flush_docs)
         run_steps(recipe.executor, [stage_reader(src_in), signatures], layout.logs(self.name, "minhash_signatures"), tasks,
                   "dedup/minhash_signatures")
-        run_steps(recipe.executor, [BandComponents(work)], layout.logs(self.name, "minhash_bands"), m.num_buckets,
-                  "dedup/minhash_bands")
-        run_steps(recipe.executor, [ClusterKeepers(work, m.num_buckets, d.keeper, m.hashes_per_bucket, m.min_similarity)], layout.logs(self.name, "minhash_clusters"), 1,
-                  "dedup/minhash_clusters")
+        parts, logs = m.partitions, lambda step: layout.logs(self.name, step)
+        run_steps(recipe.executor, [BandComponents(work, parts)], logs("minhash_bands"), m.num_buckets, "dedup/minhash_bands")
+        last = run_rounds(work, parts, lambda r: run_steps(recipe.executor, [StarRound(work, r, parts, m.num_buckets)],
+                                                           logs(f"minhash_components/{r:03d}"), parts, f"dedup/minhash_components/{r}"))
+        run_steps(recipe.executor, [ComponentLabels(work, last, parts)], logs("minhash_labels"), parts, "dedup/minhash_labels")
+        run_steps(recipe.executor, [MemberAttributes(work, parts)], logs("minhash_members"), tasks, "dedup/minhash_members")
+        run_steps(recipe.executor, [ClusterKeepers(work, tasks, parts, d.keeper, m.num_buckets * m.hashes_per_bucket, m.min_similarity)],
+                  logs("minhash_clusters"), parts, "dedup/minhash_clusters")
         sub = d.substring
         substrings = [SubstringDeduplicator(sub.domains, sub.min_length, sub.unit, sub.shard_bytes, sub.min_doc_fraction,
                                             recipe.tokenizer.path)] if sub.enabled else []
         router = StageRouter(layout.output(self.name), layout.removed(self.name), self.name, removed_prefix="minhash_")
-        run_steps(recipe.executor, [stage_reader(src_in), ClusterMarker(work), *substrings, router],
+        run_steps(recipe.executor, [stage_reader(src_in), ClusterMarker(work, parts), *substrings, router],
                   layout.logs(self.name, "minhash_filter"), tasks, "dedup/minhash_filter")

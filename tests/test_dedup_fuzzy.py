@@ -12,8 +12,10 @@ import pytest
 from datatrove.data import Document
 
 from dedup.checked_arrays import CorruptIntermediate
+from dedup.components import ComponentLabels, StarRound, run_rounds
 from dedup.config import DedupConfig
-from dedup.fuzzy import BandComponents, ClusterKeepers, ClusterMarker, MinhashSignatures, minhash, permutations, shingle_hashes
+from dedup.fuzzy import BandComponents, MinhashSignatures, minhash, permutations, shingle_hashes
+from dedup.keepers import ClusterKeepers, ClusterMarker, MemberAttributes
 from pipeline.core.documents import REMOVED_REASON
 from pipeline.demo import shakespeare_scenes
 
@@ -33,16 +35,28 @@ def edit(text: str, rng: random.Random, frac: float) -> str:
     return " ".join(words)
 
 
+def run_ranks(step, tasks: int) -> None:
+    for rank in range(tasks):
+        list(step.run(None, rank, tasks))
+
+
+def cluster(folder: str, bands: int, shards: int, partitions: int, keeper, num_perm, similarity) -> None:
+    """The stage's clustering steps, each task in this process, in the stage's order."""
+    run_ranks(BandComponents(folder, partitions), bands)
+    last = run_rounds(folder, partitions, lambda r: run_ranks(StarRound(folder, r, partitions, bands), partitions))
+    run_ranks(ComponentLabels(folder, last, partitions), partitions)
+    run_ranks(MemberAttributes(folder, partitions), shards)
+    run_ranks(ClusterKeepers(folder, shards, partitions, list(keeper), num_perm, similarity), partitions)
+
+
 def run_fuzzy(shards, folder, bands=14, rows=8, keeper=("quality", "length", "source_priority", "id"), priority=None, quality_key=None,
-              n_words=5, n_chars=5, similarity=None):
+              n_words=5, n_chars=5, similarity=None, partitions=3):
     folder = str(folder)
     for r, docs in enumerate(shards):
         step = MinhashSignatures(folder, bands, rows, n_words, n_chars, 1, priority or {}, quality_key, flush_docs=7)
         list(step.run(iter(docs), r, len(shards)))
-    for b in range(bands):
-        list(BandComponents(folder).run(None, b, bands))
-    list(ClusterKeepers(folder, bands, list(keeper), rows, similarity).run(None, 0, 1))
-    return [list(ClusterMarker(folder).run(iter(docs), r, len(shards))) for r, docs in enumerate(shards)]
+    cluster(folder, bands, len(shards), partitions, keeper, bands * rows, similarity)
+    return [list(ClusterMarker(folder, partitions).run(iter(docs), r, len(shards))) for r, docs in enumerate(shards)]
 
 
 def test_signature_estimates_jaccard():
@@ -123,7 +137,7 @@ def test_a_truncated_key_file_is_named(tmp_path):
     raw = open(path, "rb").read()
     open(path, "wb").write(raw[:-5])
     with pytest.raises(CorruptIntermediate, match=f"{path}: truncated"):
-        list(BandComponents(str(tmp_path)).run(None, 1, 2))
+        list(BandComponents(str(tmp_path), 2).run(None, 1, 2))
 
 
 def _jaccard(x: str, y: str) -> float:
@@ -158,10 +172,8 @@ def test_a_truncated_signature_file_is_named(tmp_path):
     docs = [Document(id=f"d/{i}", text=s["text"], metadata={"source": "s"}) for i, s in enumerate(shakespeare_scenes(10))]
     docs.append(Document(id="copy", text=docs[3].text + " and one more line", metadata={"source": "s"}))
     list(MinhashSignatures(str(tmp_path), 2, 4, 5, 5, 1, {}).run(iter(docs), 0, 1))
-    for b in range(2):
-        list(BandComponents(str(tmp_path)).run(None, b, 2))
     path = os.path.join(tmp_path, "sigs", "00000", "000000000000.bin")
     raw = open(path, "rb").read()
     open(path, "wb").write(raw[:-5])
     with pytest.raises(CorruptIntermediate, match=f"{path}: truncated"):
-        list(ClusterKeepers(str(tmp_path), 2, ["earliest"], 4, 0.5).run(None, 0, 1))
+        cluster(str(tmp_path), 2, 1, 2, ["earliest"], 8, 0.5)
