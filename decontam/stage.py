@@ -13,6 +13,7 @@ from decontam.report import contamination_report
 from pipeline.core.accounting import write_stats
 from pipeline.core.documents import stage_reader
 from pipeline.core.executors import run_steps
+from pipeline.core.layers import LAYERS, layer_files, link_into
 from pipeline.core.routing import StageRouter
 from pipeline.core.stage import Stage, StageContext
 
@@ -34,6 +35,11 @@ class DecontamStage(Stage):
             index_path, index_stats = build_index(cfg, os.path.join(folder, "index"))
             if cfg.corpus_common_fraction is not None:
                 counts = os.path.join(folder, "corpus_ngrams")
+                layers = ctx.options.get(LAYERS)
+                for i, earlier in enumerate(layers.earlier if layers else ()):
+                    # an increment's common n-grams are counted over everything kept before it too
+                    for path in layer_files(os.path.join(earlier, self.name, "corpus_ngrams"), "*.npz"):
+                        link_into(path, os.path.join(counts, f"layer{i:03d}_{os.path.basename(path)}"))
                 run_steps(recipe.executor, [stage_reader(layout.output(self.needs)), CorpusNgramCounter(index_path, counts)],
                           layout.logs(self.name, "corpus_ngrams"), recipe.executor.tasks, f"{self.name}/corpus_ngrams")
                 index_stats = apply_corpus_counts(cfg, index_path, counts, index_stats)

@@ -54,11 +54,13 @@ class ExactSignatures(PipelineStep):
     name = "🫆 Exact content hashes"
     type = "🫂 - DEDUP"
 
-    def __init__(self, output_folder: str, num_buckets: int, source_priority: dict[str, int]):
+    def __init__(self, output_folder: str, num_buckets: int, source_priority: dict[str, int], shard_offset: int = 0):
         super().__init__()
         self.output_folder, self.num_buckets, self.source_priority = output_folder, num_buckets, source_priority
+        self.shard_offset = shard_offset  # an increment's shards are numbered after the earlier layers'
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        rank += self.shard_offset
         rows = []
         for idx, doc in enumerate(data):
             with self.track_time():
@@ -76,29 +78,33 @@ class ExactSignatures(PipelineStep):
 
 
 class ExactDuplicateFinder(PipelineStep):
-    """Task ``rank`` handles bucket ``rank``: memory is that bucket's hashes, 1/num_buckets of the corpus."""
+    """Task ``rank`` handles bucket ``rank``: memory is that bucket's hashes, 1/num_buckets of the corpus.
+    Shards below ``first_new_shard`` are an earlier layer's (``ruyi2 add``): their documents are kept already,
+    so in a group they come first and only the new shards' documents are removed."""
 
     name = "🫆 Exact duplicate groups"
     type = "🫂 - DEDUP"
 
-    def __init__(self, signatures_folder: str, output_folder: str):
+    def __init__(self, signatures_folder: str, output_folder: str, first_new_shard: int = 0):
         super().__init__()
-        self.signatures_folder, self.output_folder = signatures_folder, output_folder
+        self.signatures_folder, self.output_folder, self.first_new_shard = signatures_folder, output_folder, first_new_shard
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         files = sorted(glob.glob(os.path.join(self.signatures_folder, f"{rank:04d}", "*.sig")))
         sig = np.concatenate([read_checked(f, SIGNATURE) for f in files]) if files else np.empty(0, SIGNATURE)
-        sig = np.sort(sig, order=ORDER)
+        new = sig["rank"] >= self.first_new_shard
+        sig = sig[np.lexsort([sig[k] for k in reversed(ORDER[2:])] + [new, sig["lo"], sig["hi"]])]
+        new = sig["rank"] >= self.first_new_shard
         first = np.ones(len(sig), dtype=bool)
         first[1:] = (sig["hi"][1:] != sig["hi"][:-1]) | (sig["lo"][1:] != sig["lo"][:-1])
         keeper = np.maximum.accumulate(np.where(first, np.arange(len(sig)), 0))  # first row of each group
         dup = ~first
         self.stat_update("groups", value=int(first.sum()))
-        self.stat_update("duplicates", value=int(dup.sum()))
+        self.stat_update("duplicates", value=int((dup & new).sum()))
         removed = np.zeros(int(dup.sum()), dtype=REMOVAL)
         removed["idx"], removed["keeper_rank"], removed["keeper_idx"] = sig["idx"][dup], sig["rank"][keeper[dup]], sig["idx"][keeper[dup]]
         shard = sig["rank"][dup]
-        for r in np.unique(shard):
+        for r in np.unique(shard[shard >= self.first_new_shard]):
             write_checked(os.path.join(self.output_folder, f"{int(r):05d}", f"{rank:04d}.rm"), np.sort(removed[shard == r], order="idx"))
         return
         yield
@@ -108,12 +114,12 @@ class ExactDuplicateMarker(PipelineStep):
     name = "🫆 Exact duplicate marker"
     type = "🫂 - DEDUP"
 
-    def __init__(self, removals_folder: str):
+    def __init__(self, removals_folder: str, shard_offset: int = 0):
         super().__init__()
-        self.removals_folder = removals_folder
+        self.removals_folder, self.shard_offset = removals_folder, shard_offset
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        files = sorted(glob.glob(os.path.join(self.removals_folder, f"{rank:05d}", "*.rm")))
+        files = sorted(glob.glob(os.path.join(self.removals_folder, f"{rank + self.shard_offset:05d}", "*.rm")))
         rm = np.concatenate([read_checked(f, REMOVAL) for f in files]) if files else np.empty(0, REMOVAL)
         rm = {int(i): (int(kr), int(ki)) for i, kr, ki in zip(rm["idx"], rm["keeper_rank"], rm["keeper_idx"])}
         for idx, doc in enumerate(data):

@@ -86,8 +86,9 @@ class MinhashSignatures(PipelineStep):
     type = "🫂 - DEDUP"
 
     def __init__(self, output_folder: str, bands: int, rows: int, n_words: int, n_chars: int, seed: int,
-                 source_priority: dict[str, int], quality_key: str | None = None, flush_docs: int = 100_000):
+                 source_priority: dict[str, int], quality_key: str | None = None, flush_docs: int = 100_000, shard_offset: int = 0):
         super().__init__()
+        self.shard_offset = shard_offset  # an increment's shards are numbered after the earlier layers'
         self.output_folder, self.bands, self.rows = output_folder, bands, rows
         self.n_words, self.n_chars, self.seed = n_words, n_chars, seed
         self.source_priority, self.quality_key, self.flush_docs = source_priority, quality_key, flush_docs
@@ -107,6 +108,7 @@ class MinhashSignatures(PipelineStep):
         writer.write_table(pa.table(attrs, schema=writer.schema))
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        rank += self.shard_offset
         a, b = permutations(self.bands * self.rows, self.seed)
         no_shingles = np.zeros(self.bands * self.rows, np.uint32)  # never compared: such documents have no band keys
         attrs_path = os.path.join(self.output_folder, "attrs", f"{rank:05d}.parquet")

@@ -132,13 +132,15 @@ DECISION_SCHEMA = pa.schema([("node", pa.uint64()), ("cluster", pa.int64()), ("s
 
 class ClusterKeepers(PipelineStep):
     """Task ``rank`` decides the components whose label falls in partition ``rank``; ``shards`` is the number
-    of input shards (signature tasks)."""
+    of input shards (signature tasks). Shards below ``first_new_shard`` are earlier layers' (``ruyi2 add``):
+    their documents come first in the keeper order, so a new document never displaces one already kept,
+    and decisions are written for the new shards only."""
 
     name = "🎯 Clusters and keepers"
     type = "🫂 - DEDUP"
 
     def __init__(self, folder: str, shards: int, partitions: int, keeper: list[str], num_perm: int | None = None,
-                 similarity: float | None = None):
+                 similarity: float | None = None, first_new_shard: int = 0):
         super().__init__()
         unknown = sorted(set(keeper) - set(KEEPER_CRITERIA))
         if unknown:
@@ -147,6 +149,7 @@ class ClusterKeepers(PipelineStep):
             raise ValueError("verifying clusters by similarity needs the signature length")
         self.folder, self.shards, self.partitions = folder, shards, partitions
         self.keeper, self.num_perm, self.similarity = list(keeper), num_perm, similarity
+        self.first_new_shard = first_new_shard
 
     def _members(self, partition: int) -> pa.Table:
         parts = []
@@ -166,7 +169,8 @@ class ClusterKeepers(PipelineStep):
         id_rank = np.unique(ids.astype(str), return_inverse=True)[1] if n else np.empty(0, np.int64)
         columns = {"quality": -t["quality"].fill_null(-np.inf).to_numpy(), "length": -t["length"].to_numpy(),
                    "source_priority": t["source_priority"].to_numpy(), "earliest": t["position"].to_numpy(), "id": id_rank}
-        preferred = np.lexsort([columns[c] for c in reversed(self.keeper)] + [component])
+        new = (nodes >> np.uint64(32)) >= np.uint64(self.first_new_shard)
+        preferred = np.lexsort([columns[c] for c in reversed(self.keeper)] + [new, component])
         signatures = SignatureRows(self.folder, self.num_perm) if self.similarity is not None else None
         keeper, similarity, rounds = verified_keepers(component, preferred, lambda pos: signatures(nodes[pos]), self.similarity)
         # a verified cluster is a keeper and the members it removes; a keeper left alone is no cluster
@@ -177,10 +181,10 @@ class ClusterKeepers(PipelineStep):
         self.stat_update("lsh_components", value=components)
         self.stat_update("lsh_members", value=n)
         self.stat_update("clusters", value=int((~removed & in_cluster).sum()))
-        self.stat_update("to_remove", value=int(removed.sum()))
+        self.stat_update("to_remove", value=int((removed & new).sum()))
         self.stat_update("split_off_by_verification", value=int(n - components - removed.sum()))
         self.stat_update("verification_rounds", value=rounds)
-        sel = np.nonzero(in_cluster)[0]
+        sel = np.nonzero(in_cluster & new)[0]
         sel = sel[np.argsort(nodes[sel])]
         table = pa.table({"node": nodes[sel], "cluster": nodes[keeper[sel]].astype(np.int64), "size": size[cluster_index[sel]].astype(np.int64),
                           "keep": ~removed[sel], "keeper": ids[keeper[sel]].tolist(),
@@ -210,12 +214,12 @@ class ClusterMarker(PipelineStep):
     name = "🎯 MinHash duplicate marker"
     type = "🫂 - DEDUP"
 
-    def __init__(self, folder: str, partitions: int):
+    def __init__(self, folder: str, partitions: int, shard_offset: int = 0):
         super().__init__()
-        self.folder, self.partitions = folder, partitions
+        self.folder, self.partitions, self.shard_offset = folder, partitions, shard_offset
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        decisions = shard_decisions(self.folder, rank, self.partitions)
+        decisions = shard_decisions(self.folder, rank + self.shard_offset, self.partitions)
         for idx, doc in enumerate(data):
             d = decisions.get(idx)
             if d is not None:

@@ -21,6 +21,8 @@ from dedup.substrings import SubstringDeduplicator
 from pipeline.core.accounting import write_stats
 from pipeline.core.documents import stage_reader
 from pipeline.core.executors import run_steps
+from pipeline.core.layers import LAYERS, layer_files, link_into
+from pipeline.core.layout import RunLayout
 from pipeline.core.routing import StageRouter
 from pipeline.core.stage import Stage, StageContext
 
@@ -48,6 +50,9 @@ class DedupStage(Stage):
         stats = self.account(ctx)
         stats["minhash"] = cfg.minhash.model_dump() | {"threshold": cfg.minhash.threshold, "enabled": cfg.enabled}
         stats["exact"] = cfg.exact.model_dump()
+        # the document shards this run's intermediates are numbered with (an increment's come after the earlier layers')
+        offset = ctx.options[LAYERS].shard_offset if ctx.options.get(LAYERS) else 0
+        stats["shards"] = [offset, offset + recipe.executor.tasks]
         clusters = cluster_report(layout.output(self.name), layout.removed(self.name))
         with open(os.path.join(layout.stage(self.name), "clusters.json"), "w") as f:
             json.dump(clusters, f, indent=2, sort_keys=True, ensure_ascii=False)
@@ -56,16 +61,31 @@ class DedupStage(Stage):
         write_stats(layout.stats(self.name), stats)
         return stats
 
+    @staticmethod
+    def _link_earlier(ctx: StageContext, part: str, patterns: list[str]) -> int:
+        """Link the earlier layers' own intermediates of ``work/<part>`` into this layer's (an increment is
+        deduplicated against everything kept before it); returns this layer's first shard number."""
+        layers = ctx.options.get(LAYERS)
+        if not layers:
+            return 0
+        for earlier in layers.earlier:
+            src = RunLayout(earlier).work(DedupStage.name, part)
+            for pattern in patterns:
+                for path in layer_files(src, pattern):
+                    link_into(path, os.path.join(ctx.layout.work(DedupStage.name, part), os.path.relpath(path, src)))
+        return layers.shard_offset
+
     def _exact(self, ctx: StageContext, src_in: str, priority: dict[str, int]) -> str:
         """Exact duplicates on normalised content, across all sources; returns the folder the fuzzy pass reads."""
         recipe, layout = ctx.recipe, ctx.layout
         tasks, buckets = recipe.executor.tasks, recipe.dedup.exact.num_buckets
         sigs, removals, kept = (layout.work(self.name, p) for p in ("exact_signatures", "exact_removals", "exact_kept"))
-        run_steps(recipe.executor, [stage_reader(src_in), ExactSignatures(sigs, buckets, priority)],
+        offset = self._link_earlier(ctx, "exact_signatures", ["*/*.sig"])
+        run_steps(recipe.executor, [stage_reader(src_in), ExactSignatures(sigs, buckets, priority, offset)],
                   layout.logs(self.name, "exact_signatures"), tasks, "dedup/exact_signatures")
-        run_steps(recipe.executor, [ExactDuplicateFinder(sigs, removals)], layout.logs(self.name, "exact_groups"), buckets,
+        run_steps(recipe.executor, [ExactDuplicateFinder(sigs, removals, offset)], layout.logs(self.name, "exact_groups"), buckets,
                   "dedup/exact_groups")
-        run_steps(recipe.executor, [stage_reader(src_in), ExactDuplicateMarker(removals),
+        run_steps(recipe.executor, [stage_reader(src_in), ExactDuplicateMarker(removals, offset),
                                     StageRouter(kept, layout.removed(self.name), self.name, removed_prefix="exact_")],
                   layout.logs(self.name, "exact_filter"), tasks, "dedup/exact_filter")
         return kept
@@ -74,8 +94,9 @@ class DedupStage(Stage):
         recipe, layout = ctx.recipe, ctx.layout
         m, d, tasks = recipe.dedup.minhash, recipe.dedup, recipe.executor.tasks
         work = layout.work(self.name, "minhash")
+        offset = self._link_earlier(ctx, "minhash", ["keys/*/*.bin", "sigs/*", "attrs/*.parquet"])
         signatures = MinhashSignatures(work, m.num_buckets, m.hashes_per_bucket, m.n_grams, m.char_n_grams, m.seed,
-                                       priority, d.quality_key, m.flush_docs)
+                                       priority, d.quality_key, m.flush_docs, offset)
         run_steps(recipe.executor, [stage_reader(src_in), signatures], layout.logs(self.name, "minhash_signatures"), tasks,
                   "dedup/minhash_signatures")
         parts, logs = m.partitions, lambda step: layout.logs(self.name, step)
@@ -83,12 +104,13 @@ class DedupStage(Stage):
         last = run_rounds(work, parts, lambda r: run_steps(recipe.executor, [StarRound(work, r, parts, m.num_buckets)],
                                                            logs(f"minhash_components/{r:03d}"), parts, f"dedup/minhash_components/{r}"))
         run_steps(recipe.executor, [ComponentLabels(work, last, parts)], logs("minhash_labels"), parts, "dedup/minhash_labels")
-        run_steps(recipe.executor, [MemberAttributes(work, parts)], logs("minhash_members"), tasks, "dedup/minhash_members")
-        run_steps(recipe.executor, [ClusterKeepers(work, tasks, parts, d.keeper, m.num_buckets * m.hashes_per_bucket, m.min_similarity)],
+        shards = offset + tasks  # an increment's clusters include the earlier layers' documents
+        run_steps(recipe.executor, [MemberAttributes(work, parts)], logs("minhash_members"), shards, "dedup/minhash_members")
+        run_steps(recipe.executor, [ClusterKeepers(work, shards, parts, d.keeper, m.num_buckets * m.hashes_per_bucket, m.min_similarity, offset)],
                   logs("minhash_clusters"), parts, "dedup/minhash_clusters")
         sub = d.substring
         substrings = [SubstringDeduplicator(sub.domains, sub.min_length, sub.unit, sub.shard_bytes, sub.min_doc_fraction,
                                             recipe.tokenizer.path)] if sub.enabled else []
         router = StageRouter(layout.output(self.name), layout.removed(self.name), self.name, removed_prefix="minhash_")
-        run_steps(recipe.executor, [stage_reader(src_in), ClusterMarker(work, parts), *substrings, router],
+        run_steps(recipe.executor, [stage_reader(src_in), ClusterMarker(work, parts, offset), *substrings, router],
                   layout.logs(self.name, "minhash_filter"), tasks, "dedup/minhash_filter")

@@ -19,6 +19,7 @@ from filters.tagger import SignalTagger
 from pipeline.core.accounting import AccountingError, stage_accounting, write_stats
 from pipeline.core.errors import StageError
 from pipeline.core.executors import run_steps, step_stats
+from pipeline.core.layers import LAYERS
 from pipeline.core.routing import StageRouter
 from pipeline.core.sources import QUARANTINE_STAT, READ_STAT, SourceReader
 from pipeline.core.stage import Stage, StageContext
@@ -37,7 +38,7 @@ class FilterStage(Stage):
     def run(self, ctx: StageContext) -> dict:
         recipe, layout = ctx.recipe, ctx.layout
         retune = bool(ctx.options.get("retune"))
-        folder = layout.stage(self.name)
+        folder, layers = layout.stage(self.name), ctx.options.get(LAYERS)
         attributes, examples = os.path.join(folder, "attributes"), os.path.join(folder, "examples")
         rules = {s.name: recipe.filter.rules_for(s) for s in recipe.sources}
         per_source = {name: r.model_dump() for name, r in rules.items()}
@@ -56,7 +57,8 @@ class FilterStage(Stage):
             layout.fresh_stage(self.name, ctx.resume)
             signals = SignalTagger(per_source, languages, attributes)
         steps = [
-            SourceReader(recipe.sources, layout.quarantine(self.name)),
+            SourceReader(recipe.sources, layout.quarantine(self.name), file_offset=layers.file_offset if layers else 0,
+                         roots=layers.roots if layers else None),
             signals,
             ThresholdStep(per_source, languages, examples, recipe.filter.examples_per_reason),
             # after the thresholds: edits change the text, and the funnel counts what leaves the stage

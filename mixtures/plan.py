@@ -44,6 +44,26 @@ class Unit:
     unique_tokens: int  # first copies only
     prefix: str | None
     bucket: str | None = None
+    # a run grown by `ruyi2 add` holds a unit in one prefix per layer: (prefix, tokens) of each, base first
+    parts: tuple[tuple[str, int], ...] = ()
+
+
+def merge_layers(layers: list[dict]) -> dict:
+    """The tokenize stats' ``sources`` of a base run and its increments as one: per unit and per source the
+    counts summed and every layer's prefix kept (``parts``) for the blends to weight by tokens."""
+    out = {}
+    for src, row in layers[0].items():
+        later = [layer[src] for layer in layers[1:] if src in layer]
+        units = {}
+        for unit, u in row["units"].items():
+            rows = [u] + [r["units"][unit] for r in later if unit in r["units"]]
+            units[unit] = {k: sum(r[k] for r in rows) for k in ("documents", "tokens", "unique_tokens")}
+            units[unit]["parts"] = [[r["prefix"], r["tokens"]] for r in rows if r["prefix"]]
+            units[unit]["prefix"] = units[unit]["parts"][0][0] if units[unit]["parts"] else None
+        rows = [row] + later
+        out[src] = {"units": units, "heldout_parts": [[r["heldout_prefix"], r["heldout_tokens"]] for r in rows if r["heldout_prefix"]]}
+        out[src]["heldout_prefix"] = out[src]["heldout_parts"][0][0] if out[src]["heldout_parts"] else None
+    return out
 
 
 def units_from_tokenize(mixture: MixtureConfig, sources: list[SourceConfig], tokenize_sources: dict) -> list[Unit]:
@@ -53,7 +73,8 @@ def units_from_tokenize(mixture: MixtureConfig, sources: list[SourceConfig], tok
         row = tokenize_sources[s.name]["units"]
         for name, bucket in mixture.units_of(s):
             u = row[name]
-            out.append(Unit(name, s.name, s.domain, u["tokens"], u["unique_tokens"], u["prefix"], bucket))
+            parts = tuple((p, int(t)) for p, t in u.get("parts", ())) if len(u.get("parts", ())) > 1 else ()
+            out.append(Unit(name, s.name, s.domain, u["tokens"], u["unique_tokens"], u["prefix"], bucket, parts))
     return out
 
 
@@ -81,9 +102,10 @@ def unit_weights(weights: dict[str, float], units: list[Unit]) -> dict[str, floa
     return out
 
 
-def plan_mixture(mixture: MixtureConfig, units: list[Unit], heldout_prefixes: dict[str, str] | None = None) -> dict:
+def plan_mixture(mixture: MixtureConfig, units: list[Unit], heldout_prefixes: dict[str, str | list] | None = None) -> dict:
     """The plan of every curriculum stage; each source's held-out prefix gets the source's total weight
-    (renormalised over the sources that have one) for evaluation."""
+    (renormalised over the sources that have one) for evaluation. A held-out prefix may be a list of
+    [prefix, tokens] (one per layer of a run grown by ``ruyi2 add``)."""
     heldout_prefixes = heldout_prefixes or {}
     by_name = {u.name: u for u in units}
     stages, notes = [], []
@@ -106,7 +128,7 @@ def plan_mixture(mixture: MixtureConfig, units: list[Unit], heldout_prefixes: di
             rows.append({"unit": u.name, "source": u.source, "domain": u.domain, "bucket": u.bucket, "prefix": u.prefix,
                          "weight": round(w, 10), "tokens_available": u.tokens, "unique_tokens": u.unique_tokens,
                          "tokens_planned": round(planned), "epochs": round(epochs, 6),
-                         "file_passes": round(planned / u.tokens, 6)})
+                         "file_passes": round(planned / u.tokens, 6), **({"parts": [list(p) for p in u.parts]} if u.parts else {})})
         per_source: dict[str, float] = {}
         for r in rows:
             per_source[r["source"]] = per_source.get(r["source"], 0.0) + r["weight"]
@@ -116,7 +138,8 @@ def plan_mixture(mixture: MixtureConfig, units: list[Unit], heldout_prefixes: di
             "name": st.name,
             "tokens": st.tokens,
             "prefixes": rows,
-            "valid": [{"prefix": p, "weight": round(w / norm, 10)} for p, w in valid],
+            "valid": [{"prefix": p if isinstance(p, str) else p[0][0], "weight": round(w / norm, 10),
+                       **({"parts": p} if not isinstance(p, str) and len(p) > 1 else {})} for p, w in valid],
         })
     return {"stages": stages, "max_epochs": mixture.max_epochs, "notes": notes}
 
@@ -198,8 +221,19 @@ def plan_figure(plan: dict):
     return fig
 
 
+def blend_entries(rows: list[dict]) -> list[tuple[float, str]]:
+    """(weight, prefix) per prefix: a row held in several prefixes (``parts``) has its weight split over them
+    by their tokens, so each layer is sampled as often as its share of the unit's tokens."""
+    out = []
+    for r in rows:
+        parts = r.get("parts") or [[r["prefix"], 1]]
+        total = sum(t for _, t in parts)
+        out += [(round(r["weight"] * t / total, 10), p) for p, t in parts]
+    return out
+
+
 def data_args(rows: list[dict]) -> str:
-    return " ".join(f"{r['weight']!r} {r['prefix']}" for r in rows)
+    return " ".join(f"{w!r} {p}" for w, p in blend_entries(rows))
 
 
 def write_plan(plan: dict, folder: str) -> dict[str, dict[str, str | None]]:
@@ -218,10 +252,10 @@ def write_plan(plan: dict, folder: str) -> dict[str, dict[str, str | None]]:
         blend = {
             "name": st["name"],
             "tokens": st["tokens"],
-            "train": {"data_args_path": train_path, "prefixes": [r["prefix"] for r in st["prefixes"]],
-                      "weights": [r["weight"] for r in st["prefixes"]]},
-            "valid": {"data_args_path": valid_path, "prefixes": [r["prefix"] for r in st["valid"]],
-                      "weights": [r["weight"] for r in st["valid"]]},
+            "train": {"data_args_path": train_path, "prefixes": [p for _, p in blend_entries(st["prefixes"])],
+                      "weights": [w for w, _ in blend_entries(st["prefixes"])]},
+            "valid": {"data_args_path": valid_path, "prefixes": [p for _, p in blend_entries(st["valid"])],
+                      "weights": [w for w, _ in blend_entries(st["valid"])]},
         }
         with open(os.path.join(folder, f"{st['name']}.blend.json"), "w") as f:
             json.dump(blend, f, indent=2)

@@ -17,11 +17,13 @@ from loguru import logger
 from mixtures.buckets import QualityBucketer
 from mixtures.heldout import HELDOUT, HeldoutTagger
 from mixtures.megatron_writer import MegatronPartWriter, merge_parts, token_dtype
-from mixtures.plan import PLAN_PLOT, plan_mixture, units_from_tokenize, write_plan
+from mixtures.plan import PLAN_PLOT, merge_layers, plan_mixture, units_from_tokenize, write_plan
 from mixtures.upsample import PhysicalUpsampler
 from pipeline.core.accounting import AccountingError, read_stats, write_stats
 from pipeline.core.documents import stage_reader
 from pipeline.core.executors import run_steps, step_stats
+from pipeline.core.layers import increment_folders
+from pipeline.core.layout import RunLayout
 from pipeline.core.stage import Stage, StageContext
 
 
@@ -116,12 +118,16 @@ class MixStage(Stage):
         recipe, layout = ctx.recipe, ctx.layout
         self.start(ctx)
         tok = read_stats(layout.stats(self.needs))["sources"]
+        increments = increment_folders(layout.root)
+        if increments:  # files added by `ruyi2 add`: each unit is planned over every layer's tokens
+            tok = merge_layers([tok] + [read_stats(RunLayout(f).stats(self.needs))["sources"] for f in increments])
         units = units_from_tokenize(recipe.mixture, recipe.sources, tok)
-        heldout = {s: v["heldout_prefix"] for s, v in tok.items() if v["heldout_prefix"]}
+        heldout = {s: v.get("heldout_parts") or v["heldout_prefix"] for s, v in tok.items() if v["heldout_prefix"]}
         plan = plan_mixture(recipe.mixture, units, heldout)
         paths = write_plan(plan, layout.stage(self.name))
         for note in plan["notes"]:
             logger.warning(f"mix: {note}")
-        stats = {"stage": self.name, "plan": plan, "data_args": paths, "plot": os.path.join(layout.stage(self.name), PLAN_PLOT)}
+        stats = {"stage": self.name, "plan": plan, "data_args": paths, "plot": os.path.join(layout.stage(self.name), PLAN_PLOT),
+                 "increments": increments}
         write_stats(layout.stats(self.name), stats)
         return stats

@@ -52,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
         if stage == "dedup":
             p.add_argument("--show-clusters", action="store_true",
                            help="print cluster sizes and the largest duplicate clusters (runs the stage first if it has not run)")
+    p = sub.add_parser("add", help="add new files to a finished run: only they are filtered, deduplicated against the run, "
+                                   "decontaminated and tokenized; the blends are planned again",
+                       description="Add files to a run that finished tokenize, as RUN_DIR/increments/NNN/: the new documents "
+                                   "are filtered, deduplicated against every document the run kept (only new ones are removed), "
+                                   "decontaminated with the same index and tokenized into new token files; then the mix stage "
+                                   "plans the blends again over every layer.")
+    _add_common(p)
+    p.add_argument("files", nargs="+", metavar="SOURCE=PATH", help="a recipe source and a file, folder or glob of its new data")
     p = sub.add_parser("ablate", help="choose a curriculum stage's mixture with proxy runs, fitted curves and a validated proposal",
                        description="Mixture ablation (recipe section `ablation`): candidate mixtures and baselines trained as "
                                    "proxy runs on the run's token prefixes, spline and joint fits cross-validated, a proposal "
@@ -195,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         recipe = load_recipe(args.recipe, run_dir=args.run_dir, patch=args.patch)
         if args.command == "ablate":
             return _ablate(recipe, args.resume)
+        if args.command == "add":
+            return _add(recipe, args.files, args.resume)
         if args.command == "report":
             layout = RunLayout(recipe.run_dir)
             report = build_report(layout)
@@ -233,6 +243,23 @@ def _eval(args) -> int:
         scores = "  ".join(f"{name} {m[metric]:.4f} ± {m[metric + '_stderr']:.4f}" for name, m in t["exits"].items())
         print(f"  {task:<14} {metric:<12} n={t['n']:<6} {scores}")
     print(f"results in {out}")
+    return 0
+
+
+def _add(recipe, items: list[str], resume: bool) -> int:
+    from pipeline.increment import add_files, parse_added
+
+    added = parse_added(items, recipe)
+    try:
+        done = add_files(recipe, added, resume)
+    except StageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    tok = done["results"]["tokenize"]["sources"]
+    print(f"added {sum(map(len, added.values()))} file(s) as {done['increment']}: "
+          + ", ".join(f"{src} {tok[src]['unique_documents'] + tok[src]['heldout_documents']:,} documents kept" for src in added))
+    if "mix" in done["results"]:
+        print(f"blends planned again over the run and its {len(done['results']['mix']['increments'])} increment(s): {recipe.run_dir}/mix")
     return 0
 
 

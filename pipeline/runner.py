@@ -35,7 +35,9 @@ def check_runnable(recipe: Recipe, stages: list[str]) -> None:
         raise RecipeError("\n".join(problems))
 
 
-def run_stages(recipe: Recipe, stages: list[str], resume: bool = False, quiet: bool = False, retune: bool = False) -> dict[str, dict]:
+def run_stages(recipe: Recipe, stages: list[str], resume: bool = False, quiet: bool = False, retune: bool = False,
+               options: dict | None = None) -> dict[str, dict]:
+    """``options`` go to every stage's context (an increment's ``layers``)."""
     if not recipe.train.enabled:
         stages = [s for s in stages if s != "train"]
     check_runnable(recipe, stages)
@@ -47,10 +49,11 @@ def run_stages(recipe: Recipe, stages: list[str], resume: bool = False, quiet: b
         os.makedirs(layout.root, exist_ok=True)
     # the job's rank 0 holds the run directory (under torchrun the other ranks are the same run)
     with run_lock(layout.root) if rank0 else contextlib.nullcontext():
-        return _run(recipe, stages, layout, rank0, resume, quiet, retune)
+        return _run(recipe, stages, layout, rank0, resume, quiet, retune, options or {})
 
 
-def _run(recipe: Recipe, stages: list[str], layout: RunLayout, rank0: bool, resume: bool, quiet: bool, retune: bool) -> dict:
+def _run(recipe: Recipe, stages: list[str], layout: RunLayout, rank0: bool, resume: bool, quiet: bool, retune: bool,
+         shared: dict) -> dict:
     if rank0:
         with storage_named("run_dir", layout.root):
             dump_recipe(recipe, os.path.join(layout.root, "recipe.yaml"))
@@ -59,7 +62,7 @@ def _run(recipe: Recipe, stages: list[str], layout: RunLayout, rank0: bool, resu
     for name in stages:
         t0 = time.perf_counter()
         logger.info(f"=== stage {name} ===")
-        options = {"retune": retune} if name == "filter" and retune else {}
+        options = shared | ({"retune": retune} if name == "filter" and retune else {})
         with storage_named(f"stage {name}", layout.root):
             results[name] = stage(name).run(StageContext(recipe, layout, resume, options))
         logger.info(f"=== stage {name} done in {time.perf_counter() - t0:.1f}s ===")

@@ -42,12 +42,18 @@ class _Bad(Exception):
         self.reason, self.raw = reason, raw
 
 
-def input_files(sources: list[SourceConfig]) -> list[tuple[SourceConfig, str, str]]:
-    """(source, file, name relative to the source's root) of every input file, in input order."""
+def source_root(files: list[str]) -> str:
+    """The folder a source's document ids are relative to: its files' common folder."""
+    return os.path.commonpath(files) if len(files) > 1 else os.path.dirname(files[0]) if files else ""
+
+
+def input_files(sources: list[SourceConfig], roots: dict[str, str] | None = None) -> list[tuple[SourceConfig, str, str]]:
+    """(source, file, name relative to the source's root) of every input file, in input order. ``roots``
+    overrides a source's root (an increment's files named as a run over all of the source's files would)."""
     out = []
     for s in sources:
         files = s.files()
-        root = os.path.commonpath(files) if len(files) > 1 else os.path.dirname(files[0]) if files else ""
+        root = (roots or {}).get(s.name) or source_root(files)
         out.extend((s, f, os.path.relpath(f, root) if root else os.path.basename(f)) for f in files)
     return out
 
@@ -59,15 +65,18 @@ class SourceReader(PipelineStep):
     name = "📥 Source reader"
     type = "📖 - READER"
 
-    def __init__(self, sources: list[SourceConfig], quarantine_folder: str, progress_every_s: float = 10.0):
+    def __init__(self, sources: list[SourceConfig], quarantine_folder: str, progress_every_s: float = 10.0,
+                 file_offset: int = 0, roots: dict[str, str] | None = None):
         super().__init__()
         self.sources = [s.model_dump() for s in sources]
         self.quarantine_folder = quarantine_folder
         self.progress_every_s = progress_every_s
+        # an increment's files come after the earlier layers' in the input order
+        self.file_offset, self.roots = file_offset, dict(roots or {})
 
     def shard_files(self, rank: int, world_size: int) -> list[tuple[int, dict, str, str]]:
-        files = input_files([SourceConfig.model_validate(s) for s in self.sources])
-        return [(i, s.model_dump(), f, rel) for i, (s, f, rel) in enumerate(files)][rank::world_size]
+        files = input_files([SourceConfig.model_validate(s) for s in self.sources], self.roots)
+        return [(self.file_offset + i, s.model_dump(), f, rel) for i, (s, f, rel) in enumerate(files)][rank::world_size]
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if data:
