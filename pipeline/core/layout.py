@@ -8,6 +8,7 @@
       tokenize/  <source>[_heldout]_text_document.{bin,idx,docids} logs/ stats.json
       mix/       plan.json <stage>.blend.json <stage>.data_args.txt <stage>.valid_data_args.txt stats.json
       train/     metrics.jsonl checkpoint/ stats.json
+      increments/NNN/  the files of one `ruyi2 add`, a run directory of their own (filter .. tokenize)
 """
 
 from __future__ import annotations

@@ -1,0 +1,124 @@
+"""The data flow of the shipped 800B recipe at corpus scale: MB/s per core per stage and for the whole flow,
+peak memory of the largest process, and one worker against two.
+
+    .venv/bin/python bench/scale_run.py --mb 100 300 1000 --workers 2
+    .venv/bin/python bench/scale_run.py --mb 300 --workers 1 2
+
+The corpus is ``bench/scale_corpus.py``'s (built once per size under ``--corpus-root`` and reused), laid out
+like the recipe's sources; the recipe is ``pipeline/recipes/ruyi2-800b.yaml`` with only where the data lives,
+the classifier models (trained as in the recipe's test, on text the corpus does not contain) and the
+executor changed. Each stage runs as the user runs it (``ruyi2 <stage> RECIPE``) in a fresh process under a
+meter process that makes itself the child subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``): datatrove's workers
+come from a forkserver that the command never waits for, and as the meter's orphans they are reaped by it, so
+its ``RUSAGE_CHILDREN`` holds every process's CPU seconds and the largest process's peak RSS, exactly.
+MB/s per core = the stage's input text (the ``in`` bytes of its stats, for tokenize what decontam kept; the
+corpus for the whole flow) /
+CPU seconds of all its processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+STAGES = ("filter", "dedup", "decontam", "tokenize")
+RUYI2 = os.path.join(os.path.dirname(sys.executable), "ruyi2")
+
+METER = r"""
+import ctypes, json, os, resource, subprocess, sys, time
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphaned descendants come to us
+t = time.perf_counter()
+rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=open(os.environ["METER_LOG"], "w")).returncode
+wall = time.perf_counter() - t
+while True:  # reap every descendant (the forkserver and its workers outlive the command by a moment)
+    try:
+        os.waitpid(-1, 0)
+    except ChildProcessError:
+        break
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"rc": rc, "wall": wall, "cpu": r.ru_utime + r.ru_stime, "max_rss_mib": r.ru_maxrss / 1024}))
+"""
+
+
+def recipe_for(corpus: dict, models: dict, run_dir: str, tasks: int, workers: int) -> dict:
+    import yaml
+
+    with open(os.path.join(ROOT, "pipeline", "recipes", "ruyi2-800b.yaml")) as f:
+        data = yaml.safe_load(f)
+    data["run_dir"] = run_dir
+    for s in data["sources"]:
+        s["paths"] = [corpus["paths"][s["name"]]]
+    for language, model in models.items():
+        data["filter"]["per_language"][language]["classifier"]["model"] = model
+    data["executor"] = {"kind": "local", "tasks": tasks, "workers": workers}
+    return data
+
+
+def metered(args: list[str], log: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", METER, *args], capture_output=True, text=True, env=os.environ | {"METER_LOG": log})
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["rc"]:
+        raise RuntimeError(f"{' '.join(args)} failed (exit {result['rc']}); see {log}")
+    return result
+
+
+def main() -> None:
+    import yaml
+
+    from bench.scale_corpus import build_scaled_corpus
+    from tests.recipe_corpus import train_classifiers
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mb", type=float, nargs="+", default=[100])
+    ap.add_argument("--workers", type=int, nargs="+", default=[2])
+    ap.add_argument("--tasks", type=int, default=8)
+    ap.add_argument("--corpus-root", default=os.path.join(ROOT, ".data", "scale"))
+    ap.add_argument("--run-root", default="/tmp/ruyi2_scale")
+    ap.add_argument("--json", help="append each result as a JSON line here")
+    args = ap.parse_args()
+    print(f"{'MB':>6s} {'workers':>7s} {'stage':>9s} {'in MB':>8s} {'wall s':>8s} {'cpu s':>8s} {'MB/s/core':>9s} {'max RSS MiB':>11s}", flush=True)
+    for mb in args.mb:
+        corpus = build_scaled_corpus(os.path.join(args.corpus_root, f"{mb:g}MB"), mb)
+        models_dir = os.path.join(args.corpus_root, "models")
+        models = {"en": os.path.join(models_dir, "quality_en", "model.bin"), "zh": os.path.join(models_dir, "quality_zh", "model.bin")}
+        if not all(os.path.exists(m) for m in models.values()):
+            models = train_classifiers(models_dir, corpus["train_zh"])
+        corpus_mb = sum(corpus["bytes"].values()) / 1e6
+        for workers in args.workers:
+            run_dir = os.path.join(args.run_root, f"{mb:g}MB-{workers}w")
+            subprocess.run(["rm", "-rf", run_dir], check=True)
+            os.makedirs(run_dir)
+            path = os.path.join(run_dir, "recipe.yaml")
+            with open(path, "w") as f:
+                yaml.safe_dump(recipe_for(corpus, models, run_dir, args.tasks, workers), f, sort_keys=False)
+            total = {"wall": 0.0, "cpu": 0.0, "max_rss_mib": 0.0}
+            rows = []
+            for stage in STAGES:
+                r = metered([RUYI2, stage, path], os.path.join(run_dir, f"{stage}.log"))
+                with open(os.path.join(run_dir, stage, "stats.json")) as f:
+                    stats = json.load(f)
+                if stage == "tokenize":  # its stats count tokens; its input is what decontam kept
+                    r["in_mb"], r["tokens"] = rows[-1][1]["kept_mb"], sum(s["tokens"] for s in stats["sources"].values())
+                else:
+                    r["in_mb"] = sum(s["in"]["bytes"] for s in stats["sources"].values()) / 1e6
+                    r["kept_mb"] = sum(s["kept"]["bytes"] for s in stats["sources"].values()) / 1e6
+                rows.append((stage, r))
+                total = {"wall": total["wall"] + r["wall"], "cpu": total["cpu"] + r["cpu"], "max_rss_mib": max(total["max_rss_mib"], r["max_rss_mib"])}
+                print(f"{mb:6g} {workers:7d} {stage:>9s} {r['in_mb']:8.1f} {r['wall']:8.1f} {r['cpu']:8.1f} {r['in_mb'] / r['cpu']:9.3f} {r['max_rss_mib']:11.1f}", flush=True)
+            print(f"{mb:6g} {workers:7d} {'flow':>9s} {corpus_mb:8.1f} {total['wall']:8.1f} {total['cpu']:8.1f} {corpus_mb / total['cpu']:9.3f} "
+                  f"{total['max_rss_mib']:11.1f}", flush=True)
+            if args.json:
+                with open(args.json, "a") as f:
+                    f.write(json.dumps({"mb": mb, "corpus_mb": corpus_mb, "workers": workers, "tasks": args.tasks,
+                                        "stages": dict(rows), "flow": total}) + "\n")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}")
+
+
+if __name__ == "__main__":
+    main()
