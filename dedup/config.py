@@ -45,7 +45,12 @@ class SubstringDedupSettings(Strict):
     domains: list[Domain] = Field(default_factory=lambda: ["code", "paper"], description="domains whose repeated spans are removed")
     unit: Literal["bytes", "tokens"] = Field("bytes", description="suffix array over UTF-8 bytes or int32 token ids (tokenizer.path)")
     min_length: int = Field(100, ge=8, description="shortest repeated span removed, in units")
-    shard_bytes: int = Field(64 * 2**20, ge=1024, description="text per suffix array (memory ~9x this); repeats are found within a shard")
+    shard_bytes: int = Field(64 * 2**20, ge=1024, description="text per suffix array (memory ~9x this): exact repeats within a shard")
+    across_shards: bool = Field(True, description="also cut spans repeated in other shards (winnowed window fingerprints)")
+    winnow: int = Field(
+        16, ge=1,
+        description="across shards, one fingerprint per this many windows: spans of min_length + winnow - 1 units are found, "
+        "and up to winnow - 1 units at either end of one may stay")
     min_doc_fraction: float = Field(0.2, ge=0, le=1, description="a document keeping less than this fraction of its characters is removed")
 
 

@@ -17,6 +17,7 @@ from dedup.components import ComponentLabels, StarRound, run_rounds
 from dedup.exact import ExactDuplicateFinder, ExactDuplicateMarker, ExactSignatures
 from dedup.fuzzy import BandComponents, MinhashSignatures
 from dedup.keepers import ClusterKeepers, ClusterMarker, MemberAttributes
+from dedup.substring_fingerprints import SubstringFingerprints, SubstringRepeats
 from dedup.substrings import SubstringDeduplicator
 from pipeline.core.accounting import write_stats
 from pipeline.core.documents import stage_reader
@@ -109,8 +110,17 @@ class DedupStage(Stage):
         run_steps(recipe.executor, [ClusterKeepers(work, shards, parts, d.keeper, m.num_buckets * m.hashes_per_bucket, m.min_similarity, offset)],
                   logs("minhash_clusters"), parts, "dedup/minhash_clusters")
         sub = d.substring
+        repeats = None
+        if sub.enabled and sub.across_shards:
+            repeats = layout.work(self.name, "substring")
+            self._link_earlier(ctx, "substring", ["fp/*/*.bin"])
+            fingerprints = SubstringFingerprints(repeats, sub.domains, sub.min_length, sub.unit, sub.winnow, parts,
+                                                 recipe.tokenizer.path, offset)
+            run_steps(recipe.executor, [stage_reader(src_in), ClusterMarker(work, parts, offset), fingerprints],
+                      logs("substring_fingerprints"), tasks, "dedup/substring_fingerprints")
+            run_steps(recipe.executor, [SubstringRepeats(repeats, offset)], logs("substring_repeats"), parts, "dedup/substring_repeats")
         substrings = [SubstringDeduplicator(sub.domains, sub.min_length, sub.unit, sub.shard_bytes, sub.min_doc_fraction,
-                                            recipe.tokenizer.path)] if sub.enabled else []
+                                            recipe.tokenizer.path, repeats, offset)] if sub.enabled else []
         router = StageRouter(layout.output(self.name), layout.removed(self.name), self.name, removed_prefix="minhash_")
         run_steps(recipe.executor, [stage_reader(src_in), ClusterMarker(work, parts, offset), *substrings, router],
                   layout.logs(self.name, "minhash_filter"), tasks, "dedup/minhash_filter")

@@ -9,20 +9,28 @@ occurrence at the later position is marked, so the first occurrence of every rep
 earliest position is never the later one of a pair). Marks are clipped to their document, widened to whole
 characters (byte marks never split a UTF-8 sequence; token marks use the tokenizer's character offsets),
 and cut out of the text. A document left with less than ``min_doc_fraction`` of its characters is removed
-(``substring_duplicate``). Repeats are found within a shard: memory is bounded by the shard, not the corpus.
+(``substring_duplicate``). The suffix array finds repeats within a shard (memory is bounded by the shard,
+not the corpus); spans repeated in other shards come from ``substring_fingerprints.py`` (``repeats_folder``)
+and are cut together with the shard's own.
 """
 
 from __future__ import annotations
+
+import glob
+import os
+from functools import lru_cache
 
 import numpy as np
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
+from dedup.checked_arrays import read_checked
 from pipeline.core.documents import REMOVED_REASON
 from pipeline.core.ranges import cut_ranges, merge_ranges
 from pipeline.core.tokens import TokenRecounter, load_tokenizer
 
 DUPLICATE_REASON = "substring_duplicate"
+REPEAT = np.dtype([("idx", "<u4"), ("offset", "<u4")])  # a window repeated across shards (substring_fingerprints.py)
 
 
 def repeated_ranges(seq: np.ndarray, starts: np.ndarray, min_length: int) -> list[list[tuple[int, int]]]:
@@ -68,6 +76,23 @@ def byte_ranges_to_chars(data: bytes, ranges: list[tuple[int, int]]) -> list[tup
     return out
 
 
+@lru_cache(maxsize=2)
+def _tokenizer(path: str):
+    return load_tokenizer(path)
+
+
+def unit_sequences(texts: list[str], unit: str, tokenizer_path: str | None = None) -> tuple[list[np.ndarray], list]:
+    """Each text as its units (UTF-8 bytes, or int32 token ids), and a mapper per text from unit ranges to
+    the character ranges they cover."""
+    if unit == "bytes":
+        data = [t.encode("utf-8") for t in texts]
+        return [np.frombuffer(d, dtype=np.uint8) for d in data], [lambda r, d=d: byte_ranges_to_chars(d, r) for d in data]
+    encs = _tokenizer(tokenizer_path).encode_batch(texts, add_special_tokens=False)
+    seqs = [np.array(e.ids, dtype=np.int32) for e in encs]
+    mappers = [lambda r, o=e.offsets: [(o[s][0], o[e - 1][1]) for s, e in r if e > s] for e in encs]
+    return seqs, mappers
+
+
 class SubstringDeduplicator(PipelineStep):
     """Removes repeated spans from documents of ``domains``; other documents and documents already marked
     removed pass through unchanged (in their input order; the selected ones leave when their shard is done)."""
@@ -76,33 +101,28 @@ class SubstringDeduplicator(PipelineStep):
     type = "🫂 - DEDUP"
 
     def __init__(self, domains: list[str], min_length: int = 100, unit: str = "bytes", shard_bytes: int = 64 * 2**20,
-                 min_doc_fraction: float = 0.2, tokenizer_path: str | None = None):
+                 min_doc_fraction: float = 0.2, tokenizer_path: str | None = None, repeats_folder: str | None = None,
+                 shard_offset: int = 0):
         super().__init__()
+        # the windows repeated across shards (substring_fingerprints.py), cut together with the shard's own repeats
+        self.repeats_folder, self.shard_offset = repeats_folder, shard_offset
+        self._repeats: dict[int, np.ndarray] = {}
         if unit not in ("bytes", "tokens") or (unit == "tokens" and not tokenizer_path):
             raise ValueError("unit must be 'bytes', or 'tokens' with a tokenizer_path")
         self.domains, self.min_length, self.unit = set(domains), min_length, unit
         self.shard_bytes, self.min_doc_fraction, self.tokenizer_path = shard_bytes, min_doc_fraction, tokenizer_path
-        self._tok = None
         self.recount = TokenRecounter(tokenizer_path) if tokenizer_path else None
 
-    def _units(self, texts: list[str]):
-        """(sequence pieces, per-document mapper from unit ranges to character ranges)."""
-        if self.unit == "bytes":
-            data = [t.encode("utf-8") for t in texts]
-            return [np.frombuffer(d, dtype=np.uint8) for d in data], [lambda r, d=d: byte_ranges_to_chars(d, r) for d in data]
-        if self._tok is None:
-            self._tok = load_tokenizer(self.tokenizer_path)
-        encs = self._tok.encode_batch(texts, add_special_tokens=False)
-        seqs = [np.array(e.ids, dtype=np.int32) for e in encs]
-        mappers = [lambda r, o=e.offsets: [(o[s][0], o[e - 1][1]) for s, e in r if e > s] for e in encs]
-        return seqs, mappers
-
-    def _dedup_shard(self, docs: list[Document]) -> list[Document]:
-        seqs, mappers = self._units([d.text for d in docs])
+    def _dedup_shard(self, docs: list[tuple[int, Document]]) -> list[Document]:
+        seqs, mappers = unit_sequences([d.text for _, d in docs], self.unit, self.tokenizer_path)
         starts = np.concatenate([[0], np.cumsum([len(s) for s in seqs])]).astype(np.int64)
         seq = np.concatenate(seqs) if seqs else np.empty(0, np.uint8)
         edited = []
-        for doc, ranges, to_chars in zip(docs, repeated_ranges(seq, starts, self.min_length), mappers):
+        for (idx, doc), ranges, to_chars in zip(docs, repeated_ranges(seq, starts, self.min_length), mappers):
+            if idx in self._repeats:
+                across = [(o, o + self.min_length) for o in self._repeats[idx].tolist()]
+                self.stat_update("windows_repeated_across_shards", value=len(across))
+                ranges = merge_ranges(ranges + across)
             if not ranges:
                 continue
             chars = to_chars(ranges)
@@ -120,16 +140,18 @@ class SubstringDeduplicator(PipelineStep):
                 edited.append(doc)
         if self.recount:
             self.recount(edited)
-        return docs
+        return [d for _, d in docs]
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        shard: list[Document] = []
+        if self.repeats_folder:
+            self._repeats = shard_repeats(self.repeats_folder, rank + self.shard_offset)
+        shard: list[tuple[int, Document]] = []
         size = 0
-        for doc in data:
+        for idx, doc in enumerate(data):
             if doc.metadata.get(REMOVED_REASON) or doc.metadata.get("domain") not in self.domains:
                 yield doc
                 continue
-            shard.append(doc)
+            shard.append((idx, doc))
             size += len(doc.text.encode("utf-8"))
             if size >= self.shard_bytes:
                 with self.track_time():
@@ -140,3 +162,13 @@ class SubstringDeduplicator(PipelineStep):
             with self.track_time():
                 done = self._dedup_shard(shard)
             yield from done
+
+
+def shard_repeats(folder: str, shard: int) -> dict[int, np.ndarray]:
+    """Document index -> offsets of its repeated windows, for one shard."""
+    files = sorted(glob.glob(os.path.join(folder, "repeats", f"{shard:05d}", "*.bin")))
+    rep = np.sort(np.concatenate([read_checked(f, REPEAT) for f in files])) if files else np.empty(0, REPEAT)
+    if not len(rep):
+        return {}
+    bounds = np.flatnonzero(np.diff(rep["idx"].astype(np.int64))) + 1
+    return {int(g["idx"][0]): g["offset"].astype(np.int64) for g in np.split(rep, bounds)}
