@@ -1,8 +1,9 @@
 """The data stages as a Ray batch job, the way a cluster user runs them: a head started with `ray start
 --head`, token authentication on, and `ray job submit` running `ruyi2 run` with `executor.ray.address:
-auto`. Everything stays on 127.0.0.1. One node only: `ray start --address` refuses to join a loopback-only
-cluster (Ray allows multi-node loopback only through ray.cluster_utils, which tests/test_ray_executor.py
-uses for the two-node runs and the fault tests)."""
+auto`. Two clusters: one node on 127.0.0.1 (`ray start --address` refuses to join a loopback-only head),
+and two nodes, each in a network namespace of its own joined by a veth pair (10.211.0.1 and 10.211.0.2,
+addresses that exist only between the two namespaces), the worker joining the head with `ray start
+--address` as on a real cluster."""
 
 import os
 import shutil
@@ -59,13 +60,16 @@ def ray_cli_cluster(tmp_path_factory):
                 node.kill()
 
 
-def _wait_for_nodes(env: dict, gcs: int, count: int, procs: list, timeout: float = 180) -> None:
+def _wait_for_nodes(env: dict, gcs, count: int, procs: list, timeout: float = 180, prefix: list | None = None) -> None:
+    """Until ``count`` nodes are active at ``gcs`` (a port on 127.0.0.1, or HOST:PORT; ``prefix`` runs the
+    status command inside a network namespace)."""
     import time
 
+    address = gcs if isinstance(gcs, str) else f"127.0.0.1:{gcs}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert all(p.poll() is None for p in procs), "a `ray start` process exited"
-        status = subprocess.run([RAY, "status", "--address", f"127.0.0.1:{gcs}"], env=env, capture_output=True, text=True)
+        status = subprocess.run([*(prefix or []), RAY, "status", "--address", address], env=env, capture_output=True, text=True)
         active = status.stdout.split("Active:")[-1].split("Pending:")[0] if "Active:" in status.stdout else ""
         if active.count("node_") >= count:
             return
@@ -77,24 +81,100 @@ def _ray(cluster: dict, *args, timeout: float = 600, env: dict | None = None):
     return subprocess.run([RAY, *args], env=env or cluster["env"], capture_output=True, text=True, timeout=timeout)
 
 
-def test_ray_job_submit_runs_the_data_stages_with_outputs_identical_to_the_local_run(demo_run, ray_cli_cluster, tmp_path):
-    local = demo_run["layout"]
-    corpus = os.path.join(local.root, "demo_corpus")
+def _job_recipe(demo_run, run_dir, name: str) -> tuple[str, str]:
+    """The demo's recipe on the Ray executor at `address: auto`, written beside the demo's (its relative paths hold)."""
+    corpus = os.path.join(demo_run["layout"].root, "demo_corpus")
     with open(os.path.join(corpus, "recipe.yaml")) as f:
         recipe = yaml.safe_load(f)
-    recipe["run_dir"] = str(tmp_path / "job_run")
+    recipe["run_dir"] = str(run_dir)
     recipe["executor"] = {**recipe["executor"], "kind": "ray",
                           "ray": {"address": "auto", "mem_per_cpu_gb": 0.5, "task_time_limit_s": 600}}
-    job_recipe = os.path.join(corpus, "recipe-ray-job.yaml")  # beside the demo's: its relative paths hold
-    with open(job_recipe, "w") as f:
+    path = os.path.join(corpus, name)
+    with open(path, "w") as f:
         yaml.safe_dump(recipe, f, sort_keys=False)
+    return path, recipe["run_dir"]
 
+
+def test_ray_job_submit_runs_the_data_stages_with_outputs_identical_to_the_local_run(demo_run, ray_cli_cluster, tmp_path):
+    job_recipe, run_dir = _job_recipe(demo_run, tmp_path / "job_run", "recipe-ray-job.yaml")
     ruyi2 = shutil.which("ruyi2", path=os.path.dirname(sys.executable))
     job = _ray(ray_cli_cluster, "job", "submit", "--address", ray_cli_cluster["dashboard"], "--",
                ruyi2, "run", job_recipe, "--to", "mix")
     assert job.returncode == 0 and "succeeded" in job.stdout, job.stdout[-3000:] + job.stderr[-3000:]
 
-    diff = diff_runs(demo_run["layout"].root, recipe["run_dir"])  # every document, token and report file
+    diff = diff_runs(demo_run["layout"].root, run_dir)  # every document, token and report file
+    assert diff.identical, diff
+
+
+@pytest.fixture(scope="module")
+def ray_netns_cluster(tmp_path_factory):
+    """A head and a worker node, each `ray start --block` inside its own network namespace, the worker
+    joining with `ray start --address HEAD:PORT`; needs root (as the storage-error tests do)."""
+    folder = tmp_path_factory.mktemp("ray_netns")
+    token = folder / "auth_token"
+    token.write_text(os.urandom(16).hex())
+    token.chmod(0o600)
+    tag = f"{os.getpid() % 100000}"
+    head_ns, worker_ns, head_if, worker_if = f"r2h{tag}", f"r2w{tag}", f"r2h{tag}v", f"r2w{tag}v"
+    head_ip, worker_ip = "10.211.0.1", "10.211.0.2"
+    temp_dir = f"/tmp/r2ray{tag}"  # short: Ray's socket paths under it must fit a Unix socket name (107 bytes)
+
+    def ip(*args):
+        subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_ADDRESS": "",
+           "RAY_DASHBOARD_STARTUP_TIMEOUT_S": "300"}  # the job server lives in the dashboard; a busy machine starts it slowly
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # real node addresses, not loopback
+    nodes, made = [], []
+    try:
+        for ns in (head_ns, worker_ns):
+            ip("netns", "add", ns)
+            made.append(ns)
+        ip("link", "add", head_if, "type", "veth", "peer", "name", worker_if)
+        for ns, dev, addr in ((head_ns, head_if, head_ip), (worker_ns, worker_if, worker_ip)):
+            ip("link", "set", dev, "netns", ns)
+            ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
+            ip("-n", ns, "link", "set", dev, "up")
+            ip("-n", ns, "link", "set", "lo", "up")
+        common = ["--block", "--num-cpus", "1", "--memory", str(3 * 2**30), "--object-store-memory", str(200 * 2**20),
+                  "--disable-usage-stats"]
+        nodes.append(subprocess.Popen(
+            ["ip", "netns", "exec", head_ns, RAY, "start", "--head", "--port", "6379", "--node-ip-address", head_ip,
+             "--dashboard-host", head_ip, "--dashboard-port", "8265", "--temp-dir", temp_dir, *common],
+            env=env, stdout=open(folder / "head.log", "w"), stderr=subprocess.STDOUT))
+        in_head = ["ip", "netns", "exec", head_ns]
+        _wait_for_nodes(env, f"{head_ip}:6379", 1, nodes, prefix=in_head)
+        nodes.append(subprocess.Popen(
+            ["ip", "netns", "exec", worker_ns, RAY, "start", "--address", f"{head_ip}:6379", "--node-ip-address", worker_ip,
+             *common], env=env, stdout=open(folder / "worker.log", "w"), stderr=subprocess.STDOUT))
+        _wait_for_nodes(env, f"{head_ip}:6379", 2, nodes, prefix=in_head)
+        yield {"env": env, "dashboard": f"http://{head_ip}:8265", "prefix": in_head, "logs": folder}
+    finally:
+        for node in reversed(nodes):
+            node.terminate()
+            try:
+                node.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                node.kill()
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_ray_job_submit_on_two_nodes_joined_with_ray_start_writes_what_the_local_run_writes(demo_run, ray_netns_cluster, tmp_path):
+    import glob
+    import json
+
+    recipe_path, run_dir = _job_recipe(demo_run, tmp_path / "netns_job_run", "recipe-ray-netns-job.yaml")
+    ruyi2 = shutil.which("ruyi2", path=os.path.dirname(sys.executable))
+    job = subprocess.run([*ray_netns_cluster["prefix"], RAY, "job", "submit", "--address", ray_netns_cluster["dashboard"], "--",
+                          ruyi2, "run", recipe_path, "--to", "mix"], env=ray_netns_cluster["env"], capture_output=True, text=True,
+                         timeout=1200)
+    assert job.returncode == 0 and "succeeded" in job.stdout, job.stdout[-3000:] + job.stderr[-3000:]
+    nodes = {node for path in glob.glob(os.path.join(run_dir, "*", "logs", "**", "ray_nodes.json"), recursive=True)
+             for node in json.load(open(path)).values()}
+    assert len(nodes) == 2  # ranks ran on the head and on the worker that joined it
+    diff = diff_runs(demo_run["layout"].root, run_dir)  # every document, token and report file
     assert diff.identical, diff
 
 
