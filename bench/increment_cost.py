@@ -2,6 +2,7 @@
 recipe's data flow.
 
     .venv/bin/python bench/increment_cost.py --mb 100 --add-fraction 0.1
+    .venv/bin/python bench/increment_cost.py --mb 100 --base-run /tmp/ruyi2_scale/100MB-2w   # a finished scale run as the base
 
 The base corpus is ``bench/scale_corpus.py``'s at ``--mb`` (seed 0); the addition is another corpus of
 that layout at ``--add-fraction`` of the size (seed 1: other recombined documents, and code files drawn in
@@ -9,6 +10,8 @@ another order, so some of them are files the base already has: exact duplicates 
 remove). Three runs, each the user's command under the meter of ``bench/scale_run.py`` (CPU seconds of
 every process it started, the largest process's peak RSS): the base run (``ruyi2 run --to mix``), then
 ``ruyi2 add`` of every source folder of the addition, then a full run over base and addition together.
+``--base-run`` takes a finished ``bench/scale_run.py`` run of the same corpus as the base instead (its data
+stages are the same; it is copied, and the add runs on the copy).
 The mixture's curriculum tokens are scaled to the corpus (800B -> the corpus's tokens) with
 ``over_cap: redistribute``, so that the plan is feasible at this size; the data stages are the recipe's.
 """
@@ -16,6 +19,7 @@ The mixture's curriculum tokens are scaled to the corpus (800B -> the corpus's t
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import platform
@@ -41,6 +45,7 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=8)
     ap.add_argument("--corpus-root", default=os.path.join(ROOT, ".data", "scale"))
     ap.add_argument("--run-root", default="/tmp/ruyi2_increment")
+    ap.add_argument("--base-run", help="a finished scale_run.py run directory of this corpus, used as the base run")
     args = ap.parse_args()
     base = build_scaled_corpus(os.path.join(args.corpus_root, f"{args.mb:g}MB"), args.mb)
     extra_mb = args.mb * args.add_fraction
@@ -68,8 +73,18 @@ def main() -> None:
     base_recipe = recipe(os.path.join(args.run_root, "base"), [base])
     full_recipe = recipe(os.path.join(args.run_root, "full"), [base, extra])
     added = [f"{name}={folder}" for name, folder in extra["paths"].items()]
+    if args.base_run:
+        for stage in ("filter", "dedup", "decontam", "tokenize"):
+            subprocess.run(["cp", "-a", os.path.join(args.base_run, stage), os.path.join(args.run_root, "base", stage)], check=True)
+        # the copied token prefixes name the scale run's folder: point them at the copy
+        for path in glob.glob(os.path.join(args.run_root, "base", "tokenize", "stats.json")):
+            with open(path) as f:
+                text = f.read().replace(os.path.abspath(args.base_run), os.path.join(args.run_root, "base"))
+            with open(path, "w") as f:
+                f.write(text)
     runs = {
-        "base run": metered([RUYI2, "run", base_recipe, "--to", "mix"], os.path.join(args.run_root, "base.log")),
+        "base run": metered([RUYI2, "mix" if args.base_run else "run", base_recipe, *([] if args.base_run else ["--to", "mix"])],
+                            os.path.join(args.run_root, "base.log")),
         "ruyi2 add": metered([RUYI2, "add", base_recipe, *added], os.path.join(args.run_root, "add.log")),
         "full rerun": metered([RUYI2, "run", full_recipe, "--to", "mix"], os.path.join(args.run_root, "full.log")),
     }
