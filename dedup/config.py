@@ -45,7 +45,9 @@ class SubstringDedupSettings(Strict):
     domains: list[Domain] = Field(default_factory=lambda: ["code", "paper"], description="domains whose repeated spans are removed")
     unit: Literal["bytes", "tokens"] = Field("bytes", description="suffix array over UTF-8 bytes or int32 token ids (tokenizer.path)")
     min_length: int = Field(100, ge=8, description="shortest repeated span removed, in units")
-    shard_bytes: int = Field(64 * 2**20, ge=1024, description="text per suffix array (memory ~9x this): exact repeats within a shard")
+    # the suffix array, its LCP and the match arrays take 15x to 40x the text (measured); repeats across shards
+    # are found by the fingerprints, so a shard can stay small
+    shard_bytes: int = Field(16 * 2**20, ge=1024, description="text per suffix array (memory 15-40x this): exact repeats within a shard")
     across_shards: bool = Field(True, description="also cut spans repeated in other shards (winnowed window fingerprints)")
     winnow: int = Field(
         16, ge=1,

@@ -100,7 +100,7 @@ class SubstringDeduplicator(PipelineStep):
     name = "🧵 Suffix-array substring dedup"
     type = "🫂 - DEDUP"
 
-    def __init__(self, domains: list[str], min_length: int = 100, unit: str = "bytes", shard_bytes: int = 64 * 2**20,
+    def __init__(self, domains: list[str], min_length: int = 100, unit: str = "bytes", shard_bytes: int = 16 * 2**20,
                  min_doc_fraction: float = 0.2, tokenizer_path: str | None = None, repeats_folder: str | None = None,
                  shard_offset: int = 0):
         super().__init__()
