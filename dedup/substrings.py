@@ -51,11 +51,28 @@ def repeated_ranges(seq: np.ndarray, starts: np.ndarray, min_length: int) -> lis
     doc = np.searchsorted(starts, later, side="right") - 1
     end = np.minimum(later + length, starts[doc + 1])  # a match never runs into the next document
     keep = end - later >= min_length
-    later, end, doc = later[keep], end[keep], doc[keep]
+    doc, s, e = merge_intervals(doc[keep], later[keep], end[keep])
     base = starts[doc]
-    for d, s, e in zip(doc.tolist(), (later - base).tolist(), (end - base).tolist()):
-        out[d].append((s, e))
-    return [merge_ranges(r) for r in out]
+    for d, a, b in zip(doc.tolist(), (s - base).tolist(), (e - base).tolist()):
+        out[d].append((a, b))
+    return out
+
+
+def merge_intervals(group: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Overlapping or touching [start, end) intervals of the same group merged, in numpy: repetitive text
+    gives one match per position (millions in a shard of generated code), too many for Python tuples."""
+    if not len(start):
+        return group, start, end
+    order = np.lexsort((start, group))
+    group, start, end = group[order], start[order], end[order]
+    # running maximum of the end within each group: the group (ascending) dominates the combined key
+    span = int(end.max()) + 1
+    reach = np.maximum.accumulate(group.astype(np.int64) * span + end) - group.astype(np.int64) * span
+    new = np.ones(len(start), bool)
+    new[1:] = (group[1:] != group[:-1]) | (start[1:] > reach[:-1])
+    first = np.flatnonzero(new)
+    last = np.append(first[1:], len(start)) - 1
+    return group[first], start[first], reach[last]
 
 
 def byte_ranges_to_chars(data: bytes, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:

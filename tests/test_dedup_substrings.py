@@ -81,3 +81,25 @@ def test_byte_ranges_snap_to_whole_characters():
     assert byte_ranges_to_chars(data, [(2, 6)]) == [(2, 3)]  # the tail of the emoji is skipped, "b" is whole
     assert byte_ranges_to_chars(data, [(1, 5)]) == [(1, 2)]  # exactly the emoji
     assert byte_ranges_to_chars(data, [(2, 5)]) == []  # only part of it: nothing
+
+
+def test_intervals_merged_in_numpy_equal_the_merged_ranges_per_document():
+    import random
+
+    import numpy as np
+
+    from dedup.substrings import merge_intervals
+    from pipeline.core.ranges import merge_ranges
+
+    rng = random.Random(0)
+    for _ in range(200):
+        n = rng.randrange(0, 60)
+        group = np.array([rng.randrange(4) for _ in range(n)], np.int64)
+        start = np.array([rng.randrange(1000) for _ in range(n)], np.int64)
+        end = start + np.array([rng.randrange(1, 80) for _ in range(n)], np.int64)
+        got, want = {}, {}
+        for g, s, e in zip(*(a.tolist() for a in merge_intervals(group, start, end))):
+            got.setdefault(g, []).append((s, e))
+        for g, s, e in zip(group.tolist(), start.tolist(), end.tolist()):
+            want.setdefault(g, []).append((s, e))
+        assert got == {g: merge_ranges(r) for g, r in want.items()}
