@@ -52,12 +52,17 @@ def ray_cli_cluster(tmp_path_factory):
         _wait_for_nodes(env, gcs, 1, nodes)
         yield {"env": env, "dashboard": f"http://127.0.0.1:{dashboard}"}
     finally:
-        for node in reversed(nodes):
-            node.terminate()
-            try:
-                node.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                node.kill()
+        _stop(nodes)
+
+
+def _stop(nodes: list) -> None:
+    """Stop `ray start --block` processes by signalling them (not `ray stop`, which stops every Ray here)."""
+    for node in reversed(nodes):
+        node.terminate()
+        try:
+            node.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            node.kill()
 
 
 def _wait_for_nodes(env: dict, gcs, count: int, procs: list, timeout: float = 180, prefix: list | None = None) -> None:
@@ -150,12 +155,7 @@ def ray_netns_cluster(tmp_path_factory):
         _wait_for_nodes(env, f"{head_ip}:6379", 2, nodes, prefix=in_head)
         yield {"env": env, "dashboard": f"http://{head_ip}:8265", "prefix": in_head, "logs": folder}
     finally:
-        for node in reversed(nodes):
-            node.terminate()
-            try:
-                node.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                node.kill()
+        _stop(nodes)
         for ns in made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         shutil.rmtree(temp_dir, ignore_errors=True)
