@@ -116,13 +116,21 @@ def small_star(a: np.ndarray, b: np.ndarray, start: np.ndarray) -> tuple[np.ndar
     return np.concatenate([b[rest], a[first]]), np.concatenate([m[rest], m[first]]), int((counts >= 2).sum())
 
 
-def round_input(folder: str, rnd: int, partition: int, partitions: int, bands: int) -> np.ndarray:
-    if rnd == 0:
-        paths = [os.path.join(folder, "edges", f"{band:05d}", f"{partition:05d}.bin") for band in range(bands)]
-    else:
-        paths = [os.path.join(folder, "rounds", f"{rnd - 1:03d}", f"{src:05d}", f"{partition:05d}.bin") for src in range(partitions)]
+def _read_edges(paths: list[str]) -> np.ndarray:
     parts = [read_checked(p, EDGE) for p in paths]
     return np.concatenate(parts) if parts else np.empty(0, EDGE)
+
+
+def round_output(folder: str, rnd: int, partition: int, partitions: int) -> np.ndarray:
+    """The edges of ``partition`` that round ``rnd``'s tasks wrote."""
+    return _read_edges([os.path.join(folder, "rounds", f"{rnd:03d}", f"{src:05d}", f"{partition:05d}.bin") for src in range(partitions)])
+
+
+def round_input(folder: str, rnd: int, partition: int, partitions: int, bands: int) -> np.ndarray:
+    """Round 0 reads the band tasks' edges, every later round the previous round's output."""
+    if rnd == 0:
+        return _read_edges([os.path.join(folder, "edges", f"{band:05d}", f"{partition:05d}.bin") for band in range(bands)])
+    return round_output(folder, rnd - 1, partition, partitions)
 
 
 class StarRound(PipelineStep):
@@ -177,7 +185,7 @@ class ComponentLabels(PipelineStep):
         self.folder, self.last_round, self.partitions = folder, last_round, partitions
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        a, b, start = _neighbourhoods(round_input(self.folder, self.last_round + 1, rank, self.partitions, 0))
+        a, b, start = _neighbourhoods(round_output(self.folder, self.last_round, rank, self.partitions))
         first = np.zeros(len(a), bool)
         first[np.unique(start)] = True
         out = np.empty(int(first.sum()), EDGE)

@@ -92,8 +92,8 @@ class ExactDuplicateFinder(PipelineStep):
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         files = sorted(glob.glob(os.path.join(self.signatures_folder, f"{rank:04d}", "*.sig")))
         sig = np.concatenate([read_checked(f, SIGNATURE) for f in files]) if files else np.empty(0, SIGNATURE)
-        new = sig["rank"] >= self.first_new_shard
-        sig = sig[np.lexsort([sig[k] for k in reversed(ORDER[2:])] + [new, sig["lo"], sig["hi"]])]
+        # ORDER, with an earlier layer's copy ahead of a new one inside each hash group
+        sig = sig[np.lexsort([sig[k] for k in reversed(ORDER[2:])] + [sig["rank"] >= self.first_new_shard, sig["lo"], sig["hi"]])]
         new = sig["rank"] >= self.first_new_shard
         first = np.ones(len(sig), dtype=bool)
         first[1:] = (sig["hi"][1:] != sig["hi"][:-1]) | (sig["lo"][1:] != sig["lo"][:-1])

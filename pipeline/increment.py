@@ -80,9 +80,7 @@ def prepare_increment(recipe: Recipe, added: dict[str, list[str]], resume: bool)
     if missing:
         raise IncrementError(f"{base.root}: the run has not finished {', '.join(missing)}; run `ruyi2 run RECIPE --to tokenize` "
                              "first, then add files to it")
-    done = increment_folders(base.root)
-    started = sorted(f for f in os.listdir(os.path.join(base.root, INCREMENTS))) if os.path.isdir(os.path.join(base.root, INCREMENTS)) else []
-    unfinished = [os.path.join(base.root, INCREMENTS, f) for f in started if os.path.join(base.root, INCREMENTS, f) not in done]
+    done, unfinished = increment_folders(base.root), increment_folders(base.root, finished=False)
     earlier = [base.root] + done
     if unfinished and not resume:
         raise IncrementError(f"{unfinished[0]}: an earlier `ruyi2 add` did not finish; rerun it with --resume (same files), "
@@ -94,7 +92,7 @@ def prepare_increment(recipe: Recipe, added: dict[str, list[str]], resume: bool)
         if record["added"] != added:
             raise IncrementError(f"{folder}: --resume with other files than the interrupted add ({record['added']})")
     else:
-        folder = os.path.join(base.root, INCREMENTS, f"{len(started) + 1:03d}")
+        folder = os.path.join(base.root, INCREMENTS, f"{len(done) + len(unfinished) + 1:03d}")
         record = None
     read = [_filter_files(layer) for layer in earlier]
     seen = {f for layer in read for files in layer.values() for f in files}

@@ -27,10 +27,11 @@ class Layers:
     roots: dict[str, str] = field(default_factory=dict)  # source -> the folder its document ids are relative to
 
 
-def increment_folders(root: str) -> list[str]:
-    """The increments of a run that finished their data stages (tokenize wrote its stats), in order."""
+def increment_folders(root: str, finished: bool = True) -> list[str]:
+    """The increments of a run, in order: those that finished their data stages (tokenize wrote its stats),
+    or with ``finished=False`` those that did not."""
     return [f for f in sorted(glob.glob(os.path.join(root, INCREMENTS, "[0-9][0-9][0-9]")))
-            if os.path.exists(os.path.join(f, "tokenize", "stats.json"))]
+            if os.path.exists(os.path.join(f, "tokenize", "stats.json")) == finished]
 
 
 def read_increment(folder: str) -> dict:
