@@ -3,6 +3,8 @@ peak memory of the largest process, and one worker against two.
 
     .venv/bin/python bench/scale_run.py --mb 100 300 1000 --workers 2
     .venv/bin/python bench/scale_run.py --mb 300 --workers 1 2
+    .venv/bin/python bench/scale_run.py --mb 1000 --workers 2 --stages dedup    # one stage again, on the earlier run's input
+    .venv/bin/python bench/scale_run.py --mb 100 --stages dedup --set dedup.minhash.partitions=256
 
 The corpus is ``bench/scale_corpus.py``'s (built once per size under ``--corpus-root`` and reused), laid out
 like the recipe's sources; the recipe is ``pipeline/recipes/ruyi2-800b.yaml`` with only where the data lives,
@@ -11,6 +13,9 @@ executor changed. Each stage runs as the user runs it (``ruyi2 <stage> RECIPE``)
 meter process that makes itself the child subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``): datatrove's workers
 come from a forkserver that the command never waits for, and as the meter's orphans they are reaped by it, so
 its ``RUSAGE_CHILDREN`` holds every process's CPU seconds and the largest process's peak RSS, exactly.
+Each task's own peak RSS comes from its stats (``pipeline/core/task_memory.py``) and is printed per pool
+(a stage's steps run as several pools: dedup's exact, MinHash and substring passes), so the step that holds
+the most is named.
 MB/s per core = the stage's input text (the ``in`` bytes of its stats, for tokenize what decontam kept; the
 corpus for the whole flow) /
 CPU seconds of all its processes.
@@ -19,6 +24,7 @@ CPU seconds of all its processes.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import platform
@@ -46,6 +52,20 @@ print(json.dumps({"rc": rc, "wall": wall, "cpu": r.ru_utime + r.ru_stime, "max_r
 """
 
 
+def apply_settings(data: dict, settings: list[str]) -> dict:
+    """``KEY.PATH=YAML_VALUE`` settings applied to a recipe dict (e.g. ``dedup.minhash.partitions=256``)."""
+    import yaml
+
+    for item in settings:
+        key, _, value = item.partition("=")
+        *parents, last = key.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = yaml.safe_load(value)
+    return data
+
+
 def recipe_for(corpus: dict, models: dict, run_dir: str, tasks: int, workers: int) -> dict:
     import yaml
 
@@ -58,6 +78,15 @@ def recipe_for(corpus: dict, models: dict, run_dir: str, tasks: int, workers: in
         data["filter"]["per_language"][language]["classifier"]["model"] = model
     data["executor"] = {"kind": "local", "tasks": tasks, "workers": workers}
     return data
+
+
+def task_peaks(stage_logs: str) -> dict[str, float]:
+    """{pool: largest task peak RSS in MiB} from the stats every task records (``pipeline/core/task_memory.py``);
+    a stage's pools each have a logs folder under the stage's (the stage's own is ".")."""
+    from pipeline.core.task_memory import largest_task_rss
+
+    pools = sorted({os.path.dirname(os.path.relpath(p, stage_logs)) or "." for p in glob.glob(os.path.join(stage_logs, "**", "stats"), recursive=True)})
+    return {pool: peak for pool in pools if (peak := largest_task_rss(os.path.join(stage_logs, pool), recursive=False)) is not None}
 
 
 def metered(args: list[str], log: str) -> dict:
@@ -81,6 +110,9 @@ def main() -> None:
     ap.add_argument("--corpus-root", default=os.path.join(ROOT, ".data", "scale"))
     ap.add_argument("--run-root", default="/tmp/ruyi2_scale")
     ap.add_argument("--json", help="append each result as a JSON line here")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="recipe settings on top of the 800B recipe's")
+    ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
+                    help="run only these stages, on the run directory an earlier full run left (their outputs are redone)")
     args = ap.parse_args()
     print(f"{'MB':>6s} {'workers':>7s} {'stage':>9s} {'in MB':>8s} {'wall s':>8s} {'cpu s':>8s} {'MB/s/core':>9s} {'max RSS MiB':>11s}", flush=True)
     for mb in args.mb:
@@ -92,25 +124,32 @@ def main() -> None:
         corpus_mb = sum(corpus["bytes"].values()) / 1e6
         for workers in args.workers:
             run_dir = os.path.join(args.run_root, f"{mb:g}MB-{workers}w")
-            subprocess.run(["rm", "-rf", run_dir], check=True)
-            os.makedirs(run_dir)
+            if args.stages == list(STAGES):
+                subprocess.run(["rm", "-rf", run_dir], check=True)
+                os.makedirs(run_dir)
+            else:  # the earlier stages' outputs are kept; the measured ones start from nothing
+                subprocess.run(["rm", "-rf", *(os.path.join(run_dir, s) for s in args.stages)], check=True)
             path = os.path.join(run_dir, "recipe.yaml")
             with open(path, "w") as f:
-                yaml.safe_dump(recipe_for(corpus, models, run_dir, args.tasks, workers), f, sort_keys=False)
+                yaml.safe_dump(apply_settings(recipe_for(corpus, models, run_dir, args.tasks, workers), args.set), f, sort_keys=False)
             total = {"wall": 0.0, "cpu": 0.0, "max_rss_mib": 0.0}
             rows = []
-            for stage in STAGES:
+            for stage in args.stages:
                 r = metered([RUYI2, stage, path], os.path.join(run_dir, f"{stage}.log"))
                 with open(os.path.join(run_dir, stage, "stats.json")) as f:
                     stats = json.load(f)
+                r["task_rss_mib"] = task_peaks(os.path.join(run_dir, stage, "logs"))
                 if stage == "tokenize":  # its stats count tokens; its input is what decontam kept
-                    r["in_mb"], r["tokens"] = rows[-1][1]["kept_mb"], sum(s["tokens"] for s in stats["sources"].values())
+                    with open(os.path.join(run_dir, "decontam", "stats.json")) as f:
+                        kept = sum(s["kept"]["bytes"] for s in json.load(f)["sources"].values()) / 1e6
+                    r["in_mb"], r["tokens"] = kept, sum(s["tokens"] for s in stats["sources"].values())
                 else:
                     r["in_mb"] = sum(s["in"]["bytes"] for s in stats["sources"].values()) / 1e6
                     r["kept_mb"] = sum(s["kept"]["bytes"] for s in stats["sources"].values()) / 1e6
                 rows.append((stage, r))
                 total = {"wall": total["wall"] + r["wall"], "cpu": total["cpu"] + r["cpu"], "max_rss_mib": max(total["max_rss_mib"], r["max_rss_mib"])}
                 print(f"{mb:6g} {workers:7d} {stage:>9s} {r['in_mb']:8.1f} {r['wall']:8.1f} {r['cpu']:8.1f} {r['in_mb'] / r['cpu']:9.3f} {r['max_rss_mib']:11.1f}", flush=True)
+                print("       largest task per pool (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in r["task_rss_mib"].items()), flush=True)
             print(f"{mb:6g} {workers:7d} {'flow':>9s} {corpus_mb:8.1f} {total['wall']:8.1f} {total['cpu']:8.1f} {corpus_mb / total['cpu']:9.3f} "
                   f"{total['max_rss_mib']:11.1f}", flush=True)
             if args.json:

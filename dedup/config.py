@@ -3,7 +3,7 @@ how the copy kept in a duplicate cluster is chosen."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -24,10 +24,19 @@ class MinhashSettings(Strict):
         "full signatures, is at least this (members below it form clusters of their own); null: every member of an LSH "
         "component is removed (transitive)")
     flush_docs: int = Field(100_000, ge=1, description="documents per written chunk of band keys (bounds worker memory)")
-    partitions: int = Field(
-        8, ge=1,
-        description="tasks that find the clusters (rounds of connected components over the bands' edges) and choose "
-        "their keepers; each holds about 2/partitions of the duplicate documents' edges")
+    partitions: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="tasks that find the clusters (rounds of connected components over the bands' edges), choose their "
+        "keepers and group the substring fingerprints; each holds about 2/partitions of the duplicate documents' edges. "
+        "auto: one per partition_documents of the documents entering dedup")
+    # the worst case planned for: a third of the documents in LSH components with ~6 star edges each, 16 bytes
+    # per edge in both directions: ~4M documents keep a components round near 0.75 GB
+    partition_documents: int = Field(4_000_000, ge=1, description="documents per partition when partitions is auto")
+
+    def partitions_for(self, documents: int) -> int:
+        """The partitions a run over ``documents`` documents uses: every partition costs a task and P files
+        per round whatever its size, so small corpora get few (1 up to 4M documents by default)."""
+        return self.partitions if self.partitions != "auto" else max(1, -(-documents // self.partition_documents))
 
     @property
     def threshold(self) -> float:

@@ -21,6 +21,7 @@ from dedup.substring_fingerprints import SubstringFingerprints, SubstringRepeats
 from dedup.substrings import SubstringDeduplicator
 from pipeline.core.accounting import write_stats
 from pipeline.core.documents import stage_reader
+from pipeline.core.errors import StageError
 from pipeline.core.executors import run_steps
 from pipeline.core.layers import LAYERS, layer_files, link_into
 from pipeline.core.layout import RunLayout
@@ -38,6 +39,7 @@ class DedupStage(Stage):
         recipe, layout = ctx.recipe, ctx.layout
         self.start(ctx)
         cfg, src_in = recipe.dedup, layout.output(self.needs)
+        parts = None
         if not cfg.enabled:
             self.pass_through(ctx)
         else:
@@ -47,9 +49,11 @@ class DedupStage(Stage):
             m = cfg.minhash
             logger.info(f"dedup: MinHash {m.n_grams}-word / {m.char_n_grams}-character shingles, {m.num_buckets} bands x "
                         f"{m.hashes_per_bucket} rows -> similarity threshold ~{m.threshold:.3f}")
-            self._fuzzy(ctx, src_in, priority)
+            parts = self._partitions(ctx)
+            self._fuzzy(ctx, src_in, priority, parts)
         stats = self.account(ctx)
-        stats["minhash"] = cfg.minhash.model_dump() | {"threshold": cfg.minhash.threshold, "enabled": cfg.enabled}
+        stats["minhash"] = cfg.minhash.model_dump() | {"threshold": cfg.minhash.threshold, "enabled": cfg.enabled,
+                                                       "partitions_used": parts}
         stats["exact"] = cfg.exact.model_dump()
         # the document shards this run's intermediates are numbered with (an increment's come after the earlier layers')
         offset = ctx.options[LAYERS].shard_offset if ctx.options.get(LAYERS) else 0
@@ -61,6 +65,21 @@ class DedupStage(Stage):
                              "exact": {k: clusters["exact"][k] for k in ("groups", "removed")}}
         write_stats(layout.stats(self.name), stats)
         return stats
+
+    def _partitions(self, ctx: StageContext) -> int:
+        """The MinHash partitions: an increment's are the base run's (its linked fingerprint files are split by
+        them); otherwise the setting, or for ``auto`` as many as the documents entering dedup need."""
+        m, layers = ctx.recipe.dedup.minhash, ctx.options.get(LAYERS)
+        if layers:
+            with open(RunLayout(layers.earlier[0]).stats(self.name)) as f:
+                used = json.load(f)["minhash"].get("partitions_used")
+            if used is None:
+                raise StageError(f"{layers.earlier[0]}: its dedup stats do not say how many partitions it used; "
+                                 "rerun its dedup stage before adding files")
+            return used
+        with open(ctx.layout.stats(self.needs)) as f:
+            documents = json.load(f)["totals"]["kept"]["docs"]
+        return m.partitions_for(documents)
 
     @staticmethod
     def _link_earlier(ctx: StageContext, part: str, patterns: list[str]) -> int:
@@ -91,7 +110,7 @@ class DedupStage(Stage):
                   layout.logs(self.name, "exact_filter"), tasks, "dedup/exact_filter")
         return kept
 
-    def _fuzzy(self, ctx: StageContext, src_in: str, priority: dict[str, int]) -> None:
+    def _fuzzy(self, ctx: StageContext, src_in: str, priority: dict[str, int], parts: int) -> None:
         recipe, layout = ctx.recipe, ctx.layout
         m, d, tasks = recipe.dedup.minhash, recipe.dedup, recipe.executor.tasks
         work = layout.work(self.name, "minhash")
@@ -100,7 +119,10 @@ class DedupStage(Stage):
                                        priority, d.quality_key, m.flush_docs, offset)
         run_steps(recipe.executor, [stage_reader(src_in), signatures], layout.logs(self.name, "minhash_signatures"), tasks,
                   "dedup/minhash_signatures")
-        parts, logs = m.partitions, lambda step: layout.logs(self.name, step)
+
+        def logs(step: str) -> str:
+            return layout.logs(self.name, step)
+
         run_steps(recipe.executor, [BandComponents(work, parts)], logs("minhash_bands"), m.num_buckets, "dedup/minhash_bands")
         last = run_rounds(work, parts, lambda r: run_steps(recipe.executor, [StarRound(work, r, parts, m.num_buckets)],
                                                            logs(f"minhash_components/{r:03d}"), parts, f"dedup/minhash_components/{r}"))

@@ -33,46 +33,57 @@ DUPLICATE_REASON = "substring_duplicate"
 REPEAT = np.dtype([("idx", "<u4"), ("offset", "<u4")])  # a window repeated across shards (substring_fingerprints.py)
 
 
-def repeated_ranges(seq: np.ndarray, starts: np.ndarray, min_length: int) -> list[list[tuple[int, int]]]:
+def repeated_ranges(seq: np.ndarray, starts: np.ndarray, min_length: int, chunk: int = 1 << 20) -> list[list[tuple[int, int]]]:
     """For a concatenation ``seq`` of documents beginning at ``starts`` (ascending, plus the end as the last
-    element), the [start, end) ranges, relative to each document, of spans repeated earlier in ``seq``."""
+    element), the [start, end) ranges, relative to each document, of spans repeated earlier in ``seq``
+    (overlapping or touching spans merged)."""
     import pydivsufsort
 
     seq = np.ascontiguousarray(seq).copy()  # pydivsufsort needs a writable buffer
-    n_docs = len(starts) - 1
+    starts = np.asarray(starts, np.int64)
+    n_docs, n = len(starts) - 1, len(seq)
     out: list[list[tuple[int, int]]] = [[] for _ in range(n_docs)]
-    if len(seq) < 2:
+    if n < 2:
         return out
     sa = pydivsufsort.divsufsort(seq)
     lcp = pydivsufsort.kasai(seq, sa)  # lcp[i] = common prefix of suffixes sa[i] and sa[i + 1]
-    i = np.nonzero(lcp[:-1] >= min_length)[0]
-    later = np.maximum(sa[i], sa[i + 1]).astype(np.int64)
-    length = lcp[i].astype(np.int64)
-    doc = np.searchsorted(starts, later, side="right") - 1
-    end = np.minimum(later + length, starts[doc + 1])  # a match never runs into the next document
-    keep = end - later >= min_length
-    doc, s, e = merge_intervals(doc[keep], later[keep], end[keep])
-    base = starts[doc]
-    for d, a, b in zip(doc.tolist(), (s - base).tolist(), (e - base).tolist()):
-        out[d].append((a, b))
+    del seq
+    # reach[p]: the furthest end of a repeat found at p. Matches are folded into it a chunk of the suffix
+    # array at a time, so memory is a few arrays of the shard's length whatever the number of matches
+    # (repetitive generated code has one per position; per-match int64 arrays took ~1 GB for a 16 MiB shard)
+    pos = np.int32 if n < 2**31 else np.int64
+    reach = np.zeros(n, pos)
+    for a in range(0, n - 1, chunk):
+        i = np.flatnonzero(lcp[a : min(a + chunk, n - 1)] >= min_length) + a
+        if not len(i):
+            continue
+        later = np.maximum(sa[i], sa[i + 1]).astype(np.int64)
+        doc_end = starts[np.searchsorted(starts, later, side="right")]  # a match never runs into the next document
+        end = np.minimum(later + lcp[i], doc_end)
+        keep = end - later >= min_length
+        np.maximum.at(reach, later[keep], end[keep].astype(pos))
+    del sa, lcp
+    np.maximum.accumulate(reach, out=reach)  # covered[p]: some repeat starting at or before p reaches past p
+    covered = np.zeros(n + 2, bool)
+    for a in range(0, n, chunk):
+        covered[a + 1 : min(a + chunk, n) + 1] = reach[a : a + chunk] > np.arange(a, min(a + chunk, n), dtype=pos)
+    del reach
+    edges = np.flatnonzero(covered[1:] != covered[:-1])
+    s, e = edges[0::2], edges[1::2]
+    # a run covering the end of one document and the start of the next is one range in each
+    pieces = []
+    while len(s):
+        doc = np.searchsorted(starts, s, side="right") - 1
+        doc_end = starts[doc + 1]
+        pieces.append((doc, s - starts[doc], np.minimum(e, doc_end) - starts[doc]))
+        rest = e > doc_end
+        s, e = doc_end[rest], e[rest]
+    for doc, a, b in pieces:
+        for d, x, y in zip(doc.tolist(), a.tolist(), b.tolist()):
+            out[d].append((x, y))
+    for ranges in out:
+        ranges.sort()
     return out
-
-
-def merge_intervals(group: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Overlapping or touching [start, end) intervals of the same group merged, in numpy: repetitive text
-    gives one match per position (millions in a shard of generated code), too many for Python tuples."""
-    if not len(start):
-        return group, start, end
-    order = np.lexsort((start, group))
-    group, start, end = group[order], start[order], end[order]
-    # running maximum of the end within each group: the group (ascending) dominates the combined key
-    span = int(end.max()) + 1
-    reach = np.maximum.accumulate(group.astype(np.int64) * span + end) - group.astype(np.int64) * span
-    new = np.ones(len(start), bool)
-    new[1:] = (group[1:] != group[:-1]) | (start[1:] > reach[:-1])
-    first = np.flatnonzero(new)
-    last = np.append(first[1:], len(start)) - 1
-    return group[first], start[first], reach[last]
 
 
 def byte_ranges_to_chars(data: bytes, ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -104,9 +115,12 @@ def unit_sequences(texts: list[str], unit: str, tokenizer_path: str | None = Non
     if unit == "bytes":
         data = [t.encode("utf-8") for t in texts]
         return [np.frombuffer(d, dtype=np.uint8) for d in data], [lambda r, d=d: byte_ranges_to_chars(d, r) for d in data]
-    encs = _tokenizer(tokenizer_path).encode_batch(texts, add_special_tokens=False)
-    seqs = [np.array(e.ids, dtype=np.int32) for e in encs]
-    mappers = [lambda r, o=e.offsets: [(o[s][0], o[e - 1][1]) for s, e in r if e > s] for e in encs]
+    seqs, offsets = [], []
+    for a in range(0, len(texts), 256):  # encodings (ids, offsets, token strings) held a batch at a time, not a shard
+        for e in _tokenizer(tokenizer_path).encode_batch(texts[a : a + 256], add_special_tokens=False):
+            seqs.append(np.array(e.ids, dtype=np.int32))
+            offsets.append(np.array(e.offsets, dtype=np.int64).reshape(-1, 2))
+    mappers = [lambda r, o=o: [(int(o[s, 0]), int(o[e - 1, 1])) for s, e in r if e > s] for o in offsets]
     return seqs, mappers
 
 

@@ -83,23 +83,43 @@ def test_byte_ranges_snap_to_whole_characters():
     assert byte_ranges_to_chars(data, [(2, 5)]) == []  # only part of it: nothing
 
 
-def test_intervals_merged_in_numpy_equal_the_merged_ranges_per_document():
+@pytest.mark.parametrize("dtype", ["uint8", "int32"])
+def test_repeated_ranges_equal_a_naive_suffix_sort_of_the_shard(dtype):
+    """The chunked coverage fold gives the ranges of the definition: for each pair of suffixes adjacent in
+    sorted order sharing >= min_length units, the later one's span (clipped to its document), merged per
+    document; on small shards with planted repeats, empty documents and chunks of a few positions."""
     import random
 
     import numpy as np
 
-    from dedup.substrings import merge_intervals
+    from dedup.substrings import repeated_ranges
     from pipeline.core.ranges import merge_ranges
 
     rng = random.Random(0)
-    for _ in range(200):
-        n = rng.randrange(0, 60)
-        group = np.array([rng.randrange(4) for _ in range(n)], np.int64)
-        start = np.array([rng.randrange(1000) for _ in range(n)], np.int64)
-        end = start + np.array([rng.randrange(1, 80) for _ in range(n)], np.int64)
-        got, want = {}, {}
-        for g, s, e in zip(*(a.tolist() for a in merge_intervals(group, start, end))):
-            got.setdefault(g, []).append((s, e))
-        for g, s, e in zip(group.tolist(), start.tolist(), end.tolist()):
-            want.setdefault(g, []).append((s, e))
-        assert got == {g: merge_ranges(r) for g, r in want.items()}
+    for trial in range(150):
+        alphabet = rng.choice([2, 4, 300 if dtype == "int32" else 200])
+        docs = []
+        for _ in range(rng.randrange(1, 7)):
+            doc = [rng.randrange(alphabet) for _ in range(rng.randrange(0, 40))]
+            if docs and rng.random() < 0.6:  # a piece of an earlier document pasted in
+                src = rng.choice(docs)
+                a = rng.randrange(len(src) + 1)
+                doc[rng.randrange(len(doc) + 1):0] = src[a : a + rng.randrange(1, 25)]
+            docs.append(doc)
+        seq = np.array([u for d in docs for u in d], dtype)
+        starts = np.concatenate([[0], np.cumsum([len(d) for d in docs])])
+        min_length = rng.randrange(2, 9)
+        units = seq.tolist()
+        sa = sorted(range(len(units)), key=lambda i: units[i:])
+        want = [[] for _ in docs]
+        for x, y in zip(sa, sa[1:]):
+            common = 0
+            while max(x, y) + common < len(units) and units[x + common] == units[y + common]:
+                common += 1
+            later = max(x, y)
+            d = int(np.searchsorted(starts, later, side="right")) - 1
+            end = min(later + common, int(starts[d + 1]))
+            if common >= min_length and end - later >= min_length:
+                want[d].append((later - int(starts[d]), end - int(starts[d])))
+        got = repeated_ranges(seq, starts, min_length, chunk=rng.choice([1, 3, 7, 1 << 20]))
+        assert got == [merge_ranges(r) for r in want], trial

@@ -11,6 +11,7 @@ import os
 import random
 
 import pytest
+import yaml
 
 from decontam.benchmarks import load_benchmark
 from mixtures.megatron_writer import read_docids
@@ -90,16 +91,19 @@ def _tokens(prefixes: list[str], ids: set[str]) -> dict[str, list[int]]:
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("increment")
     path = prepare_demo(str(root / "base"), small=True)
+    with open(path) as f:
+        data = yaml.safe_load(f)
+    # several MinHash partitions on the small demo (~100 documents enter dedup; the increment's ~10 alone would
+    # make one): the increment has to use the base run's
+    data.setdefault("dedup", {}).setdefault("minhash", {})["partition_documents"] = 40
+    with open(path, "w") as f:
+        yaml.safe_dump(data, f, sort_keys=False)
     recipe = load_recipe(path)
     run_stages(recipe, DATA + ["mix"], quiet=True)
     kept_web = [d for d in read_docs(RunLayout(recipe.run_dir).output("dedup")) if d["metadata"]["source"] == "web"]
     new_file, expect = _new_web_file(os.path.dirname(path), kept_web)
     added = add_files(recipe, parse_added([f"web={new_file}"], recipe), quiet=True)
     # the full rerun: the same recipe with the new file after the old one in the web source
-    with open(path) as f:
-        import yaml
-
-        data = yaml.safe_load(f)
     full = copy.deepcopy(data)
     full["run_dir"] = str(root / "full")
     full["sources"][0]["paths"].append(new_file)
@@ -135,6 +139,15 @@ def test_the_new_documents_get_the_decisions_of_a_full_rerun(runs):
     full_prefixes = glob.glob(os.path.join(runs["full"], "tokenize", "*_text_document.bin"))
     inc_tokens, full_tokens = (_tokens([p[:-4] for p in prefixes], kept) for prefixes in (inc_prefixes, full_prefixes))
     assert set(inc_tokens) == kept and inc_tokens == full_tokens
+
+
+def test_an_increment_uses_the_minhash_partitions_of_its_base_run(runs):
+    def used(root: str) -> int:
+        with open(RunLayout(root).stats("dedup")) as f:
+            return json.load(f)["minhash"]["partitions_used"]
+
+    assert used(runs["recipe"].run_dir) >= 2
+    assert used(runs["increment"]) == used(runs["recipe"].run_dir)
 
 
 def test_the_blends_are_planned_over_the_run_and_its_increment(runs):

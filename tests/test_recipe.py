@@ -44,6 +44,17 @@ def test_wrong_type_is_named(tmp_path):
         load_recipe(_write(tmp_path, data))
 
 
+@pytest.mark.parametrize("value", [0, "many"])
+def test_minhash_partitions_are_a_positive_count_or_auto(tmp_path, value):
+    data = _base()
+    data["dedup"] = {"minhash": {"partitions": value}}
+    with pytest.raises(RecipeError, match=r"dedup\.minhash\.partitions"):
+        load_recipe(_write(tmp_path, data))
+    data["dedup"]["minhash"] = {"partitions": "auto", "partition_documents": 1000}
+    minhash = load_recipe(_write(tmp_path, data)).dedup.minhash
+    assert [minhash.partitions_for(n) for n in (0, 1000, 1001, 2_500_000)] == [1, 1, 2, 2500]
+
+
 def test_missing_input_path_is_named(tmp_path):
     data = _base()
     data["sources"][0]["paths"] = ["nowhere/*.jsonl"]

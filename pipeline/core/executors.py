@@ -15,6 +15,7 @@ from pipeline.core.config import ExecutorConfig, RayConfig
 from pipeline.core.errors import StageError
 from pipeline.core.progress import StageProgress
 from pipeline.core.ray_executor import RankFailed
+from pipeline.core.task_memory import TaskMemory
 
 
 class StageFailed(StageError):
@@ -57,6 +58,7 @@ def run_steps(
 ) -> dict:
     """Run ``steps`` as ``tasks`` ranks; raise if any rank did not complete. Returns datatrove's merged stats."""
     workers = max(1, min(workers or cfg.workers, tasks))
+    steps = [*steps, TaskMemory()]  # each task's peak RSS into its stats
     if cfg.kind == "local":
         from datatrove.executor import LocalPipelineExecutor
 

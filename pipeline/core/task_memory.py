@@ -1,0 +1,70 @@
+"""Each task's peak resident memory, in its datatrove stats: what a user sizes ``mem_per_cpu_gb`` and the
+workers per node by, and what shows which step of a stage holds the most.
+
+``TaskMemory`` ends every pipeline that ``run_steps`` runs. Being the last generator, its code before the
+loop runs when the task starts and its code after the loop when every step above it has finished (writers
+closed), so the peak it reads covers the whole task. Worker processes are reused for many tasks (the local
+pool, Ray's workers), so the kernel's high-water mark is reset at the task's start (``/proc/self/clear_refs``,
+Linux >= 4.0); where that is not permitted the figure is the process's peak so far, at least the task's own
+(``peak_rss_reset`` says which). The memory a task's process mapped from files it shares with others (a model
+loaded once in the forkserver) counts in full, as the kernel's RSS does.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+from datatrove.data import DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+
+STEP_NAME = "📏 Task memory"
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS to its current RSS; False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS (VmHWM) in MiB; 0 where /proc is not there."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class TaskMemory(PipelineStep):
+    name = STEP_NAME
+    type = "📏 - METER"
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        reset = reset_peak_rss()
+        if data:
+            yield from data
+        self.stat_update("peak_rss_mib", value=round(peak_rss_mib(), 1))
+        self.stat_update("peak_rss_reset", value=int(reset))
+
+
+def largest_task_rss(logging_dir: str, recursive: bool = True) -> float | None:
+    """The largest peak RSS (MiB) of the tasks whose per-rank stats lie under ``logging_dir`` (at any depth
+    unless ``recursive`` is False: a stage's pools each have their own logs folder); None if no task recorded one."""
+    peaks = []
+    pattern = os.path.join(logging_dir, "**", "stats", "*.json") if recursive else os.path.join(logging_dir, "stats", "*.json")
+    for path in glob.glob(pattern, recursive=recursive):
+        with open(path) as f:
+            for step in json.load(f):
+                if step.get("name", "").endswith(STEP_NAME) and "peak_rss_mib" in step.get("stats", {}):
+                    value = step["stats"]["peak_rss_mib"]
+                    peaks.append(value["total"] if isinstance(value, dict) else value)
+    return max(peaks) if peaks else None

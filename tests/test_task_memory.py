@@ -1,0 +1,44 @@
+"""Each task's peak RSS lands in its stats, measured from the task's own start even when one process runs
+several tasks one after another."""
+
+import json
+import os
+
+import numpy as np
+from datatrove.pipeline.base import PipelineStep
+
+from pipeline.core.config import ExecutorConfig
+from pipeline.core.executors import run_steps
+from pipeline.core.task_memory import STEP_NAME, largest_task_rss
+
+
+class HoldsMemory(PipelineStep):
+    """Task 0 touches 256 MiB and frees it; task 1 allocates nothing."""
+
+    name = "holds memory"
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        if rank == 0:
+            block = np.ones(256 * 2**20, np.uint8)  # written, so resident
+            assert block.sum() == block.size
+            del block
+        return
+        yield
+
+
+def _peak(logging_dir: str, rank: int) -> float:
+    with open(os.path.join(logging_dir, "stats", f"{rank:05d}.json")) as f:
+        step = next(s for s in json.load(f) if s["name"].endswith(STEP_NAME))
+    total = {k: v["total"] if isinstance(v, dict) else v for k, v in step["stats"].items()}  # datatrove's two forms
+    assert total["peak_rss_reset"] == 1
+    return total["peak_rss_mib"]
+
+
+def test_each_task_reports_its_own_peak_rss(tmp_path):
+    logs = str(tmp_path / "logs")
+    # one worker: both tasks run one after the other in this process, so task 1 sees task 0's high-water mark
+    # unless it is reset at the task's start
+    run_steps(ExecutorConfig(kind="local", workers=1), [HoldsMemory()], logs, 2, "memory")
+    first, second = _peak(logs, 0), _peak(logs, 1)
+    assert first - second >= 200
+    assert largest_task_rss(str(tmp_path)) == first
