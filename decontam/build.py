@@ -40,14 +40,21 @@ def build_index(cfg, folder: str) -> tuple[str, dict]:
     return path, index.stats | {"index_file_bytes": os.path.getsize(path)}
 
 
-def apply_corpus_counts(cfg, index_path: str, counts_folder: str, index_stats: dict) -> dict:
-    """Excludes the corpus-common n-grams counted into ``counts_folder`` from the saved index (rewritten in
-    place) and returns the index stats with what was excluded."""
+def stored_index(path: str) -> tuple[str, dict]:
+    """An index an earlier run built (``ruyi2 add`` decontaminates with its base run's), with its stats."""
+    index = NgramIndex.load(path)
+    logger.info(f"decontam: the stored index {path}: {len(index.items):,} items, {len(index.hashes):,} n-grams")
+    return path, index.stats | {"index_file_bytes": os.path.getsize(path), "from_base_run": True}
+
+
+def apply_corpus_counts(cfg, index_path: str, counts_folder: str, index_stats: dict, folder: str) -> tuple[str, dict]:
+    """Excludes the corpus-common n-grams counted into ``counts_folder`` from the saved index and saves the
+    result in ``folder``; returns its path and the index stats with what was excluded."""
     index = NgramIndex.load(index_path)
     common = exclude_corpus_common(index, counts_folder, cfg.corpus_common_fraction, cfg.corpus_common_min_docs)
-    index.save(os.path.dirname(index_path))
+    index_path = index.save(folder)
     logger.info(f"decontam: {common['excluded']:,} n-grams in >= {common['threshold']:,} of the corpus's {common['documents']:,} "
                 f"documents excluded ({common['items_affected']:,} items affected); {len(index.hashes):,} n-grams left")
-    return index_stats | {"corpus_common": common, "excluded_corpus_common": common["excluded"],
-                          "ngrams_indexed": int(len(index.hashes)), "index_bytes": index.nbytes,
-                          "index_file_bytes": os.path.getsize(index_path)}
+    return index_path, index_stats | {"corpus_common": common, "excluded_corpus_common": common["excluded"],
+                                      "ngrams_indexed": int(len(index.hashes)), "index_bytes": index.nbytes,
+                                      "index_file_bytes": os.path.getsize(index_path)}

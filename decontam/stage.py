@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 
-from decontam.build import apply_corpus_counts, build_index
+from decontam.build import apply_corpus_counts, build_index, stored_index
 from decontam.corpus_common import CorpusNgramCounter
 from decontam.filter import NgramDecontaminationTagger
 from decontam.report import contamination_report
@@ -32,17 +32,17 @@ class DecontamStage(Stage):
         if not cfg.enabled:
             self.pass_through(ctx)
         else:
-            index_path, index_stats = build_index(cfg, os.path.join(folder, "index"))
+            layers = ctx.options.get(LAYERS)
+            index_path, index_stats = self._benchmark_index(ctx, folder)
             if cfg.corpus_common_fraction is not None:
                 counts = os.path.join(folder, "corpus_ngrams")
-                layers = ctx.options.get(LAYERS)
                 for i, earlier in enumerate(layers.earlier if layers else ()):
                     # an increment's common n-grams are counted over everything kept before it too
                     for path in layer_files(os.path.join(earlier, self.name, "corpus_ngrams"), "*.npz"):
                         link_into(path, os.path.join(counts, f"layer{i:03d}_{os.path.basename(path)}"))
                 run_steps(recipe.executor, [stage_reader(layout.output(self.needs)), CorpusNgramCounter(index_path, counts)],
                           layout.logs(self.name, "corpus_ngrams"), recipe.executor.tasks, f"{self.name}/corpus_ngrams")
-                index_stats = apply_corpus_counts(cfg, index_path, counts, index_stats)
+                index_path, index_stats = apply_corpus_counts(cfg, index_path, counts, index_stats, os.path.join(folder, "index"))
             matches = os.path.join(folder, "matches")
             tagger = NgramDecontaminationTagger(index_path, matches, cfg.action, dict(cfg.per_domain), cfg.cut_margin_tokens,
                                                 cfg.cut_min_tokens, recipe.tokenizer.path, cfg.min_item_coverage)
@@ -59,3 +59,16 @@ class DecontamStage(Stage):
             stats["benchmarks_skipped"] = report["index"]["benchmarks_skipped"]
         write_stats(layout.stats(self.name), stats)
         return stats
+
+    def _benchmark_index(self, ctx: StageContext, folder: str) -> tuple[str, dict]:
+        """The benchmark n-gram index before corpus-common exclusion (``benchmark_index/``): built from the
+        recipe's benchmarks, or for an increment the base run's, linked (the same recipe built it; the
+        benchmark files are not read again)."""
+        layers, own = ctx.options.get(LAYERS), os.path.join(folder, "benchmark_index")
+        if layers:
+            base = layer_files(os.path.join(layers.earlier[0], self.name, "benchmark_index"), "*.npz")
+            if base:
+                path = os.path.join(own, os.path.basename(base[0]))
+                link_into(base[0], path)
+                return stored_index(path)
+        return build_index(ctx.recipe.decontam, own)

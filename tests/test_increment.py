@@ -150,6 +150,16 @@ def test_an_increment_uses_the_minhash_partitions_of_its_base_run(runs):
     assert used(runs["increment"]) == used(runs["recipe"].run_dir)
 
 
+def test_an_increment_decontaminates_with_the_base_runs_stored_index(runs):
+    def index(root: str) -> list[str]:
+        return glob.glob(os.path.join(root, "decontam", "benchmark_index", "*.npz"))
+
+    (own,), (base,) = index(runs["increment"]), index(runs["recipe"].run_dir)
+    assert os.path.islink(own) and os.path.realpath(own) == os.path.realpath(base)
+    with open(os.path.join(runs["increment"], "decontam", "contamination.json")) as f:
+        assert json.load(f)["index"]["from_base_run"]
+
+
 def test_the_blends_are_planned_over_the_run_and_its_increment(runs):
     from train_entry.data import read_blend
 
