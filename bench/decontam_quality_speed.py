@@ -404,7 +404,7 @@ def main() -> None:
             for _ in CorpusNgramCounter(index_path, os.path.join(work, "counts")).run(iter(corpus)):
                 pass
             t_count = time.perf_counter() - t0
-            stats = apply_corpus_counts(cfg, index_path, os.path.join(work, "counts"), stats)
+            index_path, stats = apply_corpus_counts(cfg, index_path, os.path.join(work, "counts"), stats)
             cc = stats["corpus_common"]
             print(f"corpus-common n-grams: {cc['excluded']:,} excluded (in >= {cc['threshold']} of {cc['documents']:,} documents, "
                   f"{cc['items_affected']} items affected), counting pass {cc['documents'] / t_count:,.0f} docs/s; e.g. "

@@ -47,12 +47,12 @@ def stored_index(path: str) -> tuple[str, dict]:
     return path, index.stats | {"index_file_bytes": os.path.getsize(path), "from_base_run": True}
 
 
-def apply_corpus_counts(cfg, index_path: str, counts_folder: str, index_stats: dict, folder: str) -> tuple[str, dict]:
+def apply_corpus_counts(cfg, index_path: str, counts_folder: str, index_stats: dict, folder: str | None = None) -> tuple[str, dict]:
     """Excludes the corpus-common n-grams counted into ``counts_folder`` from the saved index and saves the
-    result in ``folder``; returns its path and the index stats with what was excluded."""
+    result in ``folder`` (default: over the index); returns its path and the index stats with what was excluded."""
     index = NgramIndex.load(index_path)
     common = exclude_corpus_common(index, counts_folder, cfg.corpus_common_fraction, cfg.corpus_common_min_docs)
-    index_path = index.save(folder)
+    index_path = index.save(folder or os.path.dirname(index_path))
     logger.info(f"decontam: {common['excluded']:,} n-grams in >= {common['threshold']:,} of the corpus's {common['documents']:,} "
                 f"documents excluded ({common['items_affected']:,} items affected); {len(index.hashes):,} n-grams left")
     return index_path, index_stats | {"corpus_common": common, "excluded_corpus_common": common["excluded"],

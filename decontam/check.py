@@ -70,7 +70,7 @@ def decontam_check(path: str, cfg, out: str, text_key: str = "text", id_key: str
         if cfg.corpus_common_fraction is not None:  # the dataset counted first, as the decontam stage does
             counts = os.path.join(work, "corpus_ngrams")
             deque(CorpusNgramCounter(index_path, counts).run(_documents(files, root, text_key, id_key, _Tally())), maxlen=0)
-            index_stats = apply_corpus_counts(cfg, index_path, counts, index_stats)
+            index_path, index_stats = apply_corpus_counts(cfg, index_path, counts, index_stats)
         matches = os.path.join(work, "matches")
         tagger = NgramDecontaminationTagger(index_path, matches, default_action="flag", min_item_coverage=cfg.min_item_coverage)
         checked = sum(1 for _ in tagger.run(_documents(files, root, text_key, id_key, tally)))

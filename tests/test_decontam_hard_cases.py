@@ -77,7 +77,7 @@ def test_corpus_boilerplate_in_an_item_stops_flagging_every_page_but_the_leak_is
     half = len(corpus) // 2
     for rank, part in enumerate((corpus[:half], corpus[half:])):  # two tasks, merged as the stage merges them
         list(CorpusNgramCounter(index_path, counts).run(iter(Document(id=str(i), text=t) for i, t in enumerate(part)), rank, 2))
-    stats = apply_corpus_counts(cfg, index_path, counts, stats)
+    index_path, stats = apply_corpus_counts(cfg, index_path, counts, stats)
     cc = stats["corpus_common"]
     assert cc["documents"] == len(corpus) and cc["threshold"] == 50 and cc["excluded"] > 0
     assert any("手 册 页 计 划" in e["ngram"] for e in cc["examples"])
