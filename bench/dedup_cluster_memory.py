@@ -118,11 +118,11 @@ def main() -> None:
                     if os.path.exists(os.path.join(folder, sub)):
                         shutil.rmtree(os.path.join(folder, sub))
                 peaks, secs = {}, 0.0
-                peaks["band"], s = measure(BandComponents(folder, parts), BANDS)
+                peaks["band"], s = measure(BandComponents(folder, parts), BANDS * parts)
                 secs += s
                 rnd, quiet, peaks["rounds"] = 0, 0, 0.0
                 while quiet < 2:
-                    mb, s = measure(StarRound(folder, rnd, parts, BANDS), parts)
+                    mb, s = measure(StarRound(folder, rnd, parts, BANDS * parts), parts)
                     peaks["rounds"], secs = max(peaks["rounds"], mb), secs + s
                     quiet = quiet + 1 if changed_in(folder, rnd, parts) == 0 else 0
                     rnd += 1

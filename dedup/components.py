@@ -18,8 +18,8 @@ library does this over files with bounded memory (scipy's ``connected_components
 every edge; a distributed graph library would be a new cluster to run), so it is written here, in numpy.
 
 Files (checked arrays, so a truncated one fails where it is read, named):
-  ``edges/<band>/<p>.bin``: round 0's input, written by the band tasks: directed (node, neighbour) pairs,
-  node in partition p, both directions of each edge.
+  ``edges/<t>/<p>.bin``: round 0's input, written by band task t (band t // partitions, key range
+  t % partitions): directed (node, neighbour) pairs, node in partition p, both directions of each edge.
   ``rounds/<r>/<src>/<p>.bin``: round r's output from task src, for partition p; ``rounds/<r>/changed/<src>.bin``:
   how many of src's edges the round changed.
   ``labels/<p>.bin``: (document node, component label) for the documents of partition p, sorted by node
@@ -126,10 +126,10 @@ def round_output(folder: str, rnd: int, partition: int, partitions: int) -> np.n
     return _read_edges([os.path.join(folder, "rounds", f"{rnd:03d}", f"{src:05d}", f"{partition:05d}.bin") for src in range(partitions)])
 
 
-def round_input(folder: str, rnd: int, partition: int, partitions: int, bands: int) -> np.ndarray:
-    """Round 0 reads the band tasks' edges, every later round the previous round's output."""
+def round_input(folder: str, rnd: int, partition: int, partitions: int, band_tasks: int) -> np.ndarray:
+    """Round 0 reads the ``band_tasks`` band tasks' edges, every later round the previous round's output."""
     if rnd == 0:
-        return _read_edges([os.path.join(folder, "edges", f"{band:05d}", f"{partition:05d}.bin") for band in range(bands)])
+        return _read_edges([os.path.join(folder, "edges", f"{src:05d}", f"{partition:05d}.bin") for src in range(band_tasks)])
     return round_output(folder, rnd - 1, partition, partitions)
 
 
@@ -139,12 +139,12 @@ class StarRound(PipelineStep):
     name = "🎯 LSH components round"
     type = "🫂 - DEDUP"
 
-    def __init__(self, folder: str, rnd: int, partitions: int, bands: int):
+    def __init__(self, folder: str, rnd: int, partitions: int, band_tasks: int):
         super().__init__()
-        self.folder, self.rnd, self.partitions, self.bands = folder, rnd, partitions, bands
+        self.folder, self.rnd, self.partitions, self.band_tasks = folder, rnd, partitions, band_tasks
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        a, b, start = _neighbourhoods(round_input(self.folder, self.rnd, rank, self.partitions, self.bands))
+        a, b, start = _neighbourhoods(round_input(self.folder, self.rnd, rank, self.partitions, self.band_tasks))
         x, y, changed = (large_star if self.rnd % 2 == 0 else small_star)(a, b, start)
         out = os.path.join(self.folder, "rounds", f"{self.rnd:03d}")
         write_partitioned(out, rank, self.partitions, x, y)

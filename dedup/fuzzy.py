@@ -6,8 +6,9 @@ corpus.
    ((a*h + b) mod 2^61-1), all shingles of a document at once in numpy; each band's rows are hashed to one
    64-bit key. Keys are written per band, sorted, in chunks of ``flush_docs`` documents (memory per task
    is bounded by the chunk), with the keeper attributes of each document (id, length, quality, source).
-2. ``BandComponents`` (one task per band, in parallel): the band's keys from every shard; documents
-   sharing a key are joined, and the band's connected components are reduced to star edges
+2. ``BandComponents`` (one task per band and key range, ``bands x partitions`` in parallel): the keys of
+   its band in its range of key values, from every shard (documents sharing a key share its range, so a
+   task holds 1/partitions of a band's keys); documents sharing a key are joined and reduced to star edges
    (member -> smallest member), at most one per duplicate document, written by partition of their nodes.
 3. The union of the bands' edges -> connected components, in rounds of ``partitions`` tasks
    (``components.py``), then the keeper of each component and the verification of its members, in
@@ -192,8 +193,25 @@ def _components(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return nodes, nodes[smallest[comp]]
 
 
+def band_keys_in_range(files: list[str], part: int, partitions: int) -> np.ndarray:
+    """The (key, node) records of a band's key files whose key is in the ``part``-th of ``partitions`` equal
+    ranges of uint64. Each file is sorted by key, so the range is one slice of it; with one range the files
+    are read whole and their checksums verified, with several they are memory-mapped and only the slice is
+    read (a truncated file still fails on its header)."""
+    if partitions == 1:
+        parts = [read_checked(f, KEY) for f in files]
+    else:
+        lo, hi = np.uint64((part << 64) // partitions), np.uint64(((part + 1) << 64) // partitions - 1)
+        parts = []
+        for f in files:
+            keys = map_checked(f, KEY)
+            a, b = np.searchsorted(keys["key"], lo, side="left"), np.searchsorted(keys["key"], hi, side="right")
+            parts.append(np.array(keys[a:b]))
+    return np.concatenate(parts) if parts else np.empty(0, KEY)
+
+
 class BandComponents(PipelineStep):
-    """Task ``rank`` handles band ``rank``."""
+    """Task ``rank`` handles band ``rank // partitions``, keys in range ``rank % partitions``."""
 
     name = "🎯 LSH band components"
     type = "🫂 - DEDUP"
@@ -203,9 +221,9 @@ class BandComponents(PipelineStep):
         self.folder, self.partitions = folder, partitions
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        files = sorted(glob.glob(os.path.join(self.folder, "keys", f"{rank:03d}", "*.bin")))
-        keys = np.concatenate([read_checked(f, KEY) for f in files]) if files else np.empty(0, KEY)
-        keys = np.sort(keys, order=["key", "node"])
+        band, part = divmod(rank, self.partitions)
+        files = sorted(glob.glob(os.path.join(self.folder, "keys", f"{band:03d}", "*.bin")))
+        keys = np.sort(band_keys_in_range(files, part, self.partitions), order=["key", "node"])
         same = keys["key"][1:] == keys["key"][:-1]
         # documents sharing a key: join each to the previous one in its group
         a, b = keys["node"][:-1][same], keys["node"][1:][same]

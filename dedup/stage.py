@@ -123,8 +123,9 @@ class DedupStage(Stage):
         def logs(step: str) -> str:
             return layout.logs(self.name, step)
 
-        run_steps(recipe.executor, [BandComponents(work, parts)], logs("minhash_bands"), m.num_buckets, "dedup/minhash_bands")
-        last = run_rounds(work, parts, lambda r: run_steps(recipe.executor, [StarRound(work, r, parts, m.num_buckets)],
+        band_tasks = m.num_buckets * parts  # each band's keys split into `parts` ranges of key values
+        run_steps(recipe.executor, [BandComponents(work, parts)], logs("minhash_bands"), band_tasks, "dedup/minhash_bands")
+        last = run_rounds(work, parts, lambda r: run_steps(recipe.executor, [StarRound(work, r, parts, band_tasks)],
                                                            logs(f"minhash_components/{r:03d}"), parts, f"dedup/minhash_components/{r}"))
         run_steps(recipe.executor, [ComponentLabels(work, last, parts)], logs("minhash_labels"), parts, "dedup/minhash_labels")
         shards = offset + tasks  # an increment's clusters include the earlier layers' documents

@@ -3,6 +3,7 @@ documents are not, the kept document follows the configured order, CJK gets char
 intermediate files are validated."""
 
 import copy
+import glob
 import os
 import random
 import re
@@ -14,7 +15,7 @@ from datatrove.data import Document
 from dedup.checked_arrays import CorruptIntermediate
 from dedup.components import ComponentLabels, StarRound, run_rounds
 from dedup.config import DedupConfig
-from dedup.fuzzy import BandComponents, MinhashSignatures, minhash, permutations, shingle_hashes
+from dedup.fuzzy import BandComponents, MinhashSignatures, band_keys_in_range, minhash, permutations, shingle_hashes
 from dedup.keepers import ClusterKeepers, ClusterMarker, MemberAttributes
 from pipeline.core.documents import REMOVED_REASON
 from pipeline.demo import shakespeare_scenes
@@ -42,8 +43,8 @@ def run_ranks(step, tasks: int) -> None:
 
 def cluster(folder: str, bands: int, shards: int, partitions: int, keeper, num_perm, similarity) -> None:
     """The stage's clustering steps, each task in this process, in the stage's order."""
-    run_ranks(BandComponents(folder, partitions), bands)
-    last = run_rounds(folder, partitions, lambda r: run_ranks(StarRound(folder, r, partitions, bands), partitions))
+    run_ranks(BandComponents(folder, partitions), bands * partitions)
+    last = run_rounds(folder, partitions, lambda r: run_ranks(StarRound(folder, r, partitions, bands * partitions), partitions))
     run_ranks(ComponentLabels(folder, last, partitions), partitions)
     run_ranks(MemberAttributes(folder, partitions), shards)
     run_ranks(ClusterKeepers(folder, shards, partitions, list(keeper), num_perm, similarity), partitions)
@@ -130,14 +131,29 @@ def test_cjk_documents_use_character_shingles(tmp_path):
     assert "minhash_cluster_id" not in out["zh/c"].metadata
 
 
-def test_a_truncated_key_file_is_named(tmp_path):
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_a_truncated_key_file_is_named(tmp_path, partitions):
     docs = [Document(id=f"d/{i}", text=s["text"], metadata={"source": "s"}) for i, s in enumerate(shakespeare_scenes(10))]
     list(MinhashSignatures(str(tmp_path), 2, 4, 5, 5, 1, {}).run(iter(docs), 0, 1))
     path = os.path.join(tmp_path, "keys", "001", "00000_000000000000.bin")
     raw = open(path, "rb").read()
     open(path, "wb").write(raw[:-5])
-    with pytest.raises(CorruptIntermediate, match=f"{path}: truncated"):
-        list(BandComponents(str(tmp_path), 2).run(None, 1, 2))
+    for part in range(partitions):  # every key range of band 1 reads the file
+        with pytest.raises(CorruptIntermediate, match=f"{path}: truncated"):
+            list(BandComponents(str(tmp_path), partitions).run(None, partitions + part, 2 * partitions))
+
+
+def test_a_band_task_holds_one_key_range_of_its_band(tmp_path):
+    docs = [Document(id=f"d/{i}", text=s["text"], metadata={"source": "s"}) for i, s in enumerate(shakespeare_scenes(300))]
+    list(MinhashSignatures(str(tmp_path), 2, 4, 5, 5, 1, {}, flush_docs=64).run(iter(docs), 0, 1))
+    files = sorted(glob.glob(os.path.join(tmp_path, "keys", "000", "*.bin")))
+    assert len(files) > 1
+    whole = band_keys_in_range(files, 0, 1)
+    ranges = [band_keys_in_range(files, p, 4) for p in range(4)]
+    # every record in exactly one range (a key at a range boundary is neither lost nor read twice)
+    assert np.array_equal(np.sort(np.concatenate(ranges)), np.sort(whole))
+    assert all(len(np.intersect1d(ranges[p]["key"], ranges[q]["key"])) == 0 for p in range(4) for q in range(p))
+    assert max(len(r) for r in ranges) <= 1.35 * len(whole) / 4
 
 
 def _jaccard(x: str, y: str) -> float:
