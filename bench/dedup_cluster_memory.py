@@ -99,7 +99,7 @@ def main() -> None:
     import pyarrow.parquet as pq
 
     from dedup.components import ComponentLabels, StarRound, changed_in
-    from dedup.fuzzy import BandComponents
+    from dedup.fuzzy import BandComponents, band_key_ranges
     from dedup.keepers import ClusterKeepers, MemberAttributes
 
     ap = argparse.ArgumentParser()
@@ -118,11 +118,12 @@ def main() -> None:
                     if os.path.exists(os.path.join(folder, sub)):
                         shutil.rmtree(os.path.join(folder, sub))
                 peaks, secs = {}, 0.0
-                peaks["band"], s = measure(BandComponents(folder, parts), BANDS * parts)
+                ranges = band_key_ranges(parts)
+                peaks["band"], s = measure(BandComponents(folder, parts, ranges), BANDS * ranges)
                 secs += s
                 rnd, quiet, peaks["rounds"] = 0, 0, 0.0
                 while quiet < 2:
-                    mb, s = measure(StarRound(folder, rnd, parts, BANDS * parts), parts)
+                    mb, s = measure(StarRound(folder, rnd, parts, BANDS * ranges), parts)
                     peaks["rounds"], secs = max(peaks["rounds"], mb), secs + s
                     quiet = quiet + 1 if changed_in(folder, rnd, parts) == 0 else 0
                     rnd += 1

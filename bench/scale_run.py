@@ -150,8 +150,9 @@ def main() -> None:
                 total = {"wall": total["wall"] + r["wall"], "cpu": total["cpu"] + r["cpu"], "max_rss_mib": max(total["max_rss_mib"], r["max_rss_mib"])}
                 print(f"{mb:6g} {workers:7d} {stage:>9s} {r['in_mb']:8.1f} {r['wall']:8.1f} {r['cpu']:8.1f} {r['in_mb'] / r['cpu']:9.3f} {r['max_rss_mib']:11.1f}", flush=True)
                 print("       largest task per pool (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in r["task_rss_mib"].items()), flush=True)
-            print(f"{mb:6g} {workers:7d} {'flow':>9s} {corpus_mb:8.1f} {total['wall']:8.1f} {total['cpu']:8.1f} {corpus_mb / total['cpu']:9.3f} "
-                  f"{total['max_rss_mib']:11.1f}", flush=True)
+            if args.stages == list(STAGES):
+                print(f"{mb:6g} {workers:7d} {'flow':>9s} {corpus_mb:8.1f} {total['wall']:8.1f} {total['cpu']:8.1f} {corpus_mb / total['cpu']:9.3f} "
+                      f"{total['max_rss_mib']:11.1f}", flush=True)
             if args.json:
                 with open(args.json, "a") as f:
                     f.write(json.dumps({"mb": mb, "corpus_mb": corpus_mb, "workers": workers, "tasks": args.tasks,

@@ -6,10 +6,11 @@ corpus.
    ((a*h + b) mod 2^61-1), all shingles of a document at once in numpy; each band's rows are hashed to one
    64-bit key. Keys are written per band, sorted, in chunks of ``flush_docs`` documents (memory per task
    is bounded by the chunk), with the keeper attributes of each document (id, length, quality, source).
-2. ``BandComponents`` (one task per band and key range, ``bands x partitions`` in parallel): the keys of
-   its band in its range of key values, from every shard (documents sharing a key share its range, so a
-   task holds 1/partitions of a band's keys); documents sharing a key are joined and reduced to star edges
-   (member -> smallest member), at most one per duplicate document, written by partition of their nodes.
+2. ``BandComponents`` (one task per band and key range, in parallel; ``band_key_ranges``: one range per
+   four partitions): the keys of its band in its range of key values, from every shard (documents sharing a
+   key share its range, so memory per task is a share of a band, not the whole band); documents sharing a
+   key are joined and reduced to star edges (member -> smallest member), at most one per duplicate
+   document, written by partition of their nodes.
 3. The union of the bands' edges -> connected components, in rounds of ``partitions`` tasks
    (``components.py``), then the keeper of each component and the verification of its members, in
    ``partitions`` tasks that each hold whole components (``keepers.py``): memory per task is a share of the
@@ -210,20 +211,29 @@ def band_keys_in_range(files: list[str], part: int, partitions: int) -> np.ndarr
     return np.concatenate(parts) if parts else np.empty(0, KEY)
 
 
+def band_key_ranges(partitions: int) -> int:
+    """Key ranges per band for ``partitions`` partitions: one per four, so a band task holds the keys of about
+    four partitions' documents (16 bytes each: ~256 MB at 4M documents per partition, near a components
+    round's share) while the band tasks' edge files, (bands x ranges) x partitions, stay a quarter of one range
+    per partition (1.25M files at 250 partitions)."""
+    return -(-partitions // 4)
+
+
 class BandComponents(PipelineStep):
-    """Task ``rank`` handles band ``rank // partitions``, keys in range ``rank % partitions``."""
+    """Task ``rank`` handles band ``rank // key_ranges``, keys in range ``rank % key_ranges``; edges go to
+    ``partitions`` partitions."""
 
     name = "🎯 LSH band components"
     type = "🫂 - DEDUP"
 
-    def __init__(self, folder: str, partitions: int):
+    def __init__(self, folder: str, partitions: int, key_ranges: int = 1):
         super().__init__()
-        self.folder, self.partitions = folder, partitions
+        self.folder, self.partitions, self.key_ranges = folder, partitions, key_ranges
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        band, part = divmod(rank, self.partitions)
+        band, part = divmod(rank, self.key_ranges)
         files = sorted(glob.glob(os.path.join(self.folder, "keys", f"{band:03d}", "*.bin")))
-        keys = np.sort(band_keys_in_range(files, part, self.partitions), order=["key", "node"])
+        keys = np.sort(band_keys_in_range(files, part, self.key_ranges), order=["key", "node"])
         same = keys["key"][1:] == keys["key"][:-1]
         # documents sharing a key: join each to the previous one in its group
         a, b = keys["node"][:-1][same], keys["node"][1:][same]

@@ -15,7 +15,7 @@ from loguru import logger
 from dedup.clusters_report import cluster_report
 from dedup.components import ComponentLabels, StarRound, run_rounds
 from dedup.exact import ExactDuplicateFinder, ExactDuplicateMarker, ExactSignatures
-from dedup.fuzzy import BandComponents, MinhashSignatures
+from dedup.fuzzy import BandComponents, MinhashSignatures, band_key_ranges
 from dedup.keepers import ClusterKeepers, ClusterMarker, MemberAttributes
 from dedup.substring_fingerprints import SubstringFingerprints, SubstringRepeats
 from dedup.substrings import SubstringDeduplicator
@@ -123,8 +123,9 @@ class DedupStage(Stage):
         def logs(step: str) -> str:
             return layout.logs(self.name, step)
 
-        band_tasks = m.num_buckets * parts  # each band's keys split into `parts` ranges of key values
-        run_steps(recipe.executor, [BandComponents(work, parts)], logs("minhash_bands"), band_tasks, "dedup/minhash_bands")
+        ranges = band_key_ranges(parts)
+        band_tasks = m.num_buckets * ranges  # each band's keys split into ranges of key values
+        run_steps(recipe.executor, [BandComponents(work, parts, ranges)], logs("minhash_bands"), band_tasks, "dedup/minhash_bands")
         last = run_rounds(work, parts, lambda r: run_steps(recipe.executor, [StarRound(work, r, parts, band_tasks)],
                                                            logs(f"minhash_components/{r:03d}"), parts, f"dedup/minhash_components/{r}"))
         run_steps(recipe.executor, [ComponentLabels(work, last, parts)], logs("minhash_labels"), parts, "dedup/minhash_labels")

@@ -15,7 +15,15 @@ from datatrove.data import Document
 from dedup.checked_arrays import CorruptIntermediate
 from dedup.components import ComponentLabels, StarRound, run_rounds
 from dedup.config import DedupConfig
-from dedup.fuzzy import BandComponents, MinhashSignatures, band_keys_in_range, minhash, permutations, shingle_hashes
+from dedup.fuzzy import (
+    BandComponents,
+    MinhashSignatures,
+    band_key_ranges,
+    band_keys_in_range,
+    minhash,
+    permutations,
+    shingle_hashes,
+)
 from dedup.keepers import ClusterKeepers, ClusterMarker, MemberAttributes
 from pipeline.core.documents import REMOVED_REASON
 from pipeline.demo import shakespeare_scenes
@@ -43,8 +51,9 @@ def run_ranks(step, tasks: int) -> None:
 
 def cluster(folder: str, bands: int, shards: int, partitions: int, keeper, num_perm, similarity) -> None:
     """The stage's clustering steps, each task in this process, in the stage's order."""
-    run_ranks(BandComponents(folder, partitions), bands * partitions)
-    last = run_rounds(folder, partitions, lambda r: run_ranks(StarRound(folder, r, partitions, bands * partitions), partitions))
+    ranges = band_key_ranges(partitions)
+    run_ranks(BandComponents(folder, partitions, ranges), bands * ranges)
+    last = run_rounds(folder, partitions, lambda r: run_ranks(StarRound(folder, r, partitions, bands * ranges), partitions))
     run_ranks(ComponentLabels(folder, last, partitions), partitions)
     run_ranks(MemberAttributes(folder, partitions), shards)
     run_ranks(ClusterKeepers(folder, shards, partitions, list(keeper), num_perm, similarity), partitions)
@@ -131,16 +140,16 @@ def test_cjk_documents_use_character_shingles(tmp_path):
     assert "minhash_cluster_id" not in out["zh/c"].metadata
 
 
-@pytest.mark.parametrize("partitions", [1, 3])
-def test_a_truncated_key_file_is_named(tmp_path, partitions):
+@pytest.mark.parametrize("ranges", [1, 3])
+def test_a_truncated_key_file_is_named(tmp_path, ranges):
     docs = [Document(id=f"d/{i}", text=s["text"], metadata={"source": "s"}) for i, s in enumerate(shakespeare_scenes(10))]
     list(MinhashSignatures(str(tmp_path), 2, 4, 5, 5, 1, {}).run(iter(docs), 0, 1))
     path = os.path.join(tmp_path, "keys", "001", "00000_000000000000.bin")
     raw = open(path, "rb").read()
     open(path, "wb").write(raw[:-5])
-    for part in range(partitions):  # every key range of band 1 reads the file
+    for part in range(ranges):  # every key range of band 1 reads the file
         with pytest.raises(CorruptIntermediate, match=f"{path}: truncated"):
-            list(BandComponents(str(tmp_path), partitions).run(None, partitions + part, 2 * partitions))
+            list(BandComponents(str(tmp_path), 4, ranges).run(None, ranges + part, 2 * ranges))
 
 
 def test_a_band_task_holds_one_key_range_of_its_band(tmp_path):
