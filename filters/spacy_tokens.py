@@ -44,6 +44,8 @@ def sentencizer_punct_hashes(language: str) -> np.ndarray:
     return np.array(sorted(strings.add(c) for c in Sentencizer.default_punct_chars), dtype=np.uint64)
 
 
+# strings a Chinese tokenizer's vocabulary may hold before it is replaced by a fresh one (bounded worker memory)
+MAX_VOCAB_STRINGS = 1 << 19
 # memoised tokenizations of whitespace-free chunks; cleared when full, so worker memory stays bounded
 MAX_MEMO_CHUNKS = 1 << 18  # ~850 bytes each with its arrays and lexeme (measured): ~220 MiB per worker and language
 
@@ -151,7 +153,12 @@ class Tokens:
         from spacy.attrs import IDX, IS_PUNCT, IS_SPACE, LENGTH, ORTH
 
         # jieba segments whole runs of text: tokenize the document as one
-        doc = spacy_tokenizer(language)(text)
+        tokenizer = spacy_tokenizer(language)
+        doc = tokenizer(text)
+        if len(tokenizer.vocab.strings) > MAX_VOCAB_STRINGS:
+            # every distinct word seen stays in spaCy's vocabulary: start a fresh
+            # tokenizer, so a worker's memory does not grow with the corpus; orth hashes do not depend on it
+            spacy_tokenizer.cache_clear()
         arr = doc.to_array([ORTH, IS_PUNCT, IS_SPACE, IDX, LENGTH]) if len(doc) else np.zeros((0, 5), np.uint64)
         self.orth = arr[:, 0]
         self.punct = arr[:, 1].astype(bool)

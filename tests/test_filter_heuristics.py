@@ -97,6 +97,29 @@ def test_tokens_equal_spacy_on_real_documents(real_docs):
         assert list(ours.punct[~ours.space]) == [t.is_punct for t in doc if not t.is_space]
 
 
+def test_chinese_tokens_are_unchanged_when_the_vocabulary_is_renewed(monkeypatch):
+    """The Chinese tokenizer is replaced once its vocabulary is full (a worker's memory would otherwise grow
+    with every new word); the tokens it gives, orth hashes included, do not change."""
+    from filters import spacy_tokens
+    from tests.corpora import chinese_manpages
+
+    texts = [d["text"] for d in need(chinese_manpages, 60)]
+    spacy_tokens.spacy_tokenizer.cache_clear()
+    unbounded = [Tokens(t, "zh") for t in texts]
+    monkeypatch.setattr(spacy_tokens, "MAX_VOCAB_STRINGS", 400)
+    spacy_tokens.spacy_tokenizer.cache_clear()
+    sizes, bounded = [], []
+    for t in texts:
+        bounded.append(Tokens(t, "zh"))
+        sizes.append(len(spacy_tokens.spacy_tokenizer("zh").vocab.strings))
+    assert max(sizes) <= 400 and len(unbounded[0].orth) > 0
+    assert sizes != sorted(sizes)  # renewed along the way
+    for a, b in zip(unbounded, bounded):
+        for field in ("orth", "punct", "space", "idx", "length"):
+            assert np.array_equal(getattr(a, field), getattr(b, field))
+    spacy_tokens.spacy_tokenizer.cache_clear()
+
+
 def test_c4_lorem_and_curly_order_and_citations():
     text = ("This line is fine and long enough to stay.\n"
             "Some code {x} here and there, not allowed.\n"
