@@ -45,7 +45,7 @@ def sentencizer_punct_hashes(language: str) -> np.ndarray:
 
 
 # strings a Chinese tokenizer's vocabulary may hold before it is replaced by a fresh one (bounded worker memory)
-MAX_VOCAB_STRINGS = 1 << 19
+MAX_VOCAB_STRINGS = 1 << 17  # ~45 MiB of jieba words (bench/zh_vocab_memory.py); renewing costs no measurable CPU
 # memoised tokenizations of whitespace-free chunks; cleared when full, so worker memory stays bounded
 MAX_MEMO_CHUNKS = 1 << 18  # ~850 bytes each with its arrays and lexeme (measured): ~220 MiB per worker and language
 
