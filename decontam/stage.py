@@ -33,7 +33,7 @@ class DecontamStage(Stage):
             self.pass_through(ctx)
         else:
             layers = ctx.options.get(LAYERS)
-            index_path, index_stats = self._benchmark_index(ctx, folder)
+            index_path, index_stats = self._benchmark_index(ctx, folder, layers)
             if cfg.corpus_common_fraction is not None:
                 counts = os.path.join(folder, "corpus_ngrams")
                 for i, earlier in enumerate(layers.earlier if layers else ()):
@@ -60,11 +60,11 @@ class DecontamStage(Stage):
         write_stats(layout.stats(self.name), stats)
         return stats
 
-    def _benchmark_index(self, ctx: StageContext, folder: str) -> tuple[str, dict]:
+    def _benchmark_index(self, ctx: StageContext, folder: str, layers) -> tuple[str, dict]:
         """The benchmark n-gram index before corpus-common exclusion (``benchmark_index/``): built from the
         recipe's benchmarks, or for an increment the base run's, linked (the same recipe built it; the
         benchmark files are not read again)."""
-        layers, own = ctx.options.get(LAYERS), os.path.join(folder, "benchmark_index")
+        own = os.path.join(folder, "benchmark_index")
         if layers:
             base = layer_files(os.path.join(layers.earlier[0], self.name, "benchmark_index"), "*.npz")
             if base:

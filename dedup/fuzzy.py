@@ -215,7 +215,7 @@ def band_key_ranges(partitions: int) -> int:
     """Key ranges per band for ``partitions`` partitions: one per four, so a band task holds the keys of about
     four partitions' documents (16 bytes each: ~256 MB at 4M documents per partition, near a components
     round's share) while the band tasks' edge files, (bands x ranges) x partitions, stay a quarter of one range
-    per partition (1.25M files at 250 partitions)."""
+    per partition (~315k files at 250 partitions and 20 bands, not 1.25M)."""
     return -(-partitions // 4)
 
 
