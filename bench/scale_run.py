@@ -89,6 +89,21 @@ def task_peaks(stage_logs: str) -> dict[str, float]:
     return {pool: peak for pool in pools if (peak := largest_task_rss(os.path.join(stage_logs, pool), recursive=False)) is not None}
 
 
+def stage_tasks(stage_logs: str) -> list[dict]:
+    """[{rank, peak_rss_mib, process_tasks_before}] of the stage's own pool, in rank order: whether a worker's
+    peak climbs with the tasks its process ran before (memory kept between tasks) or stays put."""
+    from pipeline.core.task_memory import STEP_NAME
+
+    rows = []
+    for path in sorted(glob.glob(os.path.join(stage_logs, "stats", "*.json"))):
+        with open(path) as f:
+            step = next((s for s in json.load(f) if s.get("name", "").endswith(STEP_NAME)), None)
+        if step:
+            stats = {k: v["total"] if isinstance(v, dict) else v for k, v in step["stats"].items()}
+            rows.append({"rank": int(os.path.basename(path).split(".")[0]), **{k: stats.get(k) for k in ("peak_rss_mib", "process_tasks_before")}})
+    return rows
+
+
 def metered(args: list[str], log: str) -> dict:
     out = subprocess.run([sys.executable, "-c", METER, *args], capture_output=True, text=True, env=os.environ | {"METER_LOG": log})
     result = json.loads(out.stdout.strip().splitlines()[-1])
@@ -106,7 +121,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mb", type=float, nargs="+", default=[100])
     ap.add_argument("--workers", type=int, nargs="+", default=[2])
-    ap.add_argument("--tasks", type=int, default=8)
+    ap.add_argument("--tasks", default="8",
+                    help="tasks per stage, or 'files': one per input file (fixed-size shards, so a task's input does not grow with the corpus)")
     ap.add_argument("--corpus-root", default=os.path.join(ROOT, ".data", "scale"))
     ap.add_argument("--run-root", default="/tmp/ruyi2_scale")
     ap.add_argument("--json", help="append each result as a JSON line here")
@@ -122,6 +138,7 @@ def main() -> None:
         if not all(os.path.exists(m) for m in models.values()):
             models = train_classifiers(models_dir, corpus["train_zh"])
         corpus_mb = sum(corpus["bytes"].values()) / 1e6
+        tasks = sum(len(os.listdir(p)) for p in corpus["paths"].values()) if args.tasks == "files" else int(args.tasks)
         for workers in args.workers:
             run_dir = os.path.join(args.run_root, f"{mb:g}MB-{workers}w")
             if args.stages == list(STAGES):
@@ -131,7 +148,7 @@ def main() -> None:
                 subprocess.run(["rm", "-rf", *(os.path.join(run_dir, s) for s in args.stages)], check=True)
             path = os.path.join(run_dir, "recipe.yaml")
             with open(path, "w") as f:
-                yaml.safe_dump(apply_settings(recipe_for(corpus, models, run_dir, args.tasks, workers), args.set), f, sort_keys=False)
+                yaml.safe_dump(apply_settings(recipe_for(corpus, models, run_dir, tasks, workers), args.set), f, sort_keys=False)
             total = {"wall": 0.0, "cpu": 0.0, "max_rss_mib": 0.0}
             rows = []
             for stage in args.stages:
@@ -139,6 +156,7 @@ def main() -> None:
                 with open(os.path.join(run_dir, stage, "stats.json")) as f:
                     stats = json.load(f)
                 r["task_rss_mib"] = task_peaks(os.path.join(run_dir, stage, "logs"))
+                r["tasks"] = stage_tasks(os.path.join(run_dir, stage, "logs"))
                 if stage == "tokenize":  # its stats count tokens; its input is what decontam kept
                     with open(os.path.join(run_dir, "decontam", "stats.json")) as f:
                         kept = sum(s["kept"]["bytes"] for s in json.load(f)["sources"].values()) / 1e6
@@ -155,7 +173,7 @@ def main() -> None:
                       f"{total['max_rss_mib']:11.1f}", flush=True)
             if args.json:
                 with open(args.json, "a") as f:
-                    f.write(json.dumps({"mb": mb, "corpus_mb": corpus_mb, "workers": workers, "tasks": args.tasks,
+                    f.write(json.dumps({"mb": mb, "corpus_mb": corpus_mb, "workers": workers, "tasks": tasks,
                                         "stages": dict(rows), "flow": total}) + "\n")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}")
 

@@ -26,10 +26,14 @@ class HoldsMemory(PipelineStep):
         yield
 
 
-def _peak(logging_dir: str, rank: int) -> float:
+def _task_stats(logging_dir: str, rank: int) -> dict:
     with open(os.path.join(logging_dir, "stats", f"{rank:05d}.json")) as f:
         step = next(s for s in json.load(f) if s["name"].endswith(STEP_NAME))
-    total = {k: v["total"] if isinstance(v, dict) else v for k, v in step["stats"].items()}  # datatrove's two forms
+    return {k: v["total"] if isinstance(v, dict) else v for k, v in step["stats"].items()}  # datatrove's two forms
+
+
+def _peak(logging_dir: str, rank: int) -> float:
+    total = _task_stats(logging_dir, rank)
     assert total["peak_rss_reset"] == 1
     return total["peak_rss_mib"]
 
@@ -42,3 +46,5 @@ def test_each_task_reports_its_own_peak_rss(tmp_path):
     first, second = _peak(logs, 0), _peak(logs, 1)
     assert first - second >= 200
     assert largest_task_rss(str(tmp_path)) == first
+    # the same process ran both: the second task says one task ran in it before
+    assert _task_stats(logs, 1)["process_tasks_before"] == _task_stats(logs, 0)["process_tasks_before"] + 1

@@ -6,7 +6,8 @@ loop runs when the task starts and its code after the loop when every step above
 closed), so the peak it reads covers the whole task. Worker processes are reused for many tasks (the local
 pool, Ray's workers), so the kernel's high-water mark is reset at the task's start (``/proc/self/clear_refs``,
 Linux >= 4.0); where that is not permitted the figure is the process's peak so far, at least the task's own
-(``peak_rss_reset`` says which). The memory a task's process mapped from files it shares with others (a model
+(``peak_rss_reset`` says which). ``process_tasks_before`` counts the tasks the same process ran before this one,
+so a peak that climbs with it is memory the process keeps between tasks, not the task's own. The memory a task's process mapped from files it shares with others (a model
 loaded once in the forkserver) counts in full, as the kernel's RSS does.
 """
 
@@ -20,6 +21,7 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 STEP_NAME = "📏 Task memory"
+_tasks_run_here = 0  # tasks this process has run (worker processes are reused)
 
 
 def reset_peak_rss() -> bool:
@@ -49,11 +51,14 @@ class TaskMemory(PipelineStep):
     type = "📏 - METER"
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        reset = reset_peak_rss()
+        global _tasks_run_here
+        reset, before = reset_peak_rss(), _tasks_run_here
+        _tasks_run_here += 1
         if data:
             yield from data
         self.stat_update("peak_rss_mib", value=round(peak_rss_mib(), 1))
         self.stat_update("peak_rss_reset", value=int(reset))
+        self.stat_update("process_tasks_before", value=before)
 
 
 def largest_task_rss(logging_dir: str, recursive: bool = True) -> float | None:
