@@ -72,3 +72,34 @@ def map_checked(path: str, dtype: np.dtype) -> np.ndarray:
     if header["count"] == 0:
         return np.empty(0, dtype)
     return np.memmap(path, dtype=dtype, mode="r", offset=header["offset"], shape=(header["count"],))
+
+
+def checked_count(path: str, dtype: np.dtype) -> int:
+    """The number of records a checked array file holds, from its header (the file is verified whole-length,
+    its payload not read)."""
+    dtype = np.dtype(dtype)
+    with open(path, "rb") as f:
+        return int(_header(path, f, dtype, os.fstat(f.fileno()).st_size)["count"])
+
+
+def hash_range(part: int, ranges: int) -> tuple[np.uint64, np.uint64]:
+    """The ``part``-th of ``ranges`` equal ranges of uint64 values, as inclusive bounds."""
+    return np.uint64((part << 64) // ranges), np.uint64(((part + 1) << 64) // ranges - 1)
+
+
+def records_in_range(files: list[str], dtype: np.dtype, field: str, lo: int, hi: int, whole: bool = False) -> np.ndarray:
+    """The records of checked array files, each sorted by ``field``, whose ``field`` lies in [lo, hi]: one slice
+    of each file. Files are memory-mapped and only the slice is read (a truncated file still fails on its
+    header), so a task reading one range of many files holds that range, not the files; with ``whole`` (the
+    range covers everything) the files are read whole and their checksums verified."""
+    dtype = np.dtype(dtype)
+    if whole:
+        parts = [read_checked(f, dtype) for f in files]
+    else:
+        parts = []
+        for f in files:
+            rows = map_checked(f, dtype)
+            a = np.searchsorted(rows[field], np.asarray(lo, rows.dtype[field]), side="left")
+            b = np.searchsorted(rows[field], np.asarray(hi, rows.dtype[field]), side="right")
+            parts.append(np.array(rows[a:b]))
+    return np.concatenate(parts) if parts else np.empty(0, dtype)

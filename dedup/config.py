@@ -27,7 +27,7 @@ class MinhashSettings(Strict):
     partitions: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         "auto",
         description="tasks that find the clusters (rounds of connected components over the bands' edges), choose their "
-        "keepers and group the substring fingerprints; each holds about 2/partitions of the duplicate documents' edges. "
+        "keepers; each holds about 2/partitions of the duplicate documents' edges. "
         "auto: one per partition_documents of the documents entering dedup")
     # the worst case planned for: a third of the documents in LSH components with ~6 star edges each, 16 bytes
     # per edge in both directions: ~4M documents keep a components round near 0.75 GB
@@ -62,6 +62,10 @@ class SubstringDedupSettings(Strict):
         16, ge=1,
         description="across shards, one fingerprint per this many windows: spans of min_length + winnow - 1 units are found, "
         "and up to winnow - 1 units at either end of one may stay")
+    # sorting them takes ~61 bytes per fingerprint (measured at 1 GB: 12.2M in one task, 749 MiB), so 4M keep a
+    # grouping task near 250 MiB whatever the corpus
+    partition_fingerprints: int = Field(4_000_000, ge=1, description="across shards, fingerprints per grouping task (a "
+                                        "range of hash values); the tasks are counted once the fingerprints are written")
     min_doc_fraction: float = Field(0.2, ge=0, le=1, description="a document keeping less than this fraction of its characters is removed")
 
 

@@ -33,7 +33,7 @@ import xxhash
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from dedup.checked_arrays import CorruptIntermediate, map_checked, read_checked, write_checked
+from dedup.checked_arrays import CorruptIntermediate, hash_range, map_checked, records_in_range, write_checked
 from dedup.components import mix, write_partitioned
 from dedup.exact import input_position
 from pipeline.core.text import CJK_RANGES, TOKEN, rolling_hashes, token_hashes
@@ -196,19 +196,8 @@ def _components(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def band_keys_in_range(files: list[str], part: int, partitions: int) -> np.ndarray:
     """The (key, node) records of a band's key files whose key is in the ``part``-th of ``partitions`` equal
-    ranges of uint64. Each file is sorted by key, so the range is one slice of it; with one range the files
-    are read whole and their checksums verified, with several they are memory-mapped and only the slice is
-    read (a truncated file still fails on its header)."""
-    if partitions == 1:
-        parts = [read_checked(f, KEY) for f in files]
-    else:
-        lo, hi = np.uint64((part << 64) // partitions), np.uint64(((part + 1) << 64) // partitions - 1)
-        parts = []
-        for f in files:
-            keys = map_checked(f, KEY)
-            a, b = np.searchsorted(keys["key"], lo, side="left"), np.searchsorted(keys["key"], hi, side="right")
-            parts.append(np.array(keys[a:b]))
-    return np.concatenate(parts) if parts else np.empty(0, KEY)
+    ranges of uint64. Each file is sorted by key, so the range is one slice of it (``records_in_range``)."""
+    return records_in_range(files, KEY, "key", *hash_range(part, partitions), whole=partitions == 1)
 
 
 def band_key_ranges(partitions: int) -> int:

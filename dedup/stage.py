@@ -7,6 +7,7 @@ Each pass is a set of datatrove steps run by the recipe's executor (see ``exact.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 
@@ -17,7 +18,7 @@ from dedup.components import ComponentLabels, StarRound, run_rounds
 from dedup.exact import ExactDuplicateFinder, ExactDuplicateMarker, ExactSignatures
 from dedup.fuzzy import BandComponents, MinhashSignatures, band_key_ranges
 from dedup.keepers import ClusterKeepers, ClusterMarker, MemberAttributes
-from dedup.substring_fingerprints import SubstringFingerprints, SubstringRepeats
+from dedup.substring_fingerprints import SubstringFingerprints, SubstringRepeats, fingerprint_partitions
 from dedup.substrings import SubstringDeduplicator
 from pipeline.core.accounting import write_stats
 from pipeline.core.documents import stage_reader
@@ -39,7 +40,7 @@ class DedupStage(Stage):
         recipe, layout = ctx.recipe, ctx.layout
         self.start(ctx)
         cfg, src_in = recipe.dedup, layout.output(self.needs)
-        parts = None
+        parts, grouping = None, None
         if not cfg.enabled:
             self.pass_through(ctx)
         else:
@@ -50,11 +51,12 @@ class DedupStage(Stage):
             logger.info(f"dedup: MinHash {m.n_grams}-word / {m.char_n_grams}-character shingles, {m.num_buckets} bands x "
                         f"{m.hashes_per_bucket} rows -> similarity threshold ~{m.threshold:.3f}")
             parts = self._partitions(ctx)
-            self._fuzzy(ctx, src_in, priority, parts)
+            grouping = self._fuzzy(ctx, src_in, priority, parts)
         stats = self.account(ctx)
         stats["minhash"] = cfg.minhash.model_dump() | {"threshold": cfg.minhash.threshold, "enabled": cfg.enabled,
                                                        "partitions_used": parts}
         stats["exact"] = cfg.exact.model_dump()
+        stats["substring"] = cfg.substring.model_dump() | {"grouping": grouping}
         # the document shards this run's intermediates are numbered with (an increment's come after the earlier layers')
         offset = ctx.options[LAYERS].shard_offset if ctx.options.get(LAYERS) else 0
         stats["shards"] = [offset, offset + recipe.executor.tasks]
@@ -80,6 +82,16 @@ class DedupStage(Stage):
         with open(ctx.layout.stats(self.needs)) as f:
             documents = json.load(f)["totals"]["kept"]["docs"]
         return m.partitions_for(documents)
+
+    @staticmethod
+    def _check_fingerprint_layout(ctx: StageContext) -> None:
+        """An earlier layer written before fingerprints were stored one file per shard (``fp/<partition>/``) would
+        be missed by the link, and the increment not deduplicated against it: refuse, naming it."""
+        for earlier in ctx.options[LAYERS].earlier if ctx.options.get(LAYERS) else []:
+            old = glob.glob(os.path.join(RunLayout(earlier).work(DedupStage.name, "substring"), "fp", "*", ""))
+            if old:
+                raise StageError(f"{os.path.dirname(old[0].rstrip('/'))}: substring fingerprints in the per-partition layout "
+                                 "of an older version; rerun that run's dedup stage before adding files")
 
     @staticmethod
     def _link_earlier(ctx: StageContext, part: str, patterns: list[str]) -> int:
@@ -110,7 +122,9 @@ class DedupStage(Stage):
                   layout.logs(self.name, "exact_filter"), tasks, "dedup/exact_filter")
         return kept
 
-    def _fuzzy(self, ctx: StageContext, src_in: str, priority: dict[str, int], parts: int) -> None:
+    def _fuzzy(self, ctx: StageContext, src_in: str, priority: dict[str, int], parts: int) -> dict | None:
+        """MinHash clusters, substring repeats across shards, then the final pass; returns how the substring
+        fingerprints were grouped (None when that pass is off)."""
         recipe, layout = ctx.recipe, ctx.layout
         m, d, tasks = recipe.dedup.minhash, recipe.dedup, recipe.executor.tasks
         work = layout.work(self.name, "minhash")
@@ -134,17 +148,22 @@ class DedupStage(Stage):
         run_steps(recipe.executor, [ClusterKeepers(work, shards, parts, d.keeper, m.num_buckets * m.hashes_per_bucket, m.min_similarity, offset)],
                   logs("minhash_clusters"), parts, "dedup/minhash_clusters")
         sub = d.substring
-        repeats = None
+        repeats, grouping = None, None
         if sub.enabled and sub.across_shards:
             repeats = layout.work(self.name, "substring")
-            self._link_earlier(ctx, "substring", ["fp/*/*.bin"])
-            fingerprints = SubstringFingerprints(repeats, sub.domains, sub.min_length, sub.unit, sub.winnow, parts,
-                                                 recipe.tokenizer.path, offset)
+            self._check_fingerprint_layout(ctx)
+            self._link_earlier(ctx, "substring", ["fp/*.bin"])
+            fingerprints = SubstringFingerprints(repeats, sub.domains, sub.min_length, sub.unit, sub.winnow, recipe.tokenizer.path, offset)
             run_steps(recipe.executor, [stage_reader(src_in), ClusterMarker(work, parts, offset), fingerprints],
                       logs("substring_fingerprints"), tasks, "dedup/substring_fingerprints")
-            run_steps(recipe.executor, [SubstringRepeats(repeats, offset)], logs("substring_repeats"), parts, "dedup/substring_repeats")
+            total, groups = fingerprint_partitions(repeats, sub.partition_fingerprints)
+            logger.info(f"dedup: {total:,} substring fingerprints, grouped in {groups} task(s)")
+            grouping = {"fingerprints": total, "partitions_used": groups}
+            run_steps(recipe.executor, [SubstringRepeats(repeats, groups, offset)], logs("substring_repeats"), groups,
+                      "dedup/substring_repeats")
         substrings = [SubstringDeduplicator(sub.domains, sub.min_length, sub.unit, sub.shard_bytes, sub.min_doc_fraction,
                                             recipe.tokenizer.path, repeats, offset)] if sub.enabled else []
         router = StageRouter(layout.output(self.name), layout.removed(self.name), self.name, removed_prefix="minhash_")
         run_steps(recipe.executor, [stage_reader(src_in), ClusterMarker(work, parts, offset), *substrings, router],
                   layout.logs(self.name, "minhash_filter"), tasks, "dedup/minhash_filter")
+        return grouping

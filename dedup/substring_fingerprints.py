@@ -5,15 +5,18 @@ in another shard needs the whole corpus. Here each document of the selected doma
 window of ``min_length`` units (bytes or token ids; polynomial hashes combined by doubling, log2(n) numpy
 passes), and keeps the smallest hash of each run of ``winnow`` consecutive windows (winnowing, Schleimer et
 al., SIGMOD 2003: two texts sharing a span of at least ``min_length + winnow - 1`` units share a kept
-fingerprint, and consecutive kept windows are at most ``winnow`` apart). Fingerprints are written by hash
-partition; one task per partition sorts them, and every occurrence after the first (in corpus order:
-shard, document, offset) is a repeat. The marker cuts the window of each repeated fingerprint, so a repeated
+fingerprint, and consecutive kept windows are at most ``winnow`` apart). Each shard writes its fingerprints
+sorted by hash; the grouping tasks each take one range of hash values, a slice of every shard's file, and
+every occurrence after the first (in corpus order: shard, document, offset) is a repeat. How many ranges is
+decided once the fingerprints are written, from their count (``fingerprint_partitions``): a task's memory
+is set by ``partition_fingerprints``, whatever the corpus, and the files are one per shard (and per
+``FLUSH`` fingerprints), not shards x partitions. The marker cuts the window of each repeated fingerprint, so a repeated
 span is cut from its first kept window to its last: up to ``winnow - 1`` units at either end may stay, and
 spans shorter than ``min_length + winnow - 1`` may be missed (the suffix array still finds those within
 a shard). Intermediates: 20 bytes per fingerprint, about 2 / (winnow + 1) fingerprints per unit.
 
-Files (checked arrays): ``fp/<partition>/<shard>_<chunk>.bin`` (hash, node, offset) and
-``repeats/<shard>/<partition>.bin`` (document index, offset).
+Files (checked arrays): ``fp/<shard>_<chunk>.bin`` (hash, node, offset; sorted) and ``repeats/<range>.bin``
+(node, offset; sorted), of which a shard's final pass reads its own slice (``substrings.shard_repeats``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from numpy.lib.stride_tricks import sliding_window_view
 
-from dedup.checked_arrays import read_checked, write_checked
+from dedup.checked_arrays import checked_count, hash_range, records_in_range, write_checked
 from dedup.components import mix
 from dedup.substrings import REPEAT, unit_sequences
 from pipeline.core.documents import REMOVED_REASON
@@ -72,17 +75,15 @@ class SubstringFingerprints(PipelineStep):
     name = "🧵 Substring fingerprints"
     type = "🫂 - DEDUP"
 
-    def __init__(self, folder: str, domains: list[str], min_length: int, unit: str, winnow: int, partitions: int,
+    def __init__(self, folder: str, domains: list[str], min_length: int, unit: str, winnow: int,
                  tokenizer_path: str | None = None, shard_offset: int = 0):
         super().__init__()
         self.folder, self.domains, self.min_length, self.unit = folder, set(domains), min_length, unit
-        self.winnow, self.partitions, self.tokenizer_path, self.shard_offset = winnow, partitions, tokenizer_path, shard_offset
+        self.winnow, self.tokenizer_path, self.shard_offset = winnow, tokenizer_path, shard_offset
 
     def _flush(self, shard: int, chunk: int, parts: list[np.ndarray]) -> None:
         fp = np.concatenate(parts) if parts else np.empty(0, FINGERPRINT)
-        q = (fp["hash"] % np.uint64(self.partitions)).astype(np.int64)
-        for p in range(self.partitions):
-            write_checked(os.path.join(self.folder, "fp", f"{p:05d}", f"{shard:05d}_{chunk:06d}.bin"), np.sort(fp[q == p]))
+        write_checked(os.path.join(self.folder, "fp", f"{shard:05d}_{chunk:06d}.bin"), np.sort(fp))
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         shard = rank + self.shard_offset
@@ -95,7 +96,9 @@ class SubstringFingerprints(PipelineStep):
                 h = window_hashes(units, self.min_length)
                 keep = winnowed(h, self.winnow)
                 fp = np.empty(len(keep), FINGERPRINT)
-                fp["hash"], fp["node"], fp["offset"] = h[keep], (shard << 32) | idx, keep
+                # a kept window is the smallest of its run, so kept hashes crowd the low end of uint64: mixed
+                # (a bijection: equal stays equal) so that equal ranges of hash values hold equal shares
+                fp["hash"], fp["node"], fp["offset"] = mix(h[keep]), (shard << 32) | idx, keep
             parts.append(fp)
             held += len(fp)
             self.stat_update("fingerprints", value=len(fp))
@@ -107,31 +110,40 @@ class SubstringFingerprints(PipelineStep):
         yield
 
 
+def fingerprint_files(folder: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(folder, "fp", "*.bin")))
+
+
+def fingerprint_partitions(folder: str, per_partition: int) -> tuple[int, int]:
+    """(fingerprints written, grouping tasks for them): one task per ``per_partition`` fingerprints, counted
+    from the files' headers (an increment's include the earlier layers' linked files)."""
+    total = sum(checked_count(f, FINGERPRINT) for f in fingerprint_files(folder))
+    return total, max(1, -(-total // per_partition))
+
+
 class SubstringRepeats(PipelineStep):
-    """Task ``rank`` groups partition ``rank``'s fingerprints by hash: every occurrence after the first is a
-    repeat, written for its shard (only shards from ``first_new_shard`` on: an increment's)."""
+    """Task ``rank`` groups the fingerprints whose hash is in the ``rank``-th of ``partitions`` ranges: every
+    occurrence after the first is a repeat, kept only for shards from ``first_new_shard`` on (an increment's)."""
 
     name = "🧵 Substring repeats across shards"
     type = "🫂 - DEDUP"
 
-    def __init__(self, folder: str, first_new_shard: int = 0):
+    def __init__(self, folder: str, partitions: int, first_new_shard: int = 0):
         super().__init__()
-        self.folder, self.first_new_shard = folder, first_new_shard
+        self.folder, self.partitions, self.first_new_shard = folder, partitions, first_new_shard
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        files = sorted(glob.glob(os.path.join(self.folder, "fp", f"{rank:05d}", "*.bin")))
-        fp = np.concatenate([read_checked(f, FINGERPRINT) for f in files]) if files else np.empty(0, FINGERPRINT)
+        fp = records_in_range(fingerprint_files(self.folder), FINGERPRINT, "hash", *hash_range(rank, self.partitions),
+                              whole=self.partitions == 1)
         fp = np.sort(fp, order=["hash", "node", "offset"])
         later = np.zeros(len(fp), bool)
         later[1:] = fp["hash"][1:] == fp["hash"][:-1]
         rep = fp[later]
-        shard = (rep["node"] >> np.uint64(32)).astype(np.int64)
+        rep = rep[(rep["node"] >> np.uint64(32)) >= self.first_new_shard]
         self.stat_update("fingerprints", value=len(fp))
         self.stat_update("repeated", value=int(later.sum()))
-        for s in np.unique(shard[shard >= self.first_new_shard]):
-            sel = rep[shard == s]
-            out = np.empty(len(sel), REPEAT)
-            out["idx"], out["offset"] = (sel["node"] & np.uint64(0xFFFFFFFF)).astype(np.uint32), sel["offset"]
-            write_checked(os.path.join(self.folder, "repeats", f"{int(s):05d}", f"{rank:05d}.bin"), np.sort(out))
+        out = np.empty(len(rep), REPEAT)
+        out["node"], out["offset"] = rep["node"], rep["offset"]
+        write_checked(os.path.join(self.folder, "repeats", f"{rank:05d}.bin"), np.sort(out))
         return
         yield

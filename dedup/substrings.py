@@ -24,13 +24,14 @@ import numpy as np
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
-from dedup.checked_arrays import read_checked
+from dedup.checked_arrays import records_in_range
 from pipeline.core.documents import REMOVED_REASON
 from pipeline.core.ranges import cut_ranges, merge_ranges
 from pipeline.core.tokens import TokenRecounter, load_tokenizer
 
 DUPLICATE_REASON = "substring_duplicate"
-REPEAT = np.dtype([("idx", "<u4"), ("offset", "<u4")])  # a window repeated across shards (substring_fingerprints.py)
+# a window repeated across shards (substring_fingerprints.py): node = shard << 32 | document index in the shard
+REPEAT = np.dtype([("node", "<u8"), ("offset", "<u4")])
 
 
 def repeated_ranges(seq: np.ndarray, starts: np.ndarray, min_length: int, chunk: int = 1 << 20) -> list[list[tuple[int, int]]]:
@@ -196,10 +197,13 @@ class SubstringDeduplicator(PipelineStep):
 
 
 def shard_repeats(folder: str, shard: int) -> dict[int, np.ndarray]:
-    """Document index -> offsets of its repeated windows, for one shard."""
-    files = sorted(glob.glob(os.path.join(folder, "repeats", f"{shard:05d}", "*.bin")))
-    rep = np.sort(np.concatenate([read_checked(f, REPEAT) for f in files])) if files else np.empty(0, REPEAT)
+    """Document index -> offsets of its repeated windows, for one shard: its slice of every grouping task's
+    file (each sorted by node), so a final-pass task holds its shard's repeats, not the corpus's."""
+    files = sorted(glob.glob(os.path.join(folder, "repeats", "*.bin")))
+    rep = records_in_range(files, REPEAT, "node", shard << 32, ((shard + 1) << 32) - 1)
     if not len(rep):
         return {}
-    bounds = np.flatnonzero(np.diff(rep["idx"].astype(np.int64))) + 1
-    return {int(g["idx"][0]): g["offset"].astype(np.int64) for g in np.split(rep, bounds)}
+    rep = np.sort(rep)
+    idx = (rep["node"] & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    bounds = np.flatnonzero(np.diff(idx)) + 1
+    return {int(i[0]): g.astype(np.int64) for i, g in zip(np.split(idx, bounds), np.split(rep["offset"], bounds))}

@@ -3,6 +3,7 @@ the shard's own suffix array cannot see; the first occurrence (earlier shard) st
 
 import os
 import random
+import shutil
 import sysconfig
 
 import numpy as np
@@ -10,8 +11,15 @@ import pytest
 from datatrove.data import Document
 
 from dedup.components import mix
-from dedup.substring_fingerprints import SubstringFingerprints, SubstringRepeats, window_hashes, winnowed
-from dedup.substrings import SubstringDeduplicator
+from dedup.substring_fingerprints import (
+    SubstringFingerprints,
+    SubstringRepeats,
+    fingerprint_files,
+    fingerprint_partitions,
+    window_hashes,
+    winnowed,
+)
+from dedup.substrings import SubstringDeduplicator, shard_repeats
 from pipeline.core.assets import QWEN3_TOKENIZER
 
 
@@ -67,9 +75,9 @@ def test_a_function_pasted_into_a_file_of_another_shard_is_cut_there(tmp_path, u
     length, winnow, parts = (100, 16, 3) if unit == "bytes" else (30, 8, 3)
     folder = str(tmp_path)
     for rank, docs in enumerate(_shards(block)):
-        list(SubstringFingerprints(folder, ["code"], length, unit, winnow, parts, QWEN3_TOKENIZER).run(iter(docs), rank, 2))
+        list(SubstringFingerprints(folder, ["code"], length, unit, winnow, QWEN3_TOKENIZER).run(iter(docs), rank, 2))
     for p in range(parts):
-        list(SubstringRepeats(folder).run(None, p, parts))
+        list(SubstringRepeats(folder, parts).run(None, p, parts))
 
     def dedup(repeats_folder):
         out = []
@@ -86,3 +94,44 @@ def test_a_function_pasted_into_a_file_of_another_shard_is_cut_there(tmp_path, u
     removed = len(within_only["later"]) - len(later)
     assert len(block) - 2 * 200 <= removed <= len(block) + 10  # up to winnow - 1 units may stay at either end
     assert across["book"] == within_only["book"] and across["other"] == within_only["other"]
+
+
+def test_grouping_in_hash_ranges_finds_the_same_repeats_as_one_task(tmp_path):
+    """The fingerprints are written once per shard; grouping them in 1 or in 5 ranges of hash values gives every
+    shard the same repeats, each range task holds only its share, and the task count follows the fingerprints."""
+    rng = random.Random(3)
+    names = ["textwrap.py", "shlex.py", "calendar.py", "argparse.py", "pathlib.py", "inspect.py"]
+    texts = [_stdlib(n) for n in names]
+    shards = []
+    for s in range(4):  # each shard: two real files, with blocks pasted from the others
+        docs = []
+        for d in range(2):
+            own = texts[(2 * s + d) % len(texts)]
+            other = texts[rng.randrange(len(texts))]
+            a = rng.randrange(0, len(other) - 2000)
+            docs.append(Document(id=f"{s}-{d}", text=own[:20000] + "\n" + other[a : a + 1500], metadata={"domain": "code"}))
+        shards.append(docs)
+    base = tmp_path / "base"
+    for rank, docs in enumerate(shards):
+        list(SubstringFingerprints(str(base), ["code"], 100, "bytes", 16).run(iter(docs), rank, len(shards)))
+    assert len(fingerprint_files(str(base))) == len(shards)  # one file per shard, whatever the grouping
+    total, groups = fingerprint_partitions(str(base), 1000)
+    assert groups == -(-total // 1000) and groups > 5
+
+    found = {}
+    for ranges in (1, 5):
+        folder = tmp_path / f"r{ranges}"
+        shutil.copytree(base, folder)
+        held = []
+        for r in range(ranges):
+            step = SubstringRepeats(str(folder), ranges)
+            list(step.run(None, r, ranges))
+            held.append(step.stats["fingerprints"].total)
+        assert sum(held) == total
+        if ranges > 1:
+            assert max(held) < 0.4 * total  # a range task holds its share, not every fingerprint
+        found[ranges] = [shard_repeats(str(folder), s) for s in range(len(shards))]
+    one, five = found[1], found[5]
+    assert any(one)  # the pasted blocks are found
+    for a, b in zip(one, five):
+        assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

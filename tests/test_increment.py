@@ -199,3 +199,23 @@ def test_a_bad_add_argument_fails_before_any_work(runs, capsys):
     path = os.path.join(recipe.run_dir, "demo_corpus", "recipe.yaml")
     assert main(["add", path, "web=/nonexistent/file.jsonl"]) == 2
     assert "no jsonl file matches /nonexistent/file.jsonl" in capsys.readouterr().err
+
+
+def test_a_base_run_with_the_older_fingerprint_layout_is_refused_not_skipped(tmp_path):
+    """Fingerprints stored per partition (``fp/<partition>/``, before one file per shard) would not be linked, and
+    the increment would silently not be deduplicated against the base's code: the stage refuses, naming them."""
+    from types import SimpleNamespace
+
+    from dedup.stage import DedupStage
+    from pipeline.core.errors import StageError
+    from pipeline.core.layers import LAYERS
+
+    base = tmp_path / "base"
+    old = base / "dedup" / "work" / "substring" / "fp" / "00000"
+    old.mkdir(parents=True)
+    (old / "00000_000000.bin").write_bytes(b"")
+    ctx = SimpleNamespace(options={LAYERS: SimpleNamespace(earlier=[str(base)])})
+    with pytest.raises(StageError, match=r"substring/fp: substring fingerprints in the per-partition layout"):
+        DedupStage._check_fingerprint_layout(ctx)
+    old.rename(tmp_path / "elsewhere")
+    DedupStage._check_fingerprint_layout(ctx)  # the current layout passes
