@@ -3,7 +3,8 @@ corpus.
 
 1. ``MinhashSignatures`` (one task per input shard): shingles are word n-grams, or character n-grams when
    most tokens are CJK; 32-bit shingle hashes go through ``bands * rows`` universal hash functions
-   ((a*h + b) mod 2^61-1), all shingles of a document at once in numpy; each band's rows are hashed to one
+   ((a*h + b) mod 2^61-1): ``shingle_hashes`` and ``minhash`` below define it in numpy, and
+   ``minhash_kernel.py`` computes the same bits in one compiled pass; each band's rows are hashed to one
    64-bit key. Keys are written per band, sorted, in chunks of ``flush_docs`` documents (memory per task
    is bounded by the chunk), with the keeper attributes of each document (id, length, quality, source).
 2. ``BandComponents`` (one task per band and key range, in parallel; ``band_key_ranges``: one range per
@@ -36,6 +37,7 @@ from datatrove.pipeline.base import PipelineStep
 from dedup.checked_arrays import CorruptIntermediate, hash_range, map_checked, records_in_range, write_checked
 from dedup.components import mix, write_partitioned
 from dedup.exact import input_position
+from dedup.minhash_kernel import signature
 from pipeline.core.text import CJK_RANGES, TOKEN, rolling_hashes, token_hashes
 
 DUPLICATE_REASON = "minhash_duplicate"
@@ -125,12 +127,12 @@ class MinhashSignatures(PipelineStep):
                     self._flush(rank, start, keys, sigs, attrs, writer)
                     start, keys, sigs, attrs = idx, [], [], {f.name: [] for f in schema}
                 with self.track_time():
-                    sh = shingle_hashes(doc.text, self.n_words, self.n_chars)
-                    if len(sh) == 0:
+                    # minhash(shingle_hashes(...)) in one compiled pass, the same bits (minhash_kernel.py)
+                    sig = signature(doc.text, self.n_words, self.n_chars, a, b)
+                    if len(sig) == 0:
                         self.stat_update("no_shingles")
                         sigs.append(no_shingles)
                         continue
-                    sig = minhash(sh, a, b)
                     sigs.append(sig)
                     keys.append([node_id(rank, idx), *band_keys(sig, self.bands, self.rows)])
                 q = doc.metadata.get(self.quality_key) if self.quality_key else None
