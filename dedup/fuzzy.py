@@ -37,7 +37,6 @@ from datatrove.pipeline.base import PipelineStep
 from dedup.checked_arrays import CorruptIntermediate, hash_range, map_checked, records_in_range, write_checked
 from dedup.components import mix, write_partitioned
 from dedup.exact import input_position
-from dedup.minhash_kernel import signature
 from pipeline.core.text import CJK_RANGES, TOKEN, rolling_hashes, token_hashes
 
 DUPLICATE_REASON = "minhash_duplicate"
@@ -112,6 +111,9 @@ class MinhashSignatures(PipelineStep):
         writer.write_table(pa.table(attrs, schema=writer.schema))
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        # imported here: numba (~0.5 s) is paid by the signature workers only, not by every command and pool
+        from dedup.minhash_kernel import signature
+
         rank += self.shard_offset
         a, b = permutations(self.bands * self.rows, self.seed)
         no_shingles = np.zeros(self.bands * self.rows, np.uint32)  # never compared: such documents have no band keys
