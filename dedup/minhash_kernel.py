@@ -52,17 +52,10 @@ def _rotl(x, r):
 
 
 @njit(inline="always", cache=True)
-def _read64(buf, i):
+def _read_le(buf, i, width):
+    """``width`` bytes of ``buf`` from ``i``, little-endian."""
     v = np.uint64(0)
-    for k in range(8):
-        v |= np.uint64(buf[i + k]) << np.uint64(8 * k)
-    return v
-
-
-@njit(inline="always", cache=True)
-def _read32(buf, i):
-    v = np.uint64(0)
-    for k in range(4):
+    for k in range(width):
         v |= np.uint64(buf[i + k]) << np.uint64(8 * k)
     return v
 
@@ -80,10 +73,10 @@ def xxh64(buf, start, end):
     if n >= 32:
         v1, v2, v3, v4 = _P1 + _P2, _P2, np.uint64(0), np.uint64(0) - _P1
         while i + 32 <= end:
-            v1 = _round(v1, _read64(buf, i))
-            v2 = _round(v2, _read64(buf, i + 8))
-            v3 = _round(v3, _read64(buf, i + 16))
-            v4 = _round(v4, _read64(buf, i + 24))
+            v1 = _round(v1, _read_le(buf, i, 8))
+            v2 = _round(v2, _read_le(buf, i + 8, 8))
+            v3 = _round(v3, _read_le(buf, i + 16, 8))
+            v4 = _round(v4, _read_le(buf, i + 24, 8))
             i += 32
         h = _rotl(v1, 1) + _rotl(v2, 7) + _rotl(v3, 12) + _rotl(v4, 18)
         for v in (v1, v2, v3, v4):
@@ -92,10 +85,10 @@ def xxh64(buf, start, end):
         h = _P5
     h += np.uint64(n)
     while i + 8 <= end:
-        h = _rotl(h ^ _round(np.uint64(0), _read64(buf, i)), 27) * _P1 + _P4
+        h = _rotl(h ^ _round(np.uint64(0), _read_le(buf, i, 8)), 27) * _P1 + _P4
         i += 8
     if i + 4 <= end:
-        h = _rotl(h ^ (_read32(buf, i) * _P1), 23) * _P2 + _P3
+        h = _rotl(h ^ (_read_le(buf, i, 4) * _P1), 23) * _P2 + _P3
         i += 4
     while i < end:
         h = _rotl(h ^ (np.uint64(buf[i]) * _P5), 11) * _P1
