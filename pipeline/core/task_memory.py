@@ -1,7 +1,9 @@
 """Each task's peak resident memory, in its datatrove stats: what a user sizes ``mem_per_cpu_gb`` and the
 workers per node by, and what shows which step of a stage holds the most.
 
-``TaskMemory`` ends every pipeline that ``run_steps`` runs. Being the last generator, its code before the
+``TaskMemory`` ends every pipeline that ``run_steps`` runs; at the task's start it also returns to the OS
+the memory earlier tasks of the same worker freed (``release_freed_memory``), so a worker's footprint is
+its current task's, not its largest task's. Being the last generator, its code before the
 loop runs when the task starts and its code after the loop when every step above it has finished (writers
 closed), so the peak it reads covers the whole task. Worker processes are reused for many tasks (the local
 pool, Ray's workers), so the kernel's high-water mark is reset at the task's start (``/proc/self/clear_refs``,
@@ -13,6 +15,8 @@ loaded once in the forkserver) counts in full, as the kernel's RSS does.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import glob
 import json
 import os
@@ -22,6 +26,21 @@ from datatrove.pipeline.base import PipelineStep
 
 STEP_NAME = "📏 Task memory"
 _tasks_run_here = 0  # tasks this process has run (worker processes are reused)
+
+
+def release_freed_memory() -> bool:
+    """Hand the memory earlier tasks freed back to the OS: Python's unreachable cycles collected, then glibc's
+    ``malloc_trim(0)`` (free heap pages returned, not only the heap's top). Without it a reused worker keeps
+    the heap of its largest task: freeing a large numpy array raises glibc's dynamic mmap threshold, so later
+    arrays come from the heap, which is not returned (measured: dedup final-pass workers stayed at ~620-670 MiB
+    on tasks that need ~230 after a code shard's suffix array). False where the C library has no malloc_trim."""
+    gc.collect()
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim(0)
+    return True
 
 
 def reset_peak_rss() -> bool:
@@ -52,6 +71,7 @@ class TaskMemory(PipelineStep):
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         global _tasks_run_here
+        release_freed_memory()
         reset, before = reset_peak_rss(), _tasks_run_here
         _tasks_run_here += 1
         if data:

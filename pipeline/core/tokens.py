@@ -51,9 +51,9 @@ class TokenCountTagger(PipelineStep):
         for batch in batched(data, self.batch_size):
             with self.track_time(unit="batch"):
                 encodings = tok.encode_batch_fast([d.text for d in batch], add_special_tokens=False)
-            for doc, enc in zip(batch, encodings):
-                doc.metadata[N_TOKENS] = len(enc.ids)
-                self.stat_update("tokens", value=len(enc.ids))
+            for doc, enc in zip(batch, encodings):  # len(enc), not len(enc.ids): no Python list of the ids
+                doc.metadata[N_TOKENS] = len(enc)
+                self.stat_update("tokens", value=len(enc))
                 yield doc
 
 
@@ -71,4 +71,4 @@ class TokenRecounter:
         if self._tok is None:
             self._tok = load_tokenizer(self.tokenizer_path)
         for doc, enc in zip(docs, self._tok.encode_batch_fast([d.text for d in docs], add_special_tokens=False)):
-            doc.metadata[N_TOKENS] = len(enc.ids)
+            doc.metadata[N_TOKENS] = len(enc)
