@@ -146,6 +146,7 @@ def main() -> None:
                 os.makedirs(run_dir)
             else:  # the earlier stages' outputs are kept; the measured ones start from nothing
                 subprocess.run(["rm", "-rf", *(os.path.join(run_dir, s) for s in args.stages)], check=True)
+                os.makedirs(run_dir, exist_ok=True)
             path = os.path.join(run_dir, "recipe.yaml")
             with open(path, "w") as f:
                 yaml.safe_dump(apply_settings(recipe_for(corpus, models, run_dir, tasks, workers), args.set), f, sort_keys=False)
