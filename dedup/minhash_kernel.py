@@ -26,14 +26,14 @@ from functools import lru_cache
 import numpy as np
 from numba import njit
 
+from dedup.fuzzy import _LOW32
+from dedup.fuzzy import _P as _MERSENNE
+from pipeline.core.text import _MULT as _M  # rolling_hashes' multiplier
 from pipeline.core.text import CJK_RANGES
 
 SEPARATOR, RUN, SINGLE = 0, 1, 2
-_M = np.uint64(0x9E3779B97F4A7C15)  # rolling_hashes' multiplier (pipeline/core/text.py)
 _P1, _P2, _P3 = np.uint64(0x9E3779B185EBCA87), np.uint64(0xC2B2AE3D27D4EB4F), np.uint64(0x165667B19E3779F9)
 _P4, _P5 = np.uint64(0x85EBCA77C2B2AE63), np.uint64(0x27D4EB2F165667C5)
-_MERSENNE = np.uint64((1 << 61) - 1)
-_LOW32 = np.uint64(0xFFFFFFFF)
 
 
 @lru_cache(maxsize=1)
