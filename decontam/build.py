@@ -4,17 +4,29 @@ prompt-template and common n-grams, save it once for every worker to memory-map.
 from __future__ import annotations
 
 import os
+import shutil
 
 from datatrove.utils.logging import logger
 
 from decontam.benchmarks import BenchmarkError, benchmark_source, load_benchmark
 from decontam.corpus_common import exclude_corpus_common
+from decontam.index_cache import cached_index, index_key, keep_index
 from decontam.ngrams import NgramIndex
 from decontam.reference import exclude_common_ngrams, reference_documents
 
 
 def build_index(cfg, folder: str) -> tuple[str, dict]:
-    """``cfg`` is a ``DecontamConfig``. Returns the saved index path and what was loaded and excluded."""
+    """``cfg`` is a ``DecontamConfig``. Returns the saved index path and what was loaded and excluded. An
+    index built from the same files, settings and code is taken from the cache (decontam/index_cache.py)."""
+    key = index_key(cfg)
+    cached = cached_index(key, NgramIndex.file_name(cfg.n_gram))
+    if cached:
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, os.path.basename(cached))
+        shutil.copyfile(cached, path)
+        index = NgramIndex.load(path)
+        logger.info(f"decontam: the index of {len(index.items):,} items, {len(index.hashes):,} n-grams, from the cache {cached}")
+        return path, index.stats | {"index_file_bytes": os.path.getsize(path)}
     items, loaded, skipped = [], {}, {}
     for name in cfg.benchmarks:
         where = benchmark_source(name, cfg.benchmark_dir)
@@ -34,6 +46,7 @@ def build_index(cfg, folder: str) -> tuple[str, dict]:
     index.stats.update(reference=reference, benchmarks_loaded=loaded, benchmarks_skipped=skipped,
                        ngrams_indexed=int(len(index.hashes)), lengths=index.lengths, index_bytes=index.nbytes)
     path = index.save(folder)
+    keep_index(key, path)
     logger.info(f"decontam: {len(items):,} items from {len(loaded)} benchmarks, {len(index.hashes):,} n-grams indexed "
                 f"({index.stats['excluded_template']:,} template and {reference['excluded']:,} common n-grams excluded), "
                 f"{index.nbytes / 2**20:.1f} MiB")

@@ -257,9 +257,13 @@ class NgramIndex:
         """Memory of the loaded index: hashes, owners and the prefilter bitmap."""
         return int(self.hashes.nbytes + self.item_of_hash.nbytes + self._prefilter()[0].nbytes)
 
+    @staticmethod
+    def file_name(n: int) -> str:
+        return f"ngrams_{n}.npz"
+
     def save(self, folder: str) -> str:
         os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, f"ngrams_{self.n}.npz")
+        path = os.path.join(folder, self.file_name(self.n))
         bench = np.array([b for b, _ in self.items])
         ids = np.array([i for _, i in self.items])
         np.savez(path, n=np.int64(self.n), hashes=self.hashes, item_of_hash=self.item_of_hash, bench=bench, ids=ids,

@@ -61,8 +61,9 @@ class FilterStage(Stage):
                          roots=layers.roots if layers else None),
             signals,
             ThresholdStep(per_source, languages, examples, recipe.filter.examples_per_reason),
-            # after the thresholds: edits change the text, and the funnel counts what leaves the stage
-            TokenCountTagger(recipe.tokenizer.path, recipe.tokenizer.batch_size),
+            # after the thresholds: edits change the text, and the funnel counts what leaves the stage; a document
+            # over filter.sanity.max_chars is not tokenized (every other one is bounded by that limit)
+            TokenCountTagger(recipe.tokenizer.path, recipe.tokenizer.batch_size, skip_reasons=("sanity:too_large",)),
             StageRouter(layout.output(self.name), layout.removed(self.name), self.name),
         ]
         stats_by_step = run_steps(recipe.executor, steps, layout.logs(self.name), recipe.executor.tasks, self.name)

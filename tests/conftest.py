@@ -17,6 +17,20 @@ from pipeline.demo import prepare_demo, run_demo
 from pipeline.recipe import load_recipe
 
 
+@pytest.fixture(scope="session", autouse=True)
+def index_cache(tmp_path_factory):
+    """One decontamination index cache for the session (decontam/index_cache.py), not the user's: every run of
+    the data stages with the same benchmarks builds the index once. Set in the environment, so the CLI
+    subprocesses and the Ray clusters the tests start use it too."""
+    before = os.environ.get("RUYI2_CACHE")
+    os.environ["RUYI2_CACHE"] = str(tmp_path_factory.mktemp("ruyi2_cache"))
+    yield os.environ["RUYI2_CACHE"]
+    if before is None:
+        os.environ.pop("RUYI2_CACHE")
+    else:
+        os.environ["RUYI2_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
     """The demo as `ruyi2 demo --small` runs it: data stages, the base model, the familial run from it."""

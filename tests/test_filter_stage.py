@@ -68,6 +68,9 @@ def test_bad_input_has_named_reasons_and_counts_add_up(tagged):
     assert sorted(quarantined.values()) == ["empty_text", "whitespace_only_text"]
     giant = next(d for d in read_docs(tagged["layout"].removed("filter")) if d["id"] == "mail/giant")
     assert set(giant["metadata"]["signals"]) == {"sanity"}  # nothing else was computed on it
+    # nor tokenized (34 s and GBs for 50 MB); every other removed document is counted
+    assert giant["metadata"]["n_tokens"] == 0
+    assert all(d["metadata"]["n_tokens"] > 0 for d in read_docs(tagged["layout"].removed("filter")) if d["id"] != "mail/giant")
     c = tagged["stats"]["sources"]["mail"]
     assert c["in"]["docs"] == c["kept"]["docs"] + c["removed"]["docs"] + c["quarantined"]["docs"] == len(kept) + len(removed) + 2
 

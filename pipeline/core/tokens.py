@@ -13,6 +13,7 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.utils.batching import batched
 
 from pipeline.core.assets import resolve_asset
+from pipeline.core.documents import REMOVED_REASON
 
 N_TOKENS = "n_tokens"
 
@@ -36,24 +37,39 @@ def vocab_size(path: str) -> int:
 
 
 class TokenCountTagger(PipelineStep):
-    """Stores ``metadata["n_tokens"]`` (tokens of the text, without the end-of-document token)."""
+    """Stores ``metadata["n_tokens"]`` (tokens of the text, without the end-of-document token).
+
+    ``skip_reasons``: documents removed for a reason starting with one of these are not tokenized (their
+    ``n_tokens`` is 0, their bytes still counted; stat ``not_tokenized``). The filter skips the documents over
+    its size limit: the tokenizer's time and memory grow faster than a text's length (a 50 MB document: 34 s),
+    and such a document was removed, not kept."""
 
     name = "🔢 Token count"
     type = "🏷️ - TAGGER"
 
-    def __init__(self, tokenizer_path: str, batch_size: int = 256):
+    def __init__(self, tokenizer_path: str, batch_size: int = 256, skip_reasons: tuple[str, ...] = ()):
         super().__init__()
         self.tokenizer_path = tokenizer_path
         self.batch_size = batch_size
+        self.skip_reasons = tuple(skip_reasons)
+
+    def _skipped(self, doc) -> bool:
+        return bool(self.skip_reasons) and str(doc.metadata.get(REMOVED_REASON) or "").startswith(self.skip_reasons)
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         tok = load_tokenizer(self.tokenizer_path)
         for batch in batched(data, self.batch_size):
+            skipped = [self._skipped(d) for d in batch]
+            counted = [d for d, skip in zip(batch, skipped) if not skip]
             with self.track_time(unit="batch"):
-                encodings = tok.encode_batch_fast([d.text for d in batch], add_special_tokens=False)
-            for doc, enc in zip(batch, encodings):  # len(enc), not len(enc.ids): no Python list of the ids
+                encodings = tok.encode_batch_fast([d.text for d in counted], add_special_tokens=False)
+            for doc, enc in zip(counted, encodings):  # len(enc), not len(enc.ids): no Python list of the ids
                 doc.metadata[N_TOKENS] = len(enc)
                 self.stat_update("tokens", value=len(enc))
+            for doc, skip in zip(batch, skipped):
+                if skip:
+                    doc.metadata[N_TOKENS] = 0
+                    self.stat_update("not_tokenized")
                 yield doc
 
 
