@@ -66,8 +66,8 @@ def score(roots: dict[str, tuple[str, bool]], calibration: int, heldout: int, ex
             checkpoint, ranks = run_checkpoint(root, compressed)
             model, _ = rebuild(fcfg, checkpoint, checkpoint_dae_blocks(checkpoint), ranks)
             model.eval()
-            added = sum(p.numel() for p in model.dae_blocks.parameters())
-            head = sum(p.numel() for p in model.ee_heads[str(exit_)].parameters())
+            added = sum(p.numel() for branch in model.exits.values() for p in branch.blocks.parameters())
+            head = sum(p.numel() for p in model.exits[str(exit_)].head.parameters())
             out[name] = {"loss": {f"exit{e}": v for e, v in _losses(model, held).items()},
                          "parameters": sum(p.numel() for p in model.parameters()), "dae_parameters": added,
                          "head_parameters": head}

@@ -46,7 +46,7 @@ def check_branch_init(model, out: str) -> None:
     torch.distributed.all_gather_object(gathered, mine, group=parallel_state.get_pipeline_model_parallel_group())
     layers = {n: sd for part in gathered for n, sd in part.items()}
     checked = []
-    for key, branch in model.ee_layers.items():
+    for key, branch in ((k, b.layer) for k, b in model.exits.items()):
         for name, t in branch.state_dict().items():
             if isinstance(t, torch.Tensor):
                 assert torch.equal(t, layers[int(key) + 1][name]), (key, name)

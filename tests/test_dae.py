@@ -32,7 +32,7 @@ def test_new_blocks_start_as_identity_and_only_they_and_the_head_train(dist):
 
     trainable = freeze_for_dae(model, 2)
     names = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert names and all(n.startswith(("dae_blocks.2.", "ee_heads.2.")) for n in names)
+    assert names and all(n.startswith(("exits.2.blocks.", "exits.2.head.")) for n in names)
     opt = torch.optim.AdamW(trainable, lr=3e-3)
     assert sum(len(g["params"]) for g in opt.param_groups) == len(names)
     frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
@@ -47,7 +47,7 @@ def test_new_blocks_start_as_identity_and_only_they_and_the_head_train(dist):
         losses.append(float(model.exit_losses[2]))
     assert losses[-1] < losses[0] - 0.1
     assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
-    assert model.dae_blocks["2"][0].self_attention.linear_proj.weight.any()  # the new blocks did learn
+    assert model.exits["2"].blocks[0].self_attention.linear_proj.weight.any()  # the new blocks did learn
 
 
 def test_trainer_with_dae_optimises_only_the_new_blocks_and_head(dist, tmp_path):
@@ -59,7 +59,7 @@ def test_trainer_with_dae_optimises_only_the_new_blocks_and_head(dist, tmp_path)
                              eval_samples=0, exit_weights=[ExitWeight(1.0), ExitWeight(0.0), ExitWeight(0.0)], dae_exit=2)
     trainer = FamilialTrainer(CFG, settings, tokenizer=None, out_dir=str(tmp_path))
     optimised = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
-    assert optimised == {id(p) for n, p in trainer.model.named_parameters() if n.startswith(("dae_blocks.2.", "ee_heads.2."))}
+    assert optimised == {id(p) for n, p in trainer.model.named_parameters() if n.startswith(("exits.2.blocks.", "exits.2.head."))}
     inp, lab, pos, mask = _batch()
     batch = collate([{"tokens": inp[i].numpy(), "labels": lab[i].numpy(), "loss_mask": mask[i].numpy(), "position_ids": pos[i].numpy()} for i in range(2)])
     above_tap = []  # the frozen layers above the tap take no part in the backward
@@ -95,7 +95,7 @@ def test_a_dae_branch_exports_with_its_blocks_and_loads_with_automodel(dist, tmp
                       "position_ids": pos[i].numpy()} for i in range(2)])
     for _ in range(3):
         trainer.train_step(batch)
-    assert trainer.model.dae_blocks["2"][0].self_attention.linear_proj.weight.abs().max() > 0  # the blocks learned
+    assert trainer.model.exits["2"].blocks[0].self_attention.linear_proj.weight.abs().max() > 0  # the blocks learned
     trainer.save_checkpoint({})
     (train_dir / "stats.json").write_text(json.dumps({"model": dataclasses.asdict(CFG)}))
     with pytest.raises(ExportError, match=r"DaE blocks after exit\(s\) \[2\]"):
@@ -135,16 +135,16 @@ def test_a_compressed_dae_branch_exports_and_loads_with_automodel(dist, tmp_path
     for _ in range(3):
         trainer.train_step(batch)
     model = trainer.model.eval()
-    dense = sum(p.numel() for p in model.dae_blocks.parameters())
-    head = model.ee_heads["2"].weight.numel()
+    dense = sum(p.numel() for p in model.exits["2"].blocks.parameters())
+    head = model.exits["2"].head.weight.numel()
     rows = compress_model(model, _covariances(model, [batch], heads=True), 0.4, head_ratio=0.4)
-    assert len(rows) == 9 and sum(p.numel() for p in model.dae_blocks.parameters()) < 0.7 * dense
+    assert len(rows) == 9 and sum(p.numel() for p in model.exits["2"].blocks.parameters()) < 0.7 * dense
     # the branch's LM head too, as the report compresses the branch-specific heads: 40% of its parameters
-    assert sum(p.numel() for p in model.ee_heads["2"].parameters()) == pytest.approx(0.6 * head, rel=0.05)
+    assert sum(p.numel() for p in model.exits["2"].head.parameters()) == pytest.approx(0.6 * head, rel=0.05)
     out = export_ruyi_hf(model, CFG, str(tmp_path / "hf"))
     config = json.loads(open(f"{out}/config.json").read())
-    assert config["dae_low_rank"]["2.0.self_attn.q_proj"] == next(r["rank"] for r in rows if r["matrix"] == "dae_blocks.2.0.self_attention.linear_qkv")
-    assert config["low_rank_heads"] == {"0": next(r["rank"] for r in rows if r["matrix"] == "ee_heads.2")}
+    assert config["dae_low_rank"]["2.0.self_attn.q_proj"] == next(r["rank"] for r in rows if r["matrix"] == "exits.2.blocks.0.self_attention.linear_qkv")
+    assert config["low_rank_heads"] == {"0": next(r["rank"] for r in rows if r["matrix"] == "exits.2.head")}
     hf = transformers.AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True).eval()
     ours = model.exit_logits(inp, pos)
     with torch.no_grad():

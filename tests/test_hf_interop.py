@@ -64,7 +64,7 @@ def test_import_reproduces_the_stock_qwen3_logits(dist, qwen3_dir):
     # branches start as Ruyi2 builds them: branch k is a copy of backbone layer e_k
     for e in (1, 2):
         src = model.decoder.layers[e].state_dict()
-        for name, t in model.ee_layers[str(e)].state_dict().items():
+        for name, t in model.exits[str(e)].layer.state_dict().items():
             if isinstance(t, torch.Tensor):
                 assert torch.equal(t, src[name])
 
@@ -93,7 +93,7 @@ def test_export_gives_the_same_logits_at_every_exit(dist, qwen3_dir, tmp_path):
     folder, _ = qwen3_dir
     model = _familial(folder)
     with torch.no_grad():  # make every branch differ from the backbone it was copied from
-        for p in list(model.ee_layers.parameters()) + list(model.ee_norms.parameters()) + list(model.ee_heads.parameters()):
+        for p in model.exits.parameters():
             p.add_(0.02 * torch.randn_like(p))
     out = export_ruyi_hf(model, model.fcfg, str(tmp_path / "ruyi"))
     config = json.load(open(f"{out}/config.json"))
@@ -124,7 +124,7 @@ def test_the_export_loads_with_automodel_and_generates_at_every_exit(dist, qwen3
     folder, _ = qwen3_dir
     model = _familial(folder)
     with torch.no_grad():  # branches differ from the layers they were copied from
-        for p in list(model.ee_layers.parameters()) + list(model.ee_norms.parameters()) + list(model.ee_heads.parameters()):
+        for p in model.exits.parameters():
             p.add_(0.02 * torch.randn_like(p))
     out = export_ruyi_hf(model, model.fcfg, str(tmp_path / "ruyi"), default_exit=2)
     hf = transformers.AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True, torch_dtype=torch.float32).eval()

@@ -5,8 +5,9 @@ import os
 import pytest
 import torch
 
+from train_entry.exit_branch import ExitLossAutoScaler
 from train_entry.loss_schedule import ExitWeight
-from train_entry.model import ExitLossInjector, build_model, masked_mean
+from train_entry.model import build_model, masked_mean
 from train_entry.model_config import PRESETS, FamilialConfig, build_config
 from train_entry.trainer import CurriculumStage, FamilialTrainer, LoopSettings, stage_steps
 
@@ -49,13 +50,33 @@ def test_exit_weight_schedules():
 def test_branches_are_initialised_from_the_layer_after_the_exit(dist):
     torch.manual_seed(0)
     model = build_model(TINY)
-    assert sorted(model.ee_layers.keys()) == ["2", "4"]
+    assert sorted(model.exits.keys()) == ["2", "4"]
     by_number = {layer.layer_number: layer for layer in model.decoder.layers}
-    for key, branch in model.ee_layers.items():
+    for key, branch in ((k, b.layer) for k, b in model.exits.items()):
         src = by_number[int(key) + 1].state_dict()  # 0-based layer e == layer_number e + 1
         for name, tensor in branch.state_dict().items():
             if isinstance(tensor, torch.Tensor):
                 assert torch.equal(tensor, src[name]), (key, name)
+
+
+def test_exits_are_spec_built_branches_fed_by_their_tap_layers_without_hooks(dist):
+    """The decoder's spec builds layers e_k as tap layers, each exit is an ExitBranch module, no hook is
+    registered anywhere, and the loss of exit k is what its branch module computes."""
+    from train_entry.exit_branch import ExitBranch, ExitTapLayer
+
+    torch.manual_seed(0)
+    model = build_model(TINY)
+    assert [layer.layer_number for layer in model.decoder.layers if isinstance(layer, ExitTapLayer)] == [2, 4]
+    assert all(isinstance(branch, ExitBranch) for branch in model.exits.values()) and sorted(model.exits) == ["2", "4"]
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    inp, lab, pos, mask = _batch()
+    with torch.no_grad():
+        model(inp, pos, None, labels=lab, loss_mask=mask)
+        before = dict(model.exit_losses)
+        model.exits["2"].head.weight.zero_()  # uniform logits at exit 2: its loss is ln(vocab), nothing else moves
+        model(inp, pos, None, labels=lab, loss_mask=mask)
+    assert float(model.exit_losses[2]) == pytest.approx(float(torch.log(torch.tensor(float(TINY.vocab_size)))), abs=1e-5)
+    assert abs(float(before[2]) - float(model.exit_losses[2])) > 1e-3 and float(model.exit_losses[4]) == float(before[4])
 
 
 def _batch(seed=1, b=2, s=16):
@@ -71,7 +92,7 @@ def test_injected_exit_losses_give_the_gradient_of_the_joint_loss(dist):
     lambdas = {2: 0.3, 4: 0.7, 5: 1.0}
     model.exit_weights.update(lambdas)
     inp, lab, pos, mask = _batch()
-    ExitLossInjector.scale = torch.tensor(1.0)
+    ExitLossAutoScaler.set_loss_scale(torch.tensor(1.0))
     final = masked_mean(model(inp, pos, None, labels=lab, loss_mask=mask), mask)
     (lambdas[5] * final).backward()
     injected = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -88,8 +109,8 @@ def test_injected_exit_losses_give_the_gradient_of_the_joint_loss(dist):
     total = lambdas[5] * masked_mean(out, mask)
     for e, (hidden, kw) in captured.items():
         kw = dict(kw, hidden_states=hidden)
-        h, _ = model.ee_layers[str(e)](**kw)
-        logits, _ = model.ee_heads[str(e)](model.ee_norms[str(e)](h))
+        h, _ = model.exits[str(e)].layer(**kw)
+        logits, _ = model.exits[str(e)].head(model.exits[str(e)].norm(h))
         total = total + lambdas[e] * masked_mean(model.compute_language_model_loss(lab, logits), mask)
     total.backward()
     for h in hooks:
@@ -168,7 +189,7 @@ def test_no_weight_decay_on_norms_biases_and_embeddings(dist, tmp_path):
     assert len(by_decay) == len(names)
     assert by_decay["embedding.word_embeddings.weight"] == 0.0
     assert by_decay["output_layer.weight"] == by_decay["decoder.layers.0.self_attention.linear_qkv.weight"] == 0.1
-    assert by_decay["ee_heads.2.weight"] == 0.1
+    assert by_decay["exits.2.head.weight"] == 0.1
     plain = {n for n, wd in by_decay.items() if wd == 0.0}
     assert all("norm" in n or "embedding" in n for n in plain) and any("layernorm" in n for n in plain)
 
@@ -180,7 +201,7 @@ def test_gradients_are_clipped_to_the_norm_over_the_whole_model(dist, tmp_path):
     torch.manual_seed(1234)
     twin = build_model(TINY)  # the same weights, plain autograd
     inp, lab, pos, mask = _batch()
-    ExitLossInjector.scale = torch.tensor(1.0)
+    ExitLossAutoScaler.set_loss_scale(torch.tensor(1.0))
     masked_mean(twin(inp, pos, None, labels=lab, loss_mask=mask), mask).backward()
     expected = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in twin.parameters() if p.grad is not None)).item()
     record = trainer.train_step(_micro_batch())
@@ -239,7 +260,7 @@ def test_full_recompute_gives_the_same_gradients(dist, tmp_path):
     (g0, l0), (g1, l1) = grads
     assert l0 == pytest.approx(l1, rel=1e-6)
     assert max((g0[n] - g1[n]).abs().max().item() for n in g0) < 1e-6
-    assert max(g0[n].abs().max().item() for n in g0 if n.startswith("ee_heads")) > 1e-4  # the exits did get gradient
+    assert max(g0[n].abs().max().item() for n in g0 if n.startswith("exits.") and ".head." in n) > 1e-4  # the exits did get gradient
 
 
 def test_a_curriculum_stage_can_restart_the_exit_weights():

@@ -20,6 +20,7 @@ import torch
 from torch.distributed.checkpoint.api import CheckpointException
 
 from pipeline.core.errors import StageError
+from train_entry.hf_interop import DAE_BLOCK
 
 LATEST = "latest_checkpointed_iteration.txt"
 
@@ -126,10 +127,10 @@ def _save(folder: str, step: int, state: dict) -> str:
     return path
 
 
-def load_weights(folder: str, model, step: int | None = None, skip_prefixes: tuple[str, ...] = ("dae_blocks.",)) -> str:
+def load_weights(folder: str, model, step: int | None = None) -> str:
     """The model's weights only (no optimizer state, which a new run does not want and which would double
     the host memory), from iteration ``step`` of a checkpoint of ours written at any TP/PP layout: the
-    start of a continued run. Modules under ``skip_prefixes`` that the checkpoint lacks (DaE blocks added
+    start of a continued run. DaE blocks that the checkpoint lacks (added
     for this run) keep their fresh initialisation. Collective; returns the iteration folder read."""
     from megatron.core import dist_checkpointing
 
@@ -140,7 +141,7 @@ def load_weights(folder: str, model, step: int | None = None, skip_prefixes: tup
     try:
         stored = set(dist_checkpointing.load_tensors_metadata(path).keys())
         template = model.sharded_state_dict()
-        wanted = {name: sh for name, sh in template.items() if not (name.startswith(skip_prefixes) and sh.key not in stored)}
+        wanted = {name: sh for name, sh in template.items() if not (DAE_BLOCK.match(name) and sh.key not in stored)}
         absent = sorted(sh.key for sh in wanted.values() if sh.key not in stored and not name_is_extra_state(sh.key))
         if absent:
             raise CheckpointError(f"{path}: the checkpoint has no {absent[:5]} (a model of another shape or other exits)")

@@ -48,11 +48,13 @@ def _covariances(model, batches: list[dict], heads: bool = False) -> dict:
     blocks, keyed ``head.<exit>``), accumulated in float64 over the calibration batches."""
     import torch
 
+    from train_entry.hf_interop import DAE_BLOCK
+
     cov: dict[str, torch.Tensor] = {}
     hooks = []
-    targets = [(name, module) for name, module in model.dae_blocks.named_modules() if name.endswith(KINDS)]
+    targets = [(name, module) for name, module in model.named_modules() if DAE_BLOCK.match(name + ".") and name.endswith(KINDS)]
     if heads:
-        targets += [(f"{HEAD}{e}", model.ee_heads[e]) for e in model.dae_blocks.keys()]
+        targets += [(f"{HEAD}{e}", branch.head) for e, branch in model.exits.items() if len(branch.blocks)]
     for name, module in targets:
         def hook(mod, args, name=name):
             x = args[0].reshape(-1, args[0].shape[-1]).double()
@@ -79,7 +81,7 @@ def compress_model(model, cov: dict, ratio: float, head_ratio: float = 0.0) -> l
     by_kind: dict[str, list[str]] = {}
     for name in sorted(n for n in cov if not n.startswith(HEAD)):
         by_kind.setdefault(next(k for k in KINDS if name.endswith(k)), []).append(name)
-    modules = dict(model.dae_blocks.named_modules())
+    modules = dict(model.named_modules())
     for kind, names in sorted(by_kind.items()):
         whitened, shapes = {}, {}
         for n in names:
@@ -90,17 +92,17 @@ def compress_model(model, cov: dict, ratio: float, head_ratio: float = 0.0) -> l
         for n, loss, r in zip(names, reference, group_ratios(reference, ratio)):
             rank = rank_for(*shapes[n], r)
             a, b = factors(whitened[n], rank)
-            replace_module(model.dae_blocks, n, LowRankLinear(a, b, modules[n].weight.dtype))
-            rows.append({"matrix": f"dae_blocks.{n}", "kind": kind, "shape": list(shapes[n]), "ratio": round(r, 4),
+            replace_module(model, n, LowRankLinear(a, b, modules[n].weight.dtype))
+            rows.append({"matrix": n, "kind": kind, "shape": list(shapes[n]), "ratio": round(r, 4),
                          "rank": rank, "truncation_loss": truncation_loss(whitened[n], rank), "reference_loss": loss})
     for key in sorted(n for n in cov if n.startswith(HEAD)) if head_ratio else ():
         e = key[len(HEAD):]
-        w = model.ee_heads[e].weight.detach()
+        w = model.exits[e].head.weight.detach()
         rank = rank_for(*w.shape, head_ratio)  # a group of its own: eq. 6 gives it the target ratio
         white = whiten(w, cov[key])
         a, b = factors(white, rank)
-        replace_module(model, f"ee_heads.{e}", LowRankLinear(a, b, w.dtype))
-        rows.append({"matrix": f"ee_heads.{e}", "kind": "lm_head", "shape": list(w.shape), "ratio": head_ratio, "rank": rank,
+        replace_module(model, f"exits.{e}.head", LowRankLinear(a, b, w.dtype))
+        rows.append({"matrix": f"exits.{e}.head", "kind": "lm_head", "shape": list(w.shape), "ratio": head_ratio, "rank": rank,
                      "truncation_loss": truncation_loss(white, rank), "reference_loss": truncation_loss(white, rank)})
     return rows
 
@@ -145,8 +147,8 @@ def _compress(recipe_class, recipe_json: dict, root: str, ratio: float, calibrat
         model.eval()
         calib, held = heldout_batches(recipe, layout, fcfg.vocab_size, calibration, evaluation, os.path.join(out, "dataset_cache"))
         mbs = recipe.train.micro_batch_size
-        added = lambda: sum(p.numel() for p in model.dae_blocks.parameters())  # noqa: E731
-        heads = lambda: sum(p.numel() for e in dae for p in model.ee_heads[str(e)].parameters())  # noqa: E731
+        added = lambda: sum(p.numel() for branch in model.exits.values() for p in branch.blocks.parameters())  # noqa: E731
+        heads = lambda: sum(p.numel() for e in dae for p in model.exits[str(e)].head.parameters())  # noqa: E731
         before, params_before, heads_before = _losses(model, held), added(), heads()
         rows = compress_model(model, _covariances(model, calib, heads=head_ratio > 0), ratio, head_ratio)
         after, params_after, heads_after = _losses(model, held), added(), heads()

@@ -12,22 +12,22 @@ from __future__ import annotations
 import torch
 from megatron.core.transformer.spec_utils import build_module
 
-from train_entry.model import FamilialGPTModel, ShardedModuleList
+from train_entry.model import FamilialGPTModel
 
 
-def append_dae_blocks(model: FamilialGPTModel, exit_layer: int, blocks: int = 3) -> ShardedModuleList:
+def append_dae_blocks(model: FamilialGPTModel, exit_layer: int, blocks: int = 3) -> torch.nn.ModuleList:
+    """Appends ``blocks`` identity-initialised decoder blocks to branch ``exit_layer`` (``exits.<e>.blocks``)."""
     key = str(exit_layer)
-    if key not in model.ee_layers:
-        raise ValueError(f"exit {exit_layer} has no branch on this stage (branches: {sorted(model.ee_layers.keys())})")
-    new = ShardedModuleList(
-        build_module(model.transformer_layer_spec, config=model.config, layer_number=exit_layer + 2 + i) for i in range(blocks)
-    )
-    with torch.no_grad():
-        for block in new:
+    if key not in model.exits:
+        raise ValueError(f"exit {exit_layer} has no branch on this stage (branches: {sorted(model.exits.keys())})")
+    branch = model.exits[key]
+    for i in range(blocks):
+        block = build_module(model.layer_spec, config=model.config, layer_number=exit_layer + 2 + len(branch.blocks))
+        with torch.no_grad():
             block.self_attention.linear_proj.weight.zero_()
             block.mlp.linear_fc2.weight.zero_()
-    model.dae_blocks[key] = new
-    return new
+        branch.blocks.append(block)
+    return branch.blocks
 
 
 def freeze_for_dae(model: FamilialGPTModel, exit_layer: int) -> list[torch.nn.Parameter]:
@@ -35,7 +35,7 @@ def freeze_for_dae(model: FamilialGPTModel, exit_layer: int) -> list[torch.nn.Pa
     key = str(exit_layer)
     for p in model.parameters():
         p.requires_grad_(False)
-    trainable = list(model.dae_blocks[key].parameters()) + list(model.ee_heads[key].parameters())
+    trainable = list(model.exits[key].blocks.parameters()) + list(model.exits[key].head.parameters())
     for p in trainable:
         p.requires_grad_(True)
     return trainable

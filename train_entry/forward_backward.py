@@ -3,7 +3,7 @@ loss collected.
 
 The schedule (no pipelining, 1F1B, interleaved) runs ``num_microbatches`` micro-batches and accumulates
 their gradients; it divides the final exit's loss by the number of micro-batches, and the exits' injected
-losses are divided the same way (``ExitLossInjector.scale``), so a step's gradient is that of the mean
+losses are divided the same way (``ExitLossAutoScaler.set_loss_scale``), so a step's gradient is that of the mean
 joint loss over the global batch. Each pipeline stage sees only the exits it holds: losses are averaged
 over micro-batches where they are computed, gathered over the pipeline group and averaged over the
 data-parallel replicas, so every rank logs the loss of the whole global batch.
@@ -16,7 +16,8 @@ from functools import partial
 import torch
 
 from train_entry import cpu_support
-from train_entry.model import ExitLossInjector, FamilialGPTModel, masked_mean
+from train_entry.exit_branch import ExitLossAutoScaler
+from train_entry.model import FamilialGPTModel, masked_mean
 
 
 class ForwardBackward:
@@ -51,7 +52,7 @@ class ForwardBackward:
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
         self._sums = {}
-        ExitLossInjector.scale = torch.tensor(1.0 / len(micro_batches))
+        ExitLossAutoScaler.set_loss_scale(torch.tensor(1.0 / len(micro_batches)))
         with cpu_support.device_mode():
             get_forward_backward_func()(
                 forward_step_func=self._forward_step,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Iterator
 
 import torch
@@ -100,21 +101,25 @@ def _correspondence(cfg: FamilialConfig, dae: dict[int, int] | None = None):
             yield "decoder.final_layernorm.weight", f"model.norms.{k}.weight", False
             yield "output_layer.weight", f"lm_head.{k}.weight", False
         else:
-            yield f"ee_layers.{e}", f"model.eelayers.{k}", True
-            yield f"ee_norms.{e}.weight", f"model.norms.{k}.weight", False
-            yield f"ee_heads.{e}.weight", f"lm_head.{k}.weight", False
+            yield f"exits.{e}.layer", f"model.eelayers.{k}", True
+            yield f"exits.{e}.norm.weight", f"model.norms.{k}.weight", False
+            yield f"exits.{e}.head.weight", f"lm_head.{k}.weight", False
     for e, n in sorted((dae or {}).items()):
         for j in range(n):
-            yield f"dae_blocks.{e}.{j}", f"model.dae_blocks.{e}.{j}", True
+            yield f"exits.{e}.blocks.{j}", f"model.dae_blocks.{e}.{j}", True
 
 
-def dae_blocks_in(names, prefix: str = "dae_blocks.") -> dict[int, int]:
-    """exit -> number of DaE blocks, from state-dict or checkpoint names (``<prefix><exit>.<block>.``)."""
+DAE_BLOCK = re.compile(r"exits\.(\d+)\.blocks\.(\d+)\.")  # a DaE block's tensor in our model
+HF_DAE_BLOCK = re.compile(r"model\.dae_blocks\.(\d+)\.(\d+)\.")  # ... in our Hugging Face modeling code
+
+
+def dae_blocks_in(names, pattern: re.Pattern = DAE_BLOCK) -> dict[int, int]:
+    """exit -> number of DaE blocks, from state-dict or checkpoint names (``pattern`` captures exit, block)."""
     found: dict[int, set[int]] = {}
     for name in names:
-        if name.startswith(prefix):
-            e, j = name[len(prefix):].split(".")[:2]
-            found.setdefault(int(e), set()).add(int(j))
+        m = pattern.match(name)
+        if m:
+            found.setdefault(int(m.group(1)), set()).add(int(m.group(2)))
     return {e: len(js) for e, js in sorted(found.items())}
 
 
@@ -155,7 +160,7 @@ def mcore_to_ruyi_hf(sd: dict, cfg: FamilialConfig) -> dict[str, torch.Tensor]:
 def ruyi_hf_to_mcore(sd: dict, cfg: FamilialConfig) -> dict[str, torch.Tensor]:
     """The Ruyi2 Hugging Face state dict -> a FamilialGPTModel state dict (load with strict=False)."""
     out: dict[str, torch.Tensor] = {}
-    for mcore, hf, is_layer in _correspondence(cfg, dae_blocks_in(sd, "model.dae_blocks.")):
+    for mcore, hf, is_layer in _correspondence(cfg, dae_blocks_in(sd, HF_DAE_BLOCK)):
         if is_layer:
             layer_from_hf(sd, hf, mcore, cfg, out)
         else:

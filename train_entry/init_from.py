@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import torch
 
-from train_entry.hf_interop import layer_from_hf
+from train_entry.hf_interop import DAE_BLOCK, layer_from_hf
 from train_entry.model_config import FamilialConfig
 
 HF, MCORE = "hf", "mcore"
@@ -149,19 +150,19 @@ def load_hf_qwen3(model, fcfg: FamilialConfig, folder: str) -> int:
 
     for i, block in enumerate(model.decoder.layers):  # this pipeline stage's layers: local index i, global number
         layer(block.layer_number - 1, f"decoder.layers.{i}")
-    for key in model.ee_layers.keys():
-        layer(int(key), f"ee_layers.{key}")
+    for key in model.exits.keys():
+        layer(int(key), f"exits.{key}.layer")
     for name, param in params.items():
         if name == "embedding.word_embeddings.weight":
             _copy(param, _vocab_rows(src, "model.embed_tokens.weight", param), f"{folder}: model.embed_tokens.weight")
-        elif name == "output_layer.weight" or (name.startswith("ee_heads.") and name.endswith(".weight")):
+        elif name == "output_layer.weight" or re.fullmatch(r"exits\.\d+\.head\.weight", name):
             _copy(param, _vocab_rows(src, head, param), f"{folder}: {head}")
-        elif name == "decoder.final_layernorm.weight" or (name.startswith("ee_norms.") and name.endswith(".weight")):
+        elif name == "decoder.final_layernorm.weight" or re.fullmatch(r"exits\.\d+\.norm\.weight", name):
             _copy(param, src.get("model.norm.weight"), f"{folder}: model.norm.weight")
         else:
             continue
         done.add(name)
-    missing = sorted(n for n in params if n not in done and not n.startswith("dae_blocks."))
+    missing = sorted(n for n in params if n not in done and not DAE_BLOCK.match(n))
     if missing:
         raise InitError(f"{folder}: nothing in the checkpoint for {missing[:5]}")
     return len(done)

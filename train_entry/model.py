@@ -1,13 +1,12 @@
 """The familial model: megatron-core's GPTModel with Ruyi2's early-exit branches.
 
-Branch k taps the backbone after layer e_k - 1 (global ``layer_number == e_k``), runs its own decoder layer
-(built from the same layer spec, so it is sharded like the backbone under tensor parallelism), its own
-RMSNorm and its own vocab-parallel LM head. The last exit is the full model.
+Branch k taps the backbone after layer e_k (global ``layer_number == e_k``): that layer is built as an
+``ExitTapLayer`` from the decoder's layer spec, and the branch is an ``ExitBranch`` built from its own spec
+(train_entry/exit_branch.py): its own decoder layer (sharded like the backbone under tensor parallelism), DaE
+blocks, RMSNorm and vocab-parallel LM head. The last exit is the full model.
 
-The exit loss is attached to the trunk activation with ``ExitLossInjector``, an autograd function that is
-the identity forward and injects d(lambda_k * CE_k) = scale in backward, the same trick megatron-core uses
-for the MoE auxiliary loss (``MoEAuxLossAutoScaler``). Every stock megatron-core schedule (no pipelining,
-1F1B, interleaved) then trains the exits without a forked schedule, on whichever pipeline stage holds them.
+The exit loss is attached to the trunk activation with ``ExitLossAutoScaler`` (megatron-core's MTP / MoE
+auxiliary-loss pattern), so every stock schedule trains the exits on whichever pipeline stage holds them.
 """
 
 from __future__ import annotations
@@ -16,59 +15,37 @@ import torch
 from megatron.core import parallel_state, tensor_parallel
 from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 from megatron.core.models.gpt.gpt_model import GPTModel
-from megatron.core.transformer.spec_utils import build_module
+from megatron.core.transformer.spec_utils import ModuleSpec, build_module
+from megatron.core.transformer.transformer_block import _get_block_submodules
 from megatron.core.transformer.transformer_layer import get_transformer_layer_offset
 
+from train_entry.exit_branch import (
+    ExitLossAutoScaler,
+    ExitTapLayer,
+    ShardedModuleDict,
+    ShardedModuleList,  # noqa: F401  (re-exported for the DaE blocks)
+    at_positions,
+    exit_branch_spec,
+)
 from train_entry.model_config import FamilialConfig
 
 
-class ExitLossInjector(torch.autograd.Function):
-    """Identity on ``hidden``; in backward, the gradient of the attached scalar loss is ``scale``."""
-
-    scale = torch.tensor(1.0)  # the trainer sets 1/num_microbatches (times the loss scale under fp16)
-
-    @staticmethod
-    def forward(ctx, hidden: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(loss)
-        return hidden
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (loss,) = ctx.saved_tensors
-        return grad, torch.ones_like(loss) * ExitLossInjector.scale.to(loss.device)
-
-
-class ShardedModuleDict(torch.nn.ModuleDict):
-    """A ModuleDict whose distributed-checkpoint state delegates to each child's ``sharded_state_dict``.
-
-    megatron-core treats a plain ModuleDict as replicated across tensor-parallel ranks, which would save
-    every rank's slice of a branch layer or head under one global shape."""
-
-    def sharded_state_dict(self, prefix: str = "", sharded_offsets: tuple = (), metadata: dict | None = None) -> dict:
-        from megatron.core.transformer.utils import sharded_state_dict_default
-
-        # the tensor-parallel group must be explicit: without it replicated tensors (norms) get TP rank 0
-        # in their replica id on every rank, and loading rejects the duplicate main replicas
-        tp_group = parallel_state.get_tensor_model_parallel_group()
-        out = {}
-        for name, module in self.items():
-            out.update(sharded_state_dict_default(module, f"{prefix}{name}.", sharded_offsets, metadata, tp_group=tp_group))
-        return out
-
-
-class ShardedModuleList(torch.nn.ModuleList):
-    sharded_state_dict = ShardedModuleDict.sharded_state_dict
-
-    def items(self):
-        return ((str(i), m) for i, m in enumerate(self))
+def familial_block_spec(fcfg: FamilialConfig, config, layer_spec: ModuleSpec):
+    """This pipeline stage's decoder layers: the backbone's layer spec, with ``ExitTapLayer`` at the taps."""
+    block = _get_block_submodules(config, layer_spec)
+    offset = get_transformer_layer_offset(config)
+    tap = ModuleSpec(module=ExitTapLayer, submodules=layer_spec.submodules)
+    block.layer_specs = [tap if offset + i + 1 in fcfg.aux_exits else spec for i, spec in enumerate(block.layer_specs)]
+    return block
 
 
 class FamilialGPTModel(GPTModel):
     def __init__(self, fcfg: FamilialConfig, transformer_config, pre_process: bool = True, post_process: bool = True):
-        spec = get_gpt_layer_local_spec(qk_layernorm=True, normalization="RMSNorm")
+        layer_spec = get_gpt_layer_local_spec(qk_layernorm=True, normalization="RMSNorm")
+        block = familial_block_spec(fcfg, transformer_config, layer_spec)
         super().__init__(
             config=transformer_config,
-            transformer_layer_spec=spec,
+            transformer_layer_spec=block,
             vocab_size=fcfg.vocab_size,
             max_sequence_length=fcfg.max_sequence_length,
             pre_process=pre_process,
@@ -78,50 +55,35 @@ class FamilialGPTModel(GPTModel):
             rotary_base=int(fcfg.rope_theta),
         )
         self.fcfg = fcfg
+        self.layer_spec = layer_spec  # the DaE blocks are built from it
         self.exit_weights: dict[int, float] = {e: 1.0 for e in fcfg.exits}  # lambda_k(t), set each step
         self.exit_losses: dict[int, torch.Tensor] = {}  # last forward's per-exit CE (detached)
         self._batch_ctx: dict | None = None
         # exit losses not attached to the trunk (nothing below their tap trains): the caller adds them to its loss
         self.pending_exit_losses: list[torch.Tensor] = []
         self._recompute_ctx: dict[int, dict] = {}  # layer input storage -> batch, for layers recomputed in the backward
-        self.ee_layers = ShardedModuleDict()
-        self.ee_norms = ShardedModuleDict()
-        self.ee_heads = ShardedModuleDict()
-        self.dae_blocks = ShardedModuleDict()  # DaE: extra blocks after a branch layer (train_entry/dae.py)
+        self.exits = ShardedModuleDict()
         offset = get_transformer_layer_offset(self.config, self.vp_stage)
-        cfg = self.config
-        for e in fcfg.aux_exits:
-            local = [layer for layer in self.decoder.layers if layer.layer_number == e]
-            if not local:
-                continue  # this exit's tap layer lives on another pipeline stage
-            key = str(e)
-            self.ee_layers[key] = build_module(spec, config=cfg, layer_number=e + 1 - offset)
-            self.ee_norms[key] = build_module(
-                self.decoder.submodules.layer_norm, config=cfg, hidden_size=cfg.hidden_size, eps=cfg.layernorm_epsilon
-            )
-            self.ee_heads[key] = tensor_parallel.ColumnParallelLinear(
-                cfg.hidden_size,
-                self.vocab_size,
-                config=cfg,
-                init_method=cfg.init_method,
-                bias=False,
-                skip_bias_add=False,
-                gather_output=not self.parallel_output,
-            )
-            local[0].register_forward_hook(self._exit_hook(e), with_kwargs=True)
+        branch = exit_branch_spec(layer_spec, block.layer_norm)
+        for layer in self.decoder.layers:
+            if isinstance(layer, ExitTapLayer):
+                e = layer.layer_number
+                self.exits[str(e)] = build_module(branch, config=self.config, exit_layer=e, layer_number=e + 1 - offset,
+                                                  vocab_size=self.vocab_size, parallel_output=self.parallel_output)
+                layer.attach(self)
 
     @property
     def local_exits(self) -> list[int]:
         """Exits whose loss this pipeline stage computes (the full-model exit on the last stage)."""
-        out = [int(k) for k in self.ee_layers.keys()]
+        out = [int(k) for k in self.exits.keys()]
         if self.post_process:
             out.append(self.fcfg.exits[-1])
         return out
 
     def init_branches_from_backbone(self) -> None:
-        """Branch layer k <- backbone layer e_k (the layer right after the exit), as in Ruyi2.
+        """Branch layer k <- backbone layer e_k + 1 (the layer right after the exit), as in Ruyi2.
 
-        Under pipeline parallelism layer e_k can live on the next stage: every stage contributes the
+        Under pipeline parallelism layer e_k + 1 can live on the next stage: every stage contributes the
         source layers it holds (its own tensor-parallel shard) through an all-gather over its pipeline
         group. Collective: every rank of the pipeline group must call it."""
         needed = {e + 1 for e in self.fcfg.aux_exits}
@@ -135,50 +97,38 @@ class FamilialGPTModel(GPTModel):
             torch.distributed.all_gather_object(gathered, sources, group=parallel_state.get_pipeline_model_parallel_group())
             sources = {n: sd for part in gathered for n, sd in part.items()}
         with torch.no_grad():
-            for key, branch in self.ee_layers.items():
-                branch.load_state_dict(sources[int(key) + 1], strict=False)
+            for key, branch in self.exits.items():
+                branch.layer.load_state_dict(sources[int(key) + 1], strict=False)
 
-    def _exit_hook(self, e: int):
-        key = str(e)
-
-        def hook(module, args, kwargs, output):
-            ctx = self._batch_ctx
-            layer_input = kwargs.get("hidden_states", args[0] if args else None)
-            if ctx is None and torch.is_grad_enabled() and layer_input is not None:
-                # activation recompute re-runs this layer in the backward, after forward() has returned: the
-                # batch's labels were kept for it under the storage of the layer's saved input
-                ctx = self._recompute_ctx.pop(layer_input.data_ptr(), None)
-            elif ctx is not None and not torch.is_grad_enabled() and tensor_parallel.random.is_checkpointing():
-                self._recompute_ctx[layer_input.data_ptr()] = ctx  # the no-grad first pass of a recomputed layer
-            if ctx is None or (ctx.get("labels") is None and not ctx.get("collect_logits")):
-                return output
-            hidden, context = output
-            branch_kwargs = dict(kwargs)
-            branch_kwargs["hidden_states"] = hidden
-            h, _ = self.ee_layers[key](**branch_kwargs)
-            for block in self.dae_blocks[key] if key in self.dae_blocks else ():
-                h, _ = block(**dict(branch_kwargs, hidden_states=h))
-            h = self.ee_norms[key](h)
-            if ctx.get("collect_logits") and ctx.get("positions") is not None:
-                h = _at_positions(h, ctx["positions"])
-            logits, _ = self.ee_heads[key](h)
-            if ctx.get("collect_logits"):
-                ctx["logits"][e] = logits.transpose(0, 1).contiguous()  # [s, b, v] -> [b, s, v]
-                return output
-            token_loss = self.compute_language_model_loss(ctx["labels"], logits)  # [b, s]
-            loss = masked_mean(token_loss, ctx.get("loss_mask"))
-            self.exit_losses[e] = loss.detach().clone()
-            if not torch.is_grad_enabled():
-                return output
-            weighted = self.exit_weights[e] * loss
-            if not hidden.requires_grad and parallel_state.is_pipeline_last_stage():
-                # nothing below the tap trains (DaE): attached to the trunk, the loss would pull every frozen layer
-                # above the tap into the backward; the caller adds it to the loss of the final exit instead
-                self.pending_exit_losses.append(weighted)
-                return output
-            return ExitLossInjector.apply(hidden, weighted), context
-
-        return hook
+    def tap(self, e: int, layer_input: torch.Tensor | None, output: torch.Tensor, layer_kwargs: dict) -> torch.Tensor:
+        """Called by the ``ExitTapLayer`` e_k with its output: runs branch k on the batch of this forward and
+        returns the output with the weighted exit loss attached (or collects the logits, for evaluation)."""
+        ctx = self._batch_ctx
+        if ctx is None and torch.is_grad_enabled() and layer_input is not None:
+            # activation recompute re-runs this layer in the backward, after forward() has returned: the
+            # batch's labels were kept for it under the storage of the layer's saved input
+            ctx = self._recompute_ctx.pop(layer_input.data_ptr(), None)
+        elif ctx is not None and not torch.is_grad_enabled() and tensor_parallel.random.is_checkpointing():
+            self._recompute_ctx[layer_input.data_ptr()] = ctx  # the no-grad first pass of a recomputed layer
+        if ctx is None or (ctx.get("labels") is None and not ctx.get("collect_logits")):
+            return output
+        positions = ctx.get("positions") if ctx.get("collect_logits") else None
+        logits = self.exits[str(e)](output, layer_kwargs, positions)
+        if ctx.get("collect_logits"):
+            ctx["logits"][e] = logits.transpose(0, 1).contiguous()  # [s, b, v] -> [b, s, v]
+            return output
+        token_loss = self.compute_language_model_loss(ctx["labels"], logits)  # [b, s]
+        loss = masked_mean(token_loss, ctx.get("loss_mask"))
+        self.exit_losses[e] = loss.detach().clone()
+        if not torch.is_grad_enabled():
+            return output
+        weighted = self.exit_weights[e] * loss
+        if not output.requires_grad and parallel_state.is_pipeline_last_stage():
+            # nothing below the tap trains (DaE): attached to the trunk, the loss would pull every frozen layer
+            # above the tap into the backward; the caller adds it to the loss of the final exit instead
+            self.pending_exit_losses.append(weighted)
+            return output
+        return ExitLossAutoScaler.apply(output, weighted)
 
     @torch.no_grad()
     def exit_logits(self, input_ids: torch.Tensor, position_ids: torch.Tensor,
@@ -189,7 +139,7 @@ class FamilialGPTModel(GPTModel):
         self._batch_ctx = {"collect_logits": True, "logits": {}, "positions": positions}
         gather = None
         if positions is not None and self.post_process:
-            gather = self.output_layer.register_forward_pre_hook(lambda mod, args: (_at_positions(args[0], positions), *args[1:]))
+            gather = self.output_layer.register_forward_pre_hook(lambda mod, args: (at_positions(args[0], positions), *args[1:]))
         try:
             final = super().forward(input_ids, position_ids, None)
             logits = dict(self._batch_ctx["logits"])
@@ -207,12 +157,6 @@ class FamilialGPTModel(GPTModel):
             return super().forward(input_ids, position_ids, attention_mask, *args, labels=labels, **kwargs)
         finally:
             self._batch_ctx = None
-
-
-def _at_positions(hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """hidden [s, b, h] at positions [b, k] of each row -> [k, b, h]."""
-    index = positions.t().to(hidden.device)
-    return hidden.gather(0, index.unsqueeze(-1).expand(*index.shape, hidden.shape[-1]))
 
 
 def masked_mean(token_loss: torch.Tensor, loss_mask: torch.Tensor | None) -> torch.Tensor:

@@ -45,7 +45,7 @@ def checkpoint_dae_blocks(checkpoint: str) -> dict[int, int]:
 
 def build_trained(fcfg, dae: dict[int, int], ranks: dict[str, int] | None = None, init_branches: bool = True):
     """The model the run trained: ``dae`` blocks (exit -> count) and the low-rank linears ``ranks``
-    (``dae_blocks.<e>.<j>.<path>`` -> rank) in place, weights freshly initialised. Call inside a
+    (``exits.<e>.blocks.<j>.<path>`` -> rank) in place, weights freshly initialised. Call inside a
     ``DistributedContext`` (and inside ``torch.device("meta")`` for a skeleton without memory)."""
     import torch
 

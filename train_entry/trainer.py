@@ -1,7 +1,7 @@
 """Joint multi-branch continued pretraining over the curriculum planned by the mixture stage.
 
 Each optimizer step runs megatron-core's own forward-backward schedule over the step's micro-batches
-(``forward_backward.py``); the exit losses ride on the trunk activations (``ExitLossInjector``), so the
+(``forward_backward.py``); the exit losses ride on the trunk activations (``ExitLossAutoScaler``), so the
 same loop serves tensor, pipeline and data parallelism. Gradients are reduced by megatron-core's DDP and
 applied by its optimizer, the learning rate follows its ``OptimizerParamScheduler`` (``optim.py``,
 ``lr_schedule.py``). Every exit's loss and lambda_k(t), the learning rate, gradient norm, throughput, MFU
