@@ -27,9 +27,10 @@ from pipeline.core.assets import package_dir
 
 CACHE_ENV = "RUYI2_CACHE"
 _PACKAGE = "package:"
-# the code an index is made of: this package (loading, normalising, building, excluding) and the hashing
+# the code an index is made of: this package (loading, normalising, building, excluding) and the ground floor
+# it reads and hashes with (records, paths, assets, text); a change anywhere there misses the cache
 _CODE = (os.path.dirname(os.path.abspath(__file__)), os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                                                   "pipeline", "core", "text.py"))
+                                                                   "pipeline", "core"))
 _LIBRARIES = ("numpy", "xxhash", "opencc-purepy")  # their hashing, and OpenCC's Traditional -> Simplified table
 
 
