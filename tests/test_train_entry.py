@@ -79,6 +79,18 @@ def test_exits_are_spec_built_branches_fed_by_their_tap_layers_without_hooks(dis
     assert abs(float(before[2]) - float(model.exit_losses[2])) > 1e-3 and float(model.exit_losses[4]) == float(before[4])
 
 
+def test_exit_logits_at_positions_are_the_full_logits_at_those_positions(dist):
+    torch.manual_seed(0)
+    model = build_model(TINY)
+    inp, _, pos, _ = _batch()
+    positions = torch.tensor([[3, 0, 15], [7, 7, 1]])
+    full, at = model.exit_logits(inp, pos), model.exit_logits(inp, pos, positions)
+    assert sorted(full) == sorted(at) == [2, 4, 5]
+    for e in full:
+        want = torch.stack([full[e][b, positions[b]] for b in range(2)])
+        assert at[e].shape == want.shape and torch.allclose(at[e], want, atol=1e-6), e
+
+
 def _batch(seed=1, b=2, s=16):
     g = torch.Generator().manual_seed(seed)
     tokens = torch.randint(0, 512, (b, s + 1), generator=g)

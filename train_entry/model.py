@@ -137,19 +137,21 @@ class FamilialGPTModel(GPTModel):
         export checks and early-exit inference. ``positions`` [b, k]: only the logits at those positions of
         each row ([b, k, v]): the heads then see k positions, not s (scoring a continuation, generating)."""
         self._batch_ctx = {"collect_logits": True, "logits": {}, "positions": positions}
-        gather = None
-        if positions is not None and self.post_process:
-            gather = self.output_layer.register_forward_pre_hook(lambda mod, args: (at_positions(args[0], positions), *args[1:]))
         try:
             final = super().forward(input_ids, position_ids, None)
             logits = dict(self._batch_ctx["logits"])
         finally:
             self._batch_ctx = None
-            if gather is not None:
-                gather.remove()
         if self.post_process:
             logits[self.fcfg.exits[-1]] = final
         return logits
+
+    def _postprocess(self, hidden_states, **kwargs):
+        """The final exit's head; under ``exit_logits(positions=...)`` it sees only those positions."""
+        ctx = self._batch_ctx
+        if self.post_process and ctx is not None and ctx.get("collect_logits") and ctx.get("positions") is not None:
+            hidden_states = at_positions(hidden_states, ctx["positions"])
+        return super()._postprocess(hidden_states=hidden_states, **kwargs)
 
     def forward(self, input_ids, position_ids, attention_mask, *args, labels=None, loss_mask=None, **kwargs):
         self._batch_ctx = {"labels": labels, "loss_mask": loss_mask}
