@@ -23,7 +23,6 @@ from train_entry.exit_branch import (
     ExitLossAutoScaler,
     ExitTapLayer,
     ShardedModuleDict,
-    ShardedModuleList,  # noqa: F401  (re-exported for the DaE blocks)
     at_positions,
     exit_branch_spec,
 )
