@@ -24,9 +24,7 @@ def build_index(cfg, folder: str) -> tuple[str, dict]:
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, os.path.basename(cached))
         shutil.copyfile(cached, path)
-        index = NgramIndex.load(path)
-        logger.info(f"decontam: the index of {len(index.items):,} items, {len(index.hashes):,} n-grams, from the cache {cached}")
-        return path, index.stats | {"index_file_bytes": os.path.getsize(path)}
+        return saved_index(path, f"from the cache {cached}")
     items, loaded, skipped = [], {}, {}
     for name in cfg.benchmarks:
         where = benchmark_source(name, cfg.benchmark_dir)
@@ -53,11 +51,17 @@ def build_index(cfg, folder: str) -> tuple[str, dict]:
     return path, index.stats | {"index_file_bytes": os.path.getsize(path)}
 
 
+def saved_index(path: str, where: str) -> tuple[str, dict]:
+    """An index saved earlier (``where`` says by whom, for the log), with the stats it was saved with."""
+    index = NgramIndex.load(path)
+    logger.info(f"decontam: the index {path} ({where}): {len(index.items):,} items, {len(index.hashes):,} n-grams")
+    return path, index.stats | {"index_file_bytes": os.path.getsize(path)}
+
+
 def stored_index(path: str) -> tuple[str, dict]:
     """An index an earlier run built (``ruyi2 add`` decontaminates with its base run's), with its stats."""
-    index = NgramIndex.load(path)
-    logger.info(f"decontam: the stored index {path}: {len(index.items):,} items, {len(index.hashes):,} n-grams")
-    return path, index.stats | {"index_file_bytes": os.path.getsize(path), "from_base_run": True}
+    path, stats = saved_index(path, "the base run's")
+    return path, stats | {"from_base_run": True}
 
 
 def apply_corpus_counts(cfg, index_path: str, counts_folder: str, index_stats: dict, folder: str | None = None) -> tuple[str, dict]:

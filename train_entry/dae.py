@@ -21,7 +21,7 @@ def append_dae_blocks(model: FamilialGPTModel, exit_layer: int, blocks: int = 3)
     if key not in model.exits:
         raise ValueError(f"exit {exit_layer} has no branch on this stage (branches: {sorted(model.exits.keys())})")
     branch = model.exits[key]
-    for i in range(blocks):
+    for _ in range(blocks):
         block = build_module(model.layer_spec, config=model.config, layer_number=exit_layer + 2 + len(branch.blocks))
         with torch.no_grad():
             block.self_attention.linear_proj.weight.zero_()

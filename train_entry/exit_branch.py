@@ -117,12 +117,14 @@ class ExitBranch(MegatronModule):
 class ExitTapLayer(TransformerLayer):
     """A backbone decoder layer that hands its output to its model's exit branch (``FamilialGPTModel.tap``)."""
 
+    _model: weakref.ref | None = None  # set by attach
+
     def attach(self, model) -> None:
         self._model = weakref.ref(model)  # not a submodule: the model owns this layer
 
     def forward(self, *args, **kwargs):
         output, context = super().forward(*args, **kwargs)
-        model = self._model() if getattr(self, "_model", None) is not None else None
+        model = self._model() if self._model is not None else None
         if model is not None:
             layer_input = kwargs.get("hidden_states", args[0] if args else None)
             output = model.tap(self.layer_number, layer_input, output, kwargs)
