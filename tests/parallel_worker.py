@@ -2,6 +2,7 @@
 
     torchrun --nproc_per_node N tests/parallel_worker.py TP PP OUT_DIR [--load CKPT_DIR] [--steps N]
                                                          [--save-init] [--check-branch-init]
+                                                         [--global-batch N] [--bf16] [--distributed-optimizer]
 
 Trains the small familial model for N steps on a fixed batch with megatron-core's schedules and writes this
 rank's exit losses to OUT_DIR/losses_<rank>.json, then saves a sharded checkpoint to OUT_DIR/ckpt.
@@ -71,10 +72,13 @@ def main() -> None:
     ap.add_argument("--layers-per-stage", help="e.g. 4,2 (default: an even split)")
     ap.add_argument("--replica-batches", action="store_true", help="each data-parallel replica trains on its own batch")
     ap.add_argument("--global-batch", type=int, help="samples per step, accumulated in micro-batches of 2 over the replicas")
+    ap.add_argument("--bf16", action="store_true", help="bf16 parameters, fp32 master weights")
+    ap.add_argument("--distributed-optimizer", action="store_true")
     a = ap.parse_args()
     settings = LoopSettings(steps=a.steps, micro_batch_size=2, seq_length=16, lr=3e-3, min_lr=3e-3, weight_decay=0.0,
                              seed=1234, eval_samples=0, exit_weights=[ExitWeight(0.5), ExitWeight(0.8), ExitWeight(1.0)],
-                             tp=a.tp, pp=a.pp, global_batch_size=a.global_batch,
+                             tp=a.tp, pp=a.pp, global_batch_size=a.global_batch, bf16=a.bf16,
+                             distributed_optimizer=a.distributed_optimizer,
                              pipeline_balance=[int(x) for x in a.layers_per_stage.split(",")] if a.layers_per_stage else "even")
     with DistributedContext(tp=a.tp, pp=a.pp):
         trainer = FamilialTrainer(CFG, settings, tokenizer=None, out_dir=a.out)

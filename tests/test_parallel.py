@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 pytestmark = pytest.mark.slow  # torchrun jobs of several processes
 
@@ -76,20 +77,19 @@ def test_pipeline_parallel_matches_one_process(reference, tmp_path):
         assert losses[e] == pytest.approx(series[:3], abs=2e-4), e
 
 
-@pytest.mark.parametrize("tp,pp", [(2, 1), (1, 2)])
-def test_ruyi2_train_under_torchrun_matches_the_demo_run(demo_run, tmp_path, tp, pp):
-    """`torchrun -m pipeline.cli train` at TP=2 or PP=2 on the demo's blends, continuing from the demo's
-    Hugging Face base (each rank reads only its slice of it), logs the same exit losses as the
-    single-process train stage of the demo run."""
+def _train_under_torchrun(demo_run, run_dir: str, **train_fields) -> tuple[list[dict], list[dict]]:
+    """`torchrun --nproc_per_node 2 -m pipeline.cli train` on the demo's blends (its mix stage copied), with
+    these train settings: the metrics rows of this run and of the demo's single-process train stage."""
     import shutil
 
     from pipeline.recipe import dump_recipe
 
     recipe = demo_run["recipe"].model_copy(deep=True)
-    recipe.run_dir = str(tmp_path / "run")
-    recipe.train.tensor_parallel, recipe.train.pipeline_parallel = tp, pp
+    recipe.run_dir = run_dir
+    for key, value in train_fields.items():
+        setattr(recipe.train, key, value)
     shutil.copytree(demo_run["layout"].stage("mix"), os.path.join(recipe.run_dir, "mix"))
-    path = str(tmp_path / "recipe.yaml")
+    path = os.path.join(os.path.dirname(run_dir), "recipe.yaml")
     dump_recipe(recipe, path)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(_free_port()), "-m", "pipeline.cli", "train", path]
@@ -98,25 +98,63 @@ def test_ruyi2_train_under_torchrun_matches_the_demo_run(demo_run, tmp_path, tp,
     ours = [json.loads(line) for line in open(os.path.join(recipe.run_dir, "train", "metrics.jsonl"))]
     single = [json.loads(line) for line in open(os.path.join(demo_run["layout"].stage("train"), "metrics.jsonl"))]
     assert len(ours) == len(single)
+    return ours, single
+
+
+@pytest.mark.parametrize("tp,pp", [(2, 1), (1, 2)])
+def test_ruyi2_train_under_torchrun_matches_the_demo_run(demo_run, tmp_path, tp, pp):
+    """`torchrun -m pipeline.cli train` at TP=2 or PP=2 on the demo's blends, continuing from the demo's
+    Hugging Face base (each rank reads only its slice of it), logs the same exit losses as the
+    single-process train stage of the demo run."""
+    run_dir = str(tmp_path / "run")
+    ours, single = _train_under_torchrun(demo_run, run_dir, tensor_parallel=tp, pipeline_parallel=pp)
     # step 0 is the starting weights' forward: each rank's slice of the base must give the same losses
     assert ours[0]["loss"] == pytest.approx(single[0]["loss"], rel=1e-5)
     # later steps drift: TP/PP reorder fp32 sums, and Adam's normalised steps amplify the last bits
     for a, b in zip(ours[1:], single[1:]):
         assert a["loss"] == pytest.approx(b["loss"], rel=3e-3)
-    ckpt = os.path.join(recipe.run_dir, "train", "checkpoint")
+    ckpt = os.path.join(run_dir, "train", "checkpoint")
     assert open(os.path.join(ckpt, "latest_checkpointed_iteration.txt")).read().strip() == str(len(ours))
     files = os.listdir(os.path.join(ckpt, f"iter_{len(ours):07d}"))
     assert ".metadata" in files and sum(f.endswith(".distcp") for f in files) >= 2  # both ranks wrote shards
-    assert json.load(open(os.path.join(recipe.run_dir, "train", "stats.json")))["init_from"]["format"] == "hf"
+    assert json.load(open(os.path.join(run_dir, "train", "stats.json")))["init_from"]["format"] == "hf"
     # the streamed export reads this TP/PP-written checkpoint module by module and writes the tensors that
     # megatron-core's own resharding load into a one-process model gives
     from train_entry.export import export_run
 
-    export_run(recipe.run_dir, str(tmp_path / "streamed"), dtype="float32")
+    export_run(run_dir, str(tmp_path / "streamed"), dtype="float32")
     bench = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "export_memory.py")
-    subprocess.run([sys.executable, bench, "--variant", "in_memory", "--run-dir", recipe.run_dir, "--out",
+    subprocess.run([sys.executable, bench, "--variant", "in_memory", "--run-dir", run_dir, "--out",
                     str(tmp_path / "whole"), "--shard", "5GB"], check=True, capture_output=True, timeout=300)
     assert _safetensors(tmp_path / "streamed") == _safetensors(tmp_path / "whole")
+
+
+def test_ruyi2_train_in_bf16_with_the_distributed_optimizer_over_two_replicas(demo_run, tmp_path):
+    """The recipe's `precision: bf16` and `distributed_optimizer: true` under torchrun (two data-parallel
+    replicas, the demo's global batch of 4): the run starts at the base's losses (to bf16's precision),
+    trains, and writes bf16 weights with fp32 master weights and moments; its export reads them."""
+    from megatron.core import dist_checkpointing
+
+    run_dir = str(tmp_path / "run")
+    ours, single = _train_under_torchrun(demo_run, run_dir, precision="bf16", distributed_optimizer=True)
+    assert ours[0]["loss"] == pytest.approx(single[0]["loss"], rel=2e-2)
+    full = list(ours[0]["loss"])[-1]
+    assert ours[-1]["loss"][full] < ours[0]["loss"][full] - 0.05
+    path = os.path.join(run_dir, "train", "checkpoint", f"iter_{len(ours):07d}")
+    dtypes = {key: sh.dtype for key, sh in dist_checkpointing.load_tensors_metadata(path).items()}
+    weights = {k: d for k, d in dtypes.items() if not k.startswith("optimizer.")}
+    assert "embedding.word_embeddings.weight" in weights and set(weights.values()) == {torch.bfloat16}
+    assert {d for k, d in dtypes.items() if k.startswith("optimizer.")} == {torch.float32}
+    from train_entry.export import export_run
+
+    export_run(run_dir, str(tmp_path / "export"))
+    exported = _safetensors(tmp_path / "export")
+    last = max(k for k in exported if k.startswith("model.norms."))  # the full model's final norm
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    dcp_to_torch_save(path, str(tmp_path / "whole.pt"))  # the checkpoint as one file, read without a process group
+    trained = torch.load(tmp_path / "whole.pt", weights_only=False)["decoder.final_layernorm.weight"]
+    assert exported[last] == trained.view(torch.int16).numpy().tobytes()
 
 
 def _safetensors(folder) -> dict:
@@ -172,3 +210,22 @@ def test_tensor_and_pipeline_parallel_together_match_one_process(reference, tmp_
     for e, series in reference[0].items():
         assert losses[e][0] == pytest.approx(series[0], rel=1e-5), e
         assert losses[e] == pytest.approx(series[:3], rel=3e-3), e
+
+
+def test_bf16_distributed_optimizer_over_two_replicas_trains_like_the_plain_one_and_resumes(tmp_path):
+    """bf16 with fp32 master weights, global batch 8 over two data-parallel replicas: megatron-core's
+    distributed optimizer (each replica steps half of the master weights and Adam's moments) logs the plain
+    optimizer's losses; its checkpoint (each replica's buckets) resumes bitwise at two replicas and loads
+    at one, which accumulates the same global batch."""
+    flags = ("--global-batch", "8", "--bf16")
+    plain = _launch(2, 1, 1, str(tmp_path / "plain"), *flags, "--steps", "3")
+    first = _launch(2, 1, 1, str(tmp_path / "dist"), *flags, "--distributed-optimizer", "--steps", "2")
+    ckpt = str(tmp_path / "dist" / "ckpt")
+    resumed = _launch(2, 1, 1, str(tmp_path / "resumed"), *flags, "--distributed-optimizer", "--load", ckpt, "--steps", "1")
+    one = _launch(1, 1, 1, str(tmp_path / "one"), *flags, "--distributed-optimizer", "--load", ckpt, "--steps", "1")
+    assert set(plain) == {"3", "4", "5"}
+    for e, series in plain.items():
+        assert first[e] == series[:2], e
+        assert resumed[e] == series[2:], e
+        assert one[e] == pytest.approx(series[2:], rel=1e-5), e
+        assert series[-1] < series[0]

@@ -20,6 +20,7 @@ import torch
 from torch.distributed.checkpoint.api import CheckpointException
 
 from pipeline.core.errors import StageError
+from train_entry import cpu_support
 from train_entry.hf_interop import DAE_BLOCK
 
 LATEST = "latest_checkpointed_iteration.txt"
@@ -91,16 +92,36 @@ def _init_adam_state(optimizer) -> None:
                     }
 
 
+def optimizer_kind(optimizer) -> str:
+    """``distributed`` (state sharded over the data-parallel ranks) or ``plain``: their checkpoints differ."""
+    from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
+
+    from train_entry.optim import inner_optimizers
+
+    return "distributed" if any(isinstance(o, DistributedOptimizer) for o in inner_optimizers(optimizer)) else "plain"
+
+
+# The distributed optimizer's state is saved as its data-parallel buckets, each rank its own (Megatron-LM's
+# default): a parallel write with no gather, and it loads at another data-parallel size, not at another TP/PP
+# layout. megatron-core 0.16's other formats do not work here: 'fully_sharded_model_space' is refused by its own
+# dist_checkpointing (flattened ranges), 'fully_reshardable' cannot load a torch Adam state (it expects TE's
+# or Apex's FusedAdam, which keep the step outside the per-parameter state).
+DISTRIBUTED_OPTIMIZER_FORMAT = {"distrib_optim_sharding_type": "dp_reshardable"}
+
+
 def _sharded_state(model, optimizer, common: dict, is_loading: bool) -> dict:
-    if not is_loading:
-        _init_adam_state(optimizer)
+    # Adam's state exists from the first step; megatron-core builds its template from it, also when loading
+    _init_adam_state(optimizer)
     model_sd = model.sharded_state_dict()
-    return {"model": model_sd, "optimizer": optimizer.sharded_state_dict(model_sd, is_loading=is_loading), "common": common}
+    with cpu_support.device_mode():  # the distributed optimizer moves its buckets through CUDA tensors
+        optimizer_sd = optimizer.sharded_state_dict(model_sd, is_loading=is_loading, metadata=DISTRIBUTED_OPTIMIZER_FORMAT)
+    return {"model": model_sd, "optimizer": optimizer_sd, "common": common}
 
 
 def save(folder: str, step: int, model, optimizer, common: dict) -> str:
     """Collective: every rank of the job calls it. Returns the iteration folder."""
-    return _save(folder, step, _sharded_state(model, optimizer, dict(common, step=step), is_loading=False))
+    common = dict(common, step=step, optimizer=optimizer_kind(optimizer))
+    return _save(folder, step, _sharded_state(model, optimizer, common, is_loading=False))
 
 
 def save_weights(folder: str, step: int, model, common: dict | None = None) -> str:
@@ -168,6 +189,14 @@ def load(folder: str, model, optimizer, step: int | None = None) -> dict:
     if step is None:
         raise CheckpointError(f"{folder}: no {LATEST}, nothing to resume from")
     path = iteration_dir(folder, step)
+    try:
+        saved_with = dist_checkpointing.load_common_state_dict(path).get("common", {}).get("optimizer", "plain")
+    except (Exception, CheckpointException) as exc:
+        raise CheckpointError(f"{path}: cannot load the checkpoint ({type(exc).__name__}: {str(exc)[:500]})") from exc
+    if saved_with != optimizer_kind(optimizer):
+        raise CheckpointError(f"{path}: written with the {saved_with} optimizer, this run has the {optimizer_kind(optimizer)} "
+                              f"one (train.distributed_optimizer): their states differ; resume with the same setting, or "
+                              f"start a new run from its weights with train.init_from")
     template = _sharded_state(model, optimizer, {}, is_loading=True)
     try:
         loaded = dist_checkpointing.load(template, path)
@@ -179,7 +208,8 @@ def load(folder: str, model, optimizer, step: int | None = None) -> dict:
         raise CheckpointError(f"{path}: checkpoint does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     common = loaded["common"]
     _set_adam_step(loaded["optimizer"], int(common["step"]))
-    optimizer.load_state_dict(loaded["optimizer"])
+    with cpu_support.device_mode():
+        optimizer.load_state_dict(loaded["optimizer"])
     return common
 
 

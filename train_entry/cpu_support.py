@@ -1,8 +1,10 @@
 """Running megatron-core 0.16 on a machine without CUDA (tests, CI, laptops).
 
 megatron-core assumes CUDA in a few places (``torch.cuda.current_device()`` for RoPE and buffers, a CUDA
-causal mask, literal ``device="cuda"`` tensors in the schedules). On a CPU-only torch these calls fail;
-this module redirects them to the CPU. It changes nothing when CUDA is available.
+causal mask, literal ``device="cuda"`` tensors and ``.cuda()`` copies in the schedules and the distributed
+optimizer, CUDA type names by which its optimizers sort parameters). On a CPU-only torch these calls fail;
+this module redirects them to the CPU, so the same megatron-core code paths (bf16 with fp32 master weights,
+the distributed optimizer) run in the tests. It changes nothing when CUDA is available.
 """
 
 from __future__ import annotations
@@ -41,18 +43,6 @@ def install() -> None:
     transformer_utils.get_default_causal_mask = cpu_causal_mask
     fused_softmax.get_default_causal_mask = cpu_causal_mask
 
-    # the optimizer's clipping asserts CUDA gradients; the same scaling on CPU tensors
-    from megatron.core.optimizer import optimizer as mcore_optimizer
-
-    def clip_by_total_norm(parameters, max_norm, total_norm, use_decoupled_grad=False):
-        coeff = max_norm / (total_norm + 1.0e-6)
-        if coeff < 1.0:
-            for p in parameters:
-                grad = p.decoupled_grad if use_decoupled_grad else p.grad
-                if grad is not None:
-                    grad.detach().mul_(coeff)
-
-    mcore_optimizer.clip_grad_by_total_norm_fp32 = clip_by_total_norm
     _installed = True
 
 
@@ -66,6 +56,10 @@ class CudaToCpuMode(TorchFunctionMode):
             kwargs["device"] = "cpu"
         if func is torch.Tensor.cuda:
             return args[0]
+        if func is torch.Tensor.type and len(args) == 1 and not kwargs:
+            # megatron-core's optimizers sort parameters by their CUDA type name ("torch.cuda.BFloat16Tensor"
+            # gets an fp32 main copy); a CPU tensor answers with its CUDA twin's name
+            return func(*args).replace("torch.", "torch.cuda.", 1)
         return func(*args, **kwargs)
 
 

@@ -35,8 +35,14 @@ def no_decay(name: str, param: torch.nn.Parameter) -> bool:
 
 
 def wrap_model(model, s: OptimizerSettings):
-    """megatron-core's DDP around the model; trainable parameters (``requires_grad``) must be final."""
+    """megatron-core's DDP around the model; trainable parameters (``requires_grad``) must be final.
+
+    bf16: the model goes inside megatron-core's ``Float16Module`` first (as Megatron-LM's ``get_model``
+    does): every parameter becomes bf16, norms included (the local spec builds them in fp32 whatever
+    ``params_dtype`` says, and an fp32 norm would hand fp32 activations to the next bf16 layer), floating
+    inputs are cast to bf16 on the first pipeline stage and the loss back to fp32 on the last."""
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig
+    from megatron.core.transformer.module import Float16Module
 
     ddp_config = DistributedDataParallelConfig(
         grad_reduce_in_fp32=True,
@@ -44,7 +50,7 @@ def wrap_model(model, s: OptimizerSettings):
         use_distributed_optimizer=s.distributed,
     )
     with cpu_support.device_mode():
-        return DistributedDataParallel(model.config, ddp_config, model)
+        return DistributedDataParallel(model.config, ddp_config, Float16Module(model.config, model) if s.bf16 else model)
 
 
 def build_optimizer(ddp_model, s: OptimizerSettings):

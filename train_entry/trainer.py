@@ -118,12 +118,6 @@ class FamilialTrainer:
         if len(settings.exit_weights) != len(fcfg.exits):
             raise ValueError(f"{len(settings.exit_weights)} exit weight schedules for {len(fcfg.exits)} exits")
         self.fcfg, self.s, self.tokenizer, self.out_dir = fcfg, settings, tokenizer, out_dir
-        if not torch.cuda.is_available():
-            # megatron-core's mixed-precision and distributed optimizers accept CUDA tensors only
-            for key, on in (("precision: bf16", settings.bf16), ("distributed_optimizer", settings.distributed_optimizer)):
-                if on:
-                    raise ValueError(f"train.{key} needs CUDA GPUs (megatron-core's optimizer takes CUDA tensors only); "
-                                     f"on CPU train in fp32 with the plain optimizer")
         self.dp = parallel_state.get_data_parallel_world_size()
         self.micro_batches = micro_batches_per_step(settings, self.dp)
         os.makedirs(out_dir, exist_ok=True)
