@@ -3,6 +3,7 @@
     torchrun --nproc_per_node N tests/parallel_worker.py TP PP OUT_DIR [--load CKPT_DIR] [--steps N]
                                                          [--save-init] [--check-branch-init]
                                                          [--global-batch N] [--bf16] [--distributed-optimizer]
+                                                         [--vp N]
 
 Trains the small familial model for N steps on a fixed batch with megatron-core's schedules and writes this
 rank's exit losses to OUT_DIR/losses_<rank>.json, then saves a sharded checkpoint to OUT_DIR/ckpt.
@@ -37,17 +38,17 @@ def fixed_batch(seed: int = 7) -> dict:
     return collate([sample(0), sample(1)])
 
 
-def check_branch_init(model, out: str) -> None:
-    """Each branch layer equals backbone layer e (which may sit on the other pipeline stage)."""
+def check_branch_init(chunks, out: str) -> None:
+    """Each branch layer equals backbone layer e (which may sit on the other pipeline stage or chunk)."""
     from megatron.core import parallel_state
 
-    mine = {n: {k: v for k, v in layer.state_dict().items() if isinstance(v, torch.Tensor)} for n, layer in
-            ((layer.layer_number, layer) for layer in model.decoder.layers)}
+    mine = {layer.layer_number: {k: v for k, v in layer.state_dict().items() if isinstance(v, torch.Tensor)}
+            for model in chunks for layer in model.decoder.layers}
     gathered = [None] * parallel_state.get_pipeline_model_parallel_world_size()
     torch.distributed.all_gather_object(gathered, mine, group=parallel_state.get_pipeline_model_parallel_group())
     layers = {n: sd for part in gathered for n, sd in part.items()}
     checked = []
-    for key, branch in ((k, b.layer) for k, b in model.exits.items()):
+    for key, branch in ((k, b.layer) for model in chunks for k, b in model.exits.items()):
         for name, t in branch.state_dict().items():
             if isinstance(t, torch.Tensor):
                 assert torch.equal(t, layers[int(key) + 1][name]), (key, name)
@@ -74,20 +75,21 @@ def main() -> None:
     ap.add_argument("--global-batch", type=int, help="samples per step, accumulated in micro-batches of 2 over the replicas")
     ap.add_argument("--bf16", action="store_true", help="bf16 parameters, fp32 master weights")
     ap.add_argument("--distributed-optimizer", action="store_true")
+    ap.add_argument("--vp", type=int, default=1, help="model chunks per pipeline rank (interleaved 1F1B)")
     a = ap.parse_args()
     settings = LoopSettings(steps=a.steps, micro_batch_size=2, seq_length=16, lr=3e-3, min_lr=3e-3, weight_decay=0.0,
                              seed=1234, eval_samples=0, exit_weights=[ExitWeight(0.5), ExitWeight(0.8), ExitWeight(1.0)],
                              tp=a.tp, pp=a.pp, global_batch_size=a.global_batch, bf16=a.bf16,
-                             distributed_optimizer=a.distributed_optimizer,
+                             distributed_optimizer=a.distributed_optimizer, vp=a.vp,
                              pipeline_balance=[int(x) for x in a.layers_per_stage.split(",")] if a.layers_per_stage else "even")
-    with DistributedContext(tp=a.tp, pp=a.pp):
+    with DistributedContext(tp=a.tp, pp=a.pp, vp=a.vp):
         trainer = FamilialTrainer(CFG, settings, tokenizer=None, out_dir=a.out)
         if a.check_branch_init:  # before loading: the model's own init
-            check_branch_init(trainer.model, a.out)
+            check_branch_init(trainer.chunks, a.out)
         if a.save_init:
-            checkpointing.save(os.path.join(a.out, "init_ckpt"), 0, trainer.model, trainer.optimizer, {})
+            checkpointing.save(os.path.join(a.out, "init_ckpt"), 0, trainer.chunks, trainer.optimizer, {})
         if a.load:
-            trainer.step = int(checkpointing.load(a.load, trainer.model, trainer.optimizer)["step"])
+            trainer.step = int(checkpointing.load(a.load, trainer.chunks, trainer.optimizer)["step"])
         from megatron.core import parallel_state
 
         if a.global_batch:  # this replica's micro-batches of one fixed global batch, in Megatron-LM's order
@@ -100,9 +102,12 @@ def main() -> None:
         else:
             batch = fixed_batch(7 + parallel_state.get_data_parallel_rank() if a.replica_batches else 7)
         steps = [trainer.train_step(batch) for _ in range(a.steps)]
-        checkpointing.save(os.path.join(a.out, "ckpt"), trainer.step, trainer.model, trainer.optimizer, {})
+        checkpointing.save(os.path.join(a.out, "ckpt"), trainer.step, trainer.chunks, trainer.optimizer, {})
         with open(os.path.join(a.out, f"losses_{torch.distributed.get_rank()}.json"), "w") as f:
-            json.dump({"local_exits": trainer.model.local_exits,
+            from megatron.core.pipeline_parallel import get_forward_backward_func
+
+            json.dump({"local_exits": sorted({e for chunk in trainer.chunks for e in chunk.local_exits}),
+                       "schedule": get_forward_backward_func().__name__,
                        "losses": [{str(k): v for k, v in s["losses"].items()} for s in steps],
                        "replica_losses": [{str(k): v for k, v in s["replica_losses"].items()} for s in steps]}, f)
 

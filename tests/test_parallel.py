@@ -101,13 +101,15 @@ def _train_under_torchrun(demo_run, run_dir: str, **train_fields) -> tuple[list[
     return ours, single
 
 
-@pytest.mark.parametrize("tp,pp", [(2, 1), (1, 2)])
-def test_ruyi2_train_under_torchrun_matches_the_demo_run(demo_run, tmp_path, tp, pp):
-    """`torchrun -m pipeline.cli train` at TP=2 or PP=2 on the demo's blends, continuing from the demo's
-    Hugging Face base (each rank reads only its slice of it), logs the same exit losses as the
-    single-process train stage of the demo run."""
+@pytest.mark.parametrize("tp,pp,vp", [(2, 1, 1), (1, 2, 2)])
+def test_ruyi2_train_under_torchrun_matches_the_demo_run(demo_run, tmp_path, tp, pp, vp):
+    """`torchrun -m pipeline.cli train` at TP=2, or PP=2 with two model chunks per rank (interleaved 1F1B
+    over the demo's two micro-batches), on the demo's blends, continuing from the demo's Hugging Face base
+    (each rank reads only its slice of it), logs the same exit losses as the single-process train stage of
+    the demo run."""
     run_dir = str(tmp_path / "run")
-    ours, single = _train_under_torchrun(demo_run, run_dir, tensor_parallel=tp, pipeline_parallel=pp)
+    ours, single = _train_under_torchrun(demo_run, run_dir, tensor_parallel=tp, pipeline_parallel=pp,
+                                         virtual_pipeline_parallel=vp)
     # step 0 is the starting weights' forward: each rank's slice of the base must give the same losses
     assert ours[0]["loss"] == pytest.approx(single[0]["loss"], rel=1e-5)
     # later steps drift: TP/PP reorder fp32 sums, and Adam's normalised steps amplify the last bits
@@ -201,6 +203,28 @@ def test_data_parallel_with_accumulation_equals_one_process_with_the_same_global
     for e in one:
         assert two[e] == pytest.approx(one[e], rel=1e-5), e
         assert one[e][-1] < one[e][0]
+
+
+def test_interleaved_pipeline_matches_one_process_and_its_checkpoint_resumes_in_one_process(tmp_path):
+    """Interleaved 1F1B: two pipeline ranks holding two model chunks each (layers 0-1 | 2 | 3-4 | 5 as
+    virtual stages: exit 3's tap on rank 1's first chunk, its source layer on rank 0's second; exit 4 and its
+    source both on rank 0's second chunk; the final exit on rank 1's second). From the same weights and
+    global batch (two micro-batches, megatron-core's interleaved schedule), the losses are one process's;
+    the checkpoint (chunks saved as model0/model1) loads into one process, which continues with the
+    uninterrupted run's losses."""
+    flags = ("--global-batch", "4")
+    one = _launch(1, 1, 1, str(tmp_path / "one"), *flags, "--steps", "3", "--save-init")
+    out = tmp_path / "vp"
+    vp = _launch(2, 1, 2, str(out), *flags, "--steps", "2", "--vp", "2", "--layers-per-stage", "2,1,2,1",
+                 "--load", str(tmp_path / "one" / "init_ckpt"), "--check-branch-init")
+    ranks = [json.load(open(out / f"losses_{r}.json")) for r in range(2)]
+    assert {r["schedule"] for r in ranks} == {"forward_backward_pipelining_with_interleaving"}
+    assert [r["local_exits"] for r in ranks] == [[4], [3, 5]]
+    assert sorted(json.load(open(out / f"branch_init_{r}.json")) for r in range(2)) == [[3], [4]]
+    resumed = _launch(1, 1, 1, str(tmp_path / "resumed"), *flags, "--steps", "1", "--load", str(out / "ckpt"))
+    for e, series in one.items():
+        assert vp[e] == pytest.approx(series[:2], rel=1e-5), e
+        assert resumed[e] == pytest.approx(series[2:], rel=1e-5), e
 
 
 def test_tensor_and_pipeline_parallel_together_match_one_process(reference, tmp_path):

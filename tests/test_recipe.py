@@ -216,18 +216,25 @@ def test_the_readme_recipe_reference_is_a_valid_recipe():
 
 def test_train_settings_that_cannot_work_are_refused_before_any_work(tmp_path, capsys):
     """An annealing stage that does not exist, a global batch that micro-batches cannot fill, a schedule
-    that has no annealing stage, full recompute under DaE: each named, nothing run."""
+    that has no annealing stage, full recompute under DaE, interleaving without pipeline stages or with
+    micro-batches it cannot schedule, a layer layout of the wrong length: each named, nothing run."""
     data = _base()
     cases = [({"lr_schedule": "wsd", "lr_anneal_stage": "cooldown"}, "train.lr_anneal_stage: no curriculum stage 'cooldown'"),
              ({"lr_anneal_stage": "general"}, "train.lr_anneal_stage: only the wsd schedule anneals"),
              ({"micro_batch_size": 3, "global_batch_size": 8}, "train.global_batch_size: 8 is not a multiple of micro_batch_size 3"),
-             ({"dae": {"enabled": True}, "recompute": "full"}, "train.recompute: full recompute cannot train DaE")]
+             ({"dae": {"enabled": True}, "recompute": "full"}, "train.recompute: full recompute cannot train DaE"),
+             ({"virtual_pipeline_parallel": 2}, "train.virtual_pipeline_parallel: interleaving needs pipeline_parallel > 1"),
+             ({"pipeline_parallel": 2, "virtual_pipeline_parallel": 2, "micro_batch_size": 2, "global_batch_size": 6},
+              "train.global_batch_size: interleaved 1F1B needs the micro-batches per step"),
+             ({"pipeline_parallel": 2, "virtual_pipeline_parallel": 2, "global_batch_size": 4, "pipeline_balance": [2, 2]},
+              "train.pipeline_balance: 2 stages summing to 4 layers; needs 4 (pipeline_parallel x virtual_pipeline_parallel)")]
     for train, message in cases:
         data["train"] = train
         assert main(["run", _write(tmp_path, data)]) == 2, train
         assert message in capsys.readouterr().err, train
         assert not os.path.exists(tmp_path / "run")
-    data["train"] = {"lr_schedule": "wsd", "lr_anneal_stage": "general", "global_batch_size": 4}
+    data["train"] = {"lr_schedule": "wsd", "lr_anneal_stage": "general", "global_batch_size": 4, "pipeline_parallel": 2,
+                     "virtual_pipeline_parallel": 2, "pipeline_balance": [1, 1, 1, 1]}
     assert main(["validate", _write(tmp_path, data)]) == 0
     assert "not: train" not in capsys.readouterr().out
 

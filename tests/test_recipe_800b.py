@@ -128,7 +128,10 @@ def test_the_launch_recipe_passes_every_check_before_training(run, tmp_path):
     assert (fcfg.num_layers, fcfg.hidden_size, fcfg.exits) == (40, 5120, (2, 21, 39))
     assert train.precision == "bf16" and train.global_batch_size % (train.micro_batch_size * 32) == 0  # DP 32
     assert train.steps * train.global_batch_size * train.seq_length == pytest.approx(800e9, rel=1e-4)
-    plan = plan_pipeline(fcfg, train.pipeline_parallel, train.seq_length, train.pipeline_balance)
+    # interleaved 1F1B over 32 micro-batches per replica: 8 virtual stages of the exit-aware plan
+    assert (train.global_batch_size // 32) % train.pipeline_parallel == 0
+    plan = plan_pipeline(fcfg, train.pipeline_parallel * train.virtual_pipeline_parallel, train.seq_length,
+                         train.pipeline_balance)
     assert sum(plan.layers_per_stage) == 40 and plan.speedup_over_even >= 1.0  # never slower than an even split
     stages = [st.name for st in recipe.mixture.stages]
     steps = stage_steps([type("S", (), {"tokens": st.tokens})() for st in recipe.mixture.stages], train.steps)

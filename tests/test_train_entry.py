@@ -267,7 +267,8 @@ def test_full_recompute_gives_the_same_gradients(dist, tmp_path):
     assert recomputed.model.config.recompute_granularity == "full"
     grads = []
     for trainer in (plain, recomputed):
-        trainer.ddp.zero_grad_buffer()
+        for ddp in trainer.ddp:
+            ddp.zero_grad_buffer()
         losses = trainer.passes.run([_micro_batch()], forward_only=False)
         grads.append(({n: p.main_grad.clone() for n, p in trainer.model.named_parameters()}, losses))
     (g0, l0), (g1, l1) = grads

@@ -109,17 +109,31 @@ def optimizer_kind(optimizer) -> str:
 DISTRIBUTED_OPTIMIZER_FORMAT = {"distrib_optim_sharding_type": "dp_reshardable"}
 
 
+def as_chunks(model) -> list:
+    """A model, or the list of a rank's model chunks (interleaved 1F1B), as a list of chunks."""
+    return list(model) if isinstance(model, (list, tuple)) else [model]
+
+
+def _model_keys(chunks: list) -> list[str]:
+    """Megatron-LM's names: ``model``, or ``model0``, ``model1``... for chunks. Only the names of the
+    nesting differ: every tensor is stored under its global key, so a checkpoint loads into any number of
+    chunks."""
+    return ["model"] if len(chunks) == 1 else [f"model{i}" for i in range(len(chunks))]
+
+
 def _sharded_state(model, optimizer, common: dict, is_loading: bool) -> dict:
     # Adam's state exists from the first step; megatron-core builds its template from it, also when loading
     _init_adam_state(optimizer)
-    model_sd = model.sharded_state_dict()
+    chunks = as_chunks(model)
+    models = {key: chunk.sharded_state_dict() for key, chunk in zip(_model_keys(chunks), chunks)}
     with cpu_support.device_mode():  # the distributed optimizer moves its buckets through CUDA tensors
-        optimizer_sd = optimizer.sharded_state_dict(model_sd, is_loading=is_loading, metadata=DISTRIBUTED_OPTIMIZER_FORMAT)
-    return {"model": model_sd, "optimizer": optimizer_sd, "common": common}
+        optimizer_sd = optimizer.sharded_state_dict(models, is_loading=is_loading, metadata=DISTRIBUTED_OPTIMIZER_FORMAT)
+    return {**models, "optimizer": optimizer_sd, "common": common}
 
 
 def save(folder: str, step: int, model, optimizer, common: dict) -> str:
-    """Collective: every rank of the job calls it. Returns the iteration folder."""
+    """Collective: every rank of the job calls it; ``model``: the model or the rank's model chunks.
+    Returns the iteration folder."""
     common = dict(common, step=step, optimizer=optimizer_kind(optimizer))
     return _save(folder, step, _sharded_state(model, optimizer, common, is_loading=False))
 
@@ -151,28 +165,33 @@ def _save(folder: str, step: int, state: dict) -> str:
 def load_weights(folder: str, model, step: int | None = None) -> str:
     """The model's weights only (no optimizer state, which a new run does not want and which would double
     the host memory), from iteration ``step`` of a checkpoint of ours written at any TP/PP layout: the
-    start of a continued run. DaE blocks that the checkpoint lacks (added
-    for this run) keep their fresh initialisation. Collective; returns the iteration folder read."""
+    start of a continued run. ``model``: the model or the rank's model chunks. DaE blocks that the
+    checkpoint lacks (added for this run) keep their fresh initialisation. Collective; returns the
+    iteration folder read."""
     from megatron.core import dist_checkpointing
 
     step = latest_iteration(folder) if step is None else step
     if step is None:
         raise CheckpointError(f"{folder}: no {LATEST}: not a checkpoint folder of this project")
     path = iteration_dir(folder, step)
+    chunks = as_chunks(model)
     try:
         stored = set(dist_checkpointing.load_tensors_metadata(path).keys())
-        template = model.sharded_state_dict()
-        wanted = {name: sh for name, sh in template.items() if not (DAE_BLOCK.match(name) and sh.key not in stored)}
-        absent = sorted(sh.key for sh in wanted.values() if sh.key not in stored and not name_is_extra_state(sh.key))
-        if absent:
-            raise CheckpointError(f"{path}: the checkpoint has no {absent[:5]} (a model of another shape or other exits)")
-        wanted = {name: sh for name, sh in wanted.items() if sh.key in stored}
-        loaded = dist_checkpointing.load({"model": wanted}, path)["model"]
+        template = {}
+        for key, chunk in zip(_model_keys(chunks), chunks):
+            wanted = {name: sh for name, sh in chunk.sharded_state_dict().items()
+                      if not (DAE_BLOCK.match(name) and sh.key not in stored)}
+            absent = sorted(sh.key for sh in wanted.values() if sh.key not in stored and not name_is_extra_state(sh.key))
+            if absent:
+                raise CheckpointError(f"{path}: the checkpoint has no {absent[:5]} (a model of another shape or other exits)")
+            template[key] = {name: sh for name, sh in wanted.items() if sh.key in stored}
+        loaded = dist_checkpointing.load(template, path)
     except CheckpointError:
         raise
     except (Exception, CheckpointException) as exc:  # DCP's error is a BaseException
         raise CheckpointError(f"{path}: cannot load the checkpoint ({type(exc).__name__}: {str(exc)[:500]})") from exc
-    model.load_state_dict(loaded, strict=False)
+    for key, chunk in zip(_model_keys(chunks), chunks):
+        chunk.load_state_dict(loaded[key], strict=False)
     return path
 
 
@@ -181,8 +200,8 @@ def name_is_extra_state(key: str) -> bool:
 
 
 def load(folder: str, model, optimizer, step: int | None = None) -> dict:
-    """Restore model and optimizer in place from iteration ``step`` (default: the latest); returns the
-    common state saved with it (``step`` included). Collective."""
+    """Restore model (or the rank's model chunks) and optimizer in place from iteration ``step`` (default:
+    the latest); returns the common state saved with it (``step`` included). Collective."""
     from megatron.core import dist_checkpointing
 
     step = latest_iteration(folder) if step is None else step
@@ -202,10 +221,12 @@ def load(folder: str, model, optimizer, step: int | None = None) -> dict:
         loaded = dist_checkpointing.load(template, path)
     except (Exception, CheckpointException) as exc:  # a truncated or foreign folder: name it (DCP's error is a BaseException)
         raise CheckpointError(f"{path}: cannot load the checkpoint ({type(exc).__name__}: {str(exc)[:500]})") from exc
-    missing, unexpected = model.load_state_dict(loaded["model"], strict=False)
-    missing = [k for k in missing if not k.endswith("_extra_state")]
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: checkpoint does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    chunks = as_chunks(model)
+    for key, chunk in zip(_model_keys(chunks), chunks):
+        missing, unexpected = chunk.load_state_dict(loaded[key], strict=False)
+        missing = [k for k in missing if not k.endswith("_extra_state")]
+        if missing or unexpected:
+            raise CheckpointError(f"{path}: checkpoint does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     common = loaded["common"]
     _set_adam_step(loaded["optimizer"], int(common["step"]))
     with cpu_support.device_mode():

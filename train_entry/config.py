@@ -99,8 +99,13 @@ class TrainConfig(Strict):
     threads: int | None = Field(None, ge=1, description="torch CPU threads")
     tensor_parallel: int = Field(1, ge=1, description="under torchrun: tensor-parallel size")
     pipeline_parallel: int = Field(1, ge=1, description="under torchrun: pipeline-parallel size (data parallel is the rest)")
+    virtual_pipeline_parallel: int = Field(
+        1, ge=1, description="model chunks per pipeline rank: interleaved 1F1B (Megatron-LM's virtual pipeline stages), "
+                             "a smaller pipeline bubble; needs pipeline_parallel > 1 and micro-batches per step a multiple of it"
+    )
     pipeline_balance: Literal["exits", "even"] | list[int] = Field(
-        "exits", description="pipeline stages: balanced for the exit branches' cost, an even split, or layers per stage"
+        "exits", description="pipeline stages (pipeline_parallel x virtual_pipeline_parallel of them): balanced for the "
+                            "exit branches' cost, an even split, or layers per stage"
     )
     dae: DaeSettings = DaeSettings()
     save_interval: int = Field(0, ge=0, description="sharded checkpoint every N steps (0: only at the end); --resume continues from the latest")

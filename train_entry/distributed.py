@@ -22,8 +22,9 @@ class DistributedContext:
     Under torchrun the environment gives rank and world size; otherwise a single local process group is
     created on 127.0.0.1 and torn down afterwards."""
 
-    def __init__(self, tp: int = 1, pp: int = 1):
-        self.tp, self.pp, self.owned = tp, pp, False
+    def __init__(self, tp: int = 1, pp: int = 1, vp: int = 1):
+        """``vp``: model chunks per pipeline rank (interleaved 1F1B); 1 for none."""
+        self.tp, self.pp, self.vp, self.owned = tp, pp, vp, False
 
     def __enter__(self):
         from megatron.core import parallel_state
@@ -40,7 +41,8 @@ class DistributedContext:
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         cpu_support.install()
-        parallel_state.initialize_model_parallel(tensor_model_parallel_size=self.tp, pipeline_model_parallel_size=self.pp)
+        parallel_state.initialize_model_parallel(tensor_model_parallel_size=self.tp, pipeline_model_parallel_size=self.pp,
+                                                 virtual_pipeline_model_parallel_size=self.vp if self.vp > 1 else None)
         return self
 
     def __exit__(self, *exc):

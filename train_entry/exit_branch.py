@@ -88,10 +88,11 @@ class ExitBranch(MegatronModule):
     """One early exit: ``layer`` (initialised from backbone layer e_k + 1), DaE ``blocks``, ``norm``, ``head``."""
 
     def __init__(self, config, submodules: ExitBranchSubmodules, exit_layer: int, layer_number: int, vocab_size: int,
-                 parallel_output: bool = True):
+                 parallel_output: bool = True, vp_stage: int | None = None):
+        """``layer_number``: local to this model chunk (``vp_stage`` under interleaving), as a decoder layer's."""
         super().__init__(config=config)
         self.exit_layer = exit_layer
-        self.layer = build_module(submodules.layer, config=config, layer_number=layer_number)
+        self.layer = build_module(submodules.layer, config=config, layer_number=layer_number, vp_stage=vp_stage)
         self.blocks = ShardedModuleList()  # DaE stage 1 appends here
         self.norm = build_module(submodules.norm, config=config, hidden_size=config.hidden_size, eps=config.layernorm_epsilon)
         self.head = build_module(submodules.head, config.hidden_size, vocab_size, config=config, init_method=config.init_method,

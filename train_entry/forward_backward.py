@@ -21,30 +21,33 @@ from train_entry.model import FamilialGPTModel, masked_mean
 
 
 class ForwardBackward:
-    def __init__(self, model: FamilialGPTModel, wrapped, seq_length: int):
-        """``model`` is the familial model, ``wrapped`` the module the schedule runs (DDP around it)."""
-        self.model, self.wrapped, self.seq_length = model, wrapped, seq_length
+    def __init__(self, chunks: list[FamilialGPTModel], wrapped: list, seq_length: int):
+        """``chunks``: this rank's familial model chunks (one, or one per virtual pipeline stage under
+        interleaved 1F1B); ``wrapped``: the modules the schedule runs (DDP around each chunk)."""
+        self.chunks, self.wrapped, self.seq_length = chunks, wrapped, seq_length
+        self._chunk_of = {id(w): c for w, c in zip(wrapped, chunks)}
         self._sums: dict[int, list[torch.Tensor]] = {}
 
     def _device_batch(self, batch: dict) -> dict:
         return {k: v.cuda(non_blocking=True) for k, v in batch.items()} if torch.cuda.is_available() else batch
 
     def _forward_step(self, data_iterator, model):
+        chunk = self._chunk_of[id(model)]  # the schedule hands over the wrapped chunk it runs
         batch = self._device_batch(next(data_iterator))
-        self.model.exit_losses.clear()
-        self.model.pending_exit_losses.clear()
+        chunk.exit_losses.clear()
+        chunk.pending_exit_losses.clear()
         output = model(batch["tokens"], batch["position_ids"], batch.get("attention_mask"), labels=batch["labels"],
                        loss_mask=batch["loss_mask"])
-        for e, loss in self.model.exit_losses.items():  # the branches this stage holds ran in that forward
+        for e, loss in chunk.exit_losses.items():  # the branches this chunk holds ran in that forward
             self._sums.setdefault(e, []).append(loss)  # detached; read after the pass (no sync)
-        return output, partial(self._loss_func, batch["loss_mask"])
+        return output, partial(self._loss_func, chunk, batch["loss_mask"])
 
-    def _loss_func(self, loss_mask, output_tensor):
-        final = self.model.fcfg.exits[-1]
+    def _loss_func(self, chunk: FamilialGPTModel, loss_mask, output_tensor):
+        final = chunk.fcfg.exits[-1]
         loss = masked_mean(output_tensor, loss_mask)
         self._sums.setdefault(final, []).append(loss.detach().clone())
         # the schedule divides this in place by the number of micro-batches: the logged copy is taken first
-        total = self.model.exit_weights[final] * loss + sum(self.model.pending_exit_losses)
+        total = chunk.exit_weights[final] * loss + sum(chunk.pending_exit_losses)
         return total, {"final": loss.detach().clone()}
 
     def run(self, micro_batches: list[dict], forward_only: bool) -> dict[int, float]:
@@ -53,11 +56,13 @@ class ForwardBackward:
 
         self._sums = {}
         ExitLossAutoScaler.set_loss_scale(torch.tensor(1.0 / len(micro_batches)))
+        # interleaved 1F1B reads one iterator per chunk; every chunk needs the labels (its exits' losses)
+        data = iter(micro_batches) if len(self.chunks) == 1 else [iter(micro_batches) for _ in self.chunks]
         with cpu_support.device_mode():
             get_forward_backward_func()(
                 forward_step_func=self._forward_step,
-                data_iterator=iter(micro_batches),
-                model=[self.wrapped],
+                data_iterator=data,
+                model=self.wrapped,
                 num_microbatches=len(micro_batches),
                 seq_length=self.seq_length,
                 micro_batch_size=micro_batches[0]["tokens"].shape[0],

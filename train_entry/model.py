@@ -29,19 +29,22 @@ from train_entry.exit_branch import (
 from train_entry.model_config import FamilialConfig
 
 
-def familial_block_spec(fcfg: FamilialConfig, config, layer_spec: ModuleSpec):
-    """This pipeline stage's decoder layers: the backbone's layer spec, with ``ExitTapLayer`` at the taps."""
-    block = _get_block_submodules(config, layer_spec)
-    offset = get_transformer_layer_offset(config)
+def familial_block_spec(fcfg: FamilialConfig, config, layer_spec: ModuleSpec, vp_stage: int | None = None):
+    """This pipeline stage's (or model chunk's) decoder layers: the backbone's layer spec, with
+    ``ExitTapLayer`` at the taps."""
+    block = _get_block_submodules(config, layer_spec, vp_stage=vp_stage)
+    offset = get_transformer_layer_offset(config, vp_stage)
     tap = ModuleSpec(module=ExitTapLayer, submodules=layer_spec.submodules)
     block.layer_specs = [tap if offset + i + 1 in fcfg.aux_exits else spec for i, spec in enumerate(block.layer_specs)]
     return block
 
 
 class FamilialGPTModel(GPTModel):
-    def __init__(self, fcfg: FamilialConfig, transformer_config, pre_process: bool = True, post_process: bool = True):
+    def __init__(self, fcfg: FamilialConfig, transformer_config, pre_process: bool = True, post_process: bool = True,
+                 vp_stage: int | None = None):
+        """``vp_stage``: which of this pipeline rank's model chunks this is (interleaved 1F1B), or None."""
         layer_spec = get_gpt_layer_local_spec(qk_layernorm=True, normalization="RMSNorm")
-        block = familial_block_spec(fcfg, transformer_config, layer_spec)
+        block = familial_block_spec(fcfg, transformer_config, layer_spec, vp_stage)
         super().__init__(
             config=transformer_config,
             transformer_layer_spec=block,
@@ -52,6 +55,7 @@ class FamilialGPTModel(GPTModel):
             share_embeddings_and_output_weights=False,
             position_embedding_type="rope",
             rotary_base=int(fcfg.rope_theta),
+            vp_stage=vp_stage,
         )
         self.fcfg = fcfg
         self.layer_spec = layer_spec  # the DaE blocks are built from it
@@ -68,7 +72,8 @@ class FamilialGPTModel(GPTModel):
             if isinstance(layer, ExitTapLayer):
                 e = layer.layer_number
                 self.exits[str(e)] = build_module(branch, config=self.config, exit_layer=e, layer_number=e + 1 - offset,
-                                                  vocab_size=self.vocab_size, parallel_output=self.parallel_output)
+                                                  vocab_size=self.vocab_size, parallel_output=self.parallel_output,
+                                                  vp_stage=self.vp_stage)
                 layer.attach(self)
 
     @property
@@ -80,24 +85,8 @@ class FamilialGPTModel(GPTModel):
         return out
 
     def init_branches_from_backbone(self) -> None:
-        """Branch layer k <- backbone layer e_k + 1 (the layer right after the exit), as in Ruyi2.
-
-        Under pipeline parallelism layer e_k + 1 can live on the next stage: every stage contributes the
-        source layers it holds (its own tensor-parallel shard) through an all-gather over its pipeline
-        group. Collective: every rank of the pipeline group must call it."""
-        needed = {e + 1 for e in self.fcfg.aux_exits}
-        sources = {
-            layer.layer_number: {k: v.detach().cpu() for k, v in layer.state_dict().items() if isinstance(v, torch.Tensor)}
-            for layer in self.decoder.layers
-            if layer.layer_number in needed
-        }
-        if parallel_state.get_pipeline_model_parallel_world_size() > 1:
-            gathered: list = [None] * parallel_state.get_pipeline_model_parallel_world_size()
-            torch.distributed.all_gather_object(gathered, sources, group=parallel_state.get_pipeline_model_parallel_group())
-            sources = {n: sd for part in gathered for n, sd in part.items()}
-        with torch.no_grad():
-            for key, branch in self.exits.items():
-                branch.layer.load_state_dict(sources[int(key) + 1], strict=False)
+        """See ``init_branches_from_backbone`` (this model is all of the rank's chunks)."""
+        init_branches_from_backbone([self])
 
     def tap(self, e: int, layer_input: torch.Tensor | None, output: torch.Tensor, layer_kwargs: dict) -> torch.Tensor:
         """Called by the ``ExitTapLayer`` e_k with its output: runs branch k on the batch of this forward and
@@ -122,7 +111,7 @@ class FamilialGPTModel(GPTModel):
         if not torch.is_grad_enabled():
             return output
         weighted = self.exit_weights[e] * loss
-        if not output.requires_grad and parallel_state.is_pipeline_last_stage():
+        if not output.requires_grad and self.post_process:
             # nothing below the tap trains (DaE): attached to the trunk, the loss would pull every frozen layer
             # above the tap into the backward; the caller adds it to the loss of the final exit instead
             self.pending_exit_losses.append(weighted)
@@ -160,6 +149,30 @@ class FamilialGPTModel(GPTModel):
             self._batch_ctx = None
 
 
+def init_branches_from_backbone(chunks: list[FamilialGPTModel]) -> None:
+    """Branch layer k <- backbone layer e_k + 1 (the layer right after the exit), as in Ruyi2.
+
+    ``chunks``: every model chunk of this rank (one without interleaving). Under pipeline parallelism layer
+    e_k + 1 can live on another stage or chunk: every rank contributes the source layers it holds (its own
+    tensor-parallel shard) through an all-gather over its pipeline group. Collective: every rank of the
+    pipeline group must call it."""
+    needed = {e + 1 for e in chunks[0].fcfg.aux_exits}
+    sources = {
+        layer.layer_number: {k: v.detach().cpu() for k, v in layer.state_dict().items() if isinstance(v, torch.Tensor)}
+        for chunk in chunks
+        for layer in chunk.decoder.layers
+        if layer.layer_number in needed
+    }
+    if parallel_state.get_pipeline_model_parallel_world_size() > 1:
+        gathered: list = [None] * parallel_state.get_pipeline_model_parallel_world_size()
+        torch.distributed.all_gather_object(gathered, sources, group=parallel_state.get_pipeline_model_parallel_group())
+        sources = {n: sd for part in gathered for n, sd in part.items()}
+    with torch.no_grad():
+        for chunk in chunks:
+            for key, branch in chunk.exits.items():
+                branch.layer.load_state_dict(sources[int(key) + 1], strict=False)
+
+
 def masked_mean(token_loss: torch.Tensor, loss_mask: torch.Tensor | None) -> torch.Tensor:
     token_loss = token_loss.float()
     if loss_mask is None:
@@ -172,17 +185,37 @@ def build_model(
     fcfg: FamilialConfig, tp: int = 1, pp: int = 1, params_dtype=torch.float32, pipeline_layout: list | None = None,
     recompute: str = "none", init_branches: bool = True,
 ) -> FamilialGPTModel:
-    """``pipeline_layout``: megatron-core's per-stage layer layout (train_entry/pipeline_balance.py); None
-    splits the layers evenly. ``recompute``: see ``FamilialConfig.transformer_config``. ``init_branches``:
-    copy the backbone layers into the branches (not for a skeleton on the meta device, which has no values)."""
+    """The familial model of this rank (one model chunk). ``pipeline_layout``: megatron-core's per-stage
+    layer layout (train_entry/pipeline_balance.py); None splits the layers evenly. ``recompute``: see
+    ``FamilialConfig.transformer_config``. ``init_branches``: copy the backbone layers into the branches (not
+    for a skeleton on the meta device, which has no values)."""
+    (model,) = build_model_chunks(fcfg, tp, pp, 1, params_dtype, pipeline_layout, recompute, init_branches)
+    return model
+
+
+def build_model_chunks(
+    fcfg: FamilialConfig, tp: int = 1, pp: int = 1, vp: int = 1, params_dtype=torch.float32,
+    pipeline_layout: list | None = None, recompute: str = "none", init_branches: bool = True,
+) -> list[FamilialGPTModel]:
+    """This rank's model chunks: ``vp`` of them under interleaved 1F1B (``pipeline_layout`` then has
+    ``pp x vp`` virtual stages, in megatron-core's order: chunk 0 of every rank, then chunk 1, ...), else one."""
+    if vp > 1 and pipeline_layout is None:  # megatron-core reads the number of chunks from the layout
+        from train_entry.pipeline_balance import plan_pipeline
+
+        pipeline_layout = plan_pipeline(fcfg, pp * vp, fcfg.max_sequence_length, "even").layout
     tcfg = fcfg.transformer_config(tp=tp, pp=pp, params_dtype=params_dtype, pipeline_layout=pipeline_layout,
                                    recompute=recompute)
-    model = FamilialGPTModel(
-        fcfg,
-        tcfg,
-        pre_process=parallel_state.is_pipeline_first_stage(),
-        post_process=parallel_state.is_pipeline_last_stage(),
-    )
+    stages = [None] if vp == 1 else list(range(vp))
+    chunks = [
+        FamilialGPTModel(
+            fcfg,
+            tcfg,
+            pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=vp == 1, vp_stage=stage),
+            post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=vp == 1, vp_stage=stage),
+            vp_stage=stage,
+        )
+        for stage in stages
+    ]
     if init_branches:
-        model.init_branches_from_backbone()
-    return model
+        init_branches_from_backbone(chunks)
+    return chunks

@@ -34,8 +34,10 @@ def no_decay(name: str, param: torch.nn.Parameter) -> bool:
     return param.ndim < 2 or name.endswith(".bias") or "word_embeddings" in name
 
 
-def wrap_model(model, s: OptimizerSettings):
-    """megatron-core's DDP around the model; trainable parameters (``requires_grad``) must be final.
+def wrap_model(chunks: list, s: OptimizerSettings) -> list:
+    """megatron-core's DDP around each model chunk; trainable parameters (``requires_grad``) must be final.
+    Under interleaved 1F1B the chunks after the first reduce their gradients in one bucket each (as
+    Megatron-LM's ``get_model`` sets them up).
 
     bf16: the model goes inside megatron-core's ``Float16Module`` first (as Megatron-LM's ``get_model``
     does): every parameter becomes bf16, norms included (the local spec builds them in fp32 whatever
@@ -50,10 +52,12 @@ def wrap_model(model, s: OptimizerSettings):
         use_distributed_optimizer=s.distributed,
     )
     with cpu_support.device_mode():
-        return DistributedDataParallel(model.config, ddp_config, Float16Module(model.config, model) if s.bf16 else model)
+        return [DistributedDataParallel(chunk.config, ddp_config, Float16Module(chunk.config, chunk) if s.bf16 else chunk,
+                                        disable_bucketing=i > 0)
+                for i, chunk in enumerate(chunks)]
 
 
-def build_optimizer(ddp_model, s: OptimizerSettings):
+def build_optimizer(ddp_chunks: list, s: OptimizerSettings):
     from megatron.core.optimizer import OptimizerConfig, ParamKey, get_megatron_optimizer
     from megatron.core.optimizer.optimizer_config import ParamWithNamePredicate
 
@@ -72,7 +76,7 @@ def build_optimizer(ddp_model, s: OptimizerSettings):
     )
     exempt = ParamKey(with_name_predicate=ParamWithNamePredicate(name="no_decay", fn=lambda p, n: no_decay(n, p)))
     with cpu_support.device_mode():
-        return get_megatron_optimizer(config, [ddp_model], config_overrides={exempt: {"wd_mult": 0.0}})
+        return get_megatron_optimizer(config, ddp_chunks, config_overrides={exempt: {"wd_mult": 0.0}})
 
 
 def inner_optimizers(optimizer) -> list:

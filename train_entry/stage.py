@@ -48,6 +48,21 @@ class TrainStage(Stage):
             # the frozen trunk's recomputed chunks take no part in the backward, so the branch inside one
             # would get no gradient
             problems.append("train.recompute: full recompute cannot train DaE blocks behind a frozen trunk; use selective or none")
+        if train.virtual_pipeline_parallel > 1:
+            if train.pipeline_parallel == 1:
+                problems.append("train.virtual_pipeline_parallel: interleaving needs pipeline_parallel > 1")
+            if train.dae.enabled:
+                problems.append("train.virtual_pipeline_parallel: DaE (a frozen trunk) is not trained with interleaved 1F1B")
+            if train.global_batch_size is None or (train.global_batch_size // train.micro_batch_size) % train.pipeline_parallel:
+                problems.append(f"train.global_batch_size: interleaved 1F1B needs the micro-batches per step (global_batch_size / "
+                                f"micro_batch_size / data-parallel size) to be a multiple of pipeline_parallel "
+                                f"({train.pipeline_parallel}); got {train.global_batch_size}")
+        stages = train.pipeline_parallel * train.virtual_pipeline_parallel
+        if isinstance(train.pipeline_balance, list) and (len(train.pipeline_balance) != stages
+                                                         or sum(train.pipeline_balance) != exits[-1] + 1):
+            problems.append(f"train.pipeline_balance: {len(train.pipeline_balance)} stages summing to "
+                            f"{sum(train.pipeline_balance)} layers; needs {stages} (pipeline_parallel x "
+                            f"virtual_pipeline_parallel) summing to num_layers {exits[-1] + 1}")
         if train.global_batch_size is not None and train.global_batch_size % train.micro_batch_size:
             problems.append(f"train.global_batch_size: {train.global_batch_size} is not a multiple of micro_batch_size "
                             f"{train.micro_batch_size}")
@@ -141,6 +156,7 @@ def loop_settings(cfg, fcfg):
         exit_weights=[ExitWeight(**w.model_dump()) if w else ExitWeight() for w in weights],
         tp=cfg.tensor_parallel,
         pp=cfg.pipeline_parallel,
+        vp=cfg.virtual_pipeline_parallel,
         dae_exit=(cfg.dae.exit if cfg.dae.exit is not None else fcfg.exits[0]) if cfg.dae.enabled else None,
         dae_blocks=cfg.dae.blocks,
     )
@@ -175,16 +191,16 @@ def train_curriculum(cfg, tokenizer_cfg, stages, out_dir: str, resume: bool = Fa
     tokenizer = DatasetTokenizer(fcfg.vocab_size, token_id(tokenizer_cfg.path, tokenizer_cfg.eos_token), tokenizer_cfg.path)
     settings = loop_settings(cfg, fcfg)
     settings.eval_seed = eval_seed
-    tp, pp = cfg.tensor_parallel, cfg.pipeline_parallel
+    tp, pp, vp = cfg.tensor_parallel, cfg.pipeline_parallel, cfg.virtual_pipeline_parallel
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    with DistributedContext(tp=tp, pp=pp):
+    with DistributedContext(tp=tp, pp=pp, vp=vp):
         rank0 = torch.distributed.get_rank() == 0
         if before_training:
             before_training(rank0)
         plan = stages() if callable(stages) else stages
         result = FamilialTrainer(fcfg, settings, tokenizer, out_dir).run(plan, resume=resume)
-        stats = {"stage": "train", "model": dict(fcfg.__dict__), "parallel": {"tp": tp, "pp": pp,
+        stats = {"stage": "train", "model": dict(fcfg.__dict__), "parallel": {"tp": tp, "pp": pp, "vp": vp,
                  "world_size": torch.distributed.get_world_size()}, **result}
         if rank0:
             write_stats(os.path.join(out_dir, "stats.json"), stats)

@@ -27,7 +27,7 @@ from train_entry.init_from import HF, detect_format, load_hf_qwen3
 from train_entry.loss_schedule import ExitWeight, StageSpan, exit_weights_at
 from train_entry.lr_schedule import LRSchedule, build_scheduler
 from train_entry.metrics import MetricsLog, peak_memory, throughput, training_flops_per_token
-from train_entry.model import FamilialGPTModel, build_model
+from train_entry.model import FamilialGPTModel, build_model_chunks
 from train_entry.model_config import FamilialConfig
 from train_entry.optim import OptimizerSettings, build_optimizer, optimizer_step, wrap_model
 from train_entry.pipeline_balance import plan_pipeline
@@ -58,6 +58,7 @@ class LoopSettings:
     lr_schedule: LRSchedule = LRSchedule()
     tp: int = 1
     pp: int = 1
+    vp: int = 1  # model chunks per pipeline rank: interleaved 1F1B when > 1
     dae_exit: int | None = None  # DaE stage 1 on this exit (train_entry/dae.py); None: joint training
     dae_blocks: int = 3
     save_interval: int = 0  # checkpoint every N steps (0: only at the end)
@@ -129,36 +130,54 @@ class FamilialTrainer:
 
             model_parallel_cuda_manual_seed(settings.seed)
         self.pipeline_plan = None
+        if settings.vp > 1 and settings.pp == 1:
+            raise ValueError("train.virtual_pipeline_parallel: interleaving needs pipeline_parallel > 1")
+        if settings.vp > 1 and settings.dae_exit is not None:
+            raise ValueError("train.virtual_pipeline_parallel: DaE (a frozen trunk) is not trained with interleaved 1F1B")
+        if settings.vp > 1 and self.micro_batches % settings.pp:
+            raise ValueError(f"train.virtual_pipeline_parallel: interleaved 1F1B needs the micro-batches per step "
+                             f"({self.micro_batches}) to be a multiple of pipeline_parallel ({settings.pp}); "
+                             f"raise global_batch_size")
         if settings.pp > 1:
-            self.pipeline_plan = plan_pipeline(fcfg, settings.pp, settings.seq_length, settings.pipeline_balance)
+            # under interleaving the plan splits the layers over pp x vp virtual stages
+            self.pipeline_plan = plan_pipeline(fcfg, settings.pp * settings.vp, settings.seq_length, settings.pipeline_balance)
             logger.info(f"pipeline stages: layers {self.pipeline_plan.layers_per_stage}, cost in layer units "
                         f"{[round(c, 2) for c in self.pipeline_plan.stage_cost]} (even split: {self.pipeline_plan.even_stage_cost and [round(c, 2) for c in self.pipeline_plan.even_stage_cost]})")
         layout = self.pipeline_plan.layout if self.pipeline_plan else None
-        self.model: FamilialGPTModel = build_model(fcfg, tp=settings.tp, pp=settings.pp, pipeline_layout=layout,
-                                                   params_dtype=torch.bfloat16 if settings.bf16 else torch.float32,
-                                                   recompute=settings.recompute)
+        self.chunks: list[FamilialGPTModel] = build_model_chunks(
+            fcfg, tp=settings.tp, pp=settings.pp, vp=settings.vp, pipeline_layout=layout,
+            params_dtype=torch.bfloat16 if settings.bf16 else torch.float32, recompute=settings.recompute)
         if settings.dae_exit is not None:
             from train_entry.dae import append_dae_blocks, freeze_for_dae
 
             append_dae_blocks(self.model, settings.dae_exit, settings.dae_blocks)
             freeze_for_dae(self.model, settings.dae_exit)
         if torch.cuda.is_available():
-            self.model.cuda()
+            for chunk in self.chunks:
+                chunk.cuda()
         # DDP allocates gradient buffers for the trainable parameters only: freezing (DaE) comes first
-        self.ddp = wrap_model(self.model, settings.optimizer_settings())
+        self.ddp = wrap_model(self.chunks, settings.optimizer_settings())  # one DDP per chunk
         self.optimizer = build_optimizer(self.ddp, settings.optimizer_settings())
-        config = self.model.config  # the schedule defers the data-parallel reduction to the last micro-batch
+        config = self.chunks[0].config  # the schedule defers the data-parallel reduction to the last micro-batch
         from megatron.core.distributed import finalize_model_grads
 
-        config.no_sync_func = self.ddp.no_sync
+        no_sync = [ddp.no_sync for ddp in self.ddp]
+        config.no_sync_func = no_sync[0] if len(no_sync) == 1 else no_sync
         config.finalize_model_grads_func = finalize_model_grads
         self.scheduler = self._build_scheduler(["run"], [settings.steps])
-        self.passes = ForwardBackward(self.model, self.ddp, settings.seq_length)
+        self.passes = ForwardBackward(self.chunks, self.ddp, settings.seq_length)
         extra = settings.dae_blocks if settings.dae_exit is not None else 0
         self.flops_per_token = training_flops_per_token(fcfg, settings.seq_length, extra)
         self.step = 0
         self.started_from: dict | None = None  # the weights this run continued from (None: random or resumed)
         self.stage_span: StageSpan | None = None  # the curriculum stage being trained
+
+    @property
+    def model(self) -> FamilialGPTModel:
+        """The familial model of this rank, when it is one chunk (no interleaving)."""
+        if len(self.chunks) != 1:
+            raise ValueError(f"this rank holds {len(self.chunks)} model chunks (interleaved 1F1B): use .chunks")
+        return self.chunks[0]
 
     def _build_scheduler(self, stage_names: list[str], steps_per_stage: list[int]):
         s = self.s
@@ -168,7 +187,8 @@ class FamilialTrainer:
     def _set_exit_weights(self) -> dict[int, float]:
         weights = exit_weights_at(self.step, self.s.steps, self.s.exit_weights, self.stage_span, self.s.stage_exit_weights)
         lambdas = dict(zip(self.fcfg.exits, weights))
-        self.model.exit_weights.update(lambdas)
+        for chunk in self.chunks:
+            chunk.exit_weights.update(lambdas)
         return lambdas
 
     def train_step(self, micro_batches: list[dict] | dict) -> dict:
@@ -176,7 +196,8 @@ class FamilialTrainer:
         micro_batches = [micro_batches] if isinstance(micro_batches, dict) else micro_batches
         lambdas = self._set_exit_weights()
         lr = self.optimizer.param_groups[0]["lr"]
-        self.ddp.zero_grad_buffer()
+        for ddp in self.ddp:
+            ddp.zero_grad_buffer()
         self.optimizer.zero_grad()
         local = self.passes.run(micro_batches, forward_only=False)
         stepped, norm = optimizer_step(self.optimizer)
@@ -193,11 +214,13 @@ class FamilialTrainer:
                  for b in range(batches) if b * mbs < len(dataset)]
         if not micro:
             return {}
-        self.model.eval()
+        for chunk in self.chunks:
+            chunk.eval()
         try:
             return self.passes.run(micro, forward_only=True)
         finally:
-            self.model.train()
+            for chunk in self.chunks:
+                chunk.train()
 
     # ----------------------------------------------------------------------------------------- the run
     @property
@@ -223,7 +246,7 @@ class FamilialTrainer:
 
     def _resume(self, metrics_path: str) -> tuple[list[dict], dict]:
         """Load the latest checkpoint; keep the metrics rows up to its step (later ones were not saved)."""
-        common = checkpointing.load(self.checkpoint_dir, self.model, self.optimizer)
+        common = checkpointing.load(self.checkpoint_dir, self.chunks, self.optimizer)
         self.step = int(common["step"])
         if "lr_scheduler" in common:
             self.scheduler.load_state_dict(common["lr_scheduler"])
@@ -239,15 +262,16 @@ class FamilialTrainer:
         checkpoint of ours, rank-local reads for a Hugging Face folder). Returns the format read."""
         fmt = detect_format(self.s.init_from) if self.s.init_format == "auto" else self.s.init_format
         if fmt == HF:
-            load_hf_qwen3(self.model, self.fcfg, self.s.init_from)
+            for chunk in self.chunks:
+                load_hf_qwen3(chunk, self.fcfg, self.s.init_from)
         else:
-            checkpointing.load_weights(self.s.init_from, self.model)
+            checkpointing.load_weights(self.s.init_from, self.chunks)
         self.optimizer.reload_model_params()  # the fp32 master copy of bf16 parameters follows the loaded weights
         logger.info(f"initialised from {self.s.init_from} ({fmt})")
         return fmt
 
     def save_checkpoint(self, evals: dict) -> str:
-        return checkpointing.save(self.checkpoint_dir, self.step, self.model, self.optimizer,
+        return checkpointing.save(self.checkpoint_dir, self.step, self.chunks, self.optimizer,
                                   {"evals": evals, "lr_scheduler": self.scheduler.state_dict()})
 
     def _log_row(self, stage: str, rec: dict, seconds: float) -> dict:
@@ -320,7 +344,7 @@ class FamilialTrainer:
                     logger.info(f"eval [{stage.name}] {label}: " + " | ".join(f"{k} {v:.4f}" for k, v in losses.items()))
         log.close()
         ckpt = self.save_checkpoint(evals)
-        n_params = sum(p.numel() for p in self.model.parameters())
+        n_params = sum(p.numel() for chunk in self.chunks for p in chunk.parameters())
         return {
             "steps": self.step,
             "steps_per_stage": dict(zip([s.name for s in stages], steps_per_stage)),
