@@ -112,6 +112,11 @@ def stage_steps(stages: list[CurriculumStage], total: int) -> list[int]:
     return raw
 
 
+def per_chunk(functions: list):
+    """megatron-core's schedule config takes one function, or a list of one per model chunk."""
+    return functions[0] if len(functions) == 1 else functions
+
+
 class FamilialTrainer:
     def __init__(self, fcfg: FamilialConfig, settings: LoopSettings, tokenizer: DatasetTokenizer, out_dir: str):
         from megatron.core import parallel_state
@@ -161,8 +166,10 @@ class FamilialTrainer:
         config = self.chunks[0].config  # the schedule defers the data-parallel reduction to the last micro-batch
         from megatron.core.distributed import finalize_model_grads
 
-        no_sync = [ddp.no_sync for ddp in self.ddp]
-        config.no_sync_func = no_sync[0] if len(no_sync) == 1 else no_sync
+        config.no_sync_func = per_chunk([ddp.no_sync for ddp in self.ddp])
+        if self.ddp[0].ddp_config.overlap_grad_reduce:
+            # as Megatron-LM sets it: under interleaving each chunk's reduction starts when its last backward ends
+            config.grad_sync_func = per_chunk([ddp.start_grad_sync for ddp in self.ddp])
         config.finalize_model_grads_func = finalize_model_grads
         self.scheduler = self._build_scheduler(["run"], [settings.steps])
         self.passes = ForwardBackward(self.chunks, self.ddp, settings.seq_length)
