@@ -3,7 +3,7 @@
     torchrun --nproc_per_node N tests/parallel_worker.py TP PP OUT_DIR [--load CKPT_DIR] [--steps N]
                                                          [--save-init] [--check-branch-init]
                                                          [--global-batch N] [--bf16] [--distributed-optimizer]
-                                                         [--vp N]
+                                                         [--vp N] [--evaluate N]
 
 Trains the small familial model for N steps on a fixed batch with megatron-core's schedules and writes this
 rank's exit losses to OUT_DIR/losses_<rank>.json, then saves a sharded checkpoint to OUT_DIR/ckpt.
@@ -76,6 +76,7 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true", help="bf16 parameters, fp32 master weights")
     ap.add_argument("--distributed-optimizer", action="store_true")
     ap.add_argument("--vp", type=int, default=1, help="model chunks per pipeline rank (interleaved 1F1B)")
+    ap.add_argument("--evaluate", type=int, default=0, help="first evaluate N micro-batches of 2 fixed samples")
     a = ap.parse_args()
     settings = LoopSettings(steps=a.steps, micro_batch_size=2, seq_length=16, lr=3e-3, min_lr=3e-3, weight_decay=0.0,
                              seed=1234, eval_samples=0, exit_weights=[ExitWeight(0.5), ExitWeight(0.8), ExitWeight(1.0)],
@@ -101,13 +102,18 @@ def main() -> None:
                      for m in range(trainer.micro_batches)]
         else:
             batch = fixed_batch(7 + parallel_state.get_data_parallel_rank() if a.replica_batches else 7)
+        evaluation = {}
+        if a.evaluate:  # held-out samples as the trainer's evaluation reads them: indexable, one dict each
+            pool = [fixed_batch(200 + i) for i in range(a.evaluate)]
+            samples = [{k: v[j].numpy() for k, v in b.items()} for b in pool for j in range(2)]
+            evaluation = {str(e): v for e, v in trainer.evaluate(samples, a.evaluate).items()}
         steps = [trainer.train_step(batch) for _ in range(a.steps)]
         checkpointing.save(os.path.join(a.out, "ckpt"), trainer.step, trainer.chunks, trainer.optimizer, {})
         with open(os.path.join(a.out, f"losses_{torch.distributed.get_rank()}.json"), "w") as f:
             from megatron.core.pipeline_parallel import get_forward_backward_func
 
             json.dump({"local_exits": sorted({e for chunk in trainer.chunks for e in chunk.local_exits}),
-                       "schedule": get_forward_backward_func().__name__,
+                       "schedule": get_forward_backward_func().__name__, "evaluation": evaluation,
                        "losses": [{str(k): v for k, v in s["losses"].items()} for s in steps],
                        "replica_losses": [{str(k): v for k, v in s["replica_losses"].items()} for s in steps]}, f)
 

@@ -211,13 +211,18 @@ def test_interleaved_pipeline_matches_one_process_and_its_checkpoint_resumes_in_
     source both on rank 0's second chunk; the final exit on rank 1's second). From the same weights and
     global batch (two micro-batches, megatron-core's interleaved schedule), the losses are one process's;
     the checkpoint (chunks saved as model0/model1) loads into one process, which continues with the
-    uninterrupted run's losses."""
-    flags = ("--global-batch", "4")
+    uninterrupted run's losses. An evaluation of three micro-batches (the schedule takes multiples of two)
+    gives one process's held-out losses."""
+    flags = ("--global-batch", "4", "--evaluate", "3")
     one = _launch(1, 1, 1, str(tmp_path / "one"), *flags, "--steps", "3", "--save-init")
     out = tmp_path / "vp"
     vp = _launch(2, 1, 2, str(out), *flags, "--steps", "2", "--vp", "2", "--layers-per-stage", "2,1,2,1",
                  "--load", str(tmp_path / "one" / "init_ckpt"), "--check-branch-init")
     ranks = [json.load(open(out / f"losses_{r}.json")) for r in range(2)]
+    reference = json.load(open(tmp_path / "one" / "losses_0.json"))["evaluation"]
+    assert set(reference) == {"3", "4", "5"}
+    for r in ranks:
+        assert r["evaluation"] == pytest.approx(reference, rel=1e-5)
     assert {r["schedule"] for r in ranks} == {"forward_backward_pipelining_with_interleaving"}
     assert [r["local_exits"] for r in ranks] == [[4], [3, 5]]
     assert sorted(json.load(open(out / f"branch_init_{r}.json")) for r in range(2)) == [[3], [4]]

@@ -52,9 +52,19 @@ class ForwardBackward:
 
     def run(self, micro_batches: list[dict], forward_only: bool) -> dict[int, float]:
         """Forward (and backward) over the micro-batches; the per-exit mean loss of the pass on every rank."""
+        from megatron.core import parallel_state
         from megatron.core.pipeline_parallel import get_forward_backward_func
 
         self._sums = {}
+        n = len(micro_batches)
+        pp = parallel_state.get_pipeline_model_parallel_world_size()
+        if len(self.chunks) > 1 and n % pp:
+            # megatron-core's interleaved schedule takes a multiple of the pipeline size (training steps are
+            # checked for it); an evaluation is padded with repeats of its last micro-batch, whose losses are
+            # left out below (each chunk runs the micro-batches in order)
+            if not forward_only:
+                raise ValueError(f"interleaved 1F1B: {n} micro-batches is not a multiple of pipeline_parallel {pp}")
+            micro_batches = micro_batches + [micro_batches[-1]] * (pp - n % pp)
         ExitLossAutoScaler.set_loss_scale(torch.tensor(1.0 / len(micro_batches)))
         # interleaved 1F1B reads one iterator per chunk; every chunk needs the labels (its exits' losses)
         data = iter(micro_batches) if len(self.chunks) == 1 else [iter(micro_batches) for _ in self.chunks]
@@ -68,7 +78,7 @@ class ForwardBackward:
                 micro_batch_size=micro_batches[0]["tokens"].shape[0],
                 forward_only=forward_only,
             )
-        local = {e: float(torch.stack(v).float().mean()) for e, v in self._sums.items()}
+        local = {e: float(torch.stack(v[:n]).float().mean()) for e, v in self._sums.items()}
         return self._gather_pipeline(local)
 
     @staticmethod
