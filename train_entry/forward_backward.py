@@ -58,12 +58,10 @@ class ForwardBackward:
         self._sums = {}
         n = len(micro_batches)
         pp = parallel_state.get_pipeline_model_parallel_world_size()
-        if len(self.chunks) > 1 and n % pp:
-            # megatron-core's interleaved schedule takes a multiple of the pipeline size (training steps are
-            # checked for it); an evaluation is padded with repeats of its last micro-batch, whose losses are
-            # left out below (each chunk runs the micro-batches in order)
-            if not forward_only:
-                raise ValueError(f"interleaved 1F1B: {n} micro-batches is not a multiple of pipeline_parallel {pp}")
+        if forward_only and len(self.chunks) > 1 and n % pp:
+            # megatron-core's interleaved schedule takes a multiple of the pipeline size (the trainer checks a
+            # training step's count up front); an evaluation is padded with repeats of its last micro-batch,
+            # whose losses are left out below (each chunk runs the micro-batches in order)
             micro_batches = micro_batches + [micro_batches[-1]] * (pp - n % pp)
         ExitLossAutoScaler.set_loss_scale(torch.tensor(1.0 / len(micro_batches)))
         # interleaved 1F1B reads one iterator per chunk; every chunk needs the labels (its exits' losses)

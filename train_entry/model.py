@@ -84,10 +84,6 @@ class FamilialGPTModel(GPTModel):
             out.append(self.fcfg.exits[-1])
         return out
 
-    def init_branches_from_backbone(self) -> None:
-        """See ``init_branches_from_backbone`` (this model is all of the rank's chunks)."""
-        init_branches_from_backbone([self])
-
     def tap(self, e: int, layer_input: torch.Tensor | None, output: torch.Tensor, layer_kwargs: dict) -> torch.Tensor:
         """Called by the ``ExitTapLayer`` e_k with its output: runs branch k on the batch of this forward and
         returns the output with the weighted exit loss attached (or collects the logits, for evaluation)."""
