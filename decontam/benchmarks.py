@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 
 from pipeline.core.assets import package_dir
 from pipeline.core.paths import match_files
-from pipeline.core.records import parquet_rows, records
+from pipeline.core.records import parquet_rows, read_json_file, records
 
 
 class BenchmarkError(ValueError):
@@ -71,7 +71,7 @@ def _rel_id(root: str, path: str, suffixes: tuple[str, ...]) -> str:
 
 
 def _parquet_rows(path: str) -> Iterator[tuple[str, dict]]:
-    for row, rec in parquet_rows(path, batch_size=1024):
+    for row, rec in parquet_rows(path, batch_size=1024, error=BenchmarkError):
         yield f"{path} row {row}", rec
 
 
@@ -161,11 +161,7 @@ def bbh_from_dir(root: str) -> Iterator[BenchmarkItem]:
     """suzgun/BIG-Bench-Hard ``bbh/<task>.json``: ``{"examples": [{"input", "target"}]}``."""
     for path in _files(root, "*.json"):
         task = os.path.basename(path).removesuffix(".json")
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = json.load(f)
-            except json.JSONDecodeError as e:
-                raise BenchmarkError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+        data = read_json_file(path, BenchmarkError)
         for i, ex in enumerate(_field(data, "examples", path)):
             where = f"{path} examples[{i}]"
             yield BenchmarkItem("bbh", f"{task}/{i}", f"{_field(ex, 'input', where)}\n{_field(ex, 'target', where)}")
@@ -212,11 +208,7 @@ def math_from_dir(root: str) -> Iterator[BenchmarkItem]:
     for path in _files(root, "*.json"):
         if f"{os.sep}train{os.sep}" in path:
             continue
-        with open(path, encoding="utf-8") as f:
-            try:
-                r = json.load(f)
-            except json.JSONDecodeError as e:
-                raise BenchmarkError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+        r = read_json_file(path, BenchmarkError)
         problem = _field(r, "problem", path)
         yield BenchmarkItem("math", _rel_id(root, path, (".json",)), problem + "\n" + _field(r, "solution", path), prompt=problem)
 

@@ -8,7 +8,6 @@ report with its file, line (or row) and reason (malformed JSON, not an object, n
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from collections import deque
@@ -20,11 +19,13 @@ from decontam.build import apply_corpus_counts, build_index
 from decontam.corpus_common import CorpusNgramCounter
 from decontam.filter import NgramDecontaminationTagger
 from decontam.report import contamination_report
+from pipeline.core.atomic import write_json
 from pipeline.core.paths import match_files
-from pipeline.core.records import BadRecord, jsonl_records, parquet_rows
+from pipeline.core.records import BadRecord, OversizedRowGroup, jsonl_records, parquet_rows
 
 READABLE = ("*.jsonl", "*.jsonl.gz", "*.parquet")
 MAX_NAMED = 20  # unreadable records listed in the report (all are counted)
+MAX_ID_CHARS = 4096  # a longer or non-scalar id is replaced by the record's file:line
 
 
 def dataset_files(path: str) -> list[str]:
@@ -46,18 +47,25 @@ class _Tally:
 def _documents(files: list[str], root: str, text_key: str, id_key: str, tally: _Tally) -> Iterator[Document]:
     for f in files:
         rel = os.path.relpath(f, root)
-        rows = parquet_rows(f) if f.endswith(".parquet") else jsonl_records(f)
-        for n, rec in rows:
+        try:
+            rows = parquet_rows(f, error=None) if f.endswith(".parquet") else jsonl_records(f)
+            for n, rec in rows:
+                tally.read += 1
+                where = f"{f} row {n}" if f.endswith(".parquet") else f"{f}:{n}"
+                if isinstance(rec, BadRecord):
+                    tally.bad(where, rec.reason)
+                elif isinstance(rec, OversizedRowGroup):
+                    tally.bad(f"{f} row group {rec.index} ({rec.rows:,} rows)", "oversized_row_group")
+                elif not isinstance(rec.get(text_key), str):
+                    tally.bad(where, f"no string field {text_key!r}")
+                else:
+                    rid = rec.get(id_key)
+                    usable = isinstance(rid, (str, int)) and not isinstance(rid, bool) and 0 < len(str(rid)) <= MAX_ID_CHARS
+                    yield Document(text=rec[text_key], id=str(rid) if usable else f"{rel}:{n}",
+                                   metadata={"source": rel})
+        except Exception as e:  # noqa: BLE001 - a truncated .gz or a broken Parquet file: named, the check goes on
             tally.read += 1
-            where = f"{f} row {n}" if f.endswith(".parquet") else f"{f}:{n}"
-            if isinstance(rec, BadRecord):
-                tally.bad(where, rec.reason)
-            elif not isinstance(rec.get(text_key), str):
-                tally.bad(where, f"no string field {text_key!r}")
-            else:
-                rid = rec.get(id_key)
-                yield Document(text=rec[text_key], id=str(rid) if rid not in (None, "") else f"{rel}:{n}",
-                               metadata={"source": rel})
+            tally.bad(f"{f} (the rest of the file: {type(e).__name__}: {e})", "unreadable_file")
 
 
 def decontam_check(path: str, cfg, out: str, text_key: str = "text", id_key: str = "id") -> dict:
@@ -79,6 +87,5 @@ def decontam_check(path: str, cfg, out: str, text_key: str = "text", id_key: str
                  "unreadable_examples": tally.examples}
         report = contamination_report(matches, index_stats, cfg.n_gram, extra)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2, sort_keys=True, ensure_ascii=False)
+    write_json(out, report, indent=2, sort_keys=True, ensure_ascii=False)
     return report

@@ -21,6 +21,7 @@ from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from decontam.ngrams import NgramIndex, normalized_words
+from pipeline.core.atomic import atomic_open
 
 MAX_EXAMPLES_PER_TASK = 1000  # n-gram texts kept per task, to show what was excluded
 
@@ -56,10 +57,9 @@ class CorpusNgramCounter(PipelineStep):
         os.makedirs(self.folder, exist_ok=True)
         nz = np.flatnonzero(df)
         path = os.path.join(self.folder, f"{rank:05d}.npz")
-        with open(path + ".tmp", "wb") as f:
+        with atomic_open(path, "wb") as f:  # a resumed stage finds each task's counts whole or absent
             np.savez(f, slots=nz.astype(np.int64), counts=df[nz], documents=np.int64(docs),
                      examples=np.array(json.dumps({str(k): v for k, v in sorted(examples.items())}, ensure_ascii=False)))
-        os.replace(path + ".tmp", path)  # a resumed stage finds each task's counts whole or absent
         return
         yield
 

@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from importlib import metadata
 
 from datatrove.utils.logging import logger
@@ -24,6 +23,7 @@ from datatrove.utils.logging import logger
 from decontam.benchmarks import benchmark_source
 from decontam.reference import resolve_reference
 from pipeline.core.assets import package_dir
+from pipeline.core.atomic import atomic_open
 
 CACHE_ENV = "RUYI2_CACHE"
 _PACKAGE = "package:"
@@ -100,14 +100,9 @@ def keep_index(key: str, path: str) -> None:
     if folder is None:
         return
     target = os.path.join(folder, key)
-    tmp = None
     try:
         os.makedirs(target, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target, suffix=".part")
-        os.close(fd)
-        shutil.copyfile(path, tmp)
-        os.replace(tmp, os.path.join(target, os.path.basename(path)))
+        with open(path, "rb") as src, atomic_open(os.path.join(target, os.path.basename(path)), "wb") as dst:
+            shutil.copyfileobj(src, dst)
     except OSError as e:
         logger.warning(f"decontam: the index could not be kept in the cache {target} ({e}); the next run builds it again")
-        if tmp and os.path.exists(tmp):
-            os.remove(tmp)

@@ -39,7 +39,7 @@ def reference_documents(patterns, max_bytes: int) -> Iterator[str]:
             elif path.endswith(".parquet"):
                 texts = (str(rec["text"] or "") for _, rec in parquet_rows(path, columns=["text"]))
             else:
-                with open(path, encoding="utf-8", errors="replace") as f:
+                with open(path, encoding="utf-8-sig", errors="replace") as f:  # at most the budget left
                     texts = iter([f.read(budget)])
             for t in texts:
                 yield t

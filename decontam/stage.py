@@ -3,7 +3,6 @@ n-grams with a benchmark item, per domain, and write the contamination report.""
 
 from __future__ import annotations
 
-import json
 import os
 
 from decontam.build import apply_corpus_counts, build_index, stored_index
@@ -11,6 +10,7 @@ from decontam.corpus_common import CorpusNgramCounter
 from decontam.filter import NgramDecontaminationTagger
 from decontam.report import contamination_report
 from pipeline.core.accounting import write_stats
+from pipeline.core.atomic import write_json
 from pipeline.core.documents import stage_reader
 from pipeline.core.executors import run_steps
 from pipeline.core.layers import LAYERS, layer_files, link_into
@@ -50,8 +50,7 @@ class DecontamStage(Stage):
                      StageRouter(layout.output(self.name), layout.removed(self.name), self.name)]
             run_steps(recipe.executor, steps, layout.logs(self.name), recipe.executor.tasks, self.name)
             report = contamination_report(matches, index_stats, cfg.n_gram)
-            with open(os.path.join(folder, "contamination.json"), "w") as f:
-                json.dump(report, f, indent=2, sort_keys=True, ensure_ascii=False)
+            write_json(os.path.join(folder, "contamination.json"), report, indent=2, sort_keys=True, ensure_ascii=False)
         stats = self.account(ctx)
         if report:
             stats["contamination"] = {b: {"items_found": r["items_found"], "documents": r["documents"], "actions": r["actions"]}

@@ -14,6 +14,8 @@ import struct
 import numpy as np
 import xxhash
 
+from pipeline.core.atomic import atomic_open
+
 MAGIC = b"RUYI2ARR"
 
 
@@ -26,10 +28,8 @@ def write_checked(path: str, arr: np.ndarray) -> None:
     header = json.dumps({"dtype": np.lib.format.dtype_to_descr(arr.dtype), "count": int(len(arr)),
                          "xxh64": xxhash.xxh64_hexdigest(payload)}).encode()
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
+    with atomic_open(path, "wb") as f:  # a reader never sees a half-written file under the final name
         f.write(MAGIC + struct.pack("<I", len(header)) + header + payload)
-    os.replace(tmp, path)  # a reader never sees a half-written file under the final name
 
 
 def _header(path: str, f, dtype: np.dtype, payload_bytes: int) -> dict:

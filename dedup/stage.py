@@ -21,6 +21,7 @@ from dedup.keepers import ClusterKeepers, ClusterMarker, MemberAttributes
 from dedup.substring_fingerprints import SubstringFingerprints, SubstringRepeats, fingerprint_partitions
 from dedup.substrings import SubstringDeduplicator
 from pipeline.core.accounting import write_stats
+from pipeline.core.atomic import write_json
 from pipeline.core.documents import stage_reader
 from pipeline.core.errors import StageError
 from pipeline.core.executors import run_steps
@@ -61,8 +62,7 @@ class DedupStage(Stage):
         offset = ctx.options[LAYERS].shard_offset if ctx.options.get(LAYERS) else 0
         stats["shards"] = [offset, offset + recipe.executor.tasks]
         clusters = cluster_report(layout.output(self.name), layout.removed(self.name))
-        with open(os.path.join(layout.stage(self.name), "clusters.json"), "w") as f:
-            json.dump(clusters, f, indent=2, sort_keys=True, ensure_ascii=False)
+        write_json(os.path.join(layout.stage(self.name), "clusters.json"), clusters, indent=2, sort_keys=True, ensure_ascii=False)
         stats["clusters"] = {"minhash": {k: clusters["minhash"][k] for k in ("clusters", "documents", "size_histogram")},
                              "exact": {k: clusters["exact"][k] for k in ("groups", "removed")}}
         write_stats(layout.stats(self.name), stats)

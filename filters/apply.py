@@ -9,7 +9,6 @@ documents, in read order, and fails on any mismatch (the sources changed since t
 
 from __future__ import annotations
 
-import json
 import os
 
 from datatrove.data import DocumentsPipeline
@@ -21,6 +20,7 @@ from filters.config import RuleSet
 from filters.pii import redact
 from filters.rules import first_failing_rule
 from filters.tagger import SIGNALS, attach_signals, attribute_file
+from pipeline.core.atomic import write_json
 from pipeline.core.documents import REMOVED_REASON
 from pipeline.core.records import records
 
@@ -72,8 +72,7 @@ class ThresholdStep(PipelineStep):
                 self.stat_update("kept")
             yield doc
         os.makedirs(self.examples_folder, exist_ok=True)
-        with open(os.path.join(self.examples_folder, f"{rank:05d}.json"), "w", encoding="utf-8") as f:
-            json.dump(examples, f, ensure_ascii=False, sort_keys=True, indent=1)
+        write_json(os.path.join(self.examples_folder, f"{rank:05d}.json"), examples, ensure_ascii=False, sort_keys=True, indent=1)
 
 
 class SignalFileMismatch(RuntimeError):

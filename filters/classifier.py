@@ -9,7 +9,6 @@ characters), and the split is by a hash of the text, so a document lands on the 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -18,6 +17,7 @@ from functools import lru_cache
 import numpy as np
 
 from filters.classifier_inputs import ClassifierInputError
+from pipeline.core.atomic import write_json
 
 POSITIVE, NEGATIVE = "__label__pos", "__label__neg"
 MAX_CHARS = 20_000
@@ -105,8 +105,7 @@ def train_classifier(positive: list[tuple[str, str]], negative: list[tuple[str, 
         "inputs": inputs, "settings": asdict(settings), "metrics": metrics,
         "fasttext": getattr(fasttext, "__version__", "fasttext-numpy2-wheel"), "normalisation": "lowercase, whitespace collapsed, first 20000 chars",
     }
-    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=1, sort_keys=True)
+    write_json(os.path.join(out_dir, "manifest.json"), manifest, indent=1, sort_keys=True)
     return manifest
 
 

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 
 from pipeline.core.paths import match_files
-from pipeline.core.records import parquet_rows, records
+from pipeline.core.records import MAX_RECORD_BYTES, parquet_rows, read_text_file, records
 
 DOCUMENT_PATTERNS = ("*.jsonl", "*.jsonl.gz", "*.parquet", "*.txt", "*.eml", "*.md", "*.html", "*.htm")
 _TAGS = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.S | re.I)
@@ -72,7 +72,7 @@ def read_documents(paths: list[str], text_key: str = "text", email_mode: bool = 
                 out.documents.append((where, rec[text_key]))
         elif f.endswith(".parquet"):
             try:
-                rows = list(parquet_rows(f, columns=[text_key]))
+                rows = list(parquet_rows(f, columns=[text_key], error=ClassifierInputError))
             except KeyError as e:
                 raise ClassifierInputError(e.args[0]) from None
             for row, rec in rows:
@@ -80,7 +80,9 @@ def read_documents(paths: list[str], text_key: str = "text", email_mode: bool = 
                     raise ClassifierInputError(f"{f} row {row}: {text_key!r} is {type(rec[text_key]).__name__}, not a string")
                 out.documents.append((f"{f} row {row}", rec[text_key]))
         else:
-            with open(f, encoding="latin-1" if email_mode else "utf-8", errors="replace") as fh:
-                raw = fh.read()
-            out.documents.append((f, email_body(raw) if email_mode else raw))
+            raw, size = read_text_file(f)
+            if size is not None:
+                raise ClassifierInputError(f"{f}: {size:,} bytes, over the bound of {MAX_RECORD_BYTES:,} for one document")
+            text = raw.decode("latin-1") if email_mode else raw.decode("utf-8", "replace")
+            out.documents.append((f, email_body(text) if email_mode else text))
     return out

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Optional
 from pydantic import BaseModel, Field, create_model, model_serializer
 
 from filters.code import CodeLanguage
-from pipeline.core.config import Domain, Strict
+from pipeline.core.config import Domain, ReadLimits, Strict
 
 TAG = {"tag_time": True}
 
@@ -292,6 +292,7 @@ class FilterConfig(Strict):
     per_language: dict[str, RuleSetPatch] = {}
     per_source: dict[str, RuleSetPatch] = {}
     examples_per_reason: int = Field(3, ge=0, description="real examples kept per source and removal reason in the stats")
+    read: ReadLimits = Field(ReadLimits(), description="bounds on one input record, applied as the sources are read")
 
     def rules_for(self, source) -> RuleSet:
         """rules < built-in domain < built-in language < per_domain < per_language < per_source (later wins)."""

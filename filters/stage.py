@@ -17,11 +17,12 @@ from filters.apply import StoredSignals, ThresholdStep
 from filters.config import tag_time_settings
 from filters.tagger import SignalTagger
 from pipeline.core.accounting import AccountingError, stage_accounting, write_stats
+from pipeline.core.atomic import write_json
 from pipeline.core.errors import StageError
 from pipeline.core.executors import run_steps, step_stats
 from pipeline.core.layers import LAYERS
 from pipeline.core.routing import StageRouter
-from pipeline.core.sources import QUARANTINE_STAT, READ_STAT, SourceReader
+from pipeline.core.sources import NOTE_STAT, QUARANTINE_STAT, READ_STAT, SourceReader
 from pipeline.core.stage import Stage, StageContext
 from pipeline.core.tokens import TokenCountTagger
 
@@ -43,10 +44,12 @@ class FilterStage(Stage):
         rules = {s.name: recipe.filter.rules_for(s) for s in recipe.sources}
         per_source = {name: r.model_dump() for name, r in rules.items()}
         languages = {s.name: s.language for s in recipe.sources}
+        listings = {s.name: s.listing() for s in recipe.sources}
         tagging = {
             "tasks": recipe.executor.tasks,
             "sources": {s.name: tag_time_settings(rules[s.name]) for s in recipe.sources},
-            "files": {s.name: s.files() for s in recipe.sources},
+            "files": {name: listing.files for name, listing in listings.items()},
+            "read": recipe.filter.read.model_dump(),  # what is read (and quarantined) depends on the bounds
         }
         if retune:
             check_retune(os.path.join(attributes, "manifest.json"), tagging)
@@ -58,7 +61,7 @@ class FilterStage(Stage):
             signals = SignalTagger(per_source, languages, attributes)
         steps = [
             SourceReader(recipe.sources, layout.quarantine(self.name), file_offset=layers.file_offset if layers else 0,
-                         roots=layers.roots if layers else None),
+                         roots=layers.roots if layers else None, limits=recipe.filter.read),
             signals,
             ThresholdStep(per_source, languages, examples, recipe.filter.examples_per_reason),
             # after the thresholds: edits change the text, and the funnel counts what leaves the stage; a document
@@ -68,8 +71,7 @@ class FilterStage(Stage):
         ]
         stats_by_step = run_steps(recipe.executor, steps, layout.logs(self.name), recipe.executor.tasks, self.name)
         if not retune:
-            with open(os.path.join(attributes, "manifest.json"), "w") as f:
-                json.dump(tagging, f, indent=1, sort_keys=True, default=list)
+            write_json(os.path.join(attributes, "manifest.json"), tagging, indent=1, sort_keys=True, default=list)
         names = [s.name for s in recipe.sources]
         reader = step_stats(stats_by_step, SourceReader.name)
         read = {src: int(reader.get(READ_STAT + src, 0)) for src in names}
@@ -80,6 +82,7 @@ class FilterStage(Stage):
                 raise AccountingError(f"filter: {src}: reader quarantined {said}, quarantine/ holds {c['quarantined']['docs']}")
         stats["retune"] = retune
         stats["examples"] = merge_examples(examples, recipe.filter.examples_per_reason)
+        stats["reading"] = reading_notes(reader, listings)
         write_stats(layout.stats(self.name), stats)
         return stats
 
@@ -89,6 +92,9 @@ def check_retune(manifest_path: str, now: dict) -> None:
         raise RetuneError(f"{manifest_path}: no stored signals; run `ruyi2 filter` (without --retune) first")
     with open(manifest_path) as f:
         then = json.load(f)
+    if then.get("read") != now["read"]:
+        raise RetuneError(f"filter.read changed since the signals were stored (then {then.get('read')}, now {now['read']}): "
+                          "the bounds decide which records are read; re-run without --retune")
     if then["tasks"] != now["tasks"]:
         raise RetuneError(f"executor.tasks is {now['tasks']} but the signals were stored by {then['tasks']} tasks "
                           "(documents are dealt to tasks by file): use the same value, or re-run without --retune")
@@ -107,6 +113,22 @@ def check_retune(manifest_path: str, now: dict) -> None:
                 problems.append(f"source {src!r}: filter {key} is a tag-time setting, tagged as {stored[key]!r}, now {value!r}")
     if problems:
         raise RetuneError("cannot retune from the stored signals (run `ruyi2 filter` without --retune):\n  - " + "\n  - ".join(problems))
+
+
+SKIPPED_EXAMPLES = 10
+
+
+def reading_notes(reader_stats: dict, listings: dict) -> dict:
+    """Per source: what the reader noted (byte-order marks dropped, reserved fields moved, fields dropped, lone
+    surrogates replaced) and the input paths the listing skipped (links out of the source's folders, loops,
+    other names of a file already listed, non-regular files), counted, with the first few named."""
+    out = {}
+    for name, listing in listings.items():
+        prefix = f"{NOTE_STAT}{name}/"
+        notes = {k[len(prefix):]: int(v) for k, v in sorted(reader_stats.items()) if k.startswith(prefix)}
+        out[name] = {"files": len(listing.files), "notes": notes, "skipped_paths": listing.skipped_counts(),
+                     "skipped_examples": dict(list(listing.skipped.items())[:SKIPPED_EXAMPLES])}
+    return out
 
 
 def merge_examples(folder: str, per_reason: int) -> dict:

@@ -18,11 +18,11 @@ read by ``train_entry`` through megatron-core's ``get_blend_from_list``; ``plan.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
 from mixtures.config import MixtureConfig
+from pipeline.core.atomic import write_json, write_text
 from pipeline.core.config import SourceConfig
 from pipeline.core.errors import StageError
 
@@ -242,13 +242,11 @@ def write_plan(plan: dict, folder: str) -> dict[str, dict[str, str | None]]:
     paths = {}
     for st in plan["stages"]:
         train_path = os.path.join(folder, f"{st['name']}.data_args.txt")
-        with open(train_path, "w") as f:
-            f.write(data_args(st["prefixes"]) + "\n")
+        write_text(train_path, data_args(st["prefixes"]) + "\n")
         valid_path = None
         if st["valid"]:
             valid_path = os.path.join(folder, f"{st['name']}.valid_data_args.txt")
-            with open(valid_path, "w") as f:
-                f.write(data_args(st["valid"]) + "\n")
+            write_text(valid_path, data_args(st["valid"]) + "\n")
         blend = {
             "name": st["name"],
             "tokens": st["tokens"],
@@ -257,11 +255,9 @@ def write_plan(plan: dict, folder: str) -> dict[str, dict[str, str | None]]:
             "valid": {"data_args_path": valid_path, "prefixes": [p for _, p in blend_entries(st["valid"])],
                       "weights": [w for w, _ in blend_entries(st["valid"])]},
         }
-        with open(os.path.join(folder, f"{st['name']}.blend.json"), "w") as f:
-            json.dump(blend, f, indent=2)
+        write_json(os.path.join(folder, f"{st['name']}.blend.json"), blend, indent=2)
         paths[st["name"]] = {"train": train_path, "valid": valid_path}
-    with open(os.path.join(folder, "plan.json"), "w") as f:
-        json.dump(plan, f, indent=2)
+    write_json(os.path.join(folder, "plan.json"), plan, indent=2)
     plot_plan(plan, os.path.join(folder, PLAN_PLOT))
     return paths
 

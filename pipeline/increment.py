@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 
+from pipeline.core.atomic import write_json
 from pipeline.core.errors import StageError
 from pipeline.core.layers import INCREMENT_FILE, INCREMENTS, LAYERS, Layers, increment_folders
 from pipeline.core.layout import RunLayout
@@ -106,8 +107,7 @@ def prepare_increment(recipe: Recipe, added: dict[str, list[str]], resume: bool)
         record = {"base": base.root, "added": added, "files": [file_offset, file_offset + sum(map(len, added.values())) ],
                   "shards": [shard_offset, shard_offset + recipe.executor.tasks]}
         os.makedirs(folder, exist_ok=True)
-        with open(os.path.join(folder, INCREMENT_FILE), "w") as f:
-            json.dump(record, f, indent=1)
+        write_json(os.path.join(folder, INCREMENT_FILE), record, indent=1)
     sources = [s.model_copy(update={"paths": added[s.name]}) for s in recipe.sources if s.name in added]
     derived = recipe.model_copy(update={"run_dir": folder, "sources": sources})
     return derived, Layers(tuple(earlier), shard_offset, file_offset, roots)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import os
 import platform
 import sys
 
+from pipeline.core.atomic import write_json
 from pipeline.recipe import Recipe
 
 PACKAGES = ("ruyi2-pipeline", "datatrove", "megatron-core", "torch", "ray", "pyarrow", "polars", "tokenizers",
@@ -22,15 +22,17 @@ def _version(pkg: str) -> str | None:
 
 
 def input_fingerprints(recipe: Recipe) -> dict:
-    """Per source: file count, total bytes, and (path, size, mtime) of each file; cheap at any scale."""
+    """Per source: file count, total bytes, (path, size, mtime) of each file, and how many paths the listing
+    skipped by reason (links out of the source's folders, loops, ...); cheap at any scale."""
     out = {}
     for s in recipe.sources:
-        files = s.files()
-        stats = [(f, os.stat(f)) for f in files]
+        listing = s.listing()
+        stats = [(f, os.stat(f)) for f in listing.files]
         out[s.name] = {
-            "files": len(files),
+            "files": len(listing.files),
             "bytes": sum(st.st_size for _, st in stats),
             "entries": [[f, st.st_size, st.st_mtime_ns] for f, st in stats],
+            "skipped_paths": listing.skipped_counts(),
         }
     return out
 
@@ -44,6 +46,5 @@ def write_manifest(recipe: Recipe, path: str, stages: list[str]) -> dict:
         "seeds": {"minhash": recipe.dedup.minhash.seed, "train": recipe.train.seed},
         "executor": recipe.executor.model_dump(),
     }
-    with open(path, "w") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True)
+    write_json(path, manifest, indent=2, sort_keys=True)
     return manifest

@@ -25,6 +25,7 @@ from filters.tagger import produced_metadata
 from mixtures.ablation.config import AblationConfig
 from mixtures.config import MixtureConfig
 from pipeline.core.assets import is_location, resolve_asset
+from pipeline.core.atomic import write_yaml
 from pipeline.core.config import ExecutorConfig, SourceConfig, Strict, TokenizerConfig
 from train_entry.config import TrainConfig
 from train_entry.eval_tasks import TASKS as EVAL_TASKS
@@ -278,5 +279,4 @@ def load_recipe(path: str | os.PathLike, run_dir: str | None = None, check_input
 
 
 def dump_recipe(recipe: Recipe, path: str | os.PathLike) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        yaml.safe_dump(recipe.model_dump(mode="json"), f, sort_keys=False, allow_unicode=True)
+    write_yaml(path, recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from decontam.report import REPORT_COLUMNS, report_rows
 from pipeline.core.accounting import read_stats
+from pipeline.core.atomic import write_json
 from pipeline.core.layout import RunLayout
 from pipeline.registry import DOC_STAGES
 
@@ -171,8 +172,7 @@ def build_report(layout: RunLayout) -> dict:
         if os.path.exists(layout.stats(stage)):
             s = read_stats(layout.stats(stage))
             report[stage] = s["plan"] if stage == "mix" else {k: s[k] for k in ("steps", "exits", "first_loss", "last_loss", "eval")}
-    with open(os.path.join(layout.root, "report.json"), "w") as f:
-        json.dump(report, f, indent=2, sort_keys=True)
+    write_json(os.path.join(layout.root, "report.json"), report, indent=2, sort_keys=True)
     return report
 
 

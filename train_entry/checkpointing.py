@@ -19,6 +19,7 @@ import os
 import torch
 from torch.distributed.checkpoint.api import CheckpointException
 
+from pipeline.core.atomic import write_text
 from pipeline.core.errors import StageError
 from train_entry import cpu_support
 from train_entry.hf_interop import DAE_BLOCK
@@ -154,10 +155,7 @@ def _save(folder: str, step: int, state: dict) -> str:
     dist_checkpointing.save(state, path, sharded_strategy=_sync_torch_dist_strategy())
     torch.distributed.barrier()
     if rank0:  # written last: a crash mid-save leaves the previous iteration as the latest
-        tmp = os.path.join(folder, LATEST + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(f"{step}\n")
-        os.replace(tmp, os.path.join(folder, LATEST))
+        write_text(os.path.join(folder, LATEST), f"{step}\n")
     torch.distributed.barrier()
     return path
 

@@ -13,9 +13,9 @@ before and after, each matrix's rank, ratio and truncation loss, the losses.
 
 from __future__ import annotations
 
-import json
 import os
 
+from pipeline.core.atomic import write_json
 from pipeline.core.errors import StageError
 from train_entry.spawned import run_spawned
 
@@ -160,8 +160,7 @@ def _compress(recipe_class, recipe_json: dict, root: str, ratio: float, calibrat
               "head_parameters_before": heads_before, "head_parameters_after": heads_after,
               "loss_before": {name(e): v for e, v in before.items()}, "loss_after": {name(e): v for e, v in after.items()},
               "matrices": rows}
-    with open(os.path.join(out, "stats.json"), "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(os.path.join(out, "stats.json"), result, indent=1)
     return result
 
 

@@ -13,7 +13,6 @@ and ``timing.json``. The model runs in a spawned process, as export and compress
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import statistics
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.core.atomic import write_json
 from pipeline.core.errors import StageError
 from train_entry.eval_tasks import PRIMARY_METRIC, TASKS, Generation, item_json, load_task
 from train_entry.spawned import run_spawned
@@ -199,13 +199,11 @@ def _evaluate(source: dict, out: str, options: EvalOptions) -> dict:
     os.makedirs(out, exist_ok=True)
     result = {"model": read, "tasks": tasks, "limit": options.limit, "mmlu_shots": options.mmlu_shots,
               "max_new_tokens": options.max_new_tokens}
-    with open(os.path.join(out, RESULTS), "w") as f:
-        json.dump(result, f, indent=1, sort_keys=True)
+    write_json(os.path.join(out, RESULTS), result, indent=1, sort_keys=True)
     pl.DataFrame(rows, schema={"task": pl.Utf8, "item_id": pl.Utf8, "exit": pl.Utf8, "gold": pl.Utf8, "prediction": pl.Utf8,
                                "correct": pl.Float64, "generation": pl.Utf8, "loglikelihoods": pl.List(pl.Float64)}
                  ).write_parquet(os.path.join(out, ITEMS), statistics=False)
-    with open(os.path.join(out, TIMING), "w") as f:
-        json.dump({"seconds": round(seconds, 2), "items": sum(t["n"] for t in tasks.values())}, f, indent=1)
+    write_json(os.path.join(out, TIMING), {"seconds": round(seconds, 2), "items": sum(t["n"] for t in tasks.values())}, indent=1)
     return result
 
 

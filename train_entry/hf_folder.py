@@ -14,6 +14,8 @@ import shutil
 
 import torch
 
+from pipeline.core.atomic import write_json
+
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 # files of a tokenizer folder that AutoTokenizer reads, copied when they sit beside tokenizer.json
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt")
@@ -69,8 +71,7 @@ class ShardWriter:
         if n > 1:
             index = {"metadata": {"total_size": self.total},
                      "weight_map": {t: name for name, tensors in zip(names, self.shards) for t in tensors}}
-            with open(os.path.join(self.folder, "model.safetensors.index.json"), "w") as f:
-                json.dump(index, f, indent=2, sort_keys=True)
+            write_json(os.path.join(self.folder, "model.safetensors.index.json"), index, indent=2, sort_keys=True)
         return names
 
 

@@ -13,13 +13,13 @@ and join those. Works on a TP=PP=1 state dict (gather shards first for a paralle
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from typing import Iterator
 
 import torch
 
+from pipeline.core.atomic import write_json
 from train_entry.model_config import FamilialConfig
 
 # per-layer names: megatron-core local spec -> Qwen3
@@ -252,8 +252,7 @@ def write_hf(units, cfg: FamilialConfig, folder: str, dtype: str = "float32", ma
                 config["dae_low_rank"] = dict(sorted(low_rank.items()))
         if heads:
             config["low_rank_heads"] = dict(sorted(heads.items()))
-    with open(os.path.join(folder, "config.json"), "w") as f:
-        json.dump(config, f, indent=2)
+    write_json(os.path.join(folder, "config.json"), config, indent=2)
     if "auto_map" in config:
         write_modeling_code(folder)
     return folder

@@ -52,14 +52,40 @@ def throughput(tokens: int, seconds: float, flops_per_token: float, devices: int
             "mfu": round(per_device / peak, 4) if peak else None}
 
 
-class MetricsLog:
-    """Rows of ``metrics.jsonl`` and the same scalars in TensorBoard; only the writer rank writes."""
+def read_metrics(path: str, up_to_step: int) -> tuple[list[dict], int]:
+    """The rows of ``metrics.jsonl`` up to ``up_to_step`` (a resumed run's checkpoint), and the byte length of
+    the file they fill. Rows after the checkpoint belong to steps the resumed run repeats; a last line cut off
+    by a kill mid-write (no newline, or not JSON) and anything after it are not rows."""
+    rows, keep = [], 0
+    if not os.path.exists(path):
+        return rows, keep
+    with open(path, "rb") as f:
+        for line in f:
+            if not line.endswith(b"\n"):
+                break
+            try:
+                row = json.loads(line)
+            except ValueError:
+                break
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int) or row["step"] > up_to_step:
+                break
+            rows.append(row)
+            keep += len(line)
+    return rows, keep
 
-    def __init__(self, out_dir: str, writer: bool, history: list[dict], tensorboard: bool = True):
+
+class MetricsLog:
+    """Rows of ``metrics.jsonl`` and the same scalars in TensorBoard; only the writer rank writes.
+
+    The file is only ever appended to: a resumed run first cuts it back to ``keep_bytes`` (the rows up to its
+    checkpoint, ``read_metrics``), so a kill at any moment loses at most the row being written."""
+
+    def __init__(self, out_dir: str, writer: bool, keep_bytes: int | None = None, tensorboard: bool = True):
         self.path = os.path.join(out_dir, "metrics.jsonl")
         self.writer = writer
-        self._file = open(self.path if writer else os.devnull, "w")
-        self._file.writelines(json.dumps(row) + "\n" for row in history)
+        if writer and keep_bytes is not None and os.path.exists(self.path):
+            os.truncate(self.path, keep_bytes)
+        self._file = open(self.path if writer else os.devnull, "a" if keep_bytes is not None else "w")
         self._tb = None
         if writer and tensorboard:
             from torch.utils.tensorboard import SummaryWriter

@@ -11,7 +11,6 @@ of every exit.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -26,7 +25,7 @@ from train_entry.forward_backward import ForwardBackward, data_parallel_mean
 from train_entry.init_from import HF, detect_format, load_hf_qwen3
 from train_entry.loss_schedule import ExitWeight, StageSpan, exit_weights_at
 from train_entry.lr_schedule import LRSchedule, build_scheduler
-from train_entry.metrics import MetricsLog, peak_memory, throughput, training_flops_per_token
+from train_entry.metrics import MetricsLog, peak_memory, read_metrics, throughput, training_flops_per_token
 from train_entry.model import FamilialGPTModel, build_model_chunks
 from train_entry.model_config import FamilialConfig
 from train_entry.optim import OptimizerSettings, build_optimizer, optimizer_step, wrap_model
@@ -251,18 +250,15 @@ class FamilialTrainer:
                 out[f"{domain}/*"] = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
         return out
 
-    def _resume(self, metrics_path: str) -> tuple[list[dict], dict]:
+    def _resume(self, metrics_path: str) -> tuple[list[dict], int, dict]:
         """Load the latest checkpoint; keep the metrics rows up to its step (later ones were not saved)."""
         common = checkpointing.load(self.checkpoint_dir, self.chunks, self.optimizer)
         self.step = int(common["step"])
         if "lr_scheduler" in common:
             self.scheduler.load_state_dict(common["lr_scheduler"])
-        rows = []
-        if os.path.exists(metrics_path):
-            with open(metrics_path) as f:
-                rows = [r for r in map(json.loads, f) if r["step"] <= self.step]
+        rows, keep_bytes = read_metrics(metrics_path, self.step)
         logger.info(f"resumed from {checkpointing.iteration_dir(self.checkpoint_dir, self.step)} at step {self.step}")
-        return rows, common.get("evals", {})
+        return rows, keep_bytes, common.get("evals", {})
 
     def init_weights(self) -> str:
         """Continued pretraining: every rank loads its slice of the starting weights (collective for a
@@ -305,13 +301,13 @@ class FamilialTrainer:
         writer = torch.distributed.get_rank() == 0  # after the gathers, rank 0 knows every exit's loss
         steps_per_stage = stage_steps(stages, self.s.steps)
         self.scheduler = self._build_scheduler([st.name for st in stages], steps_per_stage)
-        history, evals = [], {}
+        history, keep_bytes, evals = [], None, {}
         metrics_path = os.path.join(self.out_dir, "metrics.jsonl")
         if resume and checkpointing.latest_iteration(self.checkpoint_dir) is not None:
-            history, evals = self._resume(metrics_path)
+            history, keep_bytes, evals = self._resume(metrics_path)
         elif self.s.init_from:
             self.started_from = {"path": self.s.init_from, "format": self.init_weights()}
-        log = MetricsLog(self.out_dir, writer, history, self.s.tensorboard)
+        log = MetricsLog(self.out_dir, writer, keep_bytes, self.s.tensorboard)
         stage_end = 0
         for stage, n_steps in zip(stages, steps_per_stage):
             stage_start, stage_end = stage_end, stage_end + n_steps

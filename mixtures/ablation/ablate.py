@@ -33,6 +33,7 @@ from mixtures.ablation.proxy_runs import run_all
 from mixtures.config import MixtureConfig, MixtureStage
 from mixtures.plan import MixtureError, Unit, data_args, plan_mixture, units_from_tokenize
 from pipeline.core.accounting import read_stats
+from pipeline.core.atomic import write_text
 from pipeline.core.errors import StageError
 
 FOLDER = "ablate"
@@ -173,11 +174,11 @@ class Ablation:
                                 f"tokens ({e}); lower ablation.proxy.steps") from None
         os.makedirs(out, exist_ok=True)
         train_path = os.path.join(out, "data_args.txt")
-        _write(train_path, data_args(plan["stages"][0]["prefixes"]) + "\n")
+        write_text(train_path, data_args(plan["stages"][0]["prefixes"]) + "\n")
         valid = [{"prefix": self.heldout[s.name], "weight": w} for s in self.recipe.sources
                  if (w := self.target_weights.get(f"{s.domain}/{s.name}", 0.0)) > 0]
         valid_path = os.path.join(out, "valid_data_args.txt")
-        _write(valid_path, data_args(valid) + "\n")
+        write_text(valid_path, data_args(valid) + "\n")
         train = self.train | {"seed": seed, "tensorboard": False, "save_interval": 0}
         return {
             "run_id": run_id, "mixture": mixture.name, "kind": mixture.kind, "seed": seed, "out_dir": out,
@@ -220,11 +221,6 @@ class Ablation:
     def target_name(self) -> str:
         b = self.cfg.target.benchmark
         return f"{b.task} error (1 - accuracy, {b.limit or 'all'} items)" if b else "held-out loss"
-
-
-def _write(path: str, text: str) -> None:
-    with open(path, "w") as f:
-        f.write(text)
 
 
 def mean_ci(values: list[float], level: float = 0.95) -> dict:

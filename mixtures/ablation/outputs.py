@@ -4,7 +4,6 @@ Wall-clock times go to ``timing.json`` only, so every other file is identical wh
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -12,6 +11,7 @@ import polars as pl
 import yaml
 
 from mixtures.ablation.candidates import Mixture
+from pipeline.core.atomic import atomic_open, write_json, write_yaml
 
 
 def results_table(ab, specs: list[dict], results: dict, exits: list[str], fit_ids: set[str]) -> pl.DataFrame:
@@ -45,21 +45,21 @@ def write_outputs(ab, fit_set: list[Mixture], specs: list[dict], results: dict, 
     root = ab.root
     fit_ids = {f"{m.name}-s{ab.recipe.train.seed}" for m in fit_set}
     table = results_table(ab, specs, results, exits, fit_ids)
-    table.write_parquet(os.path.join(root, "results.parquet"))
-    table.write_csv(os.path.join(root, "results.csv"))
+    with atomic_open(os.path.join(root, "results.parquet"), "wb") as f:
+        table.write_parquet(f)
+    with atomic_open(os.path.join(root, "results.csv")) as f:
+        table.write_csv(f)
     fits_json = {e: {k: v for k, v in f.items() if k != "model"} for e, f in fits.items()}
-    with open(os.path.join(root, "fits.json"), "w") as f:
-        json.dump({"categories": ab.names, "exits": fits_json}, f, indent=1)
+    write_json(os.path.join(root, "fits.json"), {"categories": ab.names, "exits": fits_json}, indent=1)
     patch = _patch(ab, summary["plan"])
-    with open(os.path.join(root, "proposal.patch.yaml"), "w") as f:
+    with atomic_open(os.path.join(root, "proposal.patch.yaml")) as f:
         f.write(f"# ruyi2 ablate: proposed weights of stage {ab.stage.name!r}; use with `ruyi2 mix RECIPE --patch THIS_FILE`\n")
         yaml.safe_dump(patch, f, sort_keys=False)
     recipe = ab.recipe.model_dump(mode="json")
     for st in recipe["mixture"]["stages"]:
         if st["name"] == ab.stage.name:
             st["weights"] = patch["mixture"]["stages"][0]["weights"]
-    with open(os.path.join(root, "proposal.recipe.yaml"), "w") as f:
-        yaml.safe_dump(recipe, f, sort_keys=False, allow_unicode=True)
+    write_yaml(os.path.join(root, "proposal.recipe.yaml"), recipe, sort_keys=False, allow_unicode=True)
     flops = sum(results[r]["flops"] for r in table["run_id"])
     target_tokens = sum(st.tokens for st in ab.recipe.mixture.stages)
     summary["compute"] = {"runs": table.height, "proxy_tokens": int(table["tokens"].sum()), "proxy_flops": flops,
@@ -71,10 +71,8 @@ def write_outputs(ab, fit_set: list[Mixture], specs: list[dict], results: dict, 
     summary["stage"] = ab.stage.name
     summary["target_weights"] = ab.target_weights
     summary["target"] = ab.target_name
-    with open(os.path.join(root, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1)
-    with open(os.path.join(root, "timing.json"), "w") as f:
-        json.dump({r: results[r]["seconds"] for r in table["run_id"]}, f, indent=1)
+    write_json(os.path.join(root, "summary.json"), summary, indent=1)
+    write_json(os.path.join(root, "timing.json"), {r: results[r]["seconds"] for r in table["run_id"]}, indent=1)
     write_report(ab, table, fits_json, summary, results, exits, os.path.join(root, "report.html"))
     return summary | {"folder": root}
 

@@ -24,6 +24,7 @@ from multiprocessing import get_context
 import datatrove.utils.logging  # noqa: F401
 from loguru import logger
 
+from pipeline.core.atomic import write_json
 from pipeline.core.progress import duration, time_left
 
 RESULT = "result.json"
@@ -64,10 +65,7 @@ def run_proxy(spec: dict, train) -> dict:
     if not spec.get("keep_checkpoint"):
         shutil.rmtree(os.path.join(train_dir, "checkpoint"), ignore_errors=True)
     shutil.rmtree(os.path.join(train_dir, "dataset_cache"), ignore_errors=True)
-    tmp = os.path.join(out, RESULT + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(tmp, os.path.join(out, RESULT))  # a result file is whole or absent
+    write_json(os.path.join(out, RESULT), result, indent=1)  # a result file is whole or absent
     return result
 
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.core.documents import QUARANTINE_REASON, REMOVED_REASON
+from pipeline.core.atomic import write_json
+from pipeline.core.documents import QUARANTINE_REASON, REMOVED_REASON, TEXT_BYTES
 from pipeline.core.errors import StageError
 
 
@@ -39,7 +40,8 @@ def folder_counts(folder: str, reason_key: str | None = None) -> dict[str, dict[
             source=md.str.json_path_match("$.source"),
             reason=reason,
             tokens=md.str.json_path_match("$.n_tokens").cast(pl.Int64),
-            bytes=pl.col("text").str.len_bytes(),
+            # a removed document keeps a prefix of its text; its full size is in text_bytes
+            bytes=pl.coalesce(md.str.json_path_match(f"$.{TEXT_BYTES}").cast(pl.Int64), pl.col("text").str.len_bytes()),
         )
         .group_by("source", "reason")
         .agg(docs=pl.len(), tokens=pl.col("tokens").sum(), bytes=pl.col("bytes").sum())
@@ -94,8 +96,8 @@ def _totals(per_source: dict) -> dict:
 
 
 def write_stats(path: str, stats: dict) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(stats, f, indent=2, sort_keys=True)
+    """A stage's stats.json marks it finished: written atomically, so a kill leaves the old file or none."""
+    write_json(path, stats, indent=2, sort_keys=True)
 
 
 def read_stats(path: str) -> dict:

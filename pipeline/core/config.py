@@ -12,7 +12,8 @@ from typing import Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.core.assets import QWEN3_TOKENIZER
-from pipeline.core.paths import match_files
+from pipeline.core.paths import Listing, list_files
+from pipeline.core.records import MAX_RECORD_BYTES, MAX_ROW_GROUP_BYTES
 
 Domain = Literal["web", "code", "math", "paper", "book", "docs", "synthetic", "encyclopedia", "forum", "other"]
 DOMAINS: tuple[str, ...] = get_args(Domain)
@@ -42,13 +43,36 @@ class SourceConfig(Strict):
         default_factory=list,
         description="input fields later stages read by name (e.g. a score computed upstream, for mixture buckets)",
     )
+    follow_symlinks: bool = Field(
+        False, description="read files and folders that symbolic links inside the source's folders point to outside "
+                           "them (off: such links are skipped and counted)")
 
     def default_glob(self) -> str:
         return self.file_glob or FORMAT_GLOBS[self.format]
 
+    def listing(self) -> Listing:
+        """The source's input files and the links skipped on the way (``pipeline/core/paths.py``)."""
+        return list_files(self.paths, (self.default_glob(),), require=False, follow_symlinks=self.follow_symlinks)
+
     def files(self) -> list[str]:
         """Every input file of the source, sorted, so shards are assigned the same way on every run."""
-        return match_files(self.paths, (self.default_glob(),), require=False)
+        return self.listing().files
+
+
+class ReadLimits(Strict):
+    """What one input record may cost before it is decoded or kept (``pipeline/core/records.py``,
+    ``pipeline/core/sources.py``); a record over a bound is quarantined, or its field dropped, with a named reason."""
+
+    max_record_bytes: int = Field(MAX_RECORD_BYTES, ge=1024, description="a longer JSONL line, text file or Parquet "
+                                  "text is quarantined as oversized_record after reading at most this much of it")
+    max_row_group_bytes: int = Field(MAX_ROW_GROUP_BYTES, ge=1 << 20, description="a Parquet row group larger than "
+                                     "this (uncompressed, from the file's metadata) is not read: oversized_row_group")
+    max_field_bytes: int = Field(1 << 20, ge=64, description="an input field (other than the text) larger than this "
+                                 "as JSON is not kept in the metadata; it is named in metadata.dropped_fields")
+    # polars' JSON path reader (which the accounting uses on metadata) gives up past 127 levels of nesting
+    max_field_depth: int = Field(64, ge=1, le=100, description="an input field nested deeper is dropped the same way")
+    max_id_chars: int = Field(4096, ge=16, description="a longer (or non-scalar) id is replaced by the record's "
+                              "file:line id, the original named in metadata.dropped_fields")
 
 
 class RayConfig(Strict):

@@ -10,6 +10,13 @@ Every input field but the text and the id is kept in the metadata, nested values
 ``metadata`` object is merged in (datatrove's convention), so ``{"metadata": {"url": ...}}`` reaches the
 URL rule. Each document also gets ``position`` = [input file index, record number]: its place in the
 recipe's input order (files in recipe then path order), which dedup uses to keep the earliest copy.
+
+Input is hostile (``filter.read`` bounds it, ``pipeline/core/records.py`` reads it): a record over the size
+bound is quarantined after reading at most the bound; an input field named like a key the pipeline writes
+(``removed_reason``, ``source``, ...) is kept under ``input_fields`` instead, so it cannot reroute the
+document; a field too large or nested too deeply for the metadata is not kept, and an id that is not a short
+string or number is replaced by the record's ``file:line`` id: both are named in ``dropped_fields``. Each such
+event is counted per source (``notes/<source>/<what>``) and reported in the filter's stats.
 """
 
 from __future__ import annotations
@@ -17,29 +24,62 @@ from __future__ import annotations
 import json
 import os
 import time
-import zlib
 from typing import Iterator
 
 from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from loguru import logger
 
-from pipeline.core.config import SourceConfig
-from pipeline.core.documents import QUARANTINE_REASON, DocWriter
-from pipeline.core.records import BadRecord, jsonl_records, parquet_rows
+from pipeline.core.config import ReadLimits, SourceConfig
+from pipeline.core.documents import DROPPED_FIELDS, INPUT_FIELDS, QUARANTINE_REASON, RESERVED_KEYS, DocWriter
+from pipeline.core.printable import printable
+from pipeline.core.records import BadRecord, OversizedRowGroup, jsonl_records, parquet_rows, read_text_file
 
 # A quarantined record keeps at most this much of its raw content (its full size is recorded).
 MAX_QUARANTINE_BYTES = 1 << 20
 READ_STAT = "read/"
 QUARANTINE_STAT = "quarantined/"
+NOTE_STAT = "notes/"
 POSITION = "position"
-# set by the reader; an input field of the same name is overwritten
-RESERVED = ("source", "domain", "language", "origin", POSITION)
 
 
 class _Bad(Exception):
-    def __init__(self, reason: str, raw: str):
-        self.reason, self.raw = reason, raw
+    def __init__(self, reason: str, raw: str, raw_bytes: int | None = None):
+        self.reason, self.raw, self.raw_bytes = reason, raw, raw_bytes
+
+
+def _deeper_than(value, limit: int) -> bool:
+    """Whether ``value`` nests lists or objects more than ``limit`` levels (iterative: no recursion to blow)."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (dict, list)):
+            if depth > limit:
+                return True
+            stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return False
+
+
+def _field_problem(value, limits: ReadLimits) -> str | None:
+    """Why an input field cannot be kept in the metadata, or None (the common case costs an isinstance)."""
+    if isinstance(value, str):
+        if len(value) * 4 > limits.max_field_bytes and len(value.encode("utf-8")) > limits.max_field_bytes:
+            return f"{len(value.encode('utf-8')):,} bytes > filter.read.max_field_bytes"
+    elif isinstance(value, (dict, list)):
+        if _deeper_than(value, limits.max_field_depth):
+            return f"nested deeper than filter.read.max_field_depth ({limits.max_field_depth})"
+        size = len(json.dumps(value, ensure_ascii=False, default=str).encode("utf-8", "replace"))
+        if size > limits.max_field_bytes:
+            return f"{size:,} bytes > filter.read.max_field_bytes"
+    return None
+
+
+def _id_problem(rid, limits: ReadLimits) -> str | None:
+    if isinstance(rid, bool) or not isinstance(rid, (str, int, float)):
+        return f"an id must be a string or a number, not {type(rid).__name__}"
+    if isinstance(rid, str) and len(rid) > limits.max_id_chars:
+        return f"{len(rid):,} characters > filter.read.max_id_chars"
+    return None
 
 
 def source_root(files: list[str]) -> str:
@@ -66,10 +106,12 @@ class SourceReader(PipelineStep):
     type = "📖 - READER"
 
     def __init__(self, sources: list[SourceConfig], quarantine_folder: str, progress_every_s: float = 10.0,
-                 file_offset: int = 0, roots: dict[str, str] | None = None):
+                 file_offset: int = 0, roots: dict[str, str] | None = None, limits: ReadLimits | None = None):
         super().__init__()
         self.sources = [s.model_dump() for s in sources]
         self.quarantine_folder = quarantine_folder
+        self.limits = limits or ReadLimits()
+        self._note = lambda what: None  # counts a read note of the source being read (set per file)
         self.progress_every_s = progress_every_s
         # an increment's files come after the earlier layers' in the input order
         self.file_offset, self.roots = file_offset, dict(roots or {})
@@ -85,6 +127,7 @@ class SourceReader(PipelineStep):
         last_log, n_docs = time.monotonic(), 0
         with DocWriter(self.quarantine_folder) as quarantine:
             for i, (file_index, src, path, rel) in enumerate(files):
+                self._note = lambda what, name=src["name"]: self.stat_update(f"{NOTE_STAT}{name}/{what}")
                 for item in self._read_file(src, path, rel, file_index):
                     self.stat_update(READ_STAT + src["name"])
                     if QUARANTINE_REASON not in item.metadata:
@@ -96,60 +139,85 @@ class SourceReader(PipelineStep):
                         quarantine.write(item, rank)
                     if time.monotonic() - last_log > self.progress_every_s:
                         last_log = time.monotonic()
-                        logger.info(f"rank {rank}: file {i + 1}/{len(files)} ({rel}), {n_docs} documents read")
+                        logger.info(f"rank {rank}: file {i + 1}/{len(files)} ({printable(rel)}), {n_docs} documents read")
 
     # ------------------------------------------------------------------------------------------ formats
     def _read_file(self, src: dict, path: str, rel: str, file_index: int) -> Iterator[Document]:
-        fmt = src["format"]
+        fmt, limits = src["format"], self.limits
         try:
             if fmt in ("jsonl", "jsonl.gz"):
-                rows = jsonl_records(path)
+                rows = jsonl_records(path, limits.max_record_bytes, self._note)
             elif fmt == "parquet":
-                rows = parquet_rows(path)
+                rows = parquet_rows(path, max_row_group_bytes=limits.max_row_group_bytes, error=None)
             else:
                 yield self._read_text_file(src, path, rel, file_index)
                 return
             for n, record in rows:
                 try:
                     if isinstance(record, BadRecord):
-                        raise _Bad(record.reason, record.raw)
+                        raise _Bad(record.reason, record.raw, record.raw_bytes)
+                    if isinstance(record, OversizedRowGroup):
+                        yield self._quarantined(src, f"{rel}:row_group{record.index}", path, n, "oversized_row_group",
+                                                str(record), record.size, {"rows": record.rows})
+                        continue
                     yield self._document(src, record, rel, n, file_index)
                 except _Bad as bad:
-                    yield self._quarantined(src, f"{rel}:{n}", path, n, bad.reason, bad.raw)
-        except (OSError, EOFError, zlib.error, ValueError) as e:
+                    yield self._quarantined(src, f"{rel}:{n}", path, n, bad.reason, bad.raw, bad.raw_bytes)
+        except Exception as e:  # noqa: BLE001 - whatever a decoder raises, the file is named, never the stage lost
             # an unreadable or truncated file: what was read so far stays; the rest is recorded here
             yield self._quarantined(src, f"{rel}:unreadable", path, None, "unreadable_file", f"{type(e).__name__}: {e}")
 
     def _read_text_file(self, src: dict, path: str, rel: str, file_index: int) -> Document:
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw, size = read_text_file(path, self.limits.max_record_bytes, self._note)
+        if size is not None:
+            return self._quarantined(src, rel, path, None, "oversized_record", raw[:MAX_QUARANTINE_BYTES].decode("utf-8", "replace"), size)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            return self._quarantined(src, rel, path, None, "undecodable_utf8", raw.decode("utf-8", "replace"))
+            return self._quarantined(src, rel, path, None, "undecodable_utf8", raw.decode("utf-8", "replace"), len(raw))
         try:
             return self._document(src, {src["text_field"]: text}, rel, None, file_index, doc_id=f"{src['name']}/{rel}")
         except _Bad as bad:
-            return self._quarantined(src, rel, path, None, bad.reason, bad.raw)
+            return self._quarantined(src, rel, path, None, bad.reason, bad.raw, bad.raw_bytes)
 
     # ------------------------------------------------------------------------------------------ records
     def _document(self, src: dict, record: dict, rel: str, line: int | None, file_index: int,
                   doc_id: str | None = None) -> Document:
         text_field, id_field = src["text_field"], src["id_field"]
         if text_field not in record:
-            raise _Bad(f"missing_text_field:{text_field}", json.dumps(record, ensure_ascii=False, default=str))
+            raise _Bad(f"missing_text_field:{text_field}", _preview(record))
         text = record.pop(text_field)
         if not isinstance(text, str):
-            raise _Bad("text_not_a_string", json.dumps({text_field: text}, ensure_ascii=False, default=str))
+            raise _Bad("text_not_a_string", _preview({text_field: text}))
         if not text:
             raise _Bad("empty_text", text)
         if not text.strip():
             raise _Bad("whitespace_only_text", text)
+        limits = self.limits
+        if len(text) * 4 > limits.max_record_bytes and (size := len(text.encode("utf-8"))) > limits.max_record_bytes:
+            raise _Bad("oversized_record", text[:MAX_QUARANTINE_BYTES], size)  # a Parquet text: JSONL lines are bounded as read
+        dropped: dict[str, str] = {}
         if doc_id is None:
             rid = record.pop(id_field, None) if id_field else None
+            if rid not in (None, "") and (why := _id_problem(rid, limits)):
+                dropped[id_field], rid = why, None
             doc_id = f"{src['name']}/{rid}" if rid not in (None, "") else f"{src['name']}/{rel}:{line}"
         nested = record.pop("metadata", None)
-        metadata = (nested if isinstance(nested, dict) else {} if nested is None else {"metadata": nested}) | record
+        fields = (nested if isinstance(nested, dict) else {} if nested is None else {"metadata": nested}) | record
+        metadata, moved = {}, {}
+        for key, value in fields.items():
+            if (why := _field_problem(value, limits)) is not None:
+                dropped[key] = why
+            elif key in RESERVED_KEYS:
+                moved[key] = value
+            else:
+                metadata[key] = value
+        if moved:
+            metadata[INPUT_FIELDS] = moved
+            self._note("reserved_fields_moved")
+        if dropped:
+            metadata[DROPPED_FIELDS] = dropped
+            self._note("fields_dropped")
         metadata.update(
             source=src["name"],
             domain=src["domain"],
@@ -159,8 +227,8 @@ class SourceReader(PipelineStep):
         metadata[POSITION] = [file_index, line or 0]
         return Document(text=text, id=doc_id, metadata=metadata)
 
-    def _quarantined(self, src: dict, doc_id: str, path: str, line: int | None, reason: str, raw: str) -> Document:
-        size = len(raw.encode("utf-8", "replace"))
+    def _quarantined(self, src: dict, doc_id: str, path: str, line: int | None, reason: str, raw: str,
+                     raw_bytes: int | None = None, extra: dict | None = None) -> Document:
         return Document(
             text=raw[:MAX_QUARANTINE_BYTES],
             id=f"{src['name']}/{doc_id}",
@@ -170,7 +238,16 @@ class SourceReader(PipelineStep):
                 "language": src["language"],
                 "file": path,
                 "line": line,
-                "raw_bytes": size,
+                "raw_bytes": raw_bytes if raw_bytes is not None else len(raw.encode("utf-8", "replace")),
                 QUARANTINE_REASON: reason,
+                **(extra or {}),
             },
         )
+
+
+def _preview(value) -> str:
+    """A bounded JSON preview of a value for the quarantine (the value may be huge or deeply nested)."""
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)[:MAX_QUARANTINE_BYTES]
+    except (ValueError, RecursionError):
+        return repr(type(value))
