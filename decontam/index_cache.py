@@ -24,8 +24,8 @@ from decontam.benchmarks import benchmark_source
 from decontam.reference import resolve_reference
 from pipeline.core.assets import package_dir
 from pipeline.core.atomic import atomic_open
+from pipeline.core.cache import cache_root
 
-CACHE_ENV = "RUYI2_CACHE"
 _PACKAGE = "package:"
 # the code an index is made of: this package (loading, normalising, building, excluding) and the ground floor
 # it reads and hashes with (records, paths, assets, text); a change anywhere there misses the cache
@@ -36,12 +36,8 @@ _LIBRARIES = ("numpy", "xxhash", "opencc-purepy")  # their hashing, and OpenCC's
 
 def cache_folder() -> str | None:
     """Where indexes are kept, or None when ``RUYI2_CACHE=off``."""
-    value = os.environ.get(CACHE_ENV, "")
-    if value == "off":
-        return None
-    if not value:
-        value = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "ruyi2")
-    return os.path.join(value, "decontam_index")
+    root = cache_root()
+    return None if root is None else os.path.join(root, "decontam_index")
 
 
 def _file_identities(root: str) -> list:

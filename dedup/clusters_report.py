@@ -1,17 +1,18 @@
 """Duplicate clusters made inspectable: size histogram and the largest clusters with their documents.
 
-Read back from the dedup stage's own output (kept and removed shards, streamed by column batches): MinHash
-clusters by ``minhash_cluster_id`` (kept and removed members), exact groups by the keeper locator of their
-removed copies. Memory grows with the documents that are in a cluster, not with the corpus.
+Read back from the dedup stage's own output (kept and removed shards): MinHash clusters by
+``minhash_cluster_id`` (kept and removed members), exact groups by the keeper locator of their removed copies.
+polars scans the shards (streaming engine): the sizes are a group-by, and only the members of the largest
+clusters are collected, a few per cluster, so memory follows the number of clusters, not the documents in
+them, and never the corpus.
 """
 
 from __future__ import annotations
 
 import glob
-import json
 import os
 
-import pyarrow.parquet as pq
+import polars as pl
 
 SNIPPET = 120
 
@@ -23,44 +24,66 @@ def _size_bucket(n: int) -> str:
     return f"{lo}-{2 * lo - 1}"
 
 
-def _scan(folder: str, role: str):
-    for path in sorted(glob.glob(os.path.join(folder, "*.parquet"))):
-        for batch in pq.ParquetFile(path).iter_batches(columns=["id", "text", "metadata"], batch_size=1024):
-            for doc_id, text, md in zip(*(batch.column(c).to_pylist() for c in ("id", "text", "metadata"))):
-                md = json.loads(md)
-                if "minhash_cluster_id" in md or "exact_duplicate_of" in md:  # only cluster members carry these
-                    yield role, doc_id, text, md
+def _members(output_folder: str, removed_folder: str) -> pl.LazyFrame:
+    """Every cluster member (kept or removed) as (role, id, source, text snippet, similarity, cluster, keeper)."""
+    md = pl.col("metadata")
+    frames = []
+    for folder, role in ((output_folder, "kept"), (removed_folder, "removed")):
+        files = sorted(glob.glob(os.path.join(folder, "*.parquet")))
+        if files:
+            frames.append(pl.scan_parquet(files).select(
+                role=pl.lit(role),
+                id=pl.col("id"),
+                source=md.str.json_path_match("$.source"),
+                text=pl.col("text").str.slice(0, SNIPPET).str.replace_all("\n", " ", literal=True),
+                similarity=md.str.json_path_match("$.duplicate_similarity").cast(pl.Float64),
+                cluster=md.str.json_path_match("$.minhash_cluster_id").cast(pl.Int64),
+                keeper=md.str.json_path_match("$.exact_duplicate_of"),
+            ).filter(pl.col("cluster").is_not_null() | pl.col("keeper").is_not_null()))  # only cluster members carry these
+    schema = {"role": pl.String, "id": pl.String, "source": pl.String, "text": pl.String, "similarity": pl.Float64,
+              "cluster": pl.Int64, "keeper": pl.String}
+    return pl.concat(frames) if frames else pl.LazyFrame(schema=schema)
+
+
+def _entries(df: pl.DataFrame) -> list[dict]:
+    out = []
+    for row in df.iter_rows(named=True):
+        entry = {"id": row["id"], "source": row["source"], "role": row["role"], "text": row["text"]}
+        if row["similarity"] is not None:  # the estimated Jaccard similarity with the document kept
+            entry["similarity"] = row["similarity"]
+        out.append(entry)
+    return out
 
 
 def cluster_report(output_folder: str, removed_folder: str, largest: int = 5, members: int = 4) -> dict:
-    fuzzy: dict[int, dict] = {}
-    exact: dict[str, list] = {}
-    for folder, role in ((output_folder, "kept"), (removed_folder, "removed")):
-        for role, doc_id, text, md in _scan(folder, role):
-            entry = {"id": doc_id, "source": md.get("source"), "role": role, "text": text[:SNIPPET].replace("\n", " ")}
-            if "duplicate_similarity" in md:  # the estimated Jaccard similarity with the document kept
-                entry["similarity"] = md["duplicate_similarity"]
-            if "exact_duplicate_of" in md:
-                exact.setdefault(md["exact_duplicate_of"], []).append(entry)
-            else:
-                fuzzy.setdefault(md["minhash_cluster_id"], []).append(entry)
+    docs = _members(output_folder, removed_folder)
+    fuzzy_docs = docs.filter(pl.col("keeper").is_null())
+    exact_docs = docs.filter(pl.col("keeper").is_not_null())
+    sizes = fuzzy_docs.group_by("cluster").agg(size=pl.len()).collect(engine="streaming")
+    copies = exact_docs.group_by("keeper").agg(size=pl.len()).collect(engine="streaming")
     histogram: dict[str, int] = {}
-    for docs in fuzzy.values():
-        histogram[_size_bucket(len(docs))] = histogram.get(_size_bucket(len(docs)), 0) + 1
-    order = sorted(fuzzy, key=lambda c: (-len(fuzzy[c]), c))[:largest]
+    for n in sizes["size"].to_list():
+        histogram[_size_bucket(n)] = histogram.get(_size_bucket(n), 0) + 1
+    top = sizes.sort(["size", "cluster"], descending=[True, False]).head(largest)
+    top_groups = copies.sort(["size", "keeper"], descending=[True, False]).head(largest)
+    in_top = (fuzzy_docs.filter(pl.col("cluster").is_in(top["cluster"].implode()))
+              .sort([pl.col("role") != "kept", pl.col("id")]).group_by("cluster", maintain_order=True).head(members)
+              .collect(engine="streaming"))
+    in_top_groups = (exact_docs.filter(pl.col("keeper").is_in(top_groups["keeper"].implode())).sort("id")
+                     .group_by("keeper", maintain_order=True).head(members).collect(engine="streaming"))
     return {
         "minhash": {
-            "clusters": len(fuzzy),
-            "documents": sum(map(len, fuzzy.values())),
+            "clusters": sizes.height,
+            "documents": int(sizes["size"].sum()),
             "size_histogram": dict(sorted(histogram.items(), key=lambda kv: int(kv[0].split("-")[0]))),
-            "largest": [{"cluster": c, "size": len(fuzzy[c]),
-                         "members": sorted(fuzzy[c], key=lambda e: (e["role"] != "kept", e["id"]))[:members]} for c in order],
+            "largest": [{"cluster": c, "size": n, "members": _entries(in_top.filter(pl.col("cluster") == c))}
+                        for c, n in top.iter_rows()],
         },
         "exact": {
-            "groups": len(exact),
-            "removed": sum(map(len, exact.values())),
-            "largest": [{"keeper": k, "copies_removed": len(v), "members": sorted(v, key=lambda e: e["id"])[:members]}
-                        for k, v in sorted(exact.items(), key=lambda kv: (-len(kv[1]), kv[0]))[:largest]],
+            "groups": copies.height,
+            "removed": int(copies["size"].sum()),
+            "largest": [{"keeper": k, "copies_removed": n, "members": _entries(in_top_groups.filter(pl.col("keeper") == k))}
+                        for k, n in top_groups.iter_rows()],
         },
     }
 
@@ -69,16 +92,19 @@ def print_cluster_report(report: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from pipeline.core.printable import cells, line, printable
+
     console = Console()
     m, e = report["minhash"], report["exact"]
-    console.print(f"MinHash clusters: {m['clusters']:,} holding {m['documents']:,} documents; "
-                  f"sizes: {', '.join(f'{k}: {v:,}' for k, v in m['size_histogram'].items()) or 'none'}")
-    console.print(f"exact duplicate groups: {e['groups']:,}, copies removed: {e['removed']:,}")
+    console.print(line(f"MinHash clusters: {m['clusters']:,} holding {m['documents']:,} documents; "
+                       f"sizes: {', '.join(f'{k}: {v:,}' for k, v in m['size_histogram'].items()) or 'none'}"))
+    console.print(line(f"exact duplicate groups: {e['groups']:,}, copies removed: {e['removed']:,}"))
     t = Table(title="largest MinHash clusters")
     for col in ("cluster", "size", "document", "source", "kept?", "J est.", "text"):
         t.add_column(col)
     for c in m["largest"]:
         for i, d in enumerate(c["members"]):
-            t.add_row(str(c["cluster"]) if i == 0 else "", str(c["size"]) if i == 0 else "", d["id"], d["source"] or "",
-                      "kept" if d["role"] == "kept" else "", f"{d['similarity']:.2f}" if "similarity" in d else "", d["text"][:60])
+            t.add_row(*cells(str(c["cluster"]) if i == 0 else "", str(c["size"]) if i == 0 else "", d["id"], d["source"] or "",
+                             "kept" if d["role"] == "kept" else "", f"{d['similarity']:.2f}" if "similarity" in d else "",
+                             printable(d["text"], 60)))
     console.print(t)

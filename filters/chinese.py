@@ -15,6 +15,7 @@ import numpy as np
 
 from filters.repetition import dup_ngram_chars_exact, top_ngram_chars
 from filters.thresholds import Check, first_failure, first_ngram_failure
+from pipeline.core.cache import private_cache
 from pipeline.core.text import CJK_RANGES
 
 _CJK = re.compile(f"[{CJK_RANGES}]")
@@ -23,11 +24,14 @@ _SPACE = re.compile(r"\s+")
 
 @lru_cache(maxsize=1)
 def _jieba():
+    """jieba, its dictionary cache in a private folder of the user's (its default, ``/tmp/jieba.cache``, is a
+    name any local user can plant a file under, and jieba loads it with ``marshal``)."""
     import logging
 
     import jieba
 
     jieba.setLogLevel(logging.WARNING)
+    jieba.dt.tmp_dir = private_cache("jieba")
     jieba.initialize()
     return jieba
 

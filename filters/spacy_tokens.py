@@ -31,7 +31,12 @@ def char_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def spacy_tokenizer(language: str):
     import spacy
 
-    # Chinese words as datatrove's Chinese tokenizer segments them (spaCy with jieba)
+    # Chinese words as datatrove's Chinese tokenizer segments them (spaCy with jieba, whose shared instance is
+    # set up first with its cache in a private folder)
+    if language == "zh":
+        from filters.chinese import _jieba
+
+        _jieba()
     config = {"nlp": {"tokenizer": {"segmenter": "jieba"}}} if language == "zh" else None
     return (spacy.blank(language, config=config) if config else spacy.blank(language)).tokenizer
 

@@ -62,11 +62,14 @@ def planned_run_flops(recipe) -> float:
     return training_flops_per_token(model_config(recipe.train), recipe.train.seq_length) * tokens
 
 
-def ablate(recipe, layout, resume: bool = False) -> dict:
+def ablate(recipe, layout, resume: bool = False, restart: bool = False) -> dict:
+    """The mixture ablation of the run at ``layout``, holding its run lock (it writes RUN_DIR/ablate)."""
     from mixtures.ablation.ablate import AblationError, run_ablation
+    from pipeline.core.run_lock import run_lock
     from pipeline.recipe import proxy_train
 
     if recipe.ablation is None:
         raise AblationError("the recipe has no ablation section (see README, 'Mixture ablation')")
-    return run_ablation(recipe, layout, proxy_train(recipe).model_dump(mode="json"), train_proxy, planned_run_flops(recipe),
-                        resume)
+    with run_lock(layout.root):
+        return run_ablation(recipe, layout, proxy_train(recipe).model_dump(mode="json"), train_proxy,
+                            planned_run_flops(recipe), resume, restart)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import traceback
 
 from decontam.benchmarks import BenchmarkError
 from decontam.check import decontam_check
@@ -15,6 +17,8 @@ from filters.classifier import ClassifierSettings, train_classifier
 from filters.classifier_inputs import ClassifierInputError, read_documents
 from pipeline.core.errors import StageError, storage_named
 from pipeline.core.layout import RunLayout
+from pipeline.core.printable import printable
+from pipeline.core.run_lock import RunDirLocked, run_lock
 from pipeline.demo import prepare_demo, run_demo
 from pipeline.recipe import RecipeError, load_recipe
 from pipeline.registry import STAGE_NAMES, STAGES
@@ -24,12 +28,20 @@ from train_entry.eval_tasks import TASKS as EVAL_TASKS
 from train_entry.export import export_run
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("recipe", help="recipe YAML file")
-    p.add_argument("--run-dir", help="override the recipe's run_dir")
-    p.add_argument("--resume", action="store_true", help="keep finished tasks of an interrupted stage instead of starting it afresh")
+def _add_patch(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patch", metavar="FILE", help="a recipe patch merged in first, e.g. RUN_DIR/ablate/proposal.patch.yaml "
                                                    "(mappings key by key, mixture stages by name)")
+
+
+def _add_common(p: argparse.ArgumentParser, runs: bool = True) -> None:
+    p.add_argument("recipe", help="recipe YAML file")
+    p.add_argument("--run-dir", help="override the recipe's run_dir")
+    _add_patch(p)
+    if runs:
+        p.add_argument("--resume", action="store_true", help="keep finished tasks of an interrupted stage instead of starting "
+                                                             "it afresh (refused when the recipe changed what it computes)")
+        p.add_argument("--restart", action="store_true", help="let a stage delete kept work it would otherwise refuse to "
+                                                              "(the train stage's checkpoints, the ablation's proxy runs)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ruyi2",
         description="Ruyi2 pipeline: filter -> dedup -> decontam -> tokenize -> mix -> train, from one recipe.",
     )
+    parser.add_argument("--debug", action="store_true", help="on an error, print its stack (also: RUYI2_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("run", help="run every stage of a recipe in order", description="Run every stage of a recipe in order.")
     _add_common(p)
@@ -68,11 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p = sub.add_parser("validate", help="check a recipe (keys, types, input paths) and exit", description="Validate a recipe without running anything.")
     p.add_argument("recipe")
+    _add_patch(p)
     p = sub.add_parser("decontam-check", help="check any dataset (e.g. SFT data) for benchmark contamination; nothing is removed",
                        description="Build the benchmark n-gram index and report which benchmark items occur in PATH "
                                    "(a .jsonl/.jsonl.gz/.parquet file or a folder of them).")
     p.add_argument("path")
     p.add_argument("--recipe", help="take the decontam settings from this recipe (default: built-in defaults)")
+    _add_patch(p)
     p.add_argument("--benchmark-dir", help="folder with <benchmark>/ in its public release format")
     p.add_argument("--text-key", default="text")
     p.add_argument("--id-key", default="id")
@@ -96,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5, help="score at which held-out precision/recall are measured")
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("report", help="print the run report (funnel, contamination, mixture, exit losses)")
-    _add_common(p)
+    _add_common(p, runs=False)
     p.add_argument("--html", action="store_true", help="also write RUN_DIR/report.html: one self-contained page with the "
                                                          "funnel, removal reasons and examples, clusters, contamination, plan and curves")
     p = sub.add_parser("export", help="write a run's trained model in Hugging Face format",
@@ -111,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--published-layout", action="store_true",
                    help="only what the published Ruyi2 modeling code loads (no modeling code of ours; DaE blocks refused)")
     p.add_argument("--compressed", action="store_true", help="export the output of `ruyi2 compress` (low-rank DaE blocks, and heads)")
+    p.add_argument("--overwrite", action="store_true", help="export into a non-empty --out: the files an earlier export wrote "
+                                                            "there are replaced, other files kept")
     p = sub.add_parser("compress", help="DaE stage 2: SVD-LLM v2 compression of a run's DaE blocks",
                        description="Whitened low-rank factors for every linear layer of the DaE blocks, ranks from the "
                                    "truncation losses (Ruyi2 eq. 6); held-out loss per exit before and after; writes "
@@ -134,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=256, help="GSM8K generation length (default 256)")
     p.add_argument("--batch-tokens", type=int, default=2048, help="tokens per forward pass (default 2048)")
     p.add_argument("--exits", default=None, help="comma-separated exits (0-based layers; default: all)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="let a Hugging Face folder's own Python code run (its config.json auto_map); not needed for a plain "
+                        "Qwen3 folder or an export of ours")
     p = sub.add_parser("demo", help="build the embedded demo corpus and run every stage on it",
                        description="Assemble a demo corpus from text shipped inside installed packages and run the whole flow.")
     p.add_argument("--run-dir", default="runs/demo", help="where the demo corpus and run go (default: runs/demo)")
@@ -142,88 +162,115 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# errors that mean the command was asked for something it cannot do as given (exit status 2); every other
+# StageError is a run that could not go on (exit status 1)
+USAGE_ERRORS = (RecipeError, BenchmarkError, ClassifierInputError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("RUYI2_DEBUG", "") not in ("", "0")
     try:
-        if args.command == "demo":
-            try:
-                with storage_named("demo corpus", os.path.abspath(args.run_dir)):  # written under --run-dir first
-                    path = prepare_demo(os.path.abspath(args.run_dir), args.executor, args.small)
-                run_demo(path)
-            except StageError as e:
-                print(f"error: {e}", file=sys.stderr)
-                return 1
-            return 0
-        if args.command == "export":
-            try:
-                read = export_run(os.path.abspath(args.run_dir), os.path.abspath(args.out), args.dtype, args.exit,
-                                  args.max_shard_size, args.published_layout, args.compressed)
-            except StageError as e:
-                print(f"error: {e}", file=sys.stderr)
-                return 1
-            print(f"{read} -> {os.path.abspath(args.out)} (Hugging Face format)")
-            return 0
-        if args.command == "eval":
-            return _eval(args)
-        if args.command == "compress":
-            from train_entry.compress import compress_run
+        return COMMANDS.get(args.command, _stage_command)(args)
+    except USAGE_ERRORS as e:
+        return _fail(e, 2, debug)
+    except StageError as e:
+        return _fail(e, 1, debug)
 
-            run_dir = os.path.abspath(args.run_dir)
-            try:
-                done = compress_run(load_recipe(os.path.join(run_dir, "recipe.yaml"), check_inputs=False), run_dir,
-                                    args.ratio, args.calibration, args.heldout, args.head_ratio)
-            except StageError as e:
-                print(f"error: {e}", file=sys.stderr)
-                return 1
-            before, after = done["added_parameters_before"], done["added_parameters_after"]
-            print(f"DaE blocks {done['dae_blocks']}: {before:,} -> {after:,} parameters ({1 - after / before:.1%} fewer)")
-            if done["head_ratio"]:
-                hb, ha = done["head_parameters_before"], done["head_parameters_after"]
-                print(f"branch LM head(s): {hb:,} -> {ha:,} parameters ({1 - ha / hb:.1%} fewer)")
-            for exit_name, loss in done["loss_before"].items():
-                print(f"  {exit_name}: held-out loss {loss:.4f} -> {done['loss_after'][exit_name]:.4f}")
-            print(f"written to {done['checkpoint']}")
-            return 0
-        if args.command == "decontam-check":
-            return _decontam_check(args)
-        if args.command == "classifier":
-            return _classifier_train(args)
-        if args.command == "validate":
-            recipe = load_recipe(args.recipe)
-            blocked = {}
-            for st in STAGES:
-                if st.section and getattr(recipe, st.section) is None:
-                    blocked[st.name] = f"needs {st.section!r}"
-                elif problems := st.preflight(recipe):
-                    blocked[st.name] = "; ".join(problems)
-            runnable = [st.name for st in STAGES if st.name not in blocked]
-            print(f"{args.recipe}: OK ({len(recipe.sources)} sources, run_dir {recipe.run_dir}); stages it can run: "
-                  f"{', '.join(runnable)}" + (f"; not: {', '.join(f'{n} ({why})' for n, why in blocked.items())}" if blocked else ""))
-            return 0
-        recipe = load_recipe(args.recipe, run_dir=args.run_dir, patch=args.patch)
-        if args.command == "ablate":
-            return _ablate(recipe, args.resume)
-        if args.command == "add":
-            return _add(recipe, args.files, args.resume)
-        if args.command == "report":
-            layout = RunLayout(recipe.run_dir)
+
+def _fail(e: Exception, status: int, debug: bool) -> int:
+    """The one-line message; with --debug (or RUYI2_DEBUG=1) the stack too, a worker process's where it failed there."""
+    print(f"error: {e}", file=sys.stderr)
+    if debug:
+        stack = getattr(e, "stack", None) or "".join(traceback.format_exception(e))
+        print(stack, file=sys.stderr)
+    elif getattr(e, "stack", None):
+        print("(the error happened in a worker process; --debug or RUYI2_DEBUG=1 prints its stack)", file=sys.stderr)
+    return status
+
+
+def _recipe(args):
+    return load_recipe(args.recipe, run_dir=args.run_dir, patch=args.patch)
+
+
+def _demo(args) -> int:
+    with storage_named("demo corpus", os.path.abspath(args.run_dir)):  # written under --run-dir first
+        path = prepare_demo(os.path.abspath(args.run_dir), args.executor, args.small)
+    run_demo(path)
+    return 0
+
+
+def _export(args) -> int:
+    read = export_run(os.path.abspath(args.run_dir), os.path.abspath(args.out), args.dtype, args.exit, args.max_shard_size,
+                      args.published_layout, args.compressed, args.overwrite)
+    print(f"{read} -> {os.path.abspath(args.out)} (Hugging Face format)")
+    return 0
+
+
+def _compress(args) -> int:
+    from train_entry.compress import compress_run
+
+    run_dir = os.path.abspath(args.run_dir)
+    with run_lock(run_dir):
+        done = compress_run(load_recipe(os.path.join(run_dir, "recipe.yaml"), check_inputs=False), run_dir,
+                            args.ratio, args.calibration, args.heldout, args.head_ratio)
+    before, after = done["added_parameters_before"], done["added_parameters_after"]
+    print(f"DaE blocks {done['dae_blocks']}: {before:,} -> {after:,} parameters ({1 - after / before:.1%} fewer)")
+    if done["head_ratio"]:
+        hb, ha = done["head_parameters_before"], done["head_parameters_after"]
+        print(f"branch LM head(s): {hb:,} -> {ha:,} parameters ({1 - ha / hb:.1%} fewer)")
+    for exit_name, loss in done["loss_before"].items():
+        print(f"  {exit_name}: held-out loss {loss:.4f} -> {done['loss_after'][exit_name]:.4f}")
+    print(f"written to {done['checkpoint']}")
+    return 0
+
+
+def _validate(args) -> int:
+    recipe = load_recipe(args.recipe, patch=args.patch)
+    blocked = {}
+    for st in STAGES:
+        if st.section and getattr(recipe, st.section) is None:
+            blocked[st.name] = f"needs {st.section!r}"
+        elif problems := st.preflight(recipe):
+            blocked[st.name] = "; ".join(problems)
+    runnable = [st.name for st in STAGES if st.name not in blocked]
+    print(f"{args.recipe}: OK ({len(recipe.sources)} sources, run_dir {recipe.run_dir}); stages it can run: "
+          f"{', '.join(runnable)}" + (f"; not: {', '.join(f'{n} ({why})' for n, why in blocked.items())}" if blocked else ""))
+    return 0
+
+
+def _report(args) -> int:
+    recipe = _recipe(args)
+    layout = RunLayout(recipe.run_dir)
+    if not os.path.isdir(layout.root):
+        raise StageError(f"{layout.root}: no run there yet (run_dir of {args.recipe})")
+    try:
+        with run_lock(layout.root):
             report = build_report(layout)
             print_report(report)
             if args.html:
                 from pipeline.report_html import write_run_report
 
                 print(f"HTML report: {write_run_report(layout, report)}")
-            return 0
-        if args.command == "run":
-            first = STAGE_NAMES.index(args.from_stage) if args.from_stage else 0
-            last = STAGE_NAMES.index(args.to_stage) if args.to_stage else len(STAGE_NAMES) - 1
-            return _run(recipe, list(STAGE_NAMES[first : last + 1]), args.resume)
-        if getattr(args, "show_clusters", False):
-            return _show_clusters(recipe, args.resume)
-        return _run(recipe, [args.command], args.resume, retune=getattr(args, "retune", False))
-    except RecipeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except RunDirLocked as e:  # a run is working there: show where it stands, write nothing
+        report = build_report(layout, write=False)
+        print_report(report)
+        print(f"(not written: report.json{' and report.html' if args.html else ''}: {e})", file=sys.stderr)
+    return 0
+
+
+def _stage_command(args) -> int:
+    """``ruyi2 run`` and ``ruyi2 <stage>``."""
+    recipe = _recipe(args)
+    if args.command == "run":
+        first = STAGE_NAMES.index(args.from_stage) if args.from_stage else 0
+        last = STAGE_NAMES.index(args.to_stage) if args.to_stage else len(STAGE_NAMES) - 1
+        run_stages(recipe, list(STAGE_NAMES[first : last + 1]), resume=args.resume, restart=args.restart)
+        return 0
+    if getattr(args, "show_clusters", False):
+        return _show_clusters(recipe, args.resume, args.restart)
+    run_stages(recipe, [args.command], resume=args.resume, retune=getattr(args, "retune", False), restart=args.restart)
+    return 0
 
 
 def _eval(args) -> int:
@@ -233,11 +280,14 @@ def _eval(args) -> int:
         options = EvalOptions(tasks=tuple(t for t in args.tasks.split(",") if t), limit=args.limit, mmlu_shots=args.mmlu_shots,
                               max_new_tokens=args.max_new_tokens, batch_tokens=args.batch_tokens,
                               exits=tuple(int(e) for e in args.exits.split(",")) if args.exits else None)
-        out, result = evaluate_model(os.path.abspath(args.model), args.out and os.path.abspath(args.out), options, args.compressed)
-    except (StageError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"{result['model']}")
+    except ValueError as e:
+        raise StageError(str(e)) from None
+    model = os.path.abspath(args.model)
+    # a run's results go into its run directory: held like every command that writes there
+    with run_lock(model) if os.path.isfile(os.path.join(model, "train", "stats.json")) else contextlib.nullcontext():
+        out, result = evaluate_model(model, args.out and os.path.abspath(args.out), options, args.compressed,
+                                     args.trust_remote_code)
+    print(printable(result["model"]))
     for task, t in result["tasks"].items():
         metric = t["primary_metric"]
         scores = "  ".join(f"{name} {m[metric]:.4f} ± {m[metric + '_stderr']:.4f}" for name, m in t["exits"].items())
@@ -246,15 +296,12 @@ def _eval(args) -> int:
     return 0
 
 
-def _add(recipe, items: list[str], resume: bool) -> int:
+def _add(args) -> int:
     from pipeline.increment import add_files, parse_added
 
-    added = parse_added(items, recipe)
-    try:
-        done = add_files(recipe, added, resume)
-    except StageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    recipe = _recipe(args)
+    added = parse_added(args.files, recipe)
+    done = add_files(recipe, added, args.resume)
     tok = done["results"]["tokenize"]["sources"]
     print(f"added {sum(map(len, added.values()))} file(s) as {done['increment']}: "
           + ", ".join(f"{src} {tok[src]['unique_documents'] + tok[src]['heldout_documents']:,} documents kept" for src in added))
@@ -263,14 +310,11 @@ def _add(recipe, items: list[str], resume: bool) -> int:
     return 0
 
 
-def _ablate(recipe, resume: bool) -> int:
+def _ablate(args) -> int:
     from pipeline.ablate import ablate
 
-    try:
-        summary = ablate(recipe, RunLayout(recipe.run_dir), resume)
-    except StageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    recipe = _recipe(args)
+    summary = ablate(recipe, RunLayout(recipe.run_dir), args.resume, args.restart)
     print(f"ablation of stage {summary['stage']!r} over {', '.join(summary['categories'])}: target {summary['target_exit']}")
     for name, stat in summary["mixtures"].items():
         v = summary["versus"].get(name)
@@ -283,28 +327,26 @@ def _ablate(recipe, resume: bool) -> int:
     return 0
 
 
-def _show_clusters(recipe, resume: bool) -> int:
+def _show_clusters(recipe, resume: bool, restart: bool) -> int:
     layout = RunLayout(recipe.run_dir)
     path = os.path.join(layout.stage("dedup"), "clusters.json")
     if not os.path.exists(path) or resume:
-        rc = _run(recipe, ["dedup"], resume)
-        if rc:
-            return rc
-    with open(path) as f:
+        run_stages(recipe, ["dedup"], resume=resume, restart=restart)
+    with open(path, encoding="utf-8") as f:
         print_cluster_report(json.load(f))
     return 0
 
 
 def _decontam_check(args) -> int:
-    cfg = load_recipe(args.recipe, check_inputs=False).decontam if args.recipe else DecontamConfig()
+    cfg = load_recipe(args.recipe, check_inputs=False, patch=args.patch).decontam if args.recipe else DecontamConfig()
     if args.benchmark_dir:
         cfg.benchmark_dir = os.path.abspath(args.benchmark_dir)
     try:
         report = decontam_check(args.path, cfg, args.out, args.text_key, args.id_key)
-    except (BenchmarkError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print_contamination(report["benchmarks"], report["index"], title=f"contamination in {args.path} ({report['documents_checked']:,} documents)")
+    except FileNotFoundError as e:
+        raise BenchmarkError(str(e)) from None
+    print_contamination(report["benchmarks"], report["index"],
+                        title=f"contamination in {printable(args.path)} ({report['documents_checked']:,} documents)")
     print(f"{report['documents_affected']:,} of {report['documents_checked']:,} documents contain benchmark n-grams; report: {args.out}")
     if report["records_unreadable"]:
         print(f"{report['records_unreadable']:,} of {report['records_read']:,} records could not be checked "
@@ -314,19 +356,15 @@ def _decontam_check(args) -> int:
 
 
 def _classifier_train(args) -> int:
-    try:
-        sides = {side: read_documents(getattr(args, side), args.text_key, args.email) for side in ("positive", "negative")}
-        settings = ClassifierSettings(epoch=args.epoch, lr=args.lr, word_ngrams=args.word_ngrams, dim=args.dim,
-                                      test_fraction=args.test_fraction, seed=args.seed, threshold=args.threshold)
-        inputs = {side: {"paths": getattr(args, side), "files": d.files, "documents": len(d.documents),
-                         "skipped_files": d.skipped} for side, d in sides.items()}
-        for side, d in sides.items():
-            if d.skipped:
-                print(f"{side}: not documents, not read: {', '.join(f'{n:,} {ext}' for ext, n in sorted(d.skipped.items()))} file(s)")
-        manifest = train_classifier(sides["positive"].documents, sides["negative"].documents, args.out, settings, inputs)
-    except ClassifierInputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    sides = {side: read_documents(getattr(args, side), args.text_key, args.email) for side in ("positive", "negative")}
+    settings = ClassifierSettings(epoch=args.epoch, lr=args.lr, word_ngrams=args.word_ngrams, dim=args.dim,
+                                  test_fraction=args.test_fraction, seed=args.seed, threshold=args.threshold)
+    inputs = {side: {"paths": getattr(args, side), "files": d.files, "documents": len(d.documents),
+                     "skipped_files": d.skipped} for side, d in sides.items()}
+    for side, d in sides.items():
+        if d.skipped:
+            print(f"{side}: not documents, not read: {', '.join(f'{n:,} {ext}' for ext, n in sorted(d.skipped.items()))} file(s)")
+    manifest = train_classifier(sides["positive"].documents, sides["negative"].documents, args.out, settings, inputs)
     m = manifest["metrics"]
     print(f"trained on {m['train']:,} documents; held out {m['held_out']:,} ({m['held_out_positive']:,} positive); "
           f"empty, not used: {m['empty_positive']:,} positive, {m['empty_negative']:,} negative")
@@ -335,13 +373,8 @@ def _classifier_train(args) -> int:
     return 0
 
 
-def _run(recipe, stages: list[str], resume: bool = False, retune: bool = False) -> int:
-    try:
-        run_stages(recipe, stages, resume=resume, retune=retune)
-    except StageError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+COMMANDS = {"demo": _demo, "export": _export, "eval": _eval, "compress": _compress, "decontam-check": _decontam_check,
+            "classifier": _classifier_train, "validate": _validate, "ablate": _ablate, "add": _add, "report": _report}
 
 
 if __name__ == "__main__":

@@ -314,6 +314,9 @@ def base_recipe(recipe: dict) -> dict:
 def prepare_demo(run_dir: str, executor: str = "local", small: bool = False) -> str:
     """Build the corpus and write its recipe and the base model's (``base.yaml`` beside it); returns the
     recipe path."""
+    from pipeline.core.layout import claim_run_dir
+
+    claim_run_dir(run_dir)  # the corpus goes inside the run directory: a new, empty or earlier demo folder only
     corpus = os.path.join(run_dir, "demo_corpus")
     build_demo_corpus(corpus, small=small)
     path = os.path.join(corpus, "recipe.yaml")
@@ -334,12 +337,13 @@ def run_demo(recipe_path: str, quiet: bool = False) -> dict[str, dict]:
 
     recipe = load_recipe(recipe_path)
     base = load_recipe(os.path.join(os.path.dirname(recipe_path), "base.yaml"))
+    # the demo makes everything in its run directory anew: the base model's and an earlier demo's checkpoints too
     results = run_stages(recipe, [s for s in STAGE_NAMES if s != "train"], quiet=quiet)
-    results["base"] = run_stages(base, ["train"], quiet=True)["train"]
-    export_run(base.run_dir, recipe.train.init_from.path, dtype="float32")  # a hand-off between runs: no rounding
+    results["base"] = run_stages(base, ["train"], quiet=True, restart=True)["train"]
+    export_run(base.run_dir, recipe.train.init_from.path, dtype="float32", overwrite=True)  # a hand-off: no rounding
     if not quiet:
         first, last = (results["base"][k]["exit3"] for k in ("first_loss", "last_loss"))
         print(f"base model: a plain Qwen3 trained {results['base']['steps']} steps (loss {first:.3f} -> {last:.3f}), "
               f"written to {recipe.train.init_from.path}; the familial run continues from it")
-    results |= run_stages(recipe, ["train"], quiet=quiet)
+    results |= run_stages(recipe, ["train"], quiet=quiet, restart=True)
     return results

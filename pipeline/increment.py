@@ -26,7 +26,8 @@ import os
 from pipeline.core.atomic import write_json
 from pipeline.core.errors import StageError
 from pipeline.core.layers import INCREMENT_FILE, INCREMENTS, LAYERS, Layers, increment_folders
-from pipeline.core.layout import RunLayout
+from pipeline.core.layout import RunLayout, claim_run_dir
+from pipeline.core.run_lock import run_lock
 from pipeline.core.sources import source_root
 from pipeline.recipe import Recipe, RecipeError
 from pipeline.runner import run_stages
@@ -106,7 +107,7 @@ def prepare_increment(recipe: Recipe, added: dict[str, list[str]], resume: bool)
     if record is None:
         record = {"base": base.root, "added": added, "files": [file_offset, file_offset + sum(map(len, added.values())) ],
                   "shards": [shard_offset, shard_offset + recipe.executor.tasks]}
-        os.makedirs(folder, exist_ok=True)
+        claim_run_dir(folder)  # an increment is a run directory of its own
         write_json(os.path.join(folder, INCREMENT_FILE), record, indent=1)
     sources = [s.model_copy(update={"paths": added[s.name]}) for s in recipe.sources if s.name in added]
     derived = recipe.model_copy(update={"run_dir": folder, "sources": sources})
@@ -116,8 +117,9 @@ def prepare_increment(recipe: Recipe, added: dict[str, list[str]], resume: bool)
 def add_files(recipe: Recipe, added: dict[str, list[str]], resume: bool = False, quiet: bool = False) -> dict:
     """Run the data stages over the added files as a new increment, then plan the base run's mixture again
     over every layer. Returns the increment's stage results and the mix stage's."""
-    derived, layers = prepare_increment(recipe, added, resume)
-    results = run_stages(derived, list(DATA_STAGES), resume=resume, quiet=quiet, options={LAYERS: layers})
-    if recipe.mixture is not None:
-        results |= run_stages(recipe, ["mix"], quiet=quiet)
+    with run_lock(recipe.run_dir):  # the base run is read, and its mixture planned again
+        derived, layers = prepare_increment(recipe, added, resume)
+        results = run_stages(derived, list(DATA_STAGES), resume=resume, quiet=quiet, options={LAYERS: layers})
+        if recipe.mixture is not None:
+            results |= run_stages(recipe, ["mix"], quiet=quiet)
     return {"increment": derived.run_dir, "results": results}

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from decontam.config import DecontamConfig
 from dedup.config import DedupConfig
@@ -46,6 +46,10 @@ class Recipe(Strict):
     mixture: MixtureConfig | None = Field(None, description="needed by the mix and train stages")
     train: TrainConfig = TrainConfig()
     ablation: AblationConfig | None = Field(None, description="`ruyi2 ablate`: choose a stage's mixture with proxy runs")
+    # the file the recipe was loaded from, and whether a patch or --run-dir changed it (the run's copy of the
+    # recipe is never written over that file)
+    _source: str | None = PrivateAttr(None)
+    _overridden: bool = PrivateAttr(False)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "Recipe":
@@ -275,8 +279,52 @@ def load_recipe(path: str | os.PathLike, run_dir: str | None = None, check_input
         data = apply_patch(data, _read_yaml(patch, "patch"), patch)
     if run_dir is not None and isinstance(data, dict):
         data["run_dir"] = run_dir
-    return parse_recipe(data, path, base_dir=os.path.dirname(os.path.abspath(path)), check_inputs=check_inputs)
+    recipe = parse_recipe(data, path, base_dir=os.path.dirname(os.path.abspath(path)), check_inputs=check_inputs)
+    recipe._source, recipe._overridden = os.path.abspath(path), patch is not None or run_dir is not None
+    return recipe
 
 
 def dump_recipe(recipe: Recipe, path: str | os.PathLike) -> None:
+    """The run's copy of its recipe. Never written over the file the recipe was read from (``ruyi2 run
+    RUN_DIR/recipe.yaml`` reruns a run from its own copy: that file already says what runs, unless a patch or
+    --run-dir changed it, which is refused)."""
+    source = recipe._source
+    if source and os.path.exists(path) and os.path.samefile(source, path):
+        if recipe._overridden:
+            raise RecipeError(f"{path}: this is the run's own copy of its recipe, and --patch/--run-dir would make the run "
+                              "differ from it: copy it out of the run directory and run the copy")
+        return
     write_yaml(path, recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+# recipe keys a resumed run may change: where and how it runs, not what it computes
+RESUME_MAY_CHANGE = ("run_dir", "executor")
+
+
+def changed_keys(before, after, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two recipe dumps (lists item by item)."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        out = []
+        for k in sorted(set(before) | set(after), key=str):
+            out += changed_keys(before.get(k), after.get(k), f"{prefix}.{k}" if prefix else str(k))
+        return out
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [k for i, (b, a) in enumerate(zip(before, after)) for k in changed_keys(b, a, f"{prefix}[{i}]")]
+    return [] if before == after else [prefix]
+
+
+def resume_problems(recipe: Recipe, stored_path: str) -> list[str]:
+    """``--resume`` keeps the finished tasks of the recipe that ran before (``RUN_DIR/recipe.yaml``): a recipe that
+    changed what is computed would mix outputs of both. The keys that changed are named."""
+    if not os.path.exists(stored_path):
+        return []
+    with open(stored_path, encoding="utf-8") as f:
+        before = yaml.safe_load(f)
+    after = json.loads(json.dumps(recipe.model_dump(mode="json")))
+    changed = [k for k in changed_keys(before, after) if k.split(".")[0].split("[")[0] not in RESUME_MAY_CHANGE]
+    if not changed:
+        return []
+    shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")
+    return [f"--resume: the recipe differs from the one this run directory ran ({stored_path}) in {shown}; the finished "
+            f"tasks of that recipe would be mixed with this one's. Run without --resume (stages start afresh), or restore "
+            f"those keys ({', '.join(RESUME_MAY_CHANGE)} may change on resume)"]

@@ -9,11 +9,11 @@ import time
 from loguru import logger
 
 from pipeline.core.errors import storage_named
-from pipeline.core.layout import RunLayout
+from pipeline.core.layout import RunDirError, RunLayout, check_run_dir, claim_run_dir
 from pipeline.core.run_lock import run_lock
 from pipeline.core.stage import StageContext
 from pipeline.manifest import write_manifest
-from pipeline.recipe import Recipe, RecipeError, dump_recipe
+from pipeline.recipe import Recipe, RecipeError, dump_recipe, resume_problems
 from pipeline.registry import STAGE_NAMES, stage
 from pipeline.report import build_report, print_report, print_stage
 
@@ -35,9 +35,22 @@ def check_runnable(recipe: Recipe, stages: list[str]) -> None:
         raise RecipeError("\n".join(problems))
 
 
+def check_start(recipe: Recipe, stages: list[str], layout: RunLayout, resume: bool, restart: bool) -> None:
+    """Before any work, in the run directory: no stage would delete kept work (checkpoints) unasked, and a
+    resumed run's recipe is the one its finished tasks were made with."""
+    if resume and restart:
+        raise RunDirError("--resume and --restart: choose one (continue the work, or delete it and start over)")
+    problems = [p for name in stages for p in stage(name).start_problems(recipe, layout, resume, restart)]
+    if resume:
+        problems += resume_problems(recipe, os.path.join(layout.root, "recipe.yaml"))
+    if problems:
+        raise RunDirError("\n".join(problems))
+
+
 def run_stages(recipe: Recipe, stages: list[str], resume: bool = False, quiet: bool = False, retune: bool = False,
-               options: dict | None = None) -> dict[str, dict]:
-    """``options`` go to every stage's context (an increment's ``layers``)."""
+               options: dict | None = None, restart: bool = False) -> dict[str, dict]:
+    """``options`` go to every stage's context (an increment's ``layers``). ``restart`` lets a stage empty a
+    folder holding kept work (checkpoints), which is refused otherwise unless the run resumes it."""
     if not recipe.train.enabled:
         stages = [s for s in stages if s != "train"]
     check_runnable(recipe, stages)
@@ -45,10 +58,14 @@ def run_stages(recipe: Recipe, stages: list[str], resume: bool = False, quiet: b
     # under torchrun every rank runs this; only rank 0 writes the run's files and prints
     rank0 = int(os.environ.get("RANK", "0")) == 0
     quiet = quiet or not rank0
-    with storage_named("run_dir", layout.root):
-        os.makedirs(layout.root, exist_ok=True)
-    # the job's rank 0 holds the run directory (under torchrun the other ranks are the same run)
-    with run_lock(layout.root) if rank0 else contextlib.nullcontext():
+    with contextlib.ExitStack() as held:
+        # the job's rank 0 holds the run directory (under torchrun the other ranks are the same run)
+        if rank0:
+            with storage_named("run_dir", layout.root):
+                check_run_dir(layout.root)  # a folder that is not ruyi2's is refused before anything is written there
+                held.enter_context(run_lock(layout.root))
+                claim_run_dir(layout.root)
+        check_start(recipe, stages, layout, resume, restart)
         return _run(recipe, stages, layout, rank0, resume, quiet, retune, options or {})
 
 

@@ -227,3 +227,48 @@ def test_a_giant_line_is_read_with_bounded_memory(tmp_path, kind):
     (q,) = read_docs(str(tmp_path / "q"))
     assert q["metadata"]["quarantine_reason"] == "oversized_record" and q["metadata"]["raw_bytes"] > size
     assert peak_mib < 500, f"peak RSS {peak_mib} MiB reading a {size >> 20} MiB line"
+
+
+HOSTILE = "[/quote] [link=https://evil.example]click[/link] \x1b[31mred\x1b[0m\r over \u202egnp.exe \u200b :smile: <script>x</script>"
+
+
+def _check_printed(out: str) -> None:
+    assert "\x1b" not in out and "\r" not in out and "\u202e" not in out and "\u200b" not in out
+    assert "[/quote]" in out and "[link=https://evil.example]" in out and ":smile:" in out  # shown, not interpreted
+    assert "\\x1b[31mred" in out and "\\u202e" in out and "\\x0d" in out
+
+
+def test_corpus_strings_reach_the_terminal_as_text(capsys, monkeypatch):
+    """Ids, examples, matched spans and cluster members holding rich markup, escape codes, a carriage return and
+    bidi controls are printed as visible text: no MarkupError, no live link, nothing sent to the terminal."""
+    from dedup.clusters_report import print_cluster_report
+    from pipeline.report import print_contamination, print_filter
+
+    empty = {"docs": 0, "tokens": 0, "bytes": 0}
+    src = {"in": {"docs": 1, "tokens": 5, "bytes": 9}, "kept": empty, "quarantined": empty | {"reasons": {}},
+           "removed": {"docs": 1, "tokens": 5, "bytes": 9, "reasons": {"c4:too_few_sentences": 1}}}
+    print_filter({"stage": "filter", "sources": {"web": src}, "totals": {p: src[p] for p in ("in", "kept", "removed", "quarantined")},
+                  "examples": {"web": {"c4:too_few_sentences": [{"id": HOSTILE, "text": HOSTILE}]}}})
+    _check_printed(capsys.readouterr().out)
+    bench = {"gsm8k": {"items_indexed": 1, "items_found": 1, "documents": 1, "documents_per_source": {HOSTILE: 1},
+                       "actions": {"drop": 1}, "examples": [{"matched": HOSTILE}]}}
+    print_contamination(bench, {"corpus_common": {"excluded": 1, "threshold": 2, "documents": 3, "items_affected": 0,
+                                                  "examples": [{"documents": 3, "ngram": HOSTILE, "benchmark": "gsm8k", "item": "1"}]}},
+                        title=f"contamination in {HOSTILE}")
+    _check_printed(capsys.readouterr().out)
+    monkeypatch.setenv("COLUMNS", "400")  # the cluster table's console: wide enough not to fold the cells
+    member = {"id": HOSTILE, "source": "web", "role": "kept", "text": HOSTILE}
+    print_cluster_report({"minhash": {"clusters": 1, "documents": 2, "size_histogram": {"2": 1},
+                                      "largest": [{"cluster": 7, "size": 2, "members": [member, member | {"role": "removed"}]}]},
+                          "exact": {"groups": 0, "removed": 0, "largest": []}})
+    _check_printed(capsys.readouterr().out)
+
+
+def test_the_html_report_shows_scripts_and_bidi_controls_as_text(tmp_path):
+    from pipeline.core.html_page import Page, table
+
+    page = Page(HOSTILE)
+    page.section("examples", table(["id", "text"], [[HOSTILE, HOSTILE]]))
+    html = open(page.write(str(tmp_path / "r.html")), encoding="utf-8").read()
+    assert "<script>" not in html and "&lt;script&gt;" in html
+    assert "\u202e" not in html and "\u200b" not in html and "\x1b" not in html and "\\u202e" in html

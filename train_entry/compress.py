@@ -174,7 +174,5 @@ def compress_run(recipe, root: str, ratio: float = 0.4, calibration: int = 32, e
     if not 0 <= head_ratio < 1:
         raise CompressError(f"--head-ratio {head_ratio}: the share of the deepened branch's LM head to remove, in [0, 1)")
     args = (type(recipe), recipe.model_dump(mode="json"), root, ratio, calibration, evaluation, head_ratio)
-    status, detail = run_spawned(_compress, args, "ruyi2-compress")
-    if status != "ok":
-        raise CompressError(f"compression of {root}: {detail}")
-    return detail
+    return run_spawned(_compress, args, "ruyi2-compress", CompressError, f"compression of {root}",
+                       os.path.join(root, "compress"))

@@ -23,6 +23,8 @@ import numpy as np
 
 from pipeline.core.atomic import write_json
 from pipeline.core.errors import StageError
+from pipeline.core.printable import printable
+from pipeline.core.records import read_json_file
 from train_entry.eval_tasks import PRIMARY_METRIC, TASKS, Generation, item_json, load_task
 from train_entry.spawned import run_spawned
 
@@ -159,7 +161,49 @@ def _check_exits(options: EvalOptions, scorer) -> None:
         raise EvalError(f"--exits {bad}: the model's exits are {list(scorer.exits)}")
 
 
-def _hf_scorer(folder: str):
+OUR_MODELING = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hf_modeling")
+
+
+def _auto_map_refs(auto_map: dict) -> list[str]:
+    refs = []
+    for value in auto_map.values():
+        refs += [v for v in (value if isinstance(value, (list, tuple)) else [value]) if isinstance(v, str)]
+    return refs
+
+
+def remote_code(folder: str, trust: bool) -> bool:
+    """Whether loading the Hugging Face folder runs Python code from it (``trust_remote_code``). A config without
+    ``auto_map`` (a plain Qwen3) needs none. Code runs only if it is ruyi2's own modeling code, byte for byte
+    (what ``ruyi2 export`` writes), or the user passed ``--trust-remote-code``; anything else is refused before
+    transformers imports it. An ``auto_map`` naming another repository (``org/repo--module.Class``) would fetch
+    code from the hub: loading is local-only, and that is refused too unless trusted."""
+    config = read_json_file(os.path.join(folder, "config.json"), EvalError)
+    auto_map = config.get("auto_map") if isinstance(config, dict) else None
+    if not auto_map:
+        return False
+    if trust:
+        return True
+    refs = _auto_map_refs(auto_map) if isinstance(auto_map, dict) else []
+    modules = {ref.split(".")[0] for ref in refs}
+    ours = sorted(n.removesuffix(".py") for n in os.listdir(OUR_MODELING) if n.endswith(".py") and n != "__init__.py")
+
+    def same(module: str) -> bool:
+        theirs = os.path.join(folder, module + ".py")
+        if not os.path.isfile(theirs) or os.path.islink(theirs):
+            return False
+        with open(theirs, "rb") as a, open(os.path.join(OUR_MODELING, module + ".py"), "rb") as b:
+            return a.read() == b.read()
+
+    if refs and all("--" not in r for r in refs) and modules <= set(ours) and all(same(m) for m in ours):
+        return True
+    raise EvalError(f"{folder}: its config.json names Python code to run on load (auto_map: {printable(auto_map, 300)}), "
+                    "which is not ruyi2's own modeling code byte for byte; loading it would execute that code. Pass "
+                    "--trust-remote-code if you trust this folder")
+
+
+def _hf_scorer(folder: str, trust_remote_code: bool = False):
+    trust = remote_code(folder, trust_remote_code)  # before transformers imports anything from the folder
+    os.environ["HF_HUB_OFFLINE"] = "1"  # this spawned process only: nothing is fetched from a hub
     import torch
     from tokenizers import Tokenizer
     from transformers import AutoModelForCausalLM
@@ -169,7 +213,8 @@ def _hf_scorer(folder: str):
     tok_file = os.path.join(folder, "tokenizer.json")
     if not os.path.exists(tok_file):
         raise EvalError(f"{folder}: no tokenizer.json (an export of ours writes one)")
-    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=True, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=trust, local_files_only=True,
+                                                 dtype=torch.float32).eval()
     cfg = model.config
     exits = tuple(getattr(cfg, "early_exit_points", None) or [cfg.num_hidden_layers - 1])
     gen = getattr(model, "generation_config", None)
@@ -192,7 +237,7 @@ def _evaluate(source: dict, out: str, options: EvalOptions) -> dict:
         tasks, rows, read = score_run(source["path"], options, source["compressed"])
     else:
         items = load_items(options)
-        scorer, tokenizer, eos, read = _hf_scorer(source["path"])
+        scorer, tokenizer, eos, read = _hf_scorer(source["path"], source.get("trust_remote_code", False))
         _check_exits(options, scorer)
         tasks, rows = evaluate_items(scorer, tokenizer, eos, items, options)
     seconds = time.perf_counter() - started
@@ -207,7 +252,8 @@ def _evaluate(source: dict, out: str, options: EvalOptions) -> dict:
     return result
 
 
-def evaluate_model(path: str, out: str | None = None, options: EvalOptions = EvalOptions(), compressed: bool = False) -> tuple[str, dict]:
+def evaluate_model(path: str, out: str | None = None, options: EvalOptions = EvalOptions(), compressed: bool = False,
+                   trust_remote_code: bool = False) -> tuple[str, dict]:
     """Evaluate a run (``path`` = RUN_DIR: its trained model, or its compressed one) or a Hugging Face folder;
     returns (output folder, results). A run's results go to RUN_DIR/eval/{train,compress} unless ``out``."""
     options.check()
@@ -219,10 +265,8 @@ def evaluate_model(path: str, out: str | None = None, options: EvalOptions = Eva
             raise EvalError("--compressed applies to a run folder, not to a Hugging Face folder")
         if not out:
             raise EvalError(f"{path} is a Hugging Face folder: name where the results go with --out")
-        source = {"kind": "hf", "path": path}
+        source = {"kind": "hf", "path": path, "trust_remote_code": trust_remote_code}
+        remote_code(path, trust_remote_code)  # refused here, before a process is spawned
     else:
         raise EvalError(f"{path}: neither a run folder (train/stats.json) nor a Hugging Face folder (config.json)")
-    status, detail = run_spawned(_evaluate, (source, out, options), "ruyi2-eval")
-    if status != "ok":
-        raise EvalError(f"evaluation of {path}: {detail}")
-    return out, detail
+    return out, run_spawned(_evaluate, (source, out, options), "ruyi2-eval", EvalError, f"evaluation of {path}", out)

@@ -79,16 +79,21 @@ def run_tokenizer(run_dir: str) -> tuple[str, str] | None:
 
 
 def export_run(run_dir: str, out: str, dtype: str = "bfloat16", exit: int | None = None, max_shard_size: str = "5GB",
-               published: bool = False, compressed: bool = False) -> str:
+               published: bool = False, compressed: bool = False, overwrite: bool = False) -> str:
     """Write the run's latest checkpoint to ``out`` in Hugging Face format (weights in ``dtype``, sharded past
     ``max_shard_size``, the run's tokenizer and a generation config beside them; ``exit``: the exit
     generation uses by default; ``published``: only what the published Ruyi2 modeling code loads, without our
     modeling code; ``compressed``: the output of ``ruyi2 compress`` instead of the trained checkpoint); returns
-    the checkpoint read."""
+    the checkpoint read. A non-empty ``out`` is refused unless ``overwrite``, which removes the files an export
+    writes (and nothing else) before writing."""
     if not os.path.exists(os.path.join(run_dir, "train", "stats.json")):
         raise ExportError(f"{run_dir}: no trained model (train/stats.json); run `ruyi2 train` first")
+    if os.path.isdir(out) and os.listdir(out):
+        if not overwrite:
+            raise ExportError(f"--out {out} is not empty: export into a new or empty folder, or pass --overwrite to replace "
+                              "the files an export writes there (model shards, config, tokenizer; other files are kept)")
+        from train_entry.hf_folder import remove_export_files  # imports torch: only when it is needed
+
+        remove_export_files(out)
     options = {"dtype": dtype, "exit": exit, "max_shard_size": max_shard_size, "published": published, "compressed": compressed}
-    status, detail = run_spawned(_export, (run_dir, out, options), "ruyi2-export")
-    if status != "ok":
-        raise ExportError(f"export of {run_dir}: {detail}")
-    return detail
+    return run_spawned(_export, (run_dir, out, options), "ruyi2-export", ExportError, f"export of {run_dir}", out)

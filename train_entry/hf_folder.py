@@ -8,7 +8,7 @@ so at most one shard exists in memory in the export dtype.
 
 from __future__ import annotations
 
-import json
+import fnmatch
 import os
 import shutil
 
@@ -85,20 +85,36 @@ def write_tokenizer(folder: str, tokenizer_json: str, eos_token: str, context_le
             shutil.copyfile(path, os.path.join(folder, name))
             copied |= name == "tokenizer_config.json"
     if not copied:
-        with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
-            json.dump({"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": eos_token, "pad_token": eos_token,
-                       "model_max_length": context_length}, f, indent=2)
+        write_json(os.path.join(folder, "tokenizer_config.json"), {"tokenizer_class": "PreTrainedTokenizerFast",
+                   "eos_token": eos_token, "pad_token": eos_token, "model_max_length": context_length}, indent=2)
 
 
 def write_generation_config(folder: str, eos_token_id: int) -> None:
     """Greedy by default; generation stops at the end-of-document token the model was trained with."""
-    with open(os.path.join(folder, "generation_config.json"), "w") as f:
-        json.dump({"bos_token_id": eos_token_id, "eos_token_id": eos_token_id, "pad_token_id": eos_token_id,
-                   "do_sample": False}, f, indent=2)
+    write_json(os.path.join(folder, "generation_config.json"), {"bos_token_id": eos_token_id, "eos_token_id": eos_token_id,
+               "pad_token_id": eos_token_id, "do_sample": False}, indent=2)
+
+
+MODELING_FILES = ("configuration_ruyi_qwen3.py", "modeling_ruyi_qwen3.py")
+# what an export writes: with `ruyi2 export --overwrite` these (and only these) are removed from --out first, so
+# an older model.safetensors cannot be loaded in place of the new shards
+EXPORT_PATTERNS = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json", "config.json",
+                   "generation_config.json", *TOKENIZER_FILES, *MODELING_FILES, "ruyi2-export.error.log")
+
+
+def remove_export_files(folder: str) -> list[str]:
+    """Removes from ``folder`` the files an earlier export wrote there (``EXPORT_PATTERNS``); returns them."""
+    gone = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path) and not os.path.islink(path) and any(fnmatch.fnmatchcase(name, p) for p in EXPORT_PATTERNS):
+            os.remove(path)
+            gone.append(name)
+    return gone
 
 
 def write_modeling_code(folder: str) -> None:
     """Our modeling code for the Ruyi2 layout (``train_entry/hf_modeling``), which ``auto_map`` names."""
     source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hf_modeling")
-    for name in ("configuration_ruyi_qwen3.py", "modeling_ruyi_qwen3.py"):
+    for name in MODELING_FILES:
         shutil.copyfile(os.path.join(source, name), os.path.join(folder, name))

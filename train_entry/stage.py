@@ -24,6 +24,16 @@ class TrainStage(Stage):
     needs = "mix"
     help = "joint multi-branch (early-exit) continued pretraining on megatron-core"
     section = "mixture"
+    keeps = {"checkpoint": "checkpoints"}
+
+    def start_problems(self, recipe, layout: RunLayout, resume: bool, restart: bool) -> list[str]:
+        problems = super().start_problems(recipe, layout, resume, restart)
+        init = recipe.train.init_from.path if recipe.train.init_from else None
+        folder = os.path.realpath(layout.stage(self.name))
+        if init and not resume and os.path.realpath(init).startswith(folder + os.sep):
+            problems.append(f"train.init_from: {init} lies inside {layout.stage(self.name)}, which the train stage empties "
+                            "before it loads it; copy (or `ruyi2 export`) the model out of the run directory and start from there")
+        return problems
 
     def preflight(self, recipe) -> list[str]:
         from train_entry.init_from import InitError

@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 import os
-import shutil
+import traceback
 
 import numpy as np
 from loguru import logger
@@ -196,8 +196,11 @@ class Ablation:
             return run_all(specs, self.train_fn, self.recipe.executor, self.cfg.workers, what)
         except StageError:
             raise
-        except Exception as e:  # a proxy's own error: name it and where its log is
-            raise AblationError(f"ablate: a proxy run failed: {type(e).__name__}: {e} (logs: {self.root}/runs/*/train.log)") from e
+        except Exception as e:  # a proxy's own error: name it and where its log (with the stack) is
+            error = AblationError(f"ablate: a proxy run failed: {type(e).__name__}: {e} (its stack is in the run's log: "
+                                  f"{self.root}/runs/*/train.log)")
+            error.stack = "".join(traceback.format_exception(e))
+            raise error from e
 
     def exit_names(self, result: dict) -> list[str]:
         return list(result["eval"][next(iter(self.target_weights))])
@@ -230,15 +233,23 @@ def mean_ci(values: list[float], level: float = 0.95) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- the flow
-def run_ablation(recipe, layout, proxy_train: dict, train, target_flops: float, resume: bool = False) -> dict:
+def run_ablation(recipe, layout, proxy_train: dict, train, target_flops: float, resume: bool = False,
+                 restart: bool = False) -> dict:
     """The whole ablation. ``proxy_train``: the proxies' train section as data; ``train(spec) -> dict``
-    trains one proxy (given by the composition above); ``target_flops``: the planned run's cost."""
+    trains one proxy (given by the composition above); ``target_flops``: the planned run's cost. Finished proxy
+    runs are kept with ``resume``, deleted with ``restart``; otherwise their presence is an error."""
     from mixtures.ablation.outputs import write_outputs
 
     ab = Ablation(recipe, layout, proxy_train, train)
+    if resume and restart:
+        raise AblationError("--resume and --restart: choose one (keep the finished proxy runs, or delete them)")
     if os.path.isdir(ab.root) and not resume:
-        shutil.rmtree(ab.root)
-    os.makedirs(ab.root, exist_ok=True)
+        runs = os.path.join(ab.root, "runs")
+        if os.path.isdir(runs) and os.listdir(runs) and not restart:
+            raise AblationError(f"{runs} holds {len(os.listdir(runs))} proxy run(s) of an earlier ablation: rerun with --resume "
+                                "to keep the finished ones (a run whose settings changed is trained again), or with --restart "
+                                "to delete them all")
+    layout.fresh_stage(FOLDER, resume)  # emptied only inside a marked run directory
     seed0 = recipe.train.seed
     mixtures, rejected = ab.mixtures()
     for r in rejected:

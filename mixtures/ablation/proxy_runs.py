@@ -58,6 +58,9 @@ def run_proxy(spec: dict, train) -> dict:
     t0 = time.perf_counter()
     try:
         measured = train(spec | {"train_dir": train_dir})
+    except Exception:
+        logger.exception(f"proxy run {spec['run_id']} failed")  # the stack, into this run's train.log
+        raise
     finally:
         logger.remove(sink)
     result = {"run_id": spec["run_id"], "spec_hash": spec_hash(spec), **measured,

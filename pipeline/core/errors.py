@@ -12,6 +12,8 @@ import shutil
 class StageError(RuntimeError):
     """A stage could not run or finish; the message says why and what to do."""
 
+    stack: str | None = None  # the traceback of a worker process the error happened in, when there was one
+
 
 # errors of the storage under a run: reported with the path and, when space ran out, what is left
 _STORAGE = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is exceeded",

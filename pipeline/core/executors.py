@@ -34,8 +34,21 @@ def _preload_forkserver(steps: list) -> None:
     multiprocess.get_context("forkserver").set_forkserver_preload(modules)
 
 
+def token_auth_enabled() -> bool:
+    """Whether this process talks to Ray with token authentication (Ray >= 2.59; ``RAY_AUTH_MODE``)."""
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+    return is_token_auth_enabled()
+
+
+UNAUTHENTICATED = ("the Ray cluster {where} runs WITHOUT token authentication: anyone who can reach its ports can run "
+                   "code on it and read the corpus. Start it with token auth (`ray get-auth-token --generate`, "
+                   "RAY_AUTH_MODE=token on every node and client; README 'Executors')")
+
+
 def ensure_ray(cfg: RayConfig) -> None:
-    """Connect to the configured cluster, or start a local one, once per process."""
+    """Connect to the configured cluster, or start a local one, once per process; warn loudly when the
+    connection is not authenticated."""
     import ray
 
     if ray.is_initialized():
@@ -46,6 +59,8 @@ def ensure_ray(cfg: RayConfig) -> None:
     else:
         logger.info("starting a local Ray cluster")
         ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=False)
+    if not token_auth_enabled():
+        logger.warning(UNAUTHENTICATED.format(where=f"at {cfg.address}" if cfg.address else "started here"))
 
 
 def run_steps(

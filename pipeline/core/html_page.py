@@ -8,6 +8,9 @@ import html
 import io
 import re
 
+from pipeline.core.atomic import write_text
+from pipeline.core.printable import printable
+
 _NUMBER = re.compile(r"^[-+−]?[\d,.]+(e[-+]?\d+)?%?( ± [\d,.]+)?$|^–$")
 
 _STYLE = """
@@ -22,7 +25,9 @@ figure{margin:.8rem 0}figure svg{max-width:100%;height:auto}figcaption{color:#57
 
 
 def esc(value) -> str:
-    return html.escape(str(value))
+    """Text for the page: HTML-escaped, and controls, bidi overrides and zero-width characters shown as their
+    escapes (a U+202E in an id would reorder the text around it)."""
+    return html.escape(printable(value, one_line=False))
 
 
 def svg(fig) -> str:
@@ -70,8 +75,7 @@ class Page:
                 + (f"<p class=\"lead\">{esc(self.lead)}</p>" if self.lead else "") + "".join(self.parts) + "</body></html>\n")
 
     def write(self, path: str) -> str:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(self.html())
+        write_text(path, self.html())
         return path
 
 

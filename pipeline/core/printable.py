@@ -40,7 +40,12 @@ def cell(value, limit: int | None = None):
     return Text(printable(value, limit))
 
 
-def line(*parts) -> "object":
+def cells(*values) -> list:
+    """Table cells: strings and numbers shown as they are (``cell``); rich objects (styled text) passed on."""
+    return [v if hasattr(v, "__rich_console__") or hasattr(v, "__rich__") else cell(v) for v in values]
+
+
+def line(*parts):
     """A line of text assembled from parts, each shown as it is (see ``cell``)."""
     from rich.text import Text
 

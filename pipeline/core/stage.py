@@ -36,6 +36,9 @@ class Stage:
     help: ClassVar[str] = ""
     documents: ClassVar[bool] = False  # its output is documents (in = kept + removed + quarantined)
     section: ClassVar[str | None] = None  # an optional recipe section this stage cannot run without
+    # subfolders of the stage folder holding work that is costly to redo (checkpoints): a run that would empty
+    # the folder is refused unless it resumes that work or the user asks for a restart
+    keeps: ClassVar[dict[str, str]] = {}
 
     def run(self, ctx: StageContext) -> dict:
         raise NotImplementedError
@@ -44,6 +47,15 @@ class Stage:
         """What this stage needs beyond the recipe's own checks (e.g. a checkpoint to start from), checked
         before any stage of the run starts; each problem names its recipe key."""
         return []
+
+    def start_problems(self, recipe, layout: RunLayout, resume: bool, restart: bool) -> list[str]:
+        """Checked before any stage of the run starts: emptying this stage's folder would destroy kept work."""
+        if resume or restart:
+            return []
+        held = [f"{path} ({what})" for sub, what in self.keeps.items()
+                if os.path.isdir(path := os.path.join(layout.stage(self.name), sub)) and os.listdir(path)]
+        return [f"stage {self.name!r} starts from an empty folder, which would delete {', '.join(held)}: rerun with --resume "
+                "to continue from it, or with --restart to delete it and start over"] if held else []
 
     def require_previous(self, ctx: StageContext) -> None:
         if self.needs and not os.path.exists(ctx.layout.stats(self.needs)):
