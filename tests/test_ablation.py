@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from pipeline.cli import main
+from pipeline.core.layout import claim_run_dir
 from tests.browser import drawn_figures, render
 
 pytestmark = pytest.mark.slow  # trains a few dozen proxies
@@ -101,7 +102,7 @@ def test_the_proposal_stays_within_the_caps_and_the_patch_plans_it(ablation, dem
     assert all(summary["proposal"][c] <= summary["caps"][c] + 1e-6 for c in summary["categories"])
     # the hand-off: `ruyi2 mix RECIPE --patch proposal.patch.yaml` plans exactly the proposed weights
     run = tmp_path / "run"
-    run.mkdir()
+    claim_run_dir(str(run))  # a run directory assembled by hand: claimed, then the token files linked in
     os.symlink(os.path.join(demo_run["layout"].root, "tokenize"), run / "tokenize")
     patch = os.path.join(root, "proposal.patch.yaml")
     assert main(["mix", ablation["recipe"], "--run-dir", str(run), "--patch", patch]) == 0

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -272,3 +273,39 @@ def test_the_html_report_shows_scripts_and_bidi_controls_as_text(tmp_path):
     html = open(page.write(str(tmp_path / "r.html")), encoding="utf-8").read()
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "\u202e" not in html and "\u200b" not in html and "\x1b" not in html and "\\u202e" in html
+
+
+def test_caches_loaded_as_code_live_in_a_folder_only_the_user_can_write(tmp_path, monkeypatch):
+    """jieba loads its dictionary cache with marshal; its default is a predictable file in the shared /tmp. Our
+    cache folder is the user's (mode 0700), and one that others may write or that another user owns is not used."""
+    from pipeline.core.cache import private_cache
+
+    monkeypatch.setenv("RUYI2_CACHE", str(tmp_path / "cache"))
+    path = private_cache("jieba")
+    assert path == str(tmp_path / "cache" / "jieba") and os.stat(path).st_mode & 0o777 == 0o700
+    os.chmod(path, 0o777)
+    shared = private_cache("jieba")
+    assert shared != path and os.stat(shared).st_mode & 0o777 == 0o700 and shared.startswith(tempfile.gettempdir())
+    os.chmod(path, 0o700)
+    os.chown(path, 65534, 65534)  # another user's folder (the suite runs as root)
+    assert private_cache("jieba") != path
+    out = subprocess.run([sys.executable, "-c", "from filters.chinese import _jieba; print(_jieba().dt.tmp_dir)"],
+                         env={**os.environ, "RUYI2_CACHE": str(tmp_path / "other")}, capture_output=True, text=True,
+                         check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.stdout.strip() == str(tmp_path / "other" / "jieba") and os.listdir(tmp_path / "other" / "jieba")
+
+
+def test_decontam_check_names_a_truncated_file_and_hostile_records(tmp_path):
+    from decontam.check import decontam_check
+    from decontam.config import DecontamConfig
+
+    good = b"".join(json.dumps({"id": i, "text": f"an ordinary sentence number {i}"}).encode() + b"\n" for i in range(200))
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "cut.jsonl.gz").write_bytes(gzip.compress(good)[:300])
+    (tmp_path / "data" / "bad.jsonl").write_bytes(('{"id": "d", "text": ' + DEEP + "}\n").encode()
+                                                  + ('{"id": "n", "text": "x", "n": ' + HUGE_INT + "}\n").encode()
+                                                  + b'{"id": "ok", "text": "fine"}\n')
+    report = decontam_check(str(tmp_path / "data"), DecontamConfig(), str(tmp_path / "r.json"))
+    assert report["unreadable_reasons"] == {"number_too_large": 1, "too_deeply_nested": 1, "unreadable_file": 1}
+    assert report["records_read"] == report["documents_checked"] + report["records_unreadable"]
+    assert any("cut.jsonl.gz" in e["record"] and "EOFError" in e["record"] for e in report["unreadable_examples"])

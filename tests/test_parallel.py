@@ -82,12 +82,14 @@ def _train_under_torchrun(demo_run, run_dir: str, **train_fields) -> tuple[list[
     these train settings: the metrics rows of this run and of the demo's single-process train stage."""
     import shutil
 
+    from pipeline.core.layout import claim_run_dir
     from pipeline.recipe import dump_recipe
 
     recipe = demo_run["recipe"].model_copy(deep=True)
     recipe.run_dir = run_dir
     for key, value in train_fields.items():
         setattr(recipe.train, key, value)
+    claim_run_dir(run_dir)  # a run directory assembled by hand, as a user would: claimed, then the blends copied in
     shutil.copytree(demo_run["layout"].stage("mix"), os.path.join(recipe.run_dir, "mix"))
     path = os.path.join(os.path.dirname(run_dir), "recipe.yaml")
     dump_recipe(recipe, path)

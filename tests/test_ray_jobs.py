@@ -39,7 +39,9 @@ def ray_cli_cluster(tmp_path_factory):
     token = folder / "auth_token"
     token.write_text(os.urandom(16).hex())
     token.chmod(0o600)
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token),
+    # the token also in the environment (as RAY_AUTH_TOKEN, which Ray reads first): the jobs' drivers inherit it,
+    # and it must reach no file of their run directories
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_AUTH_TOKEN": token.read_text(),
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_ADDRESS": ""}
     gcs, dashboard = _free_ports(2)
     nodes = []
@@ -50,7 +52,7 @@ def ray_cli_cluster(tmp_path_factory):
              "--object-store-memory", str(300 * 2**20), "--disable-usage-stats"],
             env=env, stdout=open(folder / "head.log", "w"), stderr=subprocess.STDOUT))
         _wait_for_nodes(env, gcs, 1, nodes)
-        yield {"env": env, "dashboard": f"http://127.0.0.1:{dashboard}"}
+        yield {"env": env, "dashboard": f"http://127.0.0.1:{dashboard}", "token": token.read_text()}
     finally:
         _stop(nodes)
 
@@ -112,6 +114,24 @@ def test_ray_job_submit_with_the_token_runs_a_stage_with_outputs_identical_to_th
     diff = diff_runs(demo_run["layout"].root, run_dir)  # every document and report file of the filter stage
     assert diff.compared > 0 and not diff.differing and not diff.only_in_second, diff
     assert {path.split("/")[0] for path in diff.only_in_first} == {"dedup", "decontam", "tokenize", "mix"}  # the later stages
+    secret = ray_cli_cluster["token"].encode()
+    for folder, _, files in os.walk(run_dir):  # logs, manifest, stats, recipe copy: the token is in none
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as f:
+                assert secret not in f.read(), os.path.join(folder, name)
+
+
+@pytest.mark.parametrize("mode", ["disabled", "token"])
+def test_a_cluster_without_token_authentication_is_warned_about(mode):
+    """Connecting to (or starting) a Ray cluster that does not authenticate logs a warning naming the risk; one
+    with token authentication does not."""
+    env = {**os.environ, "RAY_AUTH_MODE": mode, "RAY_ADDRESS": "", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    code = ("import ray; from pipeline.core.config import RayConfig; from pipeline.core.executors import ensure_ray\n"
+            "ensure_ray(RayConfig(num_cpus=1)); ray.shutdown()")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert ("runs WITHOUT token authentication" in out.stderr) == (mode == "disabled"), out.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,8 @@ def ensure_ray(cfg: RayConfig) -> None:
         ray.init(address=cfg.address, log_to_driver=False)
     else:
         logger.info("starting a local Ray cluster")
-        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=False)
+        # "local": a new cluster of this process's, never one that happens to run on the machine already
+        ray.init(address="local", num_cpus=cfg.num_cpus, include_dashboard=False, log_to_driver=False)
     if not token_auth_enabled():
         logger.warning(UNAUTHENTICATED.format(where=f"at {cfg.address}" if cfg.address else "started here"))
 
