@@ -155,7 +155,7 @@ def test_pipeline_stages_are_balanced_for_the_exit_branches():
     from train_entry.pipeline_balance import balance_pipeline, head_flops, layer_flops, plan_pipeline
 
     ruyi = PRESETS["ruyi2-14b"]
-    assert 2.0 < head_flops(ruyi) / layer_flops(ruyi, 4096) < 2.2  # a 151,936-token head ~ two decoder layers
+    assert 2.1 < head_flops(ruyi) / layer_flops(ruyi, 4096) < 2.3  # a 151,936-token head ~ two decoder layers (causal)
     plan = balance_pipeline(ruyi, 8, 4096)
     assert sum(plan.layers_per_stage) == 40 and len(plan.layers_per_stage) == 8
     # the even split (5 layers each) leaves the stages with exits 2 and 21 and the final head ~60% over the others

@@ -17,8 +17,11 @@ import torch
 from train_entry.model_config import FamilialConfig
 from train_entry.pipeline_balance import head_flops, layer_flops
 
-# dense bf16 tensor-core peak per device, TFLOP/s (vendor data sheets, SXM parts)
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, "A800": 312.0, "B200": 2250.0}
+# dense bf16 tensor-core peak per device, TFLOP/s (vendor data sheets), matched against torch's device name in
+# this order: the PCIe and NVL parts run at lower clocks and power than the SXM ones of the same name
+PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("H200 NVL", 835.0), ("H200", 989.0),
+                    ("H800 PCIe", 756.0), ("H800", 989.0), ("A100", 312.0), ("A800", 312.0), ("B200", 2250.0),
+                    ("L40S", 362.0))
 
 
 def training_flops_per_token(fcfg: FamilialConfig, seq_length: int, extra_branch_layers: int = 0) -> float:
@@ -32,8 +35,11 @@ def peak_tflops_per_device() -> float | None:
     """The device's dense bf16 peak, or None where it is not known (CPUs, unlisted GPUs): no MFU then."""
     if not torch.cuda.is_available():
         return None
-    name = torch.cuda.get_device_name()
-    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    return peak_for(torch.cuda.get_device_name())
+
+
+def peak_for(device_name: str) -> float | None:
+    return next((v for k, v in PEAK_BF16_TFLOPS if k in device_name), None)
 
 
 def peak_memory() -> dict[str, float]:
