@@ -3,7 +3,8 @@
     torchrun --nproc_per_node N tests/parallel_worker.py TP PP OUT_DIR [--load CKPT_DIR] [--steps N]
                                                          [--save-init] [--check-branch-init]
                                                          [--global-batch N] [--bf16] [--distributed-optimizer]
-                                                         [--vp N] [--evaluate N]
+                                                         [--vp N] [--evaluate N] [--attention fused|unfused]
+                                                         [--documents]
 
 Trains the small familial model for N steps on a fixed batch with megatron-core's schedules and writes this
 rank's exit losses to OUT_DIR/losses_<rank>.json, then saves a sharded checkpoint to OUT_DIR/ckpt.
@@ -30,12 +31,20 @@ CFG = FamilialConfig(num_layers=6, hidden_size=32, ffn_hidden_size=64, num_atten
 STEPS = 3
 
 
-def fixed_batch(seed: int = 7) -> dict:
+EOD = 0
+
+
+def fixed_batch(seed: int = 7, documents: bool = False) -> dict:
+    """Two fixed samples of 16 tokens; with ``documents`` each packs several documents (end-of-document tokens
+    at fixed places) and the batch carries their ids for the attention."""
     g = torch.Generator().manual_seed(seed)
-    tokens = torch.randint(0, 512, (2, 17), generator=g)
+    tokens = torch.randint(1, 512, (2, 17), generator=g)
+    if documents:
+        tokens[0, [4, 11]] = EOD
+        tokens[1, 7] = EOD
     sample = lambda i: {"tokens": tokens[i, :-1].numpy(), "labels": tokens[i, 1:].numpy(),  # noqa: E731
                         "loss_mask": torch.ones(16).numpy(), "position_ids": torch.arange(16).numpy()}
-    return collate([sample(0), sample(1)])
+    return collate([sample(0), sample(1)], EOD if documents else None)
 
 
 def check_branch_init(chunks, out: str) -> None:
@@ -77,11 +86,13 @@ def main() -> None:
     ap.add_argument("--distributed-optimizer", action="store_true")
     ap.add_argument("--vp", type=int, default=1, help="model chunks per pipeline rank (interleaved 1F1B)")
     ap.add_argument("--evaluate", type=int, default=0, help="first evaluate N micro-batches of 2 fixed samples")
+    ap.add_argument("--attention", default="fused", choices=["fused", "unfused"])
+    ap.add_argument("--documents", action="store_true", help="the fixed batch packs documents that must not see each other")
     a = ap.parse_args()
     settings = LoopSettings(steps=a.steps, micro_batch_size=2, seq_length=16, lr=3e-3, min_lr=3e-3, weight_decay=0.0,
                              seed=1234, eval_samples=0, exit_weights=[ExitWeight(0.5), ExitWeight(0.8), ExitWeight(1.0)],
                              tp=a.tp, pp=a.pp, global_batch_size=a.global_batch, bf16=a.bf16,
-                             distributed_optimizer=a.distributed_optimizer, vp=a.vp,
+                             distributed_optimizer=a.distributed_optimizer, vp=a.vp, attention=a.attention,
                              pipeline_balance=[int(x) for x in a.layers_per_stage.split(",")] if a.layers_per_stage else "even")
     with DistributedContext(tp=a.tp, pp=a.pp, vp=a.vp):
         trainer = FamilialTrainer(CFG, settings, tokenizer=None, out_dir=a.out)
@@ -101,7 +112,7 @@ def main() -> None:
             batch = [pool[sample_indices(0, m, rank, dp, 2, trainer.micro_batches).start // 2]
                      for m in range(trainer.micro_batches)]
         else:
-            batch = fixed_batch(7 + parallel_state.get_data_parallel_rank() if a.replica_batches else 7)
+            batch = fixed_batch(7 + parallel_state.get_data_parallel_rank() if a.replica_batches else 7, a.documents)
         evaluation = {}
         if a.evaluate:  # held-out samples as the trainer's evaluation reads them: indexable, one dict each
             pool = [fixed_batch(200 + i) for i in range(a.evaluate)]

@@ -309,3 +309,18 @@ def test_decontam_check_names_a_truncated_file_and_hostile_records(tmp_path):
     assert report["unreadable_reasons"] == {"number_too_large": 1, "too_deeply_nested": 1, "unreadable_file": 1}
     assert report["records_read"] == report["documents_checked"] + report["records_unreadable"]
     assert any("cut.jsonl.gz" in e["record"] and "EOFError" in e["record"] for e in report["unreadable_examples"])
+
+
+def test_the_nesting_bound_does_not_depend_on_the_interpreters_recursion_limit():
+    """Importing torch._dynamo raises the recursion limit: a record 1,000 levels deep is still refused by the
+    reader's own bound, and one nested less than it (in strings or not) is read."""
+    from pipeline.core.records import MAX_JSON_DEPTH, decode_json
+
+    before = sys.getrecursionlimit()
+    try:
+        sys.setrecursionlimit(20_000)
+        assert decode_json('{"a": ' + DEEP + "}")[1][0] == "too_deeply_nested"
+    finally:
+        sys.setrecursionlimit(before)
+    shallow = "[" * (MAX_JSON_DEPTH - 1) + "]" * (MAX_JSON_DEPTH - 1)
+    assert decode_json('{"a": ' + shallow + ', "s": "' + "[" * 2000 + '"}')[1] is None  # brackets in a string do not count

@@ -52,7 +52,8 @@ def test_planned_activations_are_what_autograd_keeps(dist, shape):
     for bf16, tolerance in ((True, 0.03), (False, 0.08)):  # bf16 is the GPU case; fp32 norms keep less than planned
         for recompute in ("none", "selective", "full"):
             torch.manual_seed(0)
-            model = build_model(fcfg, params_dtype=torch.bfloat16 if bf16 else torch.float32, recompute=recompute)
+            model = build_model(fcfg, params_dtype=torch.bfloat16 if bf16 else torch.float32, recompute=recompute,
+                                attention="unfused")
             model = Float16Module(model.config, model) if bf16 else model
             measured = _saved_bytes(model, b, s, V)
             planned, _ = activation_bytes(fcfg, b, s, 2 if bf16 else 4, recompute, "unfused")

@@ -85,6 +85,10 @@ class TrainConfig(Strict):
     recompute: Literal["none", "selective", "full"] = Field(
         "none", description="activation recompute: selective (attention scores) or full (every decoder layer)"
     )
+    attention: Literal["fused", "unfused"] = Field(
+        "fused", description="core attention: fused (PyTorch's scaled_dot_product_attention; document masks as "
+                             "FlexAttention on a GPU; no s x s scores kept) or unfused (megatron-core's DotProductAttention)"
+    )
     tensorboard: bool = Field(True, description="TensorBoard event files in train/tensorboard beside metrics.jsonl")
     seed: int = 1234
     exit_weights: list[ExitWeightSchedule] | None = Field(

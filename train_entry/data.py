@@ -44,7 +44,8 @@ def _dataset_config(blend_per_split: list, seq_length: int, tokenizer: DatasetTo
                     document_masks: bool = False):
     """``document_masks``: a packed sequence's documents do not see each other (attention reset after every
     end-of-document token) and each one's positions start at 0, as Megatron-LM's ``--reset-attention-mask``
-    and ``--reset-position-ids``; the samples then carry an attention mask."""
+    and ``--reset-position-ids``. megatron-core's dataset is told not to build its dense [1, s, s] mask per
+    sample: ``collate`` gives the attention the documents' ids instead (``train_entry/attention.py``)."""
     from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
 
     return GPTDatasetConfig(
@@ -55,7 +56,7 @@ def _dataset_config(blend_per_split: list, seq_length: int, tokenizer: DatasetTo
         reset_position_ids=document_masks,
         reset_attention_mask=document_masks,
         eod_mask_loss=False,
-        create_attention_mask=document_masks,
+        create_attention_mask=False,
         path_to_cache=cache_dir,
         mmap_bin_files=True,
     )
@@ -96,8 +97,16 @@ def build_eval_dataset(prefix: str, seq_length: int, samples: int, tokenizer: Da
     return valid
 
 
-def collate(samples: list[dict]) -> dict:
+def collate(samples: list[dict], document_eod: int | None = None) -> dict:
+    """A micro-batch of samples; with ``document_eod`` (document masks) its ``attention_mask`` holds each
+    token's document id ([b, 1, 1, s] int32, from the end-of-document tokens), not a dense mask."""
     import torch
 
-    keys = ("tokens", "labels", "loss_mask", "position_ids") + (("attention_mask",) if "attention_mask" in samples[0] else ())
-    return {k: torch.from_numpy(np.stack([np.asarray(s[k]) for s in samples])) for k in keys}
+    from train_entry.attention import document_ids
+
+    keys = ("tokens", "labels", "loss_mask", "position_ids")
+    batch = {k: torch.from_numpy(np.stack([np.asarray(s[k]) for s in samples])) for k in keys}
+    if document_eod is not None:
+        b, s = batch["tokens"].shape
+        batch["attention_mask"] = document_ids(batch["tokens"], document_eod).view(b, 1, 1, s)
+    return batch

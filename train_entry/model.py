@@ -28,6 +28,22 @@ from train_entry.exit_branch import (
 )
 from train_entry.model_config import FamilialConfig
 
+ATTENTION = ("fused", "unfused")
+
+
+def layer_spec(attention: str = "fused") -> ModuleSpec:
+    """megatron-core's local layer spec (RMSNorm, QK-norm) with its core attention: ``fused``, PyTorch's fused
+    attention (``train_entry/attention.py``: no s x s scores kept); ``unfused``, megatron-core's own
+    ``DotProductAttention`` (the scores and fp32 probabilities kept per layer)."""
+    if attention not in ATTENTION:
+        raise ValueError(f"attention: {attention!r} is not one of {ATTENTION}")
+    spec = get_gpt_layer_local_spec(qk_layernorm=True, normalization="RMSNorm")
+    if attention == "fused":
+        from train_entry.attention import FusedCoreAttention
+
+        spec.submodules.self_attention.submodules.core_attention = FusedCoreAttention
+    return spec
+
 
 def familial_block_spec(fcfg: FamilialConfig, config, layer_spec: ModuleSpec, vp_stage: int | None = None):
     """This pipeline stage's (or model chunk's) decoder layers: the backbone's layer spec, with
@@ -41,10 +57,11 @@ def familial_block_spec(fcfg: FamilialConfig, config, layer_spec: ModuleSpec, vp
 
 class FamilialGPTModel(GPTModel):
     def __init__(self, fcfg: FamilialConfig, transformer_config, pre_process: bool = True, post_process: bool = True,
-                 vp_stage: int | None = None):
-        """``vp_stage``: which of this pipeline rank's model chunks this is (interleaved 1F1B), or None."""
-        layer_spec = get_gpt_layer_local_spec(qk_layernorm=True, normalization="RMSNorm")
-        block = familial_block_spec(fcfg, transformer_config, layer_spec, vp_stage)
+                 vp_stage: int | None = None, attention: str = "fused"):
+        """``vp_stage``: which of this pipeline rank's model chunks this is (interleaved 1F1B), or None;
+        ``attention``: the core attention of every layer (``layer_spec``)."""
+        spec = layer_spec(attention)
+        block = familial_block_spec(fcfg, transformer_config, spec, vp_stage)
         super().__init__(
             config=transformer_config,
             transformer_layer_spec=block,
@@ -58,7 +75,8 @@ class FamilialGPTModel(GPTModel):
             vp_stage=vp_stage,
         )
         self.fcfg = fcfg
-        self.layer_spec = layer_spec  # the DaE blocks are built from it
+        self.attention = attention
+        self.layer_spec = spec  # the DaE blocks are built from it
         self.exit_weights: dict[int, float] = {e: 1.0 for e in fcfg.exits}  # lambda_k(t), set each step
         self.exit_losses: dict[int, torch.Tensor] = {}  # last forward's per-exit CE (detached)
         self._batch_ctx: dict | None = None
@@ -67,7 +85,7 @@ class FamilialGPTModel(GPTModel):
         self._recompute_ctx: dict[int, dict] = {}  # layer input storage -> batch, for layers recomputed in the backward
         self.exits = ShardedModuleDict()
         offset = get_transformer_layer_offset(self.config, self.vp_stage)
-        branch = exit_branch_spec(layer_spec, block.layer_norm)
+        branch = exit_branch_spec(spec, block.layer_norm)
         for layer in self.decoder.layers:
             if isinstance(layer, ExitTapLayer):
                 e = layer.layer_number
@@ -138,6 +156,8 @@ class FamilialGPTModel(GPTModel):
         return super()._postprocess(hidden_states=hidden_states, **kwargs)
 
     def forward(self, input_ids, position_ids, attention_mask, *args, labels=None, loss_mask=None, **kwargs):
+        if attention_mask is not None and attention_mask.dtype != torch.bool and self.attention == "unfused":
+            attention_mask = dense_document_mask(attention_mask)  # megatron-core's DotProductAttention takes no ids
         self._batch_ctx = {"labels": labels, "loss_mask": loss_mask}
         try:
             return super().forward(input_ids, position_ids, attention_mask, *args, labels=labels, **kwargs)
@@ -177,21 +197,30 @@ def masked_mean(token_loss: torch.Tensor, loss_mask: torch.Tensor | None) -> tor
     return (token_loss * mask).sum() / mask.sum().clamp(min=1.0)
 
 
+def dense_document_mask(document_ids: torch.Tensor) -> torch.Tensor:
+    """[b, 1, s, s] bool, True where a token may not attend (a later position or another document): the dense
+    mask megatron-core's ``DotProductAttention`` reads, from [b, 1, 1, s] document ids."""
+    doc = document_ids.reshape(document_ids.shape[0], -1)
+    s = doc.shape[1]
+    causal = torch.ones(s, s, dtype=torch.bool, device=doc.device).tril()
+    return ~(causal & (doc[:, :, None] == doc[:, None, :])).unsqueeze(1)
+
+
 def build_model(
     fcfg: FamilialConfig, tp: int = 1, pp: int = 1, params_dtype=torch.float32, pipeline_layout: list | None = None,
-    recompute: str = "none", init_branches: bool = True,
+    recompute: str = "none", init_branches: bool = True, attention: str = "fused",
 ) -> FamilialGPTModel:
     """The familial model of this rank (one model chunk). ``pipeline_layout``: megatron-core's per-stage
     layer layout (train_entry/pipeline_balance.py); None splits the layers evenly. ``recompute``: see
     ``FamilialConfig.transformer_config``. ``init_branches``: copy the backbone layers into the branches (not
-    for a skeleton on the meta device, which has no values)."""
-    (model,) = build_model_chunks(fcfg, tp, pp, 1, params_dtype, pipeline_layout, recompute, init_branches)
+    for a skeleton on the meta device, which has no values). ``attention``: see ``layer_spec``."""
+    (model,) = build_model_chunks(fcfg, tp, pp, 1, params_dtype, pipeline_layout, recompute, init_branches, attention)
     return model
 
 
 def build_model_chunks(
     fcfg: FamilialConfig, tp: int = 1, pp: int = 1, vp: int = 1, params_dtype=torch.float32,
-    pipeline_layout: list | None = None, recompute: str = "none", init_branches: bool = True,
+    pipeline_layout: list | None = None, recompute: str = "none", init_branches: bool = True, attention: str = "fused",
 ) -> list[FamilialGPTModel]:
     """This rank's model chunks: ``vp`` of them under interleaved 1F1B (``pipeline_layout`` then has
     ``pp x vp`` virtual stages, in megatron-core's order: chunk 0 of every rank, then chunk 1, ...), else one."""
@@ -209,6 +238,7 @@ def build_model_chunks(
             pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=vp == 1, vp_stage=stage),
             post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=vp == 1, vp_stage=stage),
             vp_stage=stage,
+            attention=attention,
         )
         for stage in stages
     ]

@@ -82,15 +82,31 @@ class FamilialConfig:
             params_dtype=params_dtype,
             bf16=params_dtype == torch.bfloat16,
             use_cpu_initialization=on_cpu,
-            # fused kernels need CUDA / apex; the torch paths compute the same function
-            masked_softmax_fusion=False,
-            bias_activation_fusion=False,
-            bias_dropout_fusion=False,
-            apply_rope_fusion=False,
-            persist_layer_norm=False,
-            gradient_accumulation_fusion=False,
+            **fused_kernels(not on_cpu, bf16=params_dtype == torch.bfloat16),
             batch_p2p_comm=not on_cpu,
         )
+
+
+def fused_kernels(on_cuda: bool, bf16: bool = True) -> dict[str, bool]:
+    """The fused kernels megatron-core runs on a GPU: those written in PyTorch (SwiGLU and bias-dropout-add
+    through its jit fuser; the vocab-parallel cross-entropy in bf16 training) whenever CUDA is present; RoPE
+    fusion only with Transformer Engine, gradient-accumulation fusion and the masked softmax (unfused attention
+    only) only with Apex's CUDA extensions, each where it is installed. On a CPU none: the torch paths compute
+    the same function (``tests/test_attention.py`` runs the PyTorch-written ones on a CPU against them).
+    megatron-core 0.16.1's fused cross-entropy returns the logits' gradient in bf16 whatever the logits' dtype:
+    the same as autograd gives bf16 logits, a silent loss of precision for fp32 ones, so fp32 training keeps
+    the plain one. README "Training" lists what runs fused."""
+    from importlib.util import find_spec
+
+    if not on_cuda:
+        return dict(bias_activation_fusion=False, bias_dropout_fusion=False, cross_entropy_loss_fusion=False,
+                    apply_rope_fusion=False, gradient_accumulation_fusion=False, masked_softmax_fusion=False,
+                    persist_layer_norm=False)
+    return dict(bias_activation_fusion=True, bias_dropout_fusion=True, cross_entropy_loss_fusion=bf16,
+                apply_rope_fusion=find_spec("transformer_engine") is not None,
+                gradient_accumulation_fusion=find_spec("fused_weight_gradient_mlp_cuda") is not None,
+                masked_softmax_fusion=find_spec("scaled_upper_triang_masked_softmax_cuda") is not None,
+                persist_layer_norm=False)
 
 
 PRESETS: dict[str, FamilialConfig] = {

@@ -155,7 +155,7 @@ def loop_settings(cfg, fcfg):
     return LoopSettings(
         **cfg.model_dump(include={"steps", "micro_batch_size", "seq_length", "lr", "min_lr", "weight_decay", "seed",
                                   "eval_samples", "global_batch_size", "save_interval", "pipeline_balance", "clip_grad",
-                                  "distributed_optimizer", "recompute", "tensorboard", "document_masks"}),
+                                  "distributed_optimizer", "recompute", "attention", "tensorboard", "document_masks"}),
         lr_schedule=LRSchedule(cfg.lr_schedule, cfg.warmup_steps, cfg.lr_anneal_stage, cfg.lr_wsd_decay_style),
         stage_exit_weights={st: [ExitWeight(**w.model_dump()) for w in ws] for st, ws in cfg.stage_exit_weights.items()},
         betas=(cfg.adam_beta1, cfg.adam_beta2),

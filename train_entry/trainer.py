@@ -71,6 +71,7 @@ class LoopSettings:
     bf16: bool = False  # bf16 parameters and activations with fp32 master weights
     distributed_optimizer: bool = False
     recompute: str = "none"  # none | selective | full
+    attention: str = "fused"  # fused (PyTorch SDPA / FlexAttention) | unfused (megatron-core's DotProductAttention)
     tensorboard: bool = True
     document_masks: bool = False  # packed documents do not attend to each other; positions restart per document
     # curriculum stage -> lambda_k schedules over that stage's own steps (others follow exit_weights)
@@ -123,6 +124,8 @@ class FamilialTrainer:
         if len(settings.exit_weights) != len(fcfg.exits):
             raise ValueError(f"{len(settings.exit_weights)} exit weight schedules for {len(fcfg.exits)} exits")
         self.fcfg, self.s, self.tokenizer, self.out_dir = fcfg, settings, tokenizer, out_dir
+        # document masks: batches carry each token's document id, from the end-of-document token
+        self.document_eod = tokenizer.eod if settings.document_masks and tokenizer is not None else None
         self.dp = parallel_state.get_data_parallel_world_size()
         self.micro_batches = micro_batches_per_step(settings, self.dp)
         os.makedirs(out_dir, exist_ok=True)
@@ -150,7 +153,8 @@ class FamilialTrainer:
         layout = self.pipeline_plan.layout if self.pipeline_plan else None
         self.chunks: list[FamilialGPTModel] = build_model_chunks(
             fcfg, tp=settings.tp, pp=settings.pp, vp=settings.vp, pipeline_layout=layout,
-            params_dtype=torch.bfloat16 if settings.bf16 else torch.float32, recompute=settings.recompute)
+            params_dtype=torch.bfloat16 if settings.bf16 else torch.float32, recompute=settings.recompute,
+            attention=settings.attention)
         if settings.dae_exit is not None:
             from train_entry.dae import append_dae_blocks, freeze_for_dae
 
@@ -216,7 +220,7 @@ class FamilialTrainer:
     def evaluate(self, dataset, batches: int) -> dict[int, float]:
         """Mean held-out loss of every exit (through the schedule, so it works on every pipeline stage)."""
         mbs = self.s.micro_batch_size
-        micro = [collate([dataset[i] for i in range(b * mbs, min(len(dataset), (b + 1) * mbs))])
+        micro = [collate([dataset[i] for i in range(b * mbs, min(len(dataset), (b + 1) * mbs))], self.document_eod)
                  for b in range(batches) if b * mbs < len(dataset)]
         if not micro:
             return {}
@@ -326,7 +330,8 @@ class FamilialTrainer:
                 document_masks=self.s.document_masks,
             )
             for i in range(self.step - stage_start, n_steps):
-                micro = [collate([train_ds[j] for j in sample_indices(i, m, dp_rank, dp, mbs, self.micro_batches)])
+                micro = [collate([train_ds[j] for j in sample_indices(i, m, dp_rank, dp, mbs, self.micro_batches)],
+                                 self.document_eod)
                          for m in range(self.micro_batches)]
                 t0 = time.perf_counter()
                 rec = self.train_step(micro)

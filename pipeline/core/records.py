@@ -63,6 +63,29 @@ def _skip_rest_of_line(f, read: bytes) -> int:
     return total
 
 
+# Records nested deeper are refused before decoding, whatever the interpreter's recursion limit (importing
+# torch._dynamo raises it, and the C decoder would then recurse as deep as the text goes)
+MAX_JSON_DEPTH = 500
+_BRACKET_OR_STRING = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def too_deeply_nested(line: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the JSON text nests arrays and objects more than ``limit`` levels (strings skipped). Costs two
+    counts of the text, and a scan only when it holds more than ``limit`` brackets."""
+    if line.count("[") + line.count("{") <= limit:
+        return False
+    depth = 0
+    for m in _BRACKET_OR_STRING.finditer(line):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif c in "]}":
+            depth -= 1
+    return False
+
+
 # a JSON escape of a UTF-16 surrogate; only a line holding one can decode to a string with a lone surrogate
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
@@ -82,6 +105,8 @@ def _replace_lone_surrogates(value):
 def decode_json(line: str, notes: Notes | None = None) -> tuple[object | None, tuple[str, str] | None]:
     """(value, None), or (None, (reason, detail)) for any failure of the decoder: deep nesting raises
     RecursionError and an integer over Python's digit limit ValueError, which a stage must not die of."""
+    if too_deeply_nested(line):
+        return None, ("too_deeply_nested", f"nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         value = json.loads(line)
     except json.JSONDecodeError as e:
