@@ -43,20 +43,24 @@ def _saved_bytes(model, b: int, s: int, vocab: int) -> int:
     return sum(seen.values())
 
 
+@pytest.mark.parametrize("attention", ["unfused", "fused"])
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"h{s[0]}a{s[1]}g{s[2]}s{s[5]}")
-def test_planned_activations_are_what_autograd_keeps(dist, shape):
+def test_planned_activations_are_what_autograd_keeps(dist, shape, attention):
+    """bf16 (the GPU case) within 3%; fp32 within 8% (unfused) and 12% (fused: planned on the safe side). The
+    fused attention runs PyTorch's CPU flash kernel here, which keeps what the CUDA one keeps."""
     from megatron.core.transformer.module import Float16Module
 
     h, a, g, d, f, s, b, V = shape
     fcfg = _config(*shape)
-    for bf16, tolerance in ((True, 0.03), (False, 0.08)):  # bf16 is the GPU case; fp32 norms keep less than planned
-        for recompute in ("none", "selective", "full"):
+    modes = ("none", "selective", "full") if attention == "unfused" else ("none", "full")
+    for bf16, tolerance in ((True, 0.03), (False, 0.08 if attention == "unfused" else 0.12)):
+        for recompute in modes:
             torch.manual_seed(0)
             model = build_model(fcfg, params_dtype=torch.bfloat16 if bf16 else torch.float32, recompute=recompute,
-                                attention="unfused")
+                                attention=attention)
             model = Float16Module(model.config, model) if bf16 else model
             measured = _saved_bytes(model, b, s, V)
-            planned, _ = activation_bytes(fcfg, b, s, 2 if bf16 else 4, recompute, "unfused")
+            planned, _ = activation_bytes(fcfg, b, s, 2 if bf16 else 4, recompute, attention)
             assert abs(planned / measured - 1) < tolerance, (bf16, recompute, planned, measured)
 
 
