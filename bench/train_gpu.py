@@ -96,9 +96,10 @@ def timed(step_fn, data: list[dict], warmup: int) -> dict:
 
 def run_megatron(args, exits: tuple[int, ...], shape: dict) -> dict:
     from train_entry.distributed import DistributedContext
+    from train_entry.loop_settings import LoopSettings
     from train_entry.loss_schedule import ExitWeight
     from train_entry.model_config import FamilialConfig
-    from train_entry.trainer import FamilialTrainer, LoopSettings
+    from train_entry.trainer import FamilialTrainer
 
     fcfg = FamilialConfig(**shape, exits=exits, max_sequence_length=args.seq)
     settings = LoopSettings(steps=args.warmup + args.steps, micro_batch_size=args.batch, seq_length=args.seq, lr=1e-4,

@@ -14,9 +14,9 @@ def train_proxy(spec: dict) -> dict:
 
     from pipeline.core.config import TokenizerConfig
     from train_entry.config import TrainConfig
+    from train_entry.loop_settings import CurriculumStage
     from train_entry.metrics import training_flops_per_token
     from train_entry.stage import model_config, train_curriculum
-    from train_entry.trainer import CurriculumStage
 
     cfg = TrainConfig.model_validate(spec["train"])
     torch.set_num_threads(cfg.threads or 1)

@@ -22,9 +22,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from train_entry.data import collate  # noqa: E402
 from train_entry.distributed import DistributedContext  # noqa: E402
+from train_entry.loop_settings import LoopSettings  # noqa: E402
 from train_entry.loss_schedule import ExitWeight  # noqa: E402
 from train_entry.model_config import FamilialConfig  # noqa: E402
-from train_entry.trainer import FamilialTrainer, LoopSettings  # noqa: E402
+from train_entry.trainer import FamilialTrainer  # noqa: E402
 
 CFG = FamilialConfig(num_layers=6, hidden_size=32, ffn_hidden_size=64, num_attention_heads=4, num_query_groups=2,
                      kv_channels=8, exits=(3, 4, 5), vocab_size=512, max_sequence_length=16)
@@ -105,7 +106,7 @@ def main() -> None:
         from megatron.core import parallel_state
 
         if a.global_batch:  # this replica's micro-batches of one fixed global batch, in Megatron-LM's order
-            from train_entry.trainer import sample_indices
+            from train_entry.loop_settings import sample_indices
 
             pool = [fixed_batch(100 + i) for i in range(a.global_batch // 2)]  # 2 samples each
             dp, rank = parallel_state.get_data_parallel_world_size(), parallel_state.get_data_parallel_rank()

@@ -52,8 +52,9 @@ def test_new_blocks_start_as_identity_and_only_they_and_the_head_train(dist):
 
 def test_trainer_with_dae_optimises_only_the_new_blocks_and_head(dist, tmp_path):
     from train_entry.data import collate
+    from train_entry.loop_settings import LoopSettings
     from train_entry.loss_schedule import ExitWeight
-    from train_entry.trainer import FamilialTrainer, LoopSettings
+    from train_entry.trainer import FamilialTrainer
 
     settings = LoopSettings(steps=3, micro_batch_size=2, seq_length=16, lr=3e-3, min_lr=3e-3, weight_decay=0.0, seed=1,
                              eval_samples=0, exit_weights=[ExitWeight(1.0), ExitWeight(0.0), ExitWeight(0.0)], dae_exit=2)
@@ -82,8 +83,9 @@ def test_a_dae_branch_exports_with_its_blocks_and_loads_with_automodel(dist, tmp
 
     from train_entry.data import collate
     from train_entry.export import ExportError, export_run
+    from train_entry.loop_settings import LoopSettings
     from train_entry.loss_schedule import ExitWeight
-    from train_entry.trainer import FamilialTrainer, LoopSettings
+    from train_entry.trainer import FamilialTrainer
 
     settings = LoopSettings(steps=3, micro_batch_size=2, seq_length=16, lr=3e-2, min_lr=3e-2, weight_decay=0.0, seed=1,
                              eval_samples=0, exit_weights=[ExitWeight(1.0), ExitWeight(0.0), ExitWeight(0.0)], dae_exit=2,
@@ -122,8 +124,9 @@ def test_a_compressed_dae_branch_exports_and_loads_with_automodel(dist, tmp_path
     from train_entry.compress import _covariances, compress_model
     from train_entry.data import collate
     from train_entry.hf_interop import export_ruyi_hf
+    from train_entry.loop_settings import LoopSettings
     from train_entry.loss_schedule import ExitWeight
-    from train_entry.trainer import FamilialTrainer, LoopSettings
+    from train_entry.trainer import FamilialTrainer
 
     settings = LoopSettings(steps=3, micro_batch_size=2, seq_length=16, lr=3e-2, min_lr=3e-2, weight_decay=0.0, seed=1,
                              eval_samples=0, exit_weights=[ExitWeight(1.0), ExitWeight(0.0), ExitWeight(0.0)], dae_exit=2,

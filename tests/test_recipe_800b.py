@@ -112,10 +112,10 @@ def test_the_launch_recipe_passes_every_check_before_training(run, tmp_path):
     import json
 
     from pipeline.runner import check_runnable
+    from train_entry.loop_settings import stage_steps
     from train_entry.lr_schedule import LRSchedule, decay_span
     from train_entry.pipeline_balance import plan_pipeline
     from train_entry.stage import model_config
-    from train_entry.trainer import stage_steps
 
     recipe, _ = run
     base = tmp_path / "Qwen3-14B-Base"

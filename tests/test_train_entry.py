@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from train_entry.exit_branch import ExitLossAutoScaler
+from train_entry.loop_settings import CurriculumStage, LoopSettings, stage_steps
 from train_entry.loss_schedule import ExitWeight
 from train_entry.model import build_model, masked_mean
 from train_entry.model_config import PRESETS, FamilialConfig, build_config
-from train_entry.trainer import CurriculumStage, FamilialTrainer, LoopSettings, stage_steps
+from train_entry.trainer import FamilialTrainer
 
 TINY = FamilialConfig(num_layers=6, hidden_size=32, ffn_hidden_size=64, num_attention_heads=4, num_query_groups=2,
                       kv_channels=8, exits=(2, 4, 5), vocab_size=512, max_sequence_length=16)

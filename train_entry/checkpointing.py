@@ -10,12 +10,20 @@ Layout, as Megatron-LM writes it::
 
     checkpoint/latest_checkpointed_iteration.txt   # "12"
     checkpoint/iter_0000012/                       # dist_checkpointing folder (.distcp + metadata)
+    checkpoint/iter_0000012/rng/rank_00000.pt      # each rank's random generators (torch, CUDA, megatron-core's
+                                                   # tracker, numpy, Python), tensors only: loaded weights_only
+
+``keep``: after a save, only the newest ``keep`` iteration folders are kept (a 14B save is ~238 GB).
 """
 
 from __future__ import annotations
 
 import os
+import random
+import re
+import shutil
 
+import numpy as np
 import torch
 from torch.distributed.checkpoint.api import CheckpointException
 
@@ -25,6 +33,8 @@ from train_entry import cpu_support
 from train_entry.hf_interop import DAE_BLOCK
 
 LATEST = "latest_checkpointed_iteration.txt"
+RNG = "rng"
+ITERATION = re.compile(r"^iter_(\d{7})$")
 
 
 class CheckpointError(StageError):
@@ -132,11 +142,56 @@ def _sharded_state(model, optimizer, common: dict, is_loading: bool) -> dict:
     return {**models, "optimizer": optimizer_sd, "common": common}
 
 
-def save(folder: str, step: int, model, optimizer, common: dict) -> str:
-    """Collective: every rank of the job calls it; ``model``: the model or the rank's model chunks.
-    Returns the iteration folder."""
+def save(folder: str, step: int, model, optimizer, common: dict, keep: int | None = None) -> str:
+    """Collective: every rank of the job calls it; ``model``: the model or the rank's model chunks. Each rank's
+    random generators are saved beside (a resumed run draws what the uninterrupted one would); ``keep``: the
+    newest iteration folders kept. Returns the iteration folder."""
     common = dict(common, step=step, optimizer=optimizer_kind(optimizer))
-    return _save(folder, step, _sharded_state(model, optimizer, common, is_loading=False))
+    return _save(folder, step, _sharded_state(model, optimizer, common, is_loading=False), rng=True, keep=keep)
+
+
+def rng_state() -> dict:
+    """This process's random generators as tensors and numbers (``torch.load(weights_only=True)`` reads them)."""
+    from megatron.core import tensor_parallel
+
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "python": {"version": py[0], "state": torch.tensor(py[1], dtype=torch.int64), "gauss": py[2]},
+             "numpy": {"state": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                       "has_gauss": int(np_state[3]), "gauss": float(np_state[4])}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["tracker"] = dict(tensor_parallel.get_cuda_rng_tracker().get_states())
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    from megatron.core import tensor_parallel
+
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["state"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if torch.cuda.is_available() and "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+        tensor_parallel.get_cuda_rng_tracker().set_states(state["tracker"])
+
+
+def _rank_file(path: str) -> str:
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    return os.path.join(path, RNG, f"rank_{rank:05d}.pt")
+
+
+def prune(folder: str, keep: int) -> list[str]:
+    """Removes all but the newest ``keep`` iteration folders (never the latest); returns what it removed."""
+    latest = latest_iteration(folder)
+    steps = sorted(int(m.group(1)) for name in os.listdir(folder) if (m := ITERATION.match(name)))
+    gone = [iteration_dir(folder, s) for s in steps[:-keep] if s != latest] if keep > 0 else []
+    for path in gone:
+        shutil.rmtree(path)
+    return gone
 
 
 def save_weights(folder: str, step: int, model, common: dict | None = None) -> str:
@@ -144,8 +199,10 @@ def save_weights(folder: str, step: int, model, common: dict | None = None) -> s
     return _save(folder, step, {"model": model.sharded_state_dict(), "common": dict(common or {}, step=step)})
 
 
-def _save(folder: str, step: int, state: dict) -> str:
+def _save(folder: str, step: int, state: dict, rng: bool = False, keep: int | None = None) -> str:
     from megatron.core import dist_checkpointing
+
+    from pipeline.core.atomic import atomic_open
 
     path = iteration_dir(folder, step)
     rank0 = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
@@ -153,9 +210,15 @@ def _save(folder: str, step: int, state: dict) -> str:
         os.makedirs(path, exist_ok=True)
     torch.distributed.barrier()
     dist_checkpointing.save(state, path, sharded_strategy=_sync_torch_dist_strategy())
+    if rng:
+        os.makedirs(os.path.join(path, RNG), exist_ok=True)
+        with atomic_open(_rank_file(path), "wb") as f:
+            torch.save(rng_state(), f)
     torch.distributed.barrier()
     if rank0:  # written last: a crash mid-save leaves the previous iteration as the latest
         write_text(os.path.join(folder, LATEST), f"{step}\n")
+        if keep:
+            prune(folder, keep)
     torch.distributed.barrier()
     return path
 
@@ -229,6 +292,8 @@ def load(folder: str, model, optimizer, step: int | None = None) -> dict:
     _set_adam_step(loaded["optimizer"], int(common["step"]))
     with cpu_support.device_mode():
         optimizer.load_state_dict(loaded["optimizer"])
+    if os.path.exists(_rank_file(path)):  # checkpoints before 2026-12-07 have none
+        set_rng_state(torch.load(_rank_file(path), weights_only=True))
     return common
 
 

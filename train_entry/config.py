@@ -46,6 +46,18 @@ class InitFrom(Strict):
     format: Literal["auto", "hf", "mcore"] = Field("auto", description="auto: told apart by the folder's files")
 
 
+class StepGuardSettings(Strict):
+    """What a step whose update would damage the weights does (``train_entry/step_guard.py``)."""
+
+    nonfinite: Literal["skip", "stop"] = Field("stop", description="NaN or infinity in the loss or the gradients: skip the "
+                                               "update, or stop the run after a checkpoint of the weights before it")
+    loss_spike: float | None = Field(None, gt=1, description="a final-exit loss above this many times the median of the last "
+                                     "spike_window applied steps is a spike (default: no spike rule)")
+    spike_window: int = Field(50, ge=5)
+    on_spike: Literal["skip", "stop"] = "skip"
+    max_skips: int = Field(10, ge=1, description="this many steps skipped in a row stop the run")
+
+
 class TrainConfig(Strict):
     enabled: bool = True
     model: ModelSettings = ModelSettings()
@@ -113,6 +125,9 @@ class TrainConfig(Strict):
     )
     dae: DaeSettings = DaeSettings()
     save_interval: int = Field(0, ge=0, description="sharded checkpoint every N steps (0: only at the end); --resume continues from the latest")
+    keep_checkpoints: int | None = Field(None, ge=1, description="keep the newest N checkpoints, removing older ones after "
+                                                                 "each save (default: all)")
+    guard: StepGuardSettings = Field(StepGuardSettings(), description="non-finite gradients and loss spikes: skip or stop")
 
     def resolve_paths(self, absolute) -> None:
         if self.init_from:

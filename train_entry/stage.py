@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import sys
 
 from pipeline.core.accounting import read_stats, write_stats
 from pipeline.core.executors import StageFailed
 from pipeline.core.layout import RunLayout
 from pipeline.core.stage import Stage, StageContext
 from pipeline.core.tokens import token_id
+from train_entry import stop_signals
+from train_entry.stopped import STOPPED, STOPPED_STATUS, TrainingStopped
 
 
 class TrainStage(Stage):
@@ -87,20 +91,31 @@ class TrainStage(Stage):
         args = (type(ctx.recipe), ctx.recipe.model_dump(mode="json"), ctx.layout.root, ctx.resume)
         proc = multiprocessing.get_context("spawn").Process(target=_train_main, args=args, name="ruyi2-train")
         proc.start()
-        proc.join()
+        # a scheduler's SIGTERM/SIGUSR1 reaches this process: the training process gets it, saves and stops
+        forward = {sig: signal.signal(sig, lambda signum, frame: os.kill(proc.pid, signum)) for sig in stop_signals.SIGNALS}
+        try:
+            proc.join()
+        finally:
+            stop_signals.restore(forward)
+        stopped = os.path.join(ctx.layout.stage(self.name), STOPPED)
+        if proc.exitcode == STOPPED_STATUS and os.path.exists(stopped):
+            raise TrainingStopped(read_stats(stopped)["message"])
         if proc.exitcode != 0:
             raise StageFailed(f"train: the training process exited with status {proc.exitcode} (its error is printed above)")
         return read_stats(ctx.layout.stats(self.name))
 
 
 def _train_main(recipe_class, recipe_json: dict, root: str, resume: bool) -> None:
-    train_in_process(recipe_class.model_validate(recipe_json), RunLayout(root), resume, prepared=True)
+    try:
+        train_in_process(recipe_class.model_validate(recipe_json), RunLayout(root), resume, prepared=True)
+    except TrainingStopped:  # the parent reads stopped.json and reports it
+        sys.exit(STOPPED_STATUS)
 
 
 def curriculum(recipe, layout: RunLayout) -> list:
     """The mix stage's plan as curriculum stages; each source's held-out prefix is an evaluation set of its
     own, labelled "domain/source" (by file name: a plan may point at the token files of another run)."""
-    from train_entry.trainer import CurriculumStage
+    from train_entry.loop_settings import CurriculumStage
 
     mix = read_stats(layout.stats("mix"))
     eval_label = {os.path.basename(layout.token_prefix(s.name, heldout=True)): f"{s.domain}/{s.name}" for s in recipe.sources}
@@ -147,15 +162,18 @@ def model_config(train):
 
 def loop_settings(cfg, fcfg):
     """The training loop's settings from a recipe's ``train`` section and the model it builds."""
+    from train_entry.loop_settings import LoopSettings
     from train_entry.loss_schedule import ExitWeight
     from train_entry.lr_schedule import LRSchedule
-    from train_entry.trainer import LoopSettings
+    from train_entry.step_guard import GuardSettings
 
     weights = cfg.exit_weights or [None] * len(fcfg.exits)
     return LoopSettings(
         **cfg.model_dump(include={"steps", "micro_batch_size", "seq_length", "lr", "min_lr", "weight_decay", "seed",
                                   "eval_samples", "global_batch_size", "save_interval", "pipeline_balance", "clip_grad",
-                                  "distributed_optimizer", "recompute", "attention", "tensorboard", "document_masks"}),
+                                  "distributed_optimizer", "recompute", "attention", "tensorboard", "document_masks",
+                                  "keep_checkpoints"}),
+        guard=GuardSettings(**cfg.guard.model_dump()),
         lr_schedule=LRSchedule(cfg.lr_schedule, cfg.warmup_steps, cfg.lr_anneal_stage, cfg.lr_wsd_decay_style),
         stage_exit_weights={st: [ExitWeight(**w.model_dump()) for w in ws] for st, ws in cfg.stage_exit_weights.items()},
         betas=(cfg.adam_beta1, cfg.adam_beta2),
@@ -208,8 +226,14 @@ def train_curriculum(cfg, tokenizer_cfg, stages, out_dir: str, resume: bool = Fa
         rank0 = torch.distributed.get_rank() == 0
         if before_training:
             before_training(rank0)
+        if rank0 and os.path.exists(os.path.join(out_dir, STOPPED)):
+            os.remove(os.path.join(out_dir, STOPPED))  # an earlier stop's record, written by this stage
         plan = stages() if callable(stages) else stages
-        result = FamilialTrainer(fcfg, settings, tokenizer, out_dir).run(plan, resume=resume)
+        handlers = stop_signals.install()  # SIGTERM/SIGUSR1: a checkpoint, then stop
+        try:
+            result = FamilialTrainer(fcfg, settings, tokenizer, out_dir).run(plan, resume=resume)
+        finally:
+            stop_signals.restore(handlers)
         stats = {"stage": "train", "model": dict(fcfg.__dict__), "parallel": {"tp": tp, "pp": pp, "vp": vp,
                  "world_size": torch.distributed.get_world_size()}, **result}
         if rank0:

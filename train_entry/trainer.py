@@ -14,102 +14,31 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
 
 import torch
 from loguru import logger
 
-from train_entry import checkpointing
+from pipeline.core.atomic import write_json
+from train_entry import checkpointing, stop_signals
 from train_entry.data import DatasetTokenizer, build_datasets, build_eval_dataset, collate
 from train_entry.forward_backward import ForwardBackward, data_parallel_mean
 from train_entry.init_from import HF, detect_format, load_hf_qwen3
-from train_entry.loss_schedule import ExitWeight, StageSpan, exit_weights_at
-from train_entry.lr_schedule import LRSchedule, build_scheduler
+from train_entry.loop_settings import CurriculumStage, LoopSettings, micro_batches_per_step, sample_indices, stage_steps
+from train_entry.loss_schedule import StageSpan, exit_weights_at
+from train_entry.lr_schedule import build_scheduler
 from train_entry.metrics import MetricsLog, peak_memory, read_metrics, throughput, training_flops_per_token
 from train_entry.model import FamilialGPTModel, build_model_chunks
 from train_entry.model_config import FamilialConfig
-from train_entry.optim import OptimizerSettings, build_optimizer, optimizer_step, wrap_model
+from train_entry.optim import build_optimizer, optimizer_step, wrap_model
 from train_entry.pipeline_balance import plan_pipeline
+from train_entry.step_guard import StepGuard, gradients_finite
+from train_entry.stopped import STOPPED, TrainingStopped
 
 
-@dataclass
-class CurriculumStage:
-    name: str
-    data_args_path: str
-    tokens: int
-    valid_data_args_path: str | None = None
-    # held-out prefix per evaluation set ("domain/source" -> prefix): each exit is evaluated on each
-    eval_sets: dict[str, str] = field(default_factory=dict)
+def _event(d: dict):
+    from train_entry.step_guard import StepEvent
 
-
-@dataclass
-class LoopSettings:
-    steps: int
-    micro_batch_size: int
-    seq_length: int
-    lr: float
-    min_lr: float
-    weight_decay: float
-    seed: int
-    eval_samples: int
-    exit_weights: list[ExitWeight]
-    global_batch_size: int | None = None  # samples per optimizer step over all replicas (None: one micro-batch each)
-    lr_schedule: LRSchedule = LRSchedule()
-    tp: int = 1
-    pp: int = 1
-    vp: int = 1  # model chunks per pipeline rank: interleaved 1F1B when > 1
-    dae_exit: int | None = None  # DaE stage 1 on this exit (train_entry/dae.py); None: joint training
-    dae_blocks: int = 3
-    save_interval: int = 0  # checkpoint every N steps (0: only at the end)
-    # "exits": stages balanced for the branch cost; "even": L / PP layers each; or layers per stage
-    pipeline_balance: str | list[int] = "exits"
-    init_from: str | None = None  # start from these weights: a Hugging Face Qwen3 folder or a checkpoint of ours
-    init_format: str = "auto"
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    clip_grad: float = 1.0  # largest gradient norm (0: no clipping)
-    bf16: bool = False  # bf16 parameters and activations with fp32 master weights
-    distributed_optimizer: bool = False
-    recompute: str = "none"  # none | selective | full
-    attention: str = "fused"  # fused (PyTorch SDPA / FlexAttention) | unfused (megatron-core's DotProductAttention)
-    tensorboard: bool = True
-    document_masks: bool = False  # packed documents do not attend to each other; positions restart per document
-    # curriculum stage -> lambda_k schedules over that stage's own steps (others follow exit_weights)
-    stage_exit_weights: dict[str, list[ExitWeight]] = field(default_factory=dict)
-    # the per-domain evaluation sets' samples (None: ``seed``); runs compared with each other (the mixture
-    # ablation's proxies, several seeds each) fix it so every run is scored on the same sequences
-    eval_seed: int | None = None
-
-    def optimizer_settings(self) -> OptimizerSettings:
-        return OptimizerSettings(self.lr, self.min_lr, self.weight_decay, self.betas, self.eps, self.clip_grad,
-                                 self.bf16, self.distributed_optimizer)
-
-
-def micro_batches_per_step(settings: LoopSettings, dp: int) -> int:
-    """Gradient accumulation: the global batch over (micro-batch x data-parallel replicas)."""
-    if settings.global_batch_size is None:
-        return 1
-    per_pass = settings.micro_batch_size * dp
-    if settings.global_batch_size % per_pass:
-        raise ValueError(f"train.global_batch_size {settings.global_batch_size} is not a multiple of micro_batch_size "
-                         f"{settings.micro_batch_size} x data-parallel size {dp}")
-    return settings.global_batch_size // per_pass
-
-
-def sample_indices(step_in_stage: int, micro_batch: int, dp_rank: int, dp: int, mbs: int, n_micro: int) -> range:
-    """The samples of one micro-batch, in Megatron-LM's order: a step takes the next global batch; each
-    micro-batch pass takes the next micro_batch_size x dp samples, and replica r its r-th slice. One
-    process with accumulation and several replicas therefore see the same global batch."""
-    start = (step_in_stage * n_micro + micro_batch) * mbs * dp + dp_rank * mbs
-    return range(start, start + mbs)
-
-
-def stage_steps(stages: list[CurriculumStage], total: int) -> list[int]:
-    """Optimizer steps per curriculum stage, proportional to its tokens, at least one each."""
-    tokens = sum(s.tokens for s in stages)
-    raw = [max(1, math.floor(total * s.tokens / tokens)) for s in stages]
-    raw[-1] = max(1, total - sum(raw[:-1]))
-    return raw
+    return StepEvent(d["step"], d["reason"], d["action"], d["detail"])
 
 
 def per_chunk(functions: list):
@@ -180,6 +109,7 @@ class FamilialTrainer:
         self.flops_per_token = training_flops_per_token(fcfg, settings.seq_length, extra)
         self.step = 0
         self.started_from: dict | None = None  # the weights this run continued from (None: random or resumed)
+        self.guard = StepGuard(settings.guard, fcfg.exits[-1])
         self.stage_span: StageSpan | None = None  # the curriculum stage being trained
 
     @property
@@ -210,11 +140,19 @@ class FamilialTrainer:
             ddp.zero_grad_buffer()
         self.optimizer.zero_grad()
         local = self.passes.run(micro_batches, forward_only=False)
-        stepped, norm = optimizer_step(self.optimizer)
-        self.scheduler.step(1)
-        self.step += 1
-        return {"lr": lr, "lambdas": lambdas, "losses": data_parallel_mean(local), "replica_losses": local,
-                "grad_norm": norm, "stepped": stepped}
+        losses = data_parallel_mean(local)
+        event = self.guard.verdict(self.step, losses, gradients_finite(self.ddp))
+        if event is None:
+            stepped, norm = optimizer_step(self.optimizer)
+            self.scheduler.step(1)
+        else:  # the update is not applied: weights, moments and schedule stay as they were
+            stepped, norm = False, None
+            logger.warning(f"step {self.step + 1}: {event.reason} ({event.detail}): "
+                           + ("update skipped" if event.action == "skip" else "the run stops"))
+        if event is None or event.action == "skip":
+            self.step += 1  # a skipped step's data is consumed; a stopping one is retried by a resumed run
+        return {"lr": lr, "lambdas": lambdas, "losses": losses, "replica_losses": local, "grad_norm": norm,
+                "stepped": stepped, "event": event}
 
     @torch.no_grad()
     def evaluate(self, dataset, batches: int) -> dict[int, float]:
@@ -261,6 +199,7 @@ class FamilialTrainer:
         if "lr_scheduler" in common:
             self.scheduler.load_state_dict(common["lr_scheduler"])
         rows, keep_bytes = read_metrics(metrics_path, self.step)
+        self.guard.events[:0] = [e for e in map(_event, common.get("events", []))]
         logger.info(f"resumed from {checkpointing.iteration_dir(self.checkpoint_dir, self.step)} at step {self.step}")
         return rows, keep_bytes, common.get("evals", {})
 
@@ -278,8 +217,23 @@ class FamilialTrainer:
         return fmt
 
     def save_checkpoint(self, evals: dict) -> str:
+        if checkpointing.latest_iteration(self.checkpoint_dir) == self.step:  # saved already at this step
+            return checkpointing.iteration_dir(self.checkpoint_dir, self.step)
         return checkpointing.save(self.checkpoint_dir, self.step, self.chunks, self.optimizer,
-                                  {"evals": evals, "lr_scheduler": self.scheduler.state_dict()})
+                                  {"evals": evals, "lr_scheduler": self.scheduler.state_dict(),
+                                   "events": [e.as_dict() for e in self.guard.events]},
+                                  keep=self.s.keep_checkpoints)
+
+    def stop(self, why: str, evals: dict, log: "MetricsLog") -> None:
+        """Save a checkpoint at this step, record why the run stopped, and raise ``TrainingStopped``."""
+        log.close()
+        path = self.save_checkpoint(evals)
+        message = (f"training stopped at step {self.step} of {self.s.steps}: {why}; checkpoint {path} saved; continue "
+                   f"with `ruyi2 train RECIPE --resume`")
+        if torch.distributed.get_rank() == 0:
+            write_json(os.path.join(self.out_dir, STOPPED), {"step": self.step, "why": why, "checkpoint": path,
+                                                             "message": message})
+        raise TrainingStopped(message)
 
     def _log_row(self, stage: str, rec: dict, seconds: float) -> dict:
         tokens = self.micro_batches * self.s.micro_batch_size * self.dp * self.s.seq_length
@@ -290,7 +244,8 @@ class FamilialTrainer:
             "lr": rec["lr"],
             "seconds": round(seconds, 4),
             **throughput(tokens, seconds, self.flops_per_token, torch.distributed.get_world_size()),
-            "grad_norm": rec["grad_norm"],
+            "grad_norm": rec["grad_norm"],  # None: the update was skipped (see "skipped")
+            **({"skipped": rec["event"].reason} if rec.get("event") else {}),
             "loss": {name(e): v for e, v in sorted(rec["losses"].items())},
             "lambda": {name(e): v for e, v in sorted(rec["lambdas"].items())},
             "memory": peak_memory(),
@@ -335,17 +290,23 @@ class FamilialTrainer:
                          for m in range(self.micro_batches)]
                 t0 = time.perf_counter()
                 rec = self.train_step(micro)
+                event = rec["event"]
+                if event is not None and event.action == "stop":
+                    self.stop(f"{event.reason} at step {event.step + 1} ({event.detail})", evals, log)
                 row = self._log_row(stage.name, rec, time.perf_counter() - t0)
                 log.write(row)
                 history.append(row)
                 if writer:
+                    norm = "skipped" if rec["grad_norm"] is None else f"{rec['grad_norm']:.3f}"
                     logger.info(
                         f"step {self.step}/{self.s.steps} [{stage.name}] lr {rec['lr']:.2e} | grad norm "
-                        f"{rec['grad_norm']:.3f} | {row['tokens_per_s']:,} tok/s | "
+                        f"{norm} | {row['tokens_per_s']:,} tok/s | "
                         + " | ".join(f"{k} {v:.4f} (λ {row['lambda'][k]:.2f})" for k, v in row["loss"].items())
                     )
                 if self.s.save_interval and self.step % self.s.save_interval == 0 and self.step < self.s.steps:
                     self.save_checkpoint(evals)
+                if (signal_name := stop_signals.agreed()) is not None:
+                    self.stop(f"{signal_name} received", evals, log)
             if self.s.eval_samples and valid_ds is not None:
                 evals[stage.name] = self._evaluate_stage(stage, valid_ds)
                 for label, losses in evals[stage.name].items():
@@ -367,4 +328,5 @@ class FamilialTrainer:
             "metrics": metrics_path,
             "checkpoint": ckpt,
             "init_from": self.started_from,
+            "events": [e.as_dict() for e in self.guard.events],  # skipped steps (non-finite, loss spikes)
         }
