@@ -30,11 +30,13 @@ class CompressError(StageError):
 def _losses(model, batches: list[dict]) -> dict[int, float]:
     import torch
 
+    from train_entry.devices import model_device, to_device
     from train_entry.model import masked_mean
 
     sums: dict[int, float] = {}
     with torch.no_grad():
         for b in batches:
+            b = to_device(b, model_device(model))
             for e, logits in model.exit_logits(b["tokens"], b["position_ids"]).items():
                 # [b*s, v] rows: a class dimension in the middle (transpose) makes cross_entropy ~10x slower on CPU
                 ce = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), b["labels"].long().flatten(),
@@ -60,9 +62,12 @@ def _covariances(model, batches: list[dict], heads: bool = False) -> dict:
             x = args[0].reshape(-1, args[0].shape[-1]).double()
             cov[name] = cov.get(name, 0) + x.T @ x
         hooks.append(module.register_forward_pre_hook(hook))
+    from train_entry.devices import model_device, to_device
+
     try:
         with torch.no_grad():
             for b in batches:
+                b = to_device(b, model_device(model))
                 model.exit_logits(b["tokens"], b["position_ids"])
     finally:
         for h in hooks:

@@ -39,9 +39,15 @@ class MegatronScorer(Scorer):
     max_length: int
 
     def logits(self, tokens, exits, positions):
+        from train_entry.devices import model_device
+
+        # the model's device for the inputs, the CPU for the logits (only the asked positions: small)
+        device = model_device(self.model)
+        tokens, positions = tokens.to(device), positions.to(device)
         # only the wanted positions reach the heads: with a 151k vocabulary the heads dominate a small model
-        out = self.model.exit_logits(tokens, torch.arange(tokens.shape[1]).unsqueeze(0).expand_as(tokens), positions)
-        return {e: out[e] for e in exits}
+        out = self.model.exit_logits(tokens, torch.arange(tokens.shape[1], device=device).unsqueeze(0).expand_as(tokens),
+                                     positions)
+        return {e: out[e].cpu() for e in exits}
 
 
 @dataclass
@@ -53,13 +59,16 @@ class HFScorer(Scorer):
 
     @torch.no_grad()
     def logits(self, tokens, exits, positions):
+        from train_entry.devices import model_device
+
         keep = tokens.shape[1] - int(positions.min())  # logits_to_keep: the last positions, enough for every row
         kwargs = lambda e: {"early_exit_point": e} if self.familial else {}  # noqa: E731
+        tokens = tokens.to(model_device(self.model))
         out = {}
         for e in exits:
             lg = self.model(input_ids=tokens, use_cache=False, logits_to_keep=keep, **kwargs(e)).logits
             index = (positions - (tokens.shape[1] - keep)).to(lg.device)
-            out[e] = lg.gather(1, index.unsqueeze(-1).expand(*index.shape, lg.shape[-1]))
+            out[e] = lg.gather(1, index.unsqueeze(-1).expand(*index.shape, lg.shape[-1])).cpu()
         return out
 
 

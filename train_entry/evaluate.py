@@ -213,8 +213,12 @@ def _hf_scorer(folder: str, trust_remote_code: bool = False):
     tok_file = os.path.join(folder, "tokenizer.json")
     if not os.path.exists(tok_file):
         raise EvalError(f"{folder}: no tokenizer.json (an export of ours writes one)")
+    from train_entry.devices import compute_device
+
+    device = compute_device()  # bf16 on a GPU (as it was trained and exported), fp32 on a CPU
     model = AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=trust, local_files_only=True,
-                                                 dtype=torch.float32).eval()
+                                                 dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
+    model = model.to(device).eval()
     cfg = model.config
     exits = tuple(getattr(cfg, "early_exit_points", None) or [cfg.num_hidden_layers - 1])
     gen = getattr(model, "generation_config", None)

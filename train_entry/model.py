@@ -208,19 +208,22 @@ def dense_document_mask(document_ids: torch.Tensor) -> torch.Tensor:
 
 def build_model(
     fcfg: FamilialConfig, tp: int = 1, pp: int = 1, params_dtype=torch.float32, pipeline_layout: list | None = None,
-    recompute: str = "none", init_branches: bool = True, attention: str = "fused",
+    recompute: str = "none", init_branches: bool = True, attention: str = "fused", cpu_init: bool | None = None,
 ) -> FamilialGPTModel:
     """The familial model of this rank (one model chunk). ``pipeline_layout``: megatron-core's per-stage
     layer layout (train_entry/pipeline_balance.py); None splits the layers evenly. ``recompute``: see
     ``FamilialConfig.transformer_config``. ``init_branches``: copy the backbone layers into the branches (not
-    for a skeleton on the meta device, which has no values). ``attention``: see ``layer_spec``."""
-    (model,) = build_model_chunks(fcfg, tp, pp, 1, params_dtype, pipeline_layout, recompute, init_branches, attention)
+    for a skeleton on the meta device, which has no values). ``attention``: see ``layer_spec``. ``cpu_init``:
+    megatron-core's CPU initialisation even with CUDA present (None: only without CUDA)."""
+    (model,) = build_model_chunks(fcfg, tp, pp, 1, params_dtype, pipeline_layout, recompute, init_branches, attention,
+                                  cpu_init)
     return model
 
 
 def build_model_chunks(
     fcfg: FamilialConfig, tp: int = 1, pp: int = 1, vp: int = 1, params_dtype=torch.float32,
     pipeline_layout: list | None = None, recompute: str = "none", init_branches: bool = True, attention: str = "fused",
+    cpu_init: bool | None = None,
 ) -> list[FamilialGPTModel]:
     """This rank's model chunks: ``vp`` of them under interleaved 1F1B (``pipeline_layout`` then has
     ``pp x vp`` virtual stages, in megatron-core's order: chunk 0 of every rank, then chunk 1, ...), else one."""
@@ -229,7 +232,7 @@ def build_model_chunks(
 
         pipeline_layout = plan_pipeline(fcfg, pp * vp, fcfg.max_sequence_length, "even").layout
     tcfg = fcfg.transformer_config(tp=tp, pp=pp, params_dtype=params_dtype, pipeline_layout=pipeline_layout,
-                                   recompute=recompute)
+                                   recompute=recompute, cpu_init=cpu_init)
     stages = [None] if vp == 1 else list(range(vp))
     chunks = [
         FamilialGPTModel(

@@ -50,7 +50,7 @@ class FamilialConfig:
         return f"exit{e}"
 
     def transformer_config(self, tp: int = 1, pp: int = 1, params_dtype=torch.float32, pipeline_layout: list | None = None,
-                           recompute: str = "none"):
+                           recompute: str = "none", cpu_init: bool | None = None):
         """``recompute``: none; selective (attention scores recomputed in the backward, megatron-core's
         default selective set); full (each decoder layer's activations recomputed, one layer per chunk)."""
         from megatron.core.transformer.transformer_config import TransformerConfig
@@ -81,7 +81,8 @@ class FamilialConfig:
             pipeline_dtype=params_dtype,
             params_dtype=params_dtype,
             bf16=params_dtype == torch.bfloat16,
-            use_cpu_initialization=on_cpu,
+            # megatron-core creates weights with an explicit CUDA device unless this is set
+            use_cpu_initialization=on_cpu if cpu_init is None else cpu_init,
             **fused_kernels(not on_cpu, bf16=params_dtype == torch.bfloat16),
             batch_p2p_comm=not on_cpu,
         )

@@ -43,17 +43,19 @@ def checkpoint_dae_blocks(checkpoint: str) -> dict[int, int]:
     return dae_blocks_in(dist_checkpointing.load_tensors_metadata(checkpointing.iteration_dir(checkpoint, step)).keys())
 
 
-def build_trained(fcfg, dae: dict[int, int], ranks: dict[str, int] | None = None, init_branches: bool = True):
+def build_trained(fcfg, dae: dict[int, int], ranks: dict[str, int] | None = None, init_branches: bool = True,
+                  cpu_init: bool | None = None):
     """The model the run trained: ``dae`` blocks (exit -> count) and the low-rank linears ``ranks``
     (``exits.<e>.blocks.<j>.<path>`` -> rank) in place, weights freshly initialised. Call inside a
-    ``DistributedContext`` (and inside ``torch.device("meta")`` for a skeleton without memory)."""
+    ``DistributedContext`` (and inside ``torch.device("meta")`` with ``cpu_init`` for a skeleton without
+    memory). ``cpu_init``: megatron-core's CPU initialisation whatever CUDA says (None: only without CUDA)."""
     import torch
 
     from train_entry.dae import append_dae_blocks
     from train_entry.low_rank import LowRankLinear
     from train_entry.model import build_model
 
-    model = build_model(fcfg, init_branches=init_branches)
+    model = build_model(fcfg, init_branches=init_branches, cpu_init=cpu_init)
     for e, n in dae.items():
         append_dae_blocks(model, e, n)
     for name, rank in (ranks or {}).items():
@@ -64,12 +66,15 @@ def build_trained(fcfg, dae: dict[int, int], ranks: dict[str, int] | None = None
 
 
 def rebuild(fcfg, checkpoint: str, dae: dict[int, int], ranks: dict[str, int] | None = None):
-    """``build_trained`` with the checkpoint's weights loaded; returns (model, iteration folder read).
-    Call inside a ``DistributedContext``."""
+    """``build_trained`` with the checkpoint's weights loaded, the whole model on the compute device (the GPU
+    when there is one; ``train_entry/devices.py``); returns (model, iteration folder read). Call inside a
+    ``DistributedContext``."""
     from train_entry import checkpointing
+    from train_entry.devices import compute_device
 
     model = build_trained(fcfg, dae, ranks)
-    return model, checkpointing.load_weights(checkpoint, model)
+    read = checkpointing.load_weights(checkpoint, model)
+    return model.to(compute_device()), read
 
 
 def skeleton(fcfg, dae: dict[int, int], ranks: dict[str, int] | None = None):
@@ -77,8 +82,10 @@ def skeleton(fcfg, dae: dict[int, int], ranks: dict[str, int] | None = None):
     keys, for reading the checkpoint module by module."""
     import torch
 
+    # megatron-core passes an explicit CUDA device when CUDA is present (its GPU initialisation), which the meta
+    # device context does not override: ~68 GB allocated and initialised on GPU 0 for a 14B familial model
     with torch.device("meta"):
-        return build_trained(fcfg, dae, ranks, init_branches=False)
+        return build_trained(fcfg, dae, ranks, init_branches=False, cpu_init=True)
 
 
 def replace_module(root, name: str, module) -> None:
