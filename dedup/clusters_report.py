@@ -2,9 +2,9 @@
 
 Read back from the dedup stage's own output (kept and removed shards): MinHash clusters by
 ``minhash_cluster_id`` (kept and removed members), exact groups by the keeper locator of their removed copies.
-polars scans the shards (streaming engine): the sizes are a group-by, and only the members of the largest
-clusters are collected, a few per cluster, so memory follows the number of clusters, not the documents in
-them, and never the corpus.
+polars scans the shards twice (streaming engine): once for every group's size, once for the members of the
+largest groups, of which a few per group are kept; memory follows the number of clusters and the members of
+the largest ones, never the corpus.
 """
 
 from __future__ import annotations
@@ -57,20 +57,23 @@ def _entries(df: pl.DataFrame) -> list[dict]:
 
 def cluster_report(output_folder: str, removed_folder: str, largest: int = 5, members: int = 4) -> dict:
     docs = _members(output_folder, removed_folder)
-    fuzzy_docs = docs.filter(pl.col("keeper").is_null())
-    exact_docs = docs.filter(pl.col("keeper").is_not_null())
-    sizes = fuzzy_docs.group_by("cluster").agg(size=pl.len()).collect(engine="streaming")
-    copies = exact_docs.group_by("keeper").agg(size=pl.len()).collect(engine="streaming")
+    # one scan for every group's size (a MinHash cluster: no keeper; an exact group: by its keeper), one for the
+    # members of the largest groups
+    groups = docs.group_by("cluster", "keeper").agg(size=pl.len()).collect(engine="streaming")
+    sizes = groups.filter(pl.col("keeper").is_null()).select("cluster", "size")
+    copies = groups.filter(pl.col("keeper").is_not_null()).group_by("keeper").agg(size=pl.col("size").sum())
     histogram: dict[str, int] = {}
     for n in sizes["size"].to_list():
         histogram[_size_bucket(n)] = histogram.get(_size_bucket(n), 0) + 1
     top = sizes.sort(["size", "cluster"], descending=[True, False]).head(largest)
     top_groups = copies.sort(["size", "keeper"], descending=[True, False]).head(largest)
-    in_top = (fuzzy_docs.filter(pl.col("cluster").is_in(top["cluster"].implode()))
-              .sort([pl.col("role") != "kept", pl.col("id")]).group_by("cluster", maintain_order=True).head(members)
+    wanted = (docs.filter((pl.col("keeper").is_null() & pl.col("cluster").is_in(top["cluster"].implode()))
+                          | pl.col("keeper").is_in(top_groups["keeper"].implode()))
               .collect(engine="streaming"))
-    in_top_groups = (exact_docs.filter(pl.col("keeper").is_in(top_groups["keeper"].implode())).sort("id")
-                     .group_by("keeper", maintain_order=True).head(members).collect(engine="streaming"))
+    in_top = (wanted.filter(pl.col("keeper").is_null()).sort([pl.col("role") != "kept", pl.col("id")])
+              .group_by("cluster", maintain_order=True).head(members))
+    in_top_groups = (wanted.filter(pl.col("keeper").is_not_null()).sort("id")
+                     .group_by("keeper", maintain_order=True).head(members))
     return {
         "minhash": {
             "clusters": sizes.height,

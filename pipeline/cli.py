@@ -38,10 +38,11 @@ def _add_common(p: argparse.ArgumentParser, runs: bool = True) -> None:
     p.add_argument("--run-dir", help="override the recipe's run_dir")
     _add_patch(p)
     if runs:
-        p.add_argument("--resume", action="store_true", help="keep finished tasks of an interrupted stage instead of starting "
-                                                             "it afresh (refused when the recipe changed what it computes)")
-        p.add_argument("--restart", action="store_true", help="let a stage delete kept work it would otherwise refuse to "
-                                                              "(the train stage's checkpoints, the ablation's proxy runs)")
+        again = p.add_mutually_exclusive_group()
+        again.add_argument("--resume", action="store_true", help="keep finished tasks of an interrupted stage instead of "
+                                                                 "starting it afresh (refused when the recipe changed what it computes)")
+        again.add_argument("--restart", action="store_true", help="let a stage delete kept work it would otherwise refuse "
+                                                                  "to (the train stage's checkpoints, the ablation's proxy runs)")
 
 
 def build_parser() -> argparse.ArgumentParser:

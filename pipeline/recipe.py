@@ -320,7 +320,7 @@ def resume_problems(recipe: Recipe, stored_path: str) -> list[str]:
         return []
     with open(stored_path, encoding="utf-8") as f:
         before = yaml.safe_load(f)
-    after = json.loads(json.dumps(recipe.model_dump(mode="json")))
+    after = recipe.model_dump(mode="json")
     changed = [k for k in changed_keys(before, after) if k.split(".")[0].split("[")[0] not in RESUME_MAY_CHANGE]
     if not changed:
         return []

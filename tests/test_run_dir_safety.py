@@ -131,6 +131,28 @@ def test_train_without_resume_after_a_crash_keeps_the_checkpoints(tmp_path, caps
     check_start(recipe, ["train"], RunLayout(run), resume=True, restart=False)
 
 
+def test_ablate_without_resume_keeps_an_earlier_ablations_proxy_runs(tmp_path, capsys):
+    from mixtures.ablation.ablate import AblationError, run_ablation
+
+    run = _marked_run(tmp_path)
+    proxy = os.path.join(run, "ablate", "runs", "cand-000-s0")
+    os.makedirs(proxy)
+    with open(os.path.join(proxy, "result.json"), "w") as f:
+        f.write("{}")
+    before = _snapshot(os.path.join(run, "ablate"))
+    path = _recipe(tmp_path, run, ablation={})
+    assert main(["ablate", path]) == 1
+    err = capsys.readouterr().err
+    assert f"{os.path.join(run, 'ablate', 'runs')} (proxy runs" in err and "--resume" in err and "--restart" in err
+    assert _snapshot(os.path.join(run, "ablate")) == before
+    with pytest.raises(SystemExit):  # the two are one choice on the command line
+        main(["ablate", path, "--resume", "--restart"])
+    # asked for: the check passes (and the ablation stops at its missing input, the tokenize stage's output)
+    with pytest.raises(AblationError, match="tokenize"):
+        run_ablation(load_recipe(path), RunLayout(run), {}, None, 0.0, restart=True)
+    assert _snapshot(os.path.join(run, "ablate")) == before
+
+
 def test_init_from_inside_the_folder_the_train_stage_empties_is_refused(tmp_path):
     from train_entry.stage import TrainStage
 

@@ -53,21 +53,25 @@ def segment_attention(q, k, v, doc: torch.Tensor, scale: float, gqa: bool) -> to
     return torch.cat(rows, dim=0)
 
 
-_BLOCK_MASK: dict = {}  # the last batch's document ids and their block mask: every layer of a forward shares them
+# The block mask of the last document-id tensor seen: every layer of a forward gets the same tensor object,
+# so an identity check (the tensor held here, its id never reused) finds it without a per-layer device sync.
+_BLOCK_MASK: dict = {}
 
 
 def flex_document_attention(q, k, v, doc: torch.Tensor, scale: float, gqa: bool, compiled: bool = True) -> torch.Tensor:
-    """Causal attention within each document as one FlexAttention call (``compiled`` on a GPU)."""
+    """Causal attention within each document as one FlexAttention call (``compiled`` on a GPU); ``doc`` holds
+    the document ids, [b, s] or megatron-core's [b, 1, 1, s]."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-    b, s = doc.shape
-    cached = _BLOCK_MASK.get("doc")
-    if cached is None or cached.shape != doc.shape or cached.device != doc.device or not torch.equal(cached, doc):
-        def same_document_causal(bi, hi, qi, ki):
-            return (ki <= qi) & (doc[bi, qi] == doc[bi, ki])
+    if _BLOCK_MASK.get("doc") is not doc:
+        b, s = q.shape[0], q.shape[2]
+        ids = doc.reshape(b, s)
 
-        _BLOCK_MASK.update(doc=doc.clone(), mask=create_block_mask(same_document_causal, b, None, s, s, device=doc.device,
-                                                                   _compile=compiled))
+        def same_document_causal(bi, hi, qi, ki):
+            return (ki <= qi) & (ids[bi, qi] == ids[bi, ki])
+
+        _BLOCK_MASK.update(doc=doc, mask=create_block_mask(same_document_causal, b, None, s, s, device=doc.device,
+                                                           _compile=compiled))
     fn = _compiled_flex() if compiled else flex_attention
     return fn(q, k, v, block_mask=_BLOCK_MASK["mask"], scale=scale, enable_gqa=gqa)
 
@@ -123,9 +127,8 @@ class FusedCoreAttention(MegatronModule):
         else:
             if dropout:
                 raise ValueError("FusedCoreAttention: attention dropout with document masks is not supported")
-            doc = attention_mask.reshape(b, s)
-            out = (flex_document_attention(q, k, v, doc, self.softmax_scale, gqa) if q.is_cuda
-                   else segment_attention(q, k, v, doc, self.softmax_scale, gqa))
+            out = (flex_document_attention(q, k, v, attention_mask, self.softmax_scale, gqa) if q.is_cuda
+                   else segment_attention(q, k, v, attention_mask.reshape(b, s), self.softmax_scale, gqa))
         return out.permute(2, 0, 1, 3).reshape(s, b, self.heads * q.shape[-1])
 
     def _sdpa(self, q, k, v, dropout: float, gqa: bool, **mask):

@@ -17,6 +17,7 @@ import sys
 from pipeline.core.accounting import read_stats, write_stats
 from pipeline.core.executors import StageFailed
 from pipeline.core.layout import RunLayout
+from pipeline.core.paths import inside
 from pipeline.core.stage import Stage, StageContext
 from pipeline.core.tokens import token_id
 from train_entry import stop_signals
@@ -33,8 +34,7 @@ class TrainStage(Stage):
     def start_problems(self, recipe, layout: RunLayout, resume: bool, restart: bool) -> list[str]:
         problems = super().start_problems(recipe, layout, resume, restart)
         init = recipe.train.init_from.path if recipe.train.init_from else None
-        folder = os.path.realpath(layout.stage(self.name))
-        if init and not resume and os.path.realpath(init).startswith(folder + os.sep):
+        if init and not resume and inside(os.path.realpath(init), os.path.realpath(layout.stage(self.name))):
             problems.append(f"train.init_from: {init} lies inside {layout.stage(self.name)}, which the train stage empties "
                             "before it loads it; copy (or `ruyi2 export`) the model out of the run directory and start from there")
         return problems

@@ -44,12 +44,12 @@ class StepEvent:
 
 def gradients_finite(ddp_chunks: list) -> bool:
     """True on every rank when no rank's gradient buffers hold NaN or infinity (one all-reduce)."""
+    # Bucket by bucket (megatron-core's ~40M-element buckets): isfinite's boolean copy stays bucket-sized, and
+    # the verdicts stay on the device until the one .item() below.
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
-    ok = torch.ones(1, device=device)
-    for ddp in ddp_chunks:
-        for buffer in [*ddp.buffers, *getattr(ddp, "expert_parallel_buffers", [])]:
-            if not torch.isfinite(buffer.grad_data).all():
-                ok.zero_()
+    verdicts = [torch.isfinite(bucket.grad_data).all() for ddp in ddp_chunks
+                for buffer in [*ddp.buffers, *getattr(ddp, "expert_parallel_buffers", [])] for bucket in buffer.buckets]
+    ok = (torch.stack(verdicts).all() if verdicts else torch.tensor(True)).to(device=device, dtype=torch.float32).reshape(1)
     if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
         torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
     return bool(ok.item())

@@ -31,14 +31,8 @@ from train_entry.model import FamilialGPTModel, build_model_chunks
 from train_entry.model_config import FamilialConfig
 from train_entry.optim import build_optimizer, optimizer_step, wrap_model
 from train_entry.pipeline_balance import plan_pipeline
-from train_entry.step_guard import StepGuard, gradients_finite
+from train_entry.step_guard import StepEvent, StepGuard, gradients_finite
 from train_entry.stopped import STOPPED, TrainingStopped
-
-
-def _event(d: dict):
-    from train_entry.step_guard import StepEvent
-
-    return StepEvent(d["step"], d["reason"], d["action"], d["detail"])
 
 
 def per_chunk(functions: list):
@@ -199,7 +193,7 @@ class FamilialTrainer:
         if "lr_scheduler" in common:
             self.scheduler.load_state_dict(common["lr_scheduler"])
         rows, keep_bytes = read_metrics(metrics_path, self.step)
-        self.guard.events[:0] = [e for e in map(_event, common.get("events", []))]
+        self.guard.events[:0] = [StepEvent(**e) for e in common.get("events", [])]
         logger.info(f"resumed from {checkpointing.iteration_dir(self.checkpoint_dir, self.step)} at step {self.step}")
         return rows, keep_bytes, common.get("evals", {})
 

@@ -240,15 +240,12 @@ def run_ablation(recipe, layout, proxy_train: dict, train, target_flops: float, 
     runs are kept with ``resume``, deleted with ``restart``; otherwise their presence is an error."""
     from mixtures.ablation.outputs import write_outputs
 
-    ab = Ablation(recipe, layout, proxy_train, train)
     if resume and restart:
         raise AblationError("--resume and --restart: choose one (keep the finished proxy runs, or delete them)")
-    if os.path.isdir(ab.root) and not resume:
-        runs = os.path.join(ab.root, "runs")
-        if os.path.isdir(runs) and os.listdir(runs) and not restart:
-            raise AblationError(f"{runs} holds {len(os.listdir(runs))} proxy run(s) of an earlier ablation: rerun with --resume "
-                                "to keep the finished ones (a run whose settings changed is trained again), or with --restart "
-                                "to delete them all")
+    if not (resume or restart) and (held := layout.kept_work(FOLDER, {"runs": "proxy runs of an earlier ablation"})):
+        raise AblationError(f"ablate starts from an empty folder, which would delete {held[0]}: rerun with --resume to keep "
+                            "the finished ones (a run whose settings changed is trained again), or with --restart to delete them all")
+    ab = Ablation(recipe, layout, proxy_train, train)
     layout.fresh_stage(FOLDER, resume)  # emptied only inside a marked run directory
     seed0 = recipe.train.seed
     mixtures, rejected = ab.mixtures()

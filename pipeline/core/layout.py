@@ -91,6 +91,12 @@ class RunLayout:
     def token_prefix(self, source: str, heldout: bool = False) -> str:
         return os.path.join(self.root, "tokenize", f"{source}{'_heldout' if heldout else ''}_text_document")
 
+    def kept_work(self, stage: str, keeps: dict[str, str]) -> list[str]:
+        """``"PATH (what)"`` for each sub-folder of ``stage`` named in ``keeps`` that holds something: the work
+        that emptying the stage's folder would delete."""
+        return [f"{path} ({what})" for sub, what in keeps.items()
+                if os.path.isdir(path := os.path.join(self.stage(stage), sub)) and os.listdir(path)]
+
     def fresh_stage(self, stage: str, resume: bool = False) -> str:
         """Empty a stage folder before it runs (a stale shard would be read as output); keep it to resume. Only
         inside a marked run directory (``claim_run_dir``): nothing the run did not create is deleted."""

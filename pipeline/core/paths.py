@@ -5,8 +5,8 @@ folders under it are walked without following symbolic links out of it, so a cod
 ``x.txt -> /proc/self/environ`` does not ingest the worker's environment and ``loop -> .`` does not make the
 listing explode. A link whose target stays inside the root is followed (once: a folder reached twice is a
 loop); a link leaving it is skipped and counted, unless the caller allows it (``follow_symlinks``). Each
-real file is listed once, by the first of its names in sorted order (hard links and links to a file listed
-anyway are the same file). Only regular files are listed: a FIFO or a device would block or never end.
+real file is listed once, by a name reached without links if it has one, else the first in sorted order
+(hard links and links to a file listed anyway are the same file). Only regular files are listed: a FIFO or a device would block or never end.
 Names starting with a dot are skipped in folders and by wildcards, as ``glob`` does.
 
 ``glob``'s own ``**`` is not used because it follows links into folders with no loop check; the walk here is
@@ -42,7 +42,8 @@ class Listing:
         return dict(sorted(out.items()))
 
 
-def _inside(path: str, root: str) -> bool:
+def inside(path: str, root: str) -> bool:
+    """Whether ``path`` is ``root`` or lies under it (both as given: resolve links first where they matter)."""
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
@@ -102,7 +103,7 @@ class _Walk:
             is_link = os.path.islink(path)
             try:
                 if is_link:
-                    if not self.follow and not _inside(os.path.realpath(path), root_real):
+                    if not self.follow and not inside(os.path.realpath(path), root_real):
                         self.out.skipped[path] = LINK_OUTSIDE
                         continue
                 st = os.stat(path)  # the target's, for a link
@@ -124,13 +125,14 @@ class _Walk:
             else:
                 self.out.skipped[path] = NOT_REGULAR
 
-    def folder(self, folder: str, patterns: tuple[str, ...]) -> int:
-        """Lists the files under ``folder`` whose names match any of ``patterns``; returns how many matched."""
+    def folder(self, folder: str, patterns: tuple[str, ...], linked: bool = False) -> int:
+        """Lists the files under ``folder`` (``linked``: reached through a link) whose names match any of
+        ``patterns``; returns how many matched."""
         real = os.path.realpath(folder)
         found = 0
-        for path, parts, st, linked in self.entries(folder, real, None, {_key(real)}):
+        for path, parts, st, via_link in self.entries(folder, real, None, {_key(real)}, linked=linked):
             if stat.S_ISREG(st.st_mode) and any(fnmatch.fnmatch(parts[-1], p) for p in patterns):
-                self.add_file(path, st, linked)
+                self.add_file(path, st, via_link)
                 found += 1
         return found
 
@@ -148,7 +150,7 @@ class _Walk:
                 continue
             named = True
             if stat.S_ISDIR(st.st_mode):
-                found += self.folder(path, patterns)
+                found += self.folder(path, patterns, linked)
             else:
                 self.add_file(path, st, linked)
                 found += 1

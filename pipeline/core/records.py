@@ -77,11 +77,11 @@ def too_deeply_nested(line: str, limit: int = MAX_JSON_DEPTH) -> bool:
     depth = 0
     for m in _BRACKET_OR_STRING.finditer(line):
         c = m.group()
-        if c in "[{":
+        if c in ("[", "{"):
             depth += 1
             if depth > limit:
                 return True
-        elif c in "]}":
+        elif c in ("]", "}"):
             depth -= 1
     return False
 

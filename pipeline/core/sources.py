@@ -63,8 +63,8 @@ def _deeper_than(value, limit: int) -> bool:
 def _field_problem(value, limits: ReadLimits) -> str | None:
     """Why an input field cannot be kept in the metadata, or None (the common case costs an isinstance)."""
     if isinstance(value, str):
-        if len(value) * 4 > limits.max_field_bytes and len(value.encode("utf-8")) > limits.max_field_bytes:
-            return f"{len(value.encode('utf-8')):,} bytes > filter.read.max_field_bytes"
+        if len(value) * 4 > limits.max_field_bytes and (size := len(value.encode("utf-8"))) > limits.max_field_bytes:
+            return f"{size:,} bytes > filter.read.max_field_bytes"
     elif isinstance(value, (dict, list)):
         if _deeper_than(value, limits.max_field_depth):
             return f"nested deeper than filter.read.max_field_depth ({limits.max_field_depth})"

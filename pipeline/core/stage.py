@@ -52,8 +52,7 @@ class Stage:
         """Checked before any stage of the run starts: emptying this stage's folder would destroy kept work."""
         if resume or restart:
             return []
-        held = [f"{path} ({what})" for sub, what in self.keeps.items()
-                if os.path.isdir(path := os.path.join(layout.stage(self.name), sub)) and os.listdir(path)]
+        held = layout.kept_work(self.name, self.keeps)
         return [f"stage {self.name!r} starts from an empty folder, which would delete {', '.join(held)}: rerun with --resume "
                 "to continue from it, or with --restart to delete it and start over"] if held else []
 
