@@ -149,6 +149,32 @@ def test_greedy_generation_equals_transformers_generate(random_qwen3):
     assert cut == ours[0][:ours[0].index(stop)]
 
 
+def test_kv_cached_generation_of_a_left_padded_batch_equals_rerunning_each_sequence(random_qwen3):
+    """The Hugging Face scorer's generation (the prompts once, left-padded in one batch, then one token per
+    step through the KV cache) against the re-run loop (every step re-runs each live row's whole sequence):
+    the same texts for prompts of three lengths, and the cache is what runs (its forwards see one token)."""
+    from train_entry.eval_scoring import HFScorer, Scorer, greedy_generate
+    from train_entry.evaluate import _hf_scorer
+
+    scorer, tok, eos, _ = _hf_scorer(random_qwen3)
+    contexts = [it.context[-n:] for n, it in zip((40, 130, 220), load_task("gsm8k", limit=3))]
+    assert len({len(tok.encode(c, add_special_tokens=False).ids) for c in contexts}) == 3
+
+    class ReRun(HFScorer):
+        greedy_tokens = Scorer.greedy_tokens
+
+    rerun = ReRun(scorer.model, scorer.exits, scorer.max_length, scorer.familial)
+    widths = []
+    forward = scorer.model.forward
+    scorer.model.forward = lambda *a, **k: (widths.append(k["input_ids"].shape[1]), forward(*a, **k))[1]
+    try:
+        cached = greedy_generate(scorer, tok, contexts, [()] * 3, eos, max_new_tokens=10, batch_tokens=10_000)[1]
+    finally:
+        del scorer.model.forward
+    assert cached == greedy_generate(rerun, tok, contexts, [()] * 3, eos, max_new_tokens=10, batch_tokens=10_000)[1]
+    assert widths[0] > 1 and set(widths[1:]) == {1} and len(widths) == 10  # one batch: prompts once, then the cache
+
+
 def test_loglikelihoods_of_a_hugging_face_model_equal_a_plain_forward(random_qwen3):
     import torch
 

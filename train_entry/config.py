@@ -64,6 +64,14 @@ class TrainConfig(Strict):
     init_from: InitFrom | None = Field(
         None, description="start from these weights (continued pretraining); the model's shape must be the checkpoint's"
     )
+    untie_embeddings: bool = Field(
+        False, description="a base with tied embeddings (tie_word_embeddings: Qwen3-0.6B/1.7B/4B) trains and exports tied; "
+                           "true gives the full model a head of its own, starting as a copy of the embedding"
+    )
+    make_vocab_size_divisible_by: int = Field(
+        128, ge=1, description="the embedding and heads get rows up to a multiple of this and of tensor_parallel (zeros "
+                               "from a Hugging Face base; stripped on export); Qwen3's vocabulary needs none"
+    )
     steps: int = Field(8, ge=1, description="optimizer steps over all curriculum stages")
     micro_batch_size: int = Field(2, ge=1)
     seq_length: int = Field(64, ge=8)
@@ -101,6 +109,9 @@ class TrainConfig(Strict):
         "fused", description="core attention: fused (PyTorch's scaled_dot_product_attention; document masks as "
                              "FlexAttention on a GPU; no s x s scores kept) or unfused (megatron-core's DotProductAttention)"
     )
+    data_workers: int = Field(2, ge=0, description="DataLoader worker processes building the next steps' micro-batches "
+                                                   "while the current step trains (0: built in the training process)")
+    data_prefetch: int = Field(2, ge=1, description="steps each data worker builds ahead")
     tensorboard: bool = Field(True, description="TensorBoard event files in train/tensorboard beside metrics.jsonl")
     seed: int = 1234
     exit_weights: list[ExitWeightSchedule] | None = Field(

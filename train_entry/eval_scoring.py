@@ -15,6 +15,7 @@ exits; its request format and metrics are kept.
 
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass
 
@@ -30,6 +31,25 @@ class Scorer:
     def logits(self, tokens: torch.Tensor, exits: tuple[int, ...], positions: torch.Tensor) -> dict[int, torch.Tensor]:
         """exit -> logits [b, k, v] at ``positions`` [b, k] of each row of ``tokens`` [b, s]."""
         raise NotImplementedError
+
+    @torch.no_grad()
+    def greedy_tokens(self, prompts: list[list[int]], e: int, max_new_tokens: int, live: set[int], pad: int):
+        """Each step, exit ``e``'s greedy next token of every row still in ``live`` ({row: token}); the caller
+        removes finished rows from ``live`` between steps. Here every step re-runs the live rows' whole
+        sequences (right-padded, the last ``max_length`` tokens): the megatron-core model has no KV cache,
+        which a few hundred tokens per item on a proxy model do not need."""
+        seqs = [list(p) for p in prompts]
+        for _ in range(max_new_tokens):
+            rows = sorted(live)
+            if not rows:
+                return
+            inputs = [seqs[r][-self.max_length:] for r in rows]
+            last = torch.tensor([[len(x) - 1] for x in inputs])
+            lg = self.logits(_padded(inputs, pad), (e,), last)[e]
+            step = dict(zip(rows, lg[:, 0].argmax(-1).tolist()))
+            for r, tok in step.items():
+                seqs[r].append(tok)
+            yield step
 
 
 @dataclass
@@ -70,6 +90,37 @@ class HFScorer(Scorer):
             index = (positions - (tokens.shape[1] - keep)).to(lg.device)
             out[e] = lg.gather(1, index.unsqueeze(-1).expand(*index.shape, lg.shape[-1])).cpu()
         return out
+
+    @torch.no_grad()
+    def greedy_tokens(self, prompts, e, max_new_tokens, live, pad):
+        """With transformers' KV cache: the prompts once (left-padded, positions counted from each row's first
+        token), then one token per row per step. A prompt keeps its last ``max_length - max_new_tokens``
+        tokens, so prompt and continuation fit the context."""
+        from transformers import DynamicCache
+
+        from train_entry.devices import model_device
+
+        device = model_device(self.model)
+        keep = max(1, self.max_length - max_new_tokens)
+        rows = [p[-keep:] for p in prompts]
+        width = max(len(r) for r in rows)
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        # transformers renamed the argument (past_key_values -> cache); our modeling code takes both
+        cache_kw = "cache" if "cache" in inspect.signature(type(self.model).forward).parameters else "past_key_values"
+        exit_kw = {"early_exit_point": e} if self.familial else {}
+        for _ in range(max_new_tokens):
+            if not live:
+                return
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                             **{cache_kw: cache}, **exit_kw)
+            tokens = out.logits[:, -1].argmax(-1)
+            chosen = tokens.tolist()  # one device sync per step
+            yield {r: chosen[r] for r in sorted(live)}
+            ids, positions = tokens[:, None], positions[:, -1:] + 1
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
 
 
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
@@ -137,35 +188,25 @@ def loglikelihoods(scorer: Scorer, requests: list[tuple[list[int], list[int]]], 
 def greedy_generate(scorer: Scorer, tokenizer, contexts: list[str], stop: list[tuple[str, ...]], eos: int,
                     max_new_tokens: int, batch_tokens: int = 2048, exits: tuple[int, ...] | None = None) -> dict[int, list[str]]:
     """exit -> the greedy continuation of each context, cut at its first stop sequence (or the end-of-document
-    token, or ``max_new_tokens``). Every step re-runs the batch's full sequences: the megatron-core model
-    here has no KV cache, which a few hundred tokens per item on a proxy model do not need."""
+    token, or ``max_new_tokens``), through the scorer's ``greedy_tokens`` (a KV cache for Hugging Face models)."""
     prompts = [tokenizer.encode(c, add_special_tokens=False).ids for c in contexts]
     out: dict[int, list[str]] = {}
     for e in exits or scorer.exits:
         texts = [""] * len(prompts)
         for batch in _batches([len(p) + max_new_tokens for p in prompts], batch_tokens):
-            seqs = {i: list(prompts[i]) for i in batch}
-            new: dict[int, list[int]] = {i: [] for i in batch}
-            live = list(batch)
-            for _ in range(max_new_tokens):
-                rows = [seqs[i][-scorer.max_length:] for i in live]
-                last = torch.tensor([[len(r) - 1] for r in rows])
-                lg = scorer.logits(_padded(rows, eos), (e,), last)[e]
-                still = []
-                for row, i in enumerate(live):
-                    tok = int(lg[row, 0].argmax())
+            new: list[list[int]] = [[] for _ in batch]
+            live = set(range(len(batch)))
+            steps = scorer.greedy_tokens([prompts[i] for i in batch], e, max_new_tokens, live, eos)
+            for step in steps:
+                for row, tok in step.items():
                     if tok == eos:
+                        live.discard(row)
                         continue
-                    seqs[i].append(tok)
-                    new[i].append(tok)
-                    text = tokenizer.decode(new[i])
-                    if not any(s in text for s in stop[i]):
-                        still.append(i)
-                live = still
-                if not live:
-                    break
-            for i in batch:
-                text = tokenizer.decode(new[i])
+                    new[row].append(tok)
+                    if any(s in tokenizer.decode(new[row]) for s in stop[batch[row]]):
+                        live.discard(row)
+            for row, i in enumerate(batch):
+                text = tokenizer.decode(new[row])
                 cut = min([text.index(s) for s in stop[i] if s in text], default=len(text))
                 texts[i] = text[:cut]
         out[e] = texts

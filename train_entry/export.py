@@ -29,7 +29,7 @@ def _export(run_dir: str, out: str, options: dict) -> str:
     from train_entry.checkpoint_slices import CheckpointSlices
     from train_entry.distributed import DistributedContext
     from train_entry.hf_folder import write_generation_config, write_tokenizer
-    from train_entry.hf_interop import context_length, hf_units, write_hf
+    from train_entry.hf_interop import context_length, head_written_out, hf_units, write_hf
     from train_entry.run_model import checkpoint_dae_blocks, run_checkpoint, skeleton, trained_config
 
     fcfg = trained_config(run_dir)
@@ -53,8 +53,9 @@ def _export(run_dir: str, out: str, options: dict) -> str:
         absent = [n for n in names if not slices.stored(n)]
         if absent:
             raise ExportError(f"{read}: the checkpoint has no {absent[:5]} (a model of another shape than train/stats.json says)")
-        write_hf(hf_units(names, slices.load, fcfg), fcfg, out, options["dtype"], options["max_shard_size"], exit_,
-                 options.get("published", False), dae)
+        published = options.get("published", False)
+        write_hf(hf_units(names, slices.load, fcfg, head_written_out(fcfg, published)), fcfg, out, options["dtype"],
+                 options["max_shard_size"], exit_, published, dae)
     tokenizer = run_tokenizer(run_dir)
     if tokenizer:
         from pipeline.core.assets import resolve_asset

@@ -89,17 +89,22 @@ def layer_from_hf(sd: dict, src: str, dst: str, cfg: FamilialConfig, out: dict) 
     out[f"{dst}.mlp.linear_fc1.weight"] = torch.cat([sd[f"{src}.mlp.gate_proj.weight"], sd[f"{src}.mlp.up_proj.weight"]])
 
 
-def _correspondence(cfg: FamilialConfig, dae: dict[int, int] | None = None):
+def _correspondence(cfg: FamilialConfig, dae: dict[int, int] | None = None, untie: bool = False):
     """(megatron-core name, Ruyi2 HF name, is a decoder layer) for every module, in one place for both
     directions. ``dae``: exit -> number of DaE blocks after its branch layer (our modeling code's
-    ``model.dae_blocks.{e}.{j}``; the published layout has none)."""
+    ``model.dae_blocks.{e}.{j}``; the published layout has none). A tied model's full-model head is its
+    embedding: not written (the config ties it), or with ``untie`` written as a copy of the embedding (for
+    code that loads every head by name)."""
     yield "embedding.word_embeddings.weight", "model.embed_tokens.weight", False
     for i in range(cfg.num_layers):
         yield f"decoder.layers.{i}", f"model.layers.{i}", True
     for k, e in enumerate(cfg.exits):
         if e == cfg.exits[-1]:  # the full model: the backbone's own final norm and output layer
             yield "decoder.final_layernorm.weight", f"model.norms.{k}.weight", False
-            yield "output_layer.weight", f"lm_head.{k}.weight", False
+            if not cfg.tie_embeddings:
+                yield "output_layer.weight", f"lm_head.{k}.weight", False
+            elif untie:
+                yield "embedding.word_embeddings.weight", f"lm_head.{k}.weight", False
         else:
             yield f"exits.{e}.layer", f"model.eelayers.{k}", True
             yield f"exits.{e}.norm.weight", f"model.norms.{k}.weight", False
@@ -123,11 +128,17 @@ def dae_blocks_in(names, pattern: re.Pattern = DAE_BLOCK) -> dict[int, int]:
     return {e: len(js) for e, js in sorted(found.items())}
 
 
-def hf_units(names: list[str], fetch, cfg: FamilialConfig) -> Iterator[dict[str, torch.Tensor]]:
+def _vocabulary(t: torch.Tensor, cfg: FamilialConfig) -> torch.Tensor:
+    """An embedding's or head's rows without the tensor-parallel padding (``FamilialConfig.padded_vocab_size``)."""
+    return t[: cfg.vocab_size] if t.shape[0] == cfg.model_vocab_size != cfg.vocab_size else t
+
+
+def hf_units(names: list[str], fetch, cfg: FamilialConfig, untie: bool = False) -> Iterator[dict[str, torch.Tensor]]:
     """The Ruyi2 Hugging Face tensors module by module (the embedding, each decoder layer, each exit's branch
     layer, norm and head, each DaE block). ``names``: the megatron-core state-dict names of the model;
-    ``fetch(names) -> {name: tensor}`` reads them, so a caller streaming from a checkpoint holds one module."""
-    for mcore, hf, is_layer in _correspondence(cfg, dae_blocks_in(names)):
+    ``fetch(names) -> {name: tensor}`` reads them, so a caller streaming from a checkpoint holds one module.
+    ``untie``: a tied model's full-model head written out (``_correspondence``)."""
+    for mcore, hf, is_layer in _correspondence(cfg, dae_blocks_in(names), untie):
         if is_layer:
             prefix = mcore + "."
             sd = fetch([n for n in names if n.startswith(prefix) and not n.endswith("_extra_state")])
@@ -138,9 +149,9 @@ def hf_units(names: list[str], fetch, cfg: FamilialConfig) -> Iterator[dict[str,
             # a head compressed by `ruyi2 compress --head-ratio`: its two factors, as our modeling code's LowRankLinear
             base, hf_base = mcore.removesuffix(".weight"), hf.removesuffix(".weight")
             sd = fetch([f"{base}.down", f"{base}.up"])
-            yield {f"{hf_base}.down.weight": sd[f"{base}.down"], f"{hf_base}.up.weight": sd[f"{base}.up"]}
+            yield {f"{hf_base}.down.weight": sd[f"{base}.down"], f"{hf_base}.up.weight": _vocabulary(sd[f"{base}.up"], cfg)}
         else:
-            yield {hf: fetch([mcore])[mcore]}
+            yield {hf: _vocabulary(fetch([mcore])[mcore], cfg)}
 
 
 def low_rank_heads(hf_tensors: dict) -> dict[str, int]:
@@ -163,6 +174,8 @@ def ruyi_hf_to_mcore(sd: dict, cfg: FamilialConfig) -> dict[str, torch.Tensor]:
     for mcore, hf, is_layer in _correspondence(cfg, dae_blocks_in(sd, HF_DAE_BLOCK)):
         if is_layer:
             layer_from_hf(sd, hf, mcore, cfg, out)
+        elif sd[hf].shape[0] == cfg.vocab_size != cfg.model_vocab_size:  # the padding rows: zeros
+            out[mcore] = torch.cat([sd[hf], sd[hf].new_zeros(cfg.model_vocab_size - cfg.vocab_size, *sd[hf].shape[1:])])
         else:
             out[mcore] = sd[hf]
     return out
@@ -173,7 +186,14 @@ def context_length(cfg: FamilialConfig) -> int:
     return max(cfg.context_length or 0, cfg.max_sequence_length)
 
 
-def ruyi_hf_config(cfg: FamilialConfig, dtype: str = "float32", default_exit: int | None = None) -> dict:
+def head_written_out(cfg: FamilialConfig, published: bool) -> bool:
+    """A tied model's full-model head is written as a copy of the embedding for the published Ruyi2 modeling
+    code, which loads every exit's head by name; our modeling code and the stock Qwen3 layout tie it."""
+    return published and cfg.tie_embeddings
+
+
+def ruyi_hf_config(cfg: FamilialConfig, dtype: str = "float32", default_exit: int | None = None, untie: bool = False) -> dict:
+    """``untie``: a tied model written with its full-model head as a copy (``_correspondence``)."""
     ctx = context_length(cfg)
     return {
         "architectures": ["RuyiQwen3ForCausalLM"],
@@ -188,7 +208,7 @@ def ruyi_hf_config(cfg: FamilialConfig, dtype: str = "float32", default_exit: in
         "hidden_act": "silu",
         "rms_norm_eps": cfg.norm_eps,
         "rope_theta": cfg.rope_theta,
-        "rope_scaling": None,
+        "rope_scaling": dict(cfg.rope_scaling) if cfg.rope_scaling else None,
         "max_position_embeddings": ctx,
         # full attention over the whole context: the published configuration class defaults to a 4,096-token
         # window, which modeling code may apply whatever use_sliding_window says
@@ -197,7 +217,7 @@ def ruyi_hf_config(cfg: FamilialConfig, dtype: str = "float32", default_exit: in
         "max_window_layers": cfg.num_layers,
         "attention_bias": False,
         "attention_dropout": 0.0,
-        "tie_word_embeddings": False,
+        "tie_word_embeddings": cfg.tie_embeddings and not untie,
         "early_exit_points": list(cfg.exits),
         "shared_heads": False,
         "default_early_exit_point": -1 if default_exit is None else default_exit,
@@ -223,6 +243,7 @@ def write_hf(units, cfg: FamilialConfig, folder: str, dtype: str = "float32", ma
     (no DaE blocks, no auto_map)."""
     from train_entry.hf_folder import ShardWriter, write_modeling_code
 
+    untie = head_written_out(cfg, published)
     if dae and (published or len(cfg.exits) == 1):
         raise ValueError(f"the model has DaE blocks after exit(s) {sorted(dae)} (train.dae); the "
                          f"{'published Ruyi2' if published else 'stock Qwen3'} layout has no place for them, and exporting "
@@ -243,7 +264,7 @@ def write_hf(units, cfg: FamilialConfig, folder: str, dtype: str = "float32", ma
     if len(cfg.exits) == 1:
         config = qwen3_hf_config(cfg, dtype)
     else:
-        config = ruyi_hf_config(cfg, dtype, default_exit)
+        config = ruyi_hf_config(cfg, dtype, default_exit, untie)
         if published:
             config.pop("auto_map")
         if dae:
@@ -262,5 +283,5 @@ def export_ruyi_hf(model, cfg: FamilialConfig, folder: str, dtype: str = "float3
                    default_exit: int | None = None, published: bool = False) -> str:
     """A model in memory written as a Hugging Face folder (``write_hf``)."""
     sd = {k: v for k, v in model.state_dict().items() if isinstance(v, torch.Tensor)}
-    return write_hf(hf_units(list(sd), lambda names: {n: sd[n] for n in names}, cfg), cfg, folder, dtype, max_shard_size,
-                    default_exit, published, dae_blocks_in(sd))
+    units = hf_units(list(sd), lambda names: {n: sd[n] for n in names}, cfg, head_written_out(cfg, published))
+    return write_hf(units, cfg, folder, dtype, max_shard_size, default_exit, published, dae_blocks_in(sd))

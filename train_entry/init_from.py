@@ -82,16 +82,27 @@ def hf_config(folder: str) -> dict:
         return json.load(f)
 
 
-def config_from_qwen3(folder: str, exits: tuple[int, ...], seq_length: int | None = None) -> FamilialConfig:
-    """The familial model of a Qwen3 checkpoint's shape with these exits (the last: num_hidden_layers - 1)."""
+def config_from_qwen3(folder: str, exits: tuple[int, ...], seq_length: int | None = None,
+                      untie_embeddings: bool = False) -> FamilialConfig:
+    """The familial model of a Qwen3 checkpoint's shape with these exits (the last: num_hidden_layers - 1): its
+    tied embeddings (unless ``untie_embeddings``: the full model's head starts as a copy of the embedding and
+    trains on its own), RoPE base and scaling, and context length."""
+    from train_entry.rope_scaling import RopeScalingError, read_rope_scaling
+
+    where = os.path.join(folder, "config.json")
     c = hf_config(folder)
     rope = c.get("rope_theta") or (c.get("rope_parameters") or {}).get("rope_theta", 1_000_000.0)
+    try:
+        scaling = read_rope_scaling(c, where)
+    except RopeScalingError as e:
+        raise InitError(str(e)) from None
     return FamilialConfig(
         num_layers=c["num_hidden_layers"], hidden_size=c["hidden_size"], ffn_hidden_size=c["intermediate_size"],
         num_attention_heads=c["num_attention_heads"], num_query_groups=c["num_key_value_heads"],
         kv_channels=c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"], exits=tuple(exits),
         vocab_size=c["vocab_size"], max_sequence_length=seq_length or c.get("max_position_embeddings", 8192),
         rope_theta=float(rope), norm_eps=c.get("rms_norm_eps", 1e-6), context_length=c.get("max_position_embeddings"),
+        tie_embeddings=bool(c.get("tie_word_embeddings", False)) and not untie_embeddings, rope_scaling=scaling,
     )
 
 
@@ -114,11 +125,15 @@ def _local_slice(full: torch.Tensor, param: torch.nn.Parameter, name: str, gated
 
 
 def _vocab_rows(src: SafetensorsFolder, name: str, param: torch.nn.Parameter) -> torch.Tensor:
-    """The rows of an embedding or head this rank holds (vocabulary-parallel), read without the rest."""
+    """The rows of an embedding or head this rank holds (vocabulary-parallel), read without the rest; rows of
+    the padding past the checkpoint's vocabulary are zeros (``FamilialConfig.padded_vocab_size``)."""
     rank, size = _tp()
     n = param.shape[0]
     start = rank * n if size > 1 and getattr(param, "tensor_model_parallel", False) else 0
-    return src.rows(name, start, start + n)
+    rows = src.rows(name, start, start + n)
+    if rows.shape[0] < n:
+        rows = torch.cat([rows, rows.new_zeros(n - rows.shape[0], *rows.shape[1:])])
+    return rows
 
 
 def _copy(param: torch.nn.Parameter, value: torch.Tensor, what: str) -> None:
@@ -130,9 +145,17 @@ def _copy(param: torch.nn.Parameter, value: torch.Tensor, what: str) -> None:
 
 def load_hf_qwen3(model, fcfg: FamilialConfig, folder: str) -> int:
     """Every parameter this rank holds, from a stock Qwen3 folder; returns the number of tensors set.
-    Collective-free: each rank reads what it needs."""
+    Collective-free: each rank reads what it needs. A tied model's last pipeline stage holds a copy of the
+    embedding as its head (megatron-core keeps the two equal by reducing their gradients together)."""
     src = SafetensorsFolder(folder)
-    head = "lm_head.weight" if "lm_head.weight" in src else "model.embed_tokens.weight"  # tied: the embedding
+    tied = bool(hf_config(folder).get("tie_word_embeddings", False))
+    if "lm_head.weight" in src and not tied:
+        head = "lm_head.weight"
+    elif tied:
+        head = "model.embed_tokens.weight"  # the base's head is its embedding (trained tied, or untied from here)
+    else:
+        raise InitError(f"{folder}: no lm_head.weight, and config.json does not tie the embeddings "
+                        "(tie_word_embeddings is false): the checkpoint is incomplete")
     gated = model.config.gated_linear_unit
     params = dict(model.named_parameters())
     done: set[str] = set()

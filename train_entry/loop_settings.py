@@ -56,6 +56,8 @@ class LoopSettings:
     recompute: str = "none"  # none | selective | full
     attention: str = "fused"  # fused (PyTorch SDPA / FlexAttention) | unfused (megatron-core's DotProductAttention)
     tensorboard: bool = True
+    data_workers: int = 2  # DataLoader worker processes building the next steps' batches (0: in the training process)
+    data_prefetch: int = 2  # steps each worker builds ahead
     document_masks: bool = False  # packed documents do not attend to each other; positions restart per document
     # curriculum stage -> lambda_k schedules over that stage's own steps (others follow exit_weights)
     stage_exit_weights: dict[str, list[ExitWeight]] = field(default_factory=dict)

@@ -106,6 +106,7 @@ class MetricsLog:
         step = row["step"]
         scalars = {"learning-rate": row["lr"], "grad-norm": row["grad_norm"], "throughput/tokens_per_s": row["tokens_per_s"],
                    "throughput/tflops_per_device": row["tflops_per_device"], "throughput/mfu": row["mfu"],
+                   "throughput/step_seconds": row["seconds"], "throughput/data_seconds": row.get("data_seconds"),
                    **{f"lm loss/{k}": v for k, v in row["loss"].items()}, **{f"lambda/{k}": v for k, v in row["lambda"].items()},
                    **{f"memory/{k}": v for k, v in row["memory"].items()}}
         for tag, value in scalars.items():

@@ -19,6 +19,7 @@ from megatron.core.transformer.spec_utils import ModuleSpec, build_module
 from megatron.core.transformer.transformer_block import _get_block_submodules
 from megatron.core.transformer.transformer_layer import get_transformer_layer_offset
 
+from train_entry import cpu_support
 from train_entry.exit_branch import (
     ExitLossAutoScaler,
     ExitTapLayer,
@@ -60,17 +61,21 @@ class FamilialGPTModel(GPTModel):
                  vp_stage: int | None = None, attention: str = "fused"):
         """``vp_stage``: which of this pipeline rank's model chunks this is (interleaved 1F1B), or None;
         ``attention``: the core attention of every layer (``layer_spec``)."""
+        from train_entry.rope_scaling import megatron_rope
+
         spec = layer_spec(attention)
         block = familial_block_spec(fcfg, transformer_config, spec, vp_stage)
+        rope = megatron_rope(fcfg.rope_scaling)
         super().__init__(
             config=transformer_config,
             transformer_layer_spec=block,
-            vocab_size=fcfg.vocab_size,
+            vocab_size=fcfg.model_vocab_size,
             max_sequence_length=fcfg.max_sequence_length,
             pre_process=pre_process,
             post_process=post_process,
-            share_embeddings_and_output_weights=False,
-            position_embedding_type="rope",
+            share_embeddings_and_output_weights=fcfg.tie_embeddings,
+            position_embedding_type=rope.position_embedding_type,
+            seq_len_interpolation_factor=rope.seq_len_interpolation_factor,
             rotary_base=int(fcfg.rope_theta),
             vp_stage=vp_stage,
         )
@@ -146,6 +151,8 @@ class FamilialGPTModel(GPTModel):
             self._batch_ctx = None
         if self.post_process:
             logits[self.fcfg.exits[-1]] = final
+        if self.fcfg.model_vocab_size != self.fcfg.vocab_size:  # the tensor-parallel padding is no token
+            logits = {e: lg[..., : self.fcfg.vocab_size] for e, lg in logits.items()}
         return logits
 
     def _postprocess(self, hidden_states, **kwargs):
@@ -234,17 +241,20 @@ def build_model_chunks(
     tcfg = fcfg.transformer_config(tp=tp, pp=pp, params_dtype=params_dtype, pipeline_layout=pipeline_layout,
                                    recompute=recompute, cpu_init=cpu_init)
     stages = [None] if vp == 1 else list(range(vp))
-    chunks = [
-        FamilialGPTModel(
-            fcfg,
-            tcfg,
-            pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=vp == 1, vp_stage=stage),
-            post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=vp == 1, vp_stage=stage),
-            vp_stage=stage,
-            attention=attention,
-        )
-        for stage in stages
-    ]
+    # device_mode: a tied model's last pipeline stage takes the embedding's values through a `.cuda()` copy
+    with cpu_support.device_mode():
+        chunks = [_chunk(fcfg, tcfg, stage, vp, attention) for stage in stages]
     if init_branches:
         init_branches_from_backbone(chunks)
     return chunks
+
+
+def _chunk(fcfg: FamilialConfig, tcfg, stage: int | None, vp: int, attention: str) -> FamilialGPTModel:
+    return FamilialGPTModel(
+        fcfg,
+        tcfg,
+        pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=vp == 1, vp_stage=stage),
+        post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=vp == 1, vp_stage=stage),
+        vp_stage=stage,
+        attention=attention,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class FamilialConfig:
-    """Qwen3 decoder (GQA, QK-norm, SwiGLU, RMSNorm, RoPE, untied embeddings) with exits.
+    """Qwen3 decoder (GQA, QK-norm, SwiGLU, RMSNorm, RoPE) with exits.
 
     ``exits`` are 0-based layer indices e_k: branch k runs backbone layers [0, e_k), then its own decoder
     layer (initialised from backbone layer e_k), its own RMSNorm and LM head. The last exit must be
@@ -30,6 +31,13 @@ class FamilialConfig:
     norm_eps: float = 1e-6
     # the context the model serves (a Qwen3 base's max_position_embeddings); None: max_sequence_length
     context_length: int | None = None
+    # the full model's LM head is the embedding matrix (Qwen3-0.6B/1.7B/4B); exit branches keep heads of their own
+    tie_embeddings: bool = False
+    # a base's RoPE scaling, as train_entry/rope_scaling.py reads it (None: plain RoPE)
+    rope_scaling: dict | None = None
+    # rows of the embedding and heads in the model: the vocabulary padded for tensor parallelism as Megatron-LM
+    # pads it (None: vocab_size); the padding never leaves the trained checkpoint
+    padded_vocab_size: int | None = None
 
     def __post_init__(self):
         ex = tuple(self.exits)
@@ -41,6 +49,10 @@ class FamilialConfig:
             raise ValueError(f"an exit needs at least one backbone layer before it (e >= 1), got {ex}")
         if self.num_attention_heads % self.num_query_groups:
             raise ValueError("num_attention_heads must be a multiple of num_query_groups")
+
+    @property
+    def model_vocab_size(self) -> int:
+        return self.padded_vocab_size or self.vocab_size
 
     @property
     def aux_exits(self) -> tuple[int, ...]:
@@ -55,11 +67,18 @@ class FamilialConfig:
         default selective set); full (each decoder layer's activations recomputed, one layer per chunk)."""
         from megatron.core.transformer.transformer_config import TransformerConfig
 
+        from train_entry.rope_scaling import megatron_rope
+
+        rope = megatron_rope(self.rope_scaling)
+        config_class = TransformerConfig
+        if rope.position_embedding_type == "yarn":
+            from train_entry.yarn_config import YarnTransformerConfig as config_class
         on_cpu = not torch.cuda.is_available()
         recompute_args = {"none": {}, "selective": {"recompute_granularity": "selective"},
                           "full": {"recompute_granularity": "full", "recompute_method": "uniform", "recompute_num_layers": 1}}
-        return TransformerConfig(
+        return config_class(
             **recompute_args[recompute],
+            **dict(rope.config_fields),
             num_layers=self.num_layers,
             hidden_size=self.hidden_size,
             ffn_hidden_size=self.ffn_hidden_size,
@@ -118,6 +137,17 @@ PRESETS: dict[str, FamilialConfig] = {
     # CPU tests and the demo
     "tiny": FamilialConfig(4, 64, 128, 4, 2, 16, (1, 2, 3)),
 }
+
+
+def padded_vocab(vocab_size: int, tp: int, divisible_by: int) -> int | None:
+    """The vocabulary rounded up to a multiple of ``divisible_by`` and of TP (each tensor-parallel rank holds an
+    equal slice of the embedding and heads); None when it needs no padding. Megatron-LM pads to a multiple of
+    divisible_by x TP, so the padded size changes with TP and a checkpoint no longer loads at another TP; the
+    least common multiple gives the same size for every power-of-two TP up to ``divisible_by`` (Qwen3's
+    151,936 = 128 x 1,187 is never padded), with slices that are still multiples of divisible_by / TP."""
+    multiple = math.lcm(divisible_by, tp)
+    padded = -(-vocab_size // multiple) * multiple
+    return padded if padded != vocab_size else None
 
 
 def build_config(preset: str, seq_length: int, **overrides) -> FamilialConfig:

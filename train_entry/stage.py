@@ -43,10 +43,11 @@ class TrainStage(Stage):
         from train_entry.init_from import InitError
 
         try:
-            exits = model_config(recipe.train).exits
+            fcfg = model_config(recipe.train)
         except (InitError, ValueError, KeyError, OSError) as e:
             return [f"train.{e}" if str(e).startswith(("init_from", "model.")) else f"train: {e}"]
-        train, problems = recipe.train, []
+        train, exits = recipe.train, fcfg.exits
+        problems = tensor_parallel_problems(fcfg, train.tensor_parallel)
         schedules = [("exit_weights", train.exit_weights or [])] + [(f"stage_exit_weights.{k}", v) for k, v in train.stage_exit_weights.items()]
         problems += [f"train.{key}: {len(ws)} schedules for {len(exits)} exits {list(exits)}" for key, ws in schedules
                      if ws and len(ws) != len(exits)]
@@ -147,17 +148,43 @@ def model_config(train):
     """The familial model the recipe trains (a ``FamilialConfig``): a preset with overrides, or, when it
     starts from a Hugging Face Qwen3 folder, that checkpoint's shape with the recipe's exits (other shape
     keys would contradict it)."""
+    from dataclasses import replace
+
     from train_entry.init_from import HF, InitError, config_from_qwen3
-    from train_entry.model_config import build_config
+    from train_entry.model_config import build_config, padded_vocab
 
     if init_format(train) != HF:
-        return build_config(train.model.preset, train.seq_length, **train.model.model_dump(exclude={"preset"}))
-    shape = sorted(k for k, v in train.model.model_dump(exclude={"preset", "exits"}).items() if v is not None)
-    if shape:
-        raise InitError(f"model.{shape[0]}: the shape comes from init_from's config.json; set only model.exits")
-    if not train.model.exits:
-        raise InitError("model.exits: starting from a Hugging Face folder needs the exits (the last is num_hidden_layers - 1)")
-    return config_from_qwen3(train.init_from.path, tuple(train.model.exits), train.seq_length)
+        fcfg = build_config(train.model.preset, train.seq_length, **train.model.model_dump(exclude={"preset"}))
+    else:
+        shape = sorted(k for k, v in train.model.model_dump(exclude={"preset", "exits"}).items() if v is not None)
+        if shape:
+            raise InitError(f"model.{shape[0]}: the shape comes from init_from's config.json; set only model.exits")
+        if not train.model.exits:
+            raise InitError("model.exits: starting from a Hugging Face folder needs the exits (the last is num_hidden_layers - 1)")
+        fcfg = config_from_qwen3(train.init_from.path, tuple(train.model.exits), train.seq_length, train.untie_embeddings)
+    return replace(fcfg, padded_vocab_size=padded_vocab(fcfg.vocab_size, train.tensor_parallel,
+                                                        train.make_vocab_size_divisible_by))
+
+
+def embeddings(train, fcfg) -> str:
+    """How the model's embedding and full-model head relate, said where a user reads it (train stats, export)."""
+    from train_entry.init_from import HF, hf_config
+
+    if fcfg.tie_embeddings:
+        return "tied (the full model's head is the embedding, as in the base)"
+    if init_format(train) == HF and hf_config(train.init_from.path).get("tie_word_embeddings") and train.untie_embeddings:
+        return "untied by train.untie_embeddings: the base tied them; the full model's head started as the embedding"
+    return "untied"
+
+
+def tensor_parallel_problems(fcfg, tp: int) -> list[str]:
+    """Shapes a tensor-parallel size cannot split evenly (megatron-core gives each rank an equal share of the
+    attention heads, the key/value groups and the FFN), named with the Hugging Face config key they come from."""
+    shares = (("num_attention_heads", "num_attention_heads", fcfg.num_attention_heads),
+              ("num_query_groups", "num_key_value_heads", fcfg.num_query_groups),
+              ("ffn_hidden_size", "intermediate_size", fcfg.ffn_hidden_size))
+    return [f"train.tensor_parallel: {tp} does not divide model.{key} {value} ({hf} in a Hugging Face config.json); "
+            f"choose a tensor_parallel that divides it" for key, hf, value in shares if value % tp]
 
 
 def loop_settings(cfg, fcfg):
@@ -172,7 +199,7 @@ def loop_settings(cfg, fcfg):
         **cfg.model_dump(include={"steps", "micro_batch_size", "seq_length", "lr", "min_lr", "weight_decay", "seed",
                                   "eval_samples", "global_batch_size", "save_interval", "pipeline_balance", "clip_grad",
                                   "distributed_optimizer", "recompute", "attention", "tensorboard", "document_masks",
-                                  "keep_checkpoints"}),
+                                  "keep_checkpoints", "data_workers", "data_prefetch"}),
         guard=GuardSettings(**cfg.guard.model_dump()),
         lr_schedule=LRSchedule(cfg.lr_schedule, cfg.warmup_steps, cfg.lr_anneal_stage, cfg.lr_wsd_decay_style),
         stage_exit_weights={st: [ExitWeight(**w.model_dump()) for w in ws] for st, ws in cfg.stage_exit_weights.items()},
@@ -234,8 +261,8 @@ def train_curriculum(cfg, tokenizer_cfg, stages, out_dir: str, resume: bool = Fa
             result = FamilialTrainer(fcfg, settings, tokenizer, out_dir).run(plan, resume=resume)
         finally:
             stop_signals.restore(handlers)
-        stats = {"stage": "train", "model": dict(fcfg.__dict__), "parallel": {"tp": tp, "pp": pp, "vp": vp,
-                 "world_size": torch.distributed.get_world_size()}, **result}
+        stats = {"stage": "train", "model": dict(fcfg.__dict__), "embeddings": embeddings(cfg, fcfg),
+                 "parallel": {"tp": tp, "pp": pp, "vp": vp, "world_size": torch.distributed.get_world_size()}, **result}
         if rank0:
             write_stats(os.path.join(out_dir, "stats.json"), stats)
         torch.distributed.barrier()

@@ -23,7 +23,7 @@ from train_entry import checkpointing, stop_signals
 from train_entry.data import DatasetTokenizer, build_datasets, build_eval_dataset, collate
 from train_entry.forward_backward import ForwardBackward, data_parallel_mean
 from train_entry.init_from import HF, detect_format, load_hf_qwen3
-from train_entry.loop_settings import CurriculumStage, LoopSettings, micro_batches_per_step, sample_indices, stage_steps
+from train_entry.loop_settings import CurriculumStage, LoopSettings, micro_batches_per_step, stage_steps
 from train_entry.loss_schedule import StageSpan, exit_weights_at
 from train_entry.lr_schedule import build_scheduler
 from train_entry.metrics import MetricsLog, peak_memory, read_metrics, throughput, training_flops_per_token
@@ -31,6 +31,7 @@ from train_entry.model import FamilialGPTModel, build_model_chunks
 from train_entry.model_config import FamilialConfig
 from train_entry.optim import build_optimizer, optimizer_step, wrap_model
 from train_entry.pipeline_balance import plan_pipeline
+from train_entry.step_batches import StepDataset, StepShape, broadcast_step, step_loader
 from train_entry.step_guard import StepEvent, StepGuard, gradients_finite
 from train_entry.stopped import STOPPED, TrainingStopped
 
@@ -229,14 +230,35 @@ class FamilialTrainer:
                                                              "message": message})
         raise TrainingStopped(message)
 
-    def _log_row(self, stage: str, rec: dict, seconds: float) -> dict:
+    def _steps(self, train_ds, first: int, n_steps: int):
+        """This rank's micro-batches for steps ``first`` .. ``n_steps - 1`` of a stage, with the seconds each
+        took to arrive: built ahead by the DataLoader's workers on the tensor-parallel group's source rank,
+        broadcast to the group's other ranks (which build nothing)."""
+        from megatron.core import parallel_state
+
+        shape = StepShape(self.micro_batches, self.s.micro_batch_size, self.s.seq_length, self.document_eod is not None)
+        steps = None
+        if parallel_state.get_tensor_model_parallel_rank() == 0 and first < n_steps:
+            dataset = StepDataset(train_ds, n_steps, shape, parallel_state.get_data_parallel_rank(), self.dp,
+                                  self.document_eod)
+            steps = iter(step_loader(dataset, first, self.s.data_workers, self.s.data_prefetch, torch.cuda.is_available()))
+        try:
+            for _ in range(first, n_steps):
+                t0 = time.perf_counter()
+                micro = broadcast_step(next(steps) if steps is not None else None, shape)
+                yield micro, time.perf_counter() - t0
+        finally:
+            del steps  # the workers stop with their iterator
+
+    def _log_row(self, stage: str, rec: dict, seconds: float, data_seconds: float) -> dict:
         tokens = self.micro_batches * self.s.micro_batch_size * self.dp * self.s.seq_length
         name = self.fcfg.exit_name
         return {
             "step": self.step,
             "stage": stage,
             "lr": rec["lr"],
-            "seconds": round(seconds, 4),
+            "seconds": round(seconds, 4),  # the whole step, the wait for its data included
+            "data_seconds": round(data_seconds, 4),
             **throughput(tokens, seconds, self.flops_per_token, torch.distributed.get_world_size()),
             "grad_norm": rec["grad_norm"],  # None: the update was skipped (see "skipped")
             **({"skipped": rec["event"].reason} if rec.get("event") else {}),
@@ -248,9 +270,7 @@ class FamilialTrainer:
     def run(self, stages: list[CurriculumStage], resume: bool = False) -> dict:
         """Train over the curriculum. With ``resume`` and a checkpoint in the output folder, continue from
         it: the same samples, learning rate and lambda_k(t) at every later step as an uninterrupted run."""
-        from megatron.core import parallel_state
-
-        dp, dp_rank, mbs = self.dp, parallel_state.get_data_parallel_rank(), self.s.micro_batch_size
+        dp, mbs = self.dp, self.s.micro_batch_size
         writer = torch.distributed.get_rank() == 0  # after the gathers, rank 0 knows every exit's loss
         steps_per_stage = stage_steps(stages, self.s.steps)
         self.scheduler = self._build_scheduler([st.name for st in stages], steps_per_stage)
@@ -278,23 +298,20 @@ class FamilialTrainer:
                 cache_dir=os.path.join(self.out_dir, "dataset_cache"),
                 document_masks=self.s.document_masks,
             )
-            for i in range(self.step - stage_start, n_steps):
-                micro = [collate([train_ds[j] for j in sample_indices(i, m, dp_rank, dp, mbs, self.micro_batches)],
-                                 self.document_eod)
-                         for m in range(self.micro_batches)]
-                t0 = time.perf_counter()
+            for micro, data_seconds in self._steps(train_ds, self.step - stage_start, n_steps):
+                t0 = time.perf_counter() - data_seconds
                 rec = self.train_step(micro)
                 event = rec["event"]
                 if event is not None and event.action == "stop":
                     self.stop(f"{event.reason} at step {event.step + 1} ({event.detail})", evals, log)
-                row = self._log_row(stage.name, rec, time.perf_counter() - t0)
+                row = self._log_row(stage.name, rec, time.perf_counter() - t0, data_seconds)
                 log.write(row)
                 history.append(row)
                 if writer:
                     norm = "skipped" if rec["grad_norm"] is None else f"{rec['grad_norm']:.3f}"
                     logger.info(
                         f"step {self.step}/{self.s.steps} [{stage.name}] lr {rec['lr']:.2e} | grad norm "
-                        f"{norm} | {row['tokens_per_s']:,} tok/s | "
+                        f"{norm} | {row['tokens_per_s']:,} tok/s (data {1e3 * data_seconds:.0f} ms) | "
                         + " | ".join(f"{k} {v:.4f} (λ {row['lambda'][k]:.2f})" for k, v in row["loss"].items())
                     )
                 if self.s.save_interval and self.step % self.s.save_interval == 0 and self.step < self.s.steps:

@@ -114,6 +114,8 @@ class RuyiQwen3ForCausalLM(Qwen3PreTrainedModel, GenerationMixin):
                 LowRankLinear(config.hidden_size, config.vocab_size, config.low_rank_heads[str(k)])
                 if str(k) in config.low_rank_heads else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
                 for k in range(n_heads))
+            if config.tie_word_embeddings:  # the full model's head is the embedding (a tied Qwen3 base)
+                self._tied_weights_keys = {f"lm_head.{n_heads - 1}.weight": "model.embed_tokens.weight"}
         self.post_init()
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None, labels=None,
