@@ -65,10 +65,14 @@ def test_planned_activations_are_what_autograd_keeps(dist, shape, attention):
 
 
 def test_parameters_are_counted_as_the_model_holds_them(dist):
+    from dataclasses import replace
+
     for shape in SHAPES:
         fcfg = _config(*shape)
-        model = build_model(fcfg)
-        assert parameter_count(fcfg)["total"] == sum(p.numel() for p in model.parameters())
+        # tied embeddings (no full-model head) and a vocabulary padded for tensor parallelism count as held
+        for variant in (fcfg, replace(fcfg, tie_embeddings=True, padded_vocab_size=fcfg.vocab_size + 128)):
+            model = build_model(variant)
+            assert parameter_count(variant)["total"] == sum(p.numel() for p in model.parameters())
 
 
 def test_bytes_per_parameter_follow_the_optimizer():

@@ -87,6 +87,60 @@ def test_only_the_newest_checkpoints_are_kept(dist, tmp_path):
     assert kept == ["iter_0000003", "iter_0000004"] and checkpointing.latest_iteration(trainer.checkpoint_dir) == 4
 
 
+def test_a_background_save_writes_its_steps_state_while_training_goes_on(dist, tmp_path, monkeypatch):
+    """train.async_save: the state is staged when the save is scheduled, so the steps trained while it is
+    written change nothing in it (the writer thread is held until they are done); it becomes the latest
+    checkpoint only when every rank's write is done and it is published; it loads to the weights and Adam
+    moments a synchronous save of the same step holds."""
+    import threading
+
+    from torch.distributed.checkpoint import FileSystemWriter
+
+    gate, write_data = threading.Event(), FileSystemWriter.write_data
+
+    def held(self, plan, planner):
+        if threading.current_thread() is not threading.main_thread():  # the background write waits for the gate
+            assert gate.wait(60)
+        return write_data(self, plan, planner)
+
+    monkeypatch.setattr(FileSystemWriter, "write_data", held)
+    trainer = _trainer(tmp_path / "async")
+    trainer.scheduler = trainer._build_scheduler(["run"], [10])
+    twin = _trainer(tmp_path / "sync")  # the same seed: the same weights and steps
+    twin.scheduler = twin._build_scheduler(["run"], [10])
+    for t in (trainer, twin):
+        t.train_step([_micro_batch(1)])
+    path = trainer.save_checkpoint({}, background=True)
+    twin.save_checkpoint({})
+    assert trainer.pending_save is not None and path.endswith("iter_0000001")
+    assert checkpointing.latest_iteration(trainer.checkpoint_dir) is None  # not published before it is written
+    for seed in (2, 3):  # training goes on, changing every weight the save holds
+        trainer.train_step([_micro_batch(seed)])
+    assert not trainer.pending_save.poll()  # still writing
+    gate.set()
+    deadline = time.monotonic() + 60
+    while not trainer.pending_save.poll():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    trainer.finish_pending_save()
+    assert trainer.pending_save is None and checkpointing.latest_iteration(trainer.checkpoint_dir) == 1
+    loaded = []
+    for folder in (trainer.checkpoint_dir, twin.checkpoint_dir):
+        fresh = _trainer(tmp_path / f"fresh{len(loaded)}")
+        checkpointing.load(folder, fresh.model, fresh.optimizer)
+        loaded.append(fresh)
+    a, b = (dict(f.model.named_parameters()) for f in loaded)
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert not all(torch.equal(a[n], p) for n, p in trainer.model.named_parameters())  # the live model moved on
+    moments = [[s["exp_avg"] for s in f.optimizer.chained_optimizers[0].optimizer.state.values()]
+               if hasattr(f.optimizer, "chained_optimizers") else
+               [s["exp_avg"] for s in f.optimizer.optimizer.state.values()] for f in loaded]
+    assert len(moments[0]) > 0 and all(torch.equal(x, y) for x, y in zip(*moments))
+    trainer.save_checkpoint({}, background=True)  # the next save finishes any pending one first
+    trainer.finish_pending_save()
+    assert checkpointing.latest_iteration(trainer.checkpoint_dir) == 3
+
+
 def test_a_resumed_run_draws_the_random_numbers_the_uninterrupted_one_draws(dist, tmp_path):
     import random
 

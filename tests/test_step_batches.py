@@ -2,7 +2,6 @@
 tensor-parallel group, and its wait counted in the step's time."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -10,6 +9,7 @@ import time
 import pytest
 import torch
 
+from tests.test_parallel import _free_port
 from train_entry.loop_settings import sample_indices
 from train_entry.step_batches import StepDataset, StepShape, _pack, _unpack, step_loader
 
@@ -79,12 +79,6 @@ def test_the_step_time_includes_the_wait_for_data(dist, tmp_path):
     assert len(steps) == 2
     assert all(seconds >= 4 * 0.04 for _, seconds in steps)
     assert steps[0][0][0]["tokens"][0, 0].item() == 4 * 16  # step 1 starts at sample 4
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow  # a torchrun job of two processes

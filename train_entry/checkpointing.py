@@ -58,34 +58,6 @@ def latest_iteration(folder: str) -> int | None:
     return step
 
 
-def _sync_torch_dist_strategy():
-    """megatron-core's torch_dist format, written synchronously by PyTorch DCP's FileSystemWriter.
-
-    megatron-core's own writer (``FileSystemWriterAsync``) forks writer processes; a process that already
-    runs torch.distributed threads can hang in a forked child (observed on CPU with gloo). This strategy
-    translates the ShardedTensors exactly as megatron-core does and hands them to the plain DCP writer
-    (threads, no fork); the files are the same format, read back by megatron-core's default loader."""
-    from megatron.core.dist_checkpointing.strategies.torch import (
-        MCoreSavePlanner,
-        TorchDistSaveShardedStrategy,
-        _replace_state_dict_keys_with_sharded_keys,
-        mcore_to_pyt_state_dict,
-    )
-    from torch.distributed.checkpoint import FileSystemWriter
-    from torch.distributed.checkpoint import save as dcp_save
-
-    class SyncTorchDistSaveStrategy(TorchDistSaveShardedStrategy):
-        def save(self, sharded_state_dict, checkpoint_dir):
-            sharded_state_dict, _, _ = _replace_state_dict_keys_with_sharded_keys(sharded_state_dict, self.keep_only_main_replica)
-            dcp_save(
-                mcore_to_pyt_state_dict(sharded_state_dict, False),
-                storage_writer=FileSystemWriter(checkpoint_dir, thread_count=self.thread_count),
-                planner=MCoreSavePlanner(dedup_replicated_tensors=not self.keep_only_main_replica, flatten_state_dict=False),
-            )
-
-    return SyncTorchDistSaveStrategy("torch_dist", 1)
-
-
 def _init_adam_state(optimizer) -> None:
     """Adam creates its state lazily at the first step; a checkpoint taken before it still needs the
     moments (zero, exactly what Adam would create) and the step, so that it loads like any other."""
@@ -142,12 +114,14 @@ def _sharded_state(model, optimizer, common: dict, is_loading: bool) -> dict:
     return {**models, "optimizer": optimizer_sd, "common": common}
 
 
-def save(folder: str, step: int, model, optimizer, common: dict, keep: int | None = None) -> str:
+def save(folder: str, step: int, model, optimizer, common: dict, keep: int | None = None, asynchronous: bool = False):
     """Collective: every rank of the job calls it; ``model``: the model or the rank's model chunks. Each rank's
     random generators are saved beside (a resumed run draws what the uninterrupted one would); ``keep``: the
-    newest iteration folders kept. Returns the iteration folder."""
+    newest iteration folders kept. Returns the iteration folder, or with ``asynchronous`` a ``PendingSave``
+    whose ``finish`` publishes it (``train_entry/checkpoint_writer.py``)."""
     common = dict(common, step=step, optimizer=optimizer_kind(optimizer))
-    return _save(folder, step, _sharded_state(model, optimizer, common, is_loading=False), rng=True, keep=keep)
+    return _save(folder, step, _sharded_state(model, optimizer, common, is_loading=False), rng=True, keep=keep,
+                 asynchronous=asynchronous)
 
 
 def rng_state() -> dict:
@@ -199,27 +173,35 @@ def save_weights(folder: str, step: int, model, common: dict | None = None) -> s
     return _save(folder, step, {"model": model.sharded_state_dict(), "common": dict(common or {}, step=step)})
 
 
-def _save(folder: str, step: int, state: dict, rng: bool = False, keep: int | None = None) -> str:
+def _save(folder: str, step: int, state: dict, rng: bool = False, keep: int | None = None, asynchronous: bool = False):
     from megatron.core import dist_checkpointing
 
     from pipeline.core.atomic import atomic_open
+    from train_entry.checkpoint_writer import PendingSave, SyncTorchDistSave, ThreadedTorchDistSave, checkpoint_group
 
     path = iteration_dir(folder, step)
     rank0 = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
     if rank0:
         os.makedirs(path, exist_ok=True)
     torch.distributed.barrier()
-    dist_checkpointing.save(state, path, sharded_strategy=_sync_torch_dist_strategy())
+    strategy = ThreadedTorchDistSave(checkpoint_group()) if asynchronous else SyncTorchDistSave()
+    request = dist_checkpointing.save(state, path, sharded_strategy=strategy, async_sharded_save=asynchronous)
     if rng:
         os.makedirs(os.path.join(path, RNG), exist_ok=True)
         with atomic_open(_rank_file(path), "wb") as f:
             torch.save(rng_state(), f)
-    torch.distributed.barrier()
-    if rank0:  # written last: a crash mid-save leaves the previous iteration as the latest
-        write_text(os.path.join(folder, LATEST), f"{step}\n")
-        if keep:
-            prune(folder, keep)
-    torch.distributed.barrier()
+
+    def publish() -> None:
+        torch.distributed.barrier()
+        if rank0:  # written last: a crash mid-save leaves the previous iteration as the latest
+            write_text(os.path.join(folder, LATEST), f"{step}\n")
+            if keep:
+                prune(folder, keep)
+        torch.distributed.barrier()
+
+    if asynchronous:
+        return PendingSave(path, step, request, publish)
+    publish()
     return path
 
 

@@ -136,6 +136,8 @@ class TrainConfig(Strict):
     )
     dae: DaeSettings = DaeSettings()
     save_interval: int = Field(0, ge=0, description="sharded checkpoint every N steps (0: only at the end); --resume continues from the latest")
+    async_save: bool = Field(False, description="interval checkpoints staged to host memory and written by a background "
+                                               "thread while training goes on; published once every rank has written")
     keep_checkpoints: int | None = Field(None, ge=1, description="keep the newest N checkpoints, removing older ones after "
                                                                  "each save (default: all)")
     guard: StepGuardSettings = Field(StepGuardSettings(), description="non-finite gradients and loss spikes: skip or stop")

@@ -42,6 +42,7 @@ class LoopSettings:
     dae_exit: int | None = None  # DaE stage 1 on this exit (train_entry/dae.py); None: joint training
     dae_blocks: int = 3
     save_interval: int = 0  # checkpoint every N steps (0: only at the end)
+    async_save: bool = False  # interval checkpoints written by a background thread while training goes on
     keep_checkpoints: int | None = None  # the newest N checkpoints are kept (None: all)
     guard: GuardSettings = field(default_factory=GuardSettings)  # non-finite gradients and loss spikes
     # "exits": stages balanced for the branch cost; "even": L / PP layers each; or layers per stage

@@ -51,9 +51,11 @@ def layer_parameters(h: int, a: int, g: int, d: int, f: int) -> int:
     return h * (a + 2 * g) * d + a * d * h + 2 * d + 2 * h * f + f * h + 2 * h
 
 
-def parameter_count(fcfg, tied: bool = False) -> dict[str, int]:
-    """Parameters of the familial model by part (an untied output layer per exit)."""
-    h, v = fcfg.hidden_size, fcfg.vocab_size
+def parameter_count(fcfg, tied: bool | None = None) -> dict[str, int]:
+    """Parameters of the familial model by part: an output layer per exit, the full model's none when its
+    embeddings are tied (``tied``; default the model's own), every vocabulary row counted padding included."""
+    h, v = fcfg.hidden_size, fcfg.model_vocab_size
+    tied = fcfg.tie_embeddings if tied is None else tied
     layer = layer_parameters(h, fcfg.num_attention_heads, fcfg.num_query_groups, fcfg.kv_channels, fcfg.ffn_hidden_size)
     aux = len(fcfg.exits) - 1
     parts = {"embedding": v * h, "layers": fcfg.num_layers * layer, "final_norm": h, "output_layer": 0 if tied else v * h,
@@ -125,7 +127,7 @@ class MemoryPlan:
 
 def exit_activation_bytes(fcfg, element: int) -> float:
     """Per token, one exit: its norm (whose output is the head's input) and the cross-entropy's fp32 softmax."""
-    return norm_bytes(fcfg.hidden_size, element) + 4 * fcfg.vocab_size + 9
+    return norm_bytes(fcfg.hidden_size, element) + 4 * fcfg.model_vocab_size + 9
 
 
 def activation_bytes(fcfg, micro_batch: int, seq: int, element: int, recompute: str, attention: str) -> tuple[float, float]:
@@ -156,7 +158,7 @@ def megatron_plan(fcfg, micro_batch: int, seq: int, bf16: bool = True, recompute
     saved, rebuilt = activation_bytes(fcfg, micro_batch, seq, e, recompute, attention)
     activations = saved + rebuilt
     layer = layer_activation_bytes(fcfg, seq, e, recompute, attention, micro_batch)
-    v = fcfg.vocab_size
+    v = fcfg.model_vocab_size
     per_exit = exit_activation_bytes(fcfg, e)
     scores = (6 if e == 2 else 4) * fcfg.num_attention_heads * seq * micro_batch * seq
     transient = max(tokens * (e + 8) * v, 2 * scores if attention == "unfused" else 0)
@@ -191,7 +193,7 @@ def hf_plan(fcfg, micro_batch: int, seq: int) -> MemoryPlan:
     n = parameter_count(fcfg)["total"]
     tokens = micro_batch * seq
     aux = len(fcfg.exits) - 1
-    h, v = fcfg.hidden_size, fcfg.vocab_size
+    h, v = fcfg.hidden_size, fcfg.model_vocab_size
     layer = hf_layer_activation_bytes(fcfg)
     per_exit = 8 * h + 2 * h + 4 * v  # the norm (fp32), the head's bf16 input, log_softmax's fp32 output
     activations = tokens * ((fcfg.num_layers + aux) * layer + (aux + 1) * per_exit)

@@ -33,7 +33,7 @@ def layer_flops(fcfg: FamilialConfig, seq_length: int) -> float:
 
 
 def head_flops(fcfg: FamilialConfig) -> float:
-    return float(2 * fcfg.hidden_size * fcfg.vocab_size)
+    return float(2 * fcfg.hidden_size * fcfg.model_vocab_size)
 
 
 @dataclass(frozen=True)

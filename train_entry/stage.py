@@ -199,7 +199,7 @@ def loop_settings(cfg, fcfg):
         **cfg.model_dump(include={"steps", "micro_batch_size", "seq_length", "lr", "min_lr", "weight_decay", "seed",
                                   "eval_samples", "global_batch_size", "save_interval", "pipeline_balance", "clip_grad",
                                   "distributed_optimizer", "recompute", "attention", "tensorboard", "document_masks",
-                                  "keep_checkpoints", "data_workers", "data_prefetch"}),
+                                  "keep_checkpoints", "data_workers", "data_prefetch", "async_save"}),
         guard=GuardSettings(**cfg.guard.model_dump()),
         lr_schedule=LRSchedule(cfg.lr_schedule, cfg.warmup_steps, cfg.lr_anneal_stage, cfg.lr_wsd_decay_style),
         stage_exit_weights={st: [ExitWeight(**w.model_dump()) for w in ws] for st, ws in cfg.stage_exit_weights.items()},

@@ -106,6 +106,7 @@ class FamilialTrainer:
         self.started_from: dict | None = None  # the weights this run continued from (None: random or resumed)
         self.guard = StepGuard(settings.guard, fcfg.exits[-1])
         self.stage_span: StageSpan | None = None  # the curriculum stage being trained
+        self.pending_save = None  # a checkpoint being written in the background (train.async_save)
 
     @property
     def model(self) -> FamilialGPTModel:
@@ -211,13 +212,26 @@ class FamilialTrainer:
         logger.info(f"initialised from {self.s.init_from} ({fmt})")
         return fmt
 
-    def save_checkpoint(self, evals: dict) -> str:
+    def save_checkpoint(self, evals: dict, background: bool = False) -> str:
+        """A checkpoint at this step (collective). ``background``: written by a thread while training goes on,
+        published by ``finish_pending_save`` once every rank's write is done (``train.async_save``)."""
+        self.finish_pending_save()
         if checkpointing.latest_iteration(self.checkpoint_dir) == self.step:  # saved already at this step
             return checkpointing.iteration_dir(self.checkpoint_dir, self.step)
-        return checkpointing.save(self.checkpoint_dir, self.step, self.chunks, self.optimizer,
-                                  {"evals": evals, "lr_scheduler": self.scheduler.state_dict(),
-                                   "events": [e.as_dict() for e in self.guard.events]},
-                                  keep=self.s.keep_checkpoints)
+        saved = checkpointing.save(self.checkpoint_dir, self.step, self.chunks, self.optimizer,
+                                   {"evals": evals, "lr_scheduler": self.scheduler.state_dict(),
+                                    "events": [e.as_dict() for e in self.guard.events]},
+                                   keep=self.s.keep_checkpoints, asynchronous=background)
+        if background:
+            self.pending_save = saved
+            return saved.path
+        return saved
+
+    def finish_pending_save(self) -> None:
+        """Wait for a background save and publish it (collective)."""
+        if self.pending_save is not None:
+            self.pending_save.finish()
+            self.pending_save = None
 
     def stop(self, why: str, evals: dict, log: "MetricsLog") -> None:
         """Save a checkpoint at this step, record why the run stopped, and raise ``TrainingStopped``."""
@@ -314,8 +328,10 @@ class FamilialTrainer:
                         f"{norm} | {row['tokens_per_s']:,} tok/s (data {1e3 * data_seconds:.0f} ms) | "
                         + " | ".join(f"{k} {v:.4f} (λ {row['lambda'][k]:.2f})" for k, v in row["loss"].items())
                     )
+                if self.pending_save is not None and self.pending_save.poll():  # published as soon as written
+                    self.finish_pending_save()
                 if self.s.save_interval and self.step % self.s.save_interval == 0 and self.step < self.s.steps:
-                    self.save_checkpoint(evals)
+                    self.save_checkpoint(evals, background=self.s.async_save)
                 if (signal_name := stop_signals.agreed()) is not None:
                     self.stop(f"{signal_name} received", evals, log)
             if self.s.eval_samples and valid_ds is not None:
