@@ -133,6 +133,24 @@ def test_ruyi2_train_under_torchrun_matches_the_demo_run(demo_run, tmp_path, tp,
     assert _safetensors(tmp_path / "streamed") == _safetensors(tmp_path / "whole")
 
 
+def test_background_checkpoints_under_torchrun_are_published_at_every_interval(demo_run, tmp_path):
+    """train.async_save over two data-parallel ranks: training is unchanged (the demo's losses), every interval's
+    checkpoint is complete (DCP metadata, megatron-core's metadata.json, both ranks' random generators) and the
+    last one is the latest."""
+    run_dir = str(tmp_path / "run")
+    ours, single = _train_under_torchrun(demo_run, run_dir, save_interval=2, async_save=True)
+    for a, b in zip(ours, single):
+        assert a["loss"] == pytest.approx(b["loss"], rel=3e-3)
+    ckpt = os.path.join(run_dir, "train", "checkpoint")
+    iterations = sorted(f for f in os.listdir(ckpt) if f.startswith("iter_"))
+    assert iterations == [f"iter_{s:07d}" for s in range(2, len(ours), 2)] + [f"iter_{len(ours):07d}"]
+    for it in iterations:
+        files = set(os.listdir(os.path.join(ckpt, it)))
+        assert {".metadata", "metadata.json", "common.pt"} <= files, (it, files)
+        assert sorted(os.listdir(os.path.join(ckpt, it, "rng"))) == ["rank_00000.pt", "rank_00001.pt"]
+    assert open(os.path.join(ckpt, "latest_checkpointed_iteration.txt")).read().strip() == str(len(ours))
+
+
 def test_ruyi2_train_in_bf16_with_the_distributed_optimizer_over_two_replicas(demo_run, tmp_path):
     """The recipe's `precision: bf16` and `distributed_optimizer: true` under torchrun (two data-parallel
     replicas, the demo's global batch of 4): the run starts at the base's losses (to bf16's precision),
