@@ -56,7 +56,8 @@ class ThresholdStep(PipelineStep):
             src = doc.metadata["source"]
             sig = doc.metadata[SIGNALS]
             with self.track_time():
-                failed = first_failing_rule(sig, rules[src], self.languages[src], doc.id)
+                earlier = doc.metadata.get(REMOVED_REASON)  # removed before the signals (extraction)
+                failed = tuple(earlier.split(":", 1)) if earlier else first_failing_rule(sig, rules[src], self.languages[src], doc.id)
                 if failed is None:
                     doc.text = apply_edits(doc.text, sig, rules[src])
                     if not doc.text.strip():

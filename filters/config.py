@@ -8,7 +8,7 @@ of them and names it, because retuning only re-applies thresholds to stored sign
 from __future__ import annotations
 
 import copy
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, Field, create_model, model_serializer
 
@@ -284,8 +284,17 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
+class ExtractSettings(Strict):
+    """HTML to text for ``warc`` sources (``filters/extract.py``), before any signal."""
+
+    extractor: Literal["trafilatura", "resiliparse"] = Field(
+        "trafilatura", description="trafilatura with FineWeb's settings, or resiliparse's main-content extraction (faster)")
+    timeout_s: float = Field(1.0, gt=0, description="a page taking longer is removed as extract:timeout")
+
+
 class FilterConfig(Strict):
     rules: RuleSet = RuleSet()
+    extract: ExtractSettings = Field(ExtractSettings(), description="HTML extraction of warc sources' pages")
     # partial rule sets, merged over the built-in defaults key by key, so naming one domain keeps the others'
     # defaults; each is typed like ``rules``, so a misspelt family or setting is an error at load time
     per_domain: dict[Domain, RuleSetPatch] = {}

@@ -15,6 +15,8 @@ import shutil
 
 from filters.apply import StoredSignals, ThresholdStep
 from filters.config import tag_time_settings
+from filters.extract import REASON_PREFIX as EXTRACT_REASON
+from filters.extract import HtmlExtraction, StoredExtraction
 from filters.tagger import SignalTagger
 from pipeline.core.accounting import AccountingError, stage_accounting, write_stats
 from pipeline.core.atomic import write_json
@@ -50,23 +52,30 @@ class FilterStage(Stage):
             "sources": {s.name: tag_time_settings(rules[s.name]) for s in recipe.sources},
             "files": {name: listing.files for name, listing in listings.items()},
             "read": recipe.filter.read.model_dump(),  # what is read (and quarantined) depends on the bounds
+            "extract": recipe.filter.extract.model_dump(),  # the pages' text depends on the extractor
         }
+        html_sources = [s.name for s in recipe.sources if s.format == "warc"]
         if retune:
             check_retune(os.path.join(attributes, "manifest.json"), tagging)
             for sub in ("output", "removed", "quarantine", "examples", "logs"):
                 shutil.rmtree(os.path.join(folder, sub), ignore_errors=True)
             signals = StoredSignals(attributes)
+            extraction = StoredExtraction(html_sources, attributes)
         else:
             layout.fresh_stage(self.name, ctx.resume)
             signals = SignalTagger(per_source, languages, attributes)
+            extract = recipe.filter.extract
+            extraction = HtmlExtraction(html_sources, extract.extractor, extract.timeout_s, attributes)
         steps = [
             SourceReader(recipe.sources, layout.quarantine(self.name), file_offset=layers.file_offset if layers else 0,
                          roots=layers.roots if layers else None, limits=recipe.filter.read),
+            *([extraction] if html_sources else []),
             signals,
             ThresholdStep(per_source, languages, examples, recipe.filter.examples_per_reason),
             # after the thresholds: edits change the text, and the funnel counts what leaves the stage; a document
             # over filter.sanity.max_chars is not tokenized (every other one is bounded by that limit)
-            TokenCountTagger(recipe.tokenizer.path, recipe.tokenizer.batch_size, skip_reasons=("sanity:too_large",)),
+            TokenCountTagger(recipe.tokenizer.path, recipe.tokenizer.batch_size,
+                             skip_reasons=("sanity:too_large", EXTRACT_REASON)),  # a page without text: its HTML
             StageRouter(layout.output(self.name), layout.removed(self.name), self.name),
         ]
         stats_by_step = run_steps(recipe.executor, steps, layout.logs(self.name), recipe.executor.tasks, self.name)
@@ -92,6 +101,9 @@ def check_retune(manifest_path: str, now: dict) -> None:
         raise RetuneError(f"{manifest_path}: no stored signals; run `ruyi2 filter` (without --retune) first")
     with open(manifest_path) as f:
         then = json.load(f)
+    if then.get("extract", now["extract"]) != now["extract"]:
+        raise RetuneError(f"filter.extract changed since the pages were extracted (then {then.get('extract')}, now "
+                          f"{now['extract']}): re-run without --retune")
     if then.get("read") != now["read"]:
         raise RetuneError(f"filter.read changed since the signals were stored (then {then.get('read')}, now {now['read']}): "
                           "the bounds decide which records are read; re-run without --retune")

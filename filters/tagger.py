@@ -32,6 +32,7 @@ from filters.rules import HEURISTIC_FAMILIES
 from filters.sanity import sanity_reason, sanity_signals
 from filters.tex import prose_view, tex_signals
 from filters.url import url_signals
+from pipeline.core.documents import REMOVED_REASON
 from pipeline.core.tokens import N_TOKENS
 
 SIGNALS = "signals"
@@ -135,8 +136,11 @@ class SignalTagger(PipelineStep):
         with open_attributes(attribute_file(self.attributes_folder, rank)) as out:
             for doc in data:
                 src = doc.metadata["source"]
-                with self.track_time():
-                    sig = tag_document(doc.text, doc.metadata, rules[src], self.languages[src], lid.predict)
+                if REMOVED_REASON in doc.metadata:  # removed before the signals (a page with no extracted text)
+                    sig = {}
+                else:
+                    with self.track_time():
+                        sig = tag_document(doc.text, doc.metadata, rules[src], self.languages[src], lid.predict)
                 attach_signals(doc.metadata, sig)
                 out.write(json.dumps({"id": doc.id, SIGNALS: sig}, ensure_ascii=False, sort_keys=True) + "\n")
                 self.stat_update("tagged")

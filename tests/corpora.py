@@ -138,3 +138,16 @@ def shakespeare_speeches(limit: int | None = None) -> list[dict]:
     from pipeline.demo import shakespeare_scenes
 
     return shakespeare_scenes(limit)
+
+
+# --------------------------------------------------------------------------------------------- HTML pages
+def python_doc_pages(limit: int | None = None) -> list[tuple[str, bytes]]:
+    """The Python standard library's HTML documentation (Debian python3.<minor>-doc): (name, page bytes), real
+    pages with navigation bars, sidebars and footers around the text."""
+    files = _need(os.path.join(DEB, "usr", "share", "doc", "python3*", "html", "library", "*.html"),
+                  "Python HTML documentation (python3.<minor>-doc)")
+    out = []
+    for path in files[:limit]:
+        with open(path, "rb") as f:
+            out.append((os.path.basename(path), f.read()))
+    return out

@@ -26,15 +26,24 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-FORMAT_GLOBS = {"jsonl": "*.jsonl", "jsonl.gz": "*.jsonl.gz", "parquet": "*.parquet", "text": "*"}
+FORMAT_GLOBS = {"jsonl": "*.jsonl", "jsonl.gz": "*.jsonl.gz", "jsonl.zst": "*.jsonl.zst", "jsonl.bz2": "*.jsonl.bz2",
+                "jsonl.xz": "*.jsonl.xz", "parquet": "*.parquet", "hf_parquet": "*.parquet", "warc": "*.warc.gz",
+                "wet": "*.wet.gz", "text": "*"}
+# formats read as JSON Lines (decompressed by each file's suffix: pipeline/core/records.py)
+JSONL_FORMATS = ("jsonl", "jsonl.gz", "jsonl.zst", "jsonl.bz2", "jsonl.xz")
+Format = Literal["jsonl", "jsonl.gz", "jsonl.zst", "jsonl.bz2", "jsonl.xz", "parquet", "hf_parquet", "warc", "wet", "text"]
 
 
 class SourceConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="unique name; becomes the token prefix")
     paths: list[str] = Field(min_length=1, description="files, folders or globs (relative to the recipe file)")
-    format: Literal["jsonl", "jsonl.gz", "parquet", "text"]
-    text_field: str = "text"
-    id_field: str | None = "id"
+    format: Format = Field(description="jsonl (.zst/.gz/.bz2/.xz decompressed by suffix; the jsonl.* formats only "
+                                       "change the folder glob), parquet, hf_parquet (a Hugging Face dataset folder: "
+                                       "hf_config, split), warc (HTML responses, extracted by filter.extract), wet, text")
+    text_field: str = Field("text", description="the record's text field (warc and wet: the page)")
+    id_field: str | None = Field("id", description="the record's id field (warc and wet: the WARC record id)")
+    hf_config: str = Field("default", description="hf_parquet: the dataset card's config to read")
+    split: str = Field("train", description="hf_parquet: the split to read")
     domain: Domain
     language: str = Field("en", description="expected language (fastText label), or a programming language for code")
     # glob used inside folders; for the `text` format every matching file is one document
@@ -51,8 +60,14 @@ class SourceConfig(Strict):
         return self.file_glob or FORMAT_GLOBS[self.format]
 
     def listing(self) -> Listing:
-        """The source's input files and the links skipped on the way (``pipeline/core/paths.py``)."""
-        return list_files(self.paths, (self.default_glob(),), require=False, follow_symlinks=self.follow_symlinks)
+        """The source's input files and the links skipped on the way (``pipeline/core/paths.py``); a Hugging
+        Face dataset folder gives its split's files (``pipeline/core/hf_dataset.py``)."""
+        paths = self.paths
+        if self.format == "hf_parquet":
+            from pipeline.core.hf_dataset import dataset_files
+
+            paths = [f for folder in self.paths for f in dataset_files(folder, self.hf_config, self.split)]
+        return list_files(paths, (self.default_glob(),), require=False, follow_symlinks=self.follow_symlinks)
 
     def files(self) -> list[str]:
         """Every input file of the source, sorted, so shards are assigned the same way on every run."""

@@ -2,8 +2,8 @@
 
 Every non-blank line of a JSONL file is a record or a ``BadRecord`` with its line number and reason
 (oversized_record, undecodable_utf8, malformed_json, too_deeply_nested, number_too_large,
-not_a_json_object): nothing is skipped without a trace, whatever the decoder raises. A line is read at
-most ``max_record_bytes`` (+1) at a time, so a 10 GB line, or a small ``.gz`` that inflates to one, costs
+not_a_json_object): nothing is skipped without a trace, whatever the decoder raises. Files are decompressed
+by their suffix (``.gz``, ``.bz2``, ``.xz``, ``.zst``). A line is read at most ``max_record_bytes`` (+1) at a time, so a 10 GB line, or a small ``.gz`` that inflates to one, costs
 that bound in memory, not its size. A UTF-8 byte-order mark at the start of a file (Windows exports write
 one) is dropped, as ``utf-8-sig`` does, and reported through ``notes``. Parquet is read in bounded batches
 with buffered column reads, and a row group larger than ``max_row_group_bytes`` (uncompressed, from the
@@ -16,8 +16,11 @@ inputs.
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import json
+import lzma
+import os
 import re
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -43,12 +46,28 @@ class BadRecord:
     raw_bytes: int | None = None  # the record's full size when ``raw`` is a prefix of it
 
 
+def _zstd_open(path: str, mode: str = "rb", encoding: str | None = None):
+    """A zstd stream (every frame: The Pile's and SlimPajama's files hold several), buffered so that
+    ``readline(limit)`` reads blocks, not bytes."""
+    import io
+
+    import zstandard
+
+    raw = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), read_across_frames=True, closefd=True)
+    buffered = io.BufferedReader(raw, buffer_size=1 << 20)
+    return io.TextIOWrapper(buffered, encoding=encoding) if "t" in mode else buffered
+
+
+COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open, ".zst": _zstd_open, ".zstd": _zstd_open}
+
+
 def _opener(path: str):
-    return gzip.open if path.endswith(".gz") else open
+    """The file's opener by its last suffix (gzip, bzip2, xz, zstd, or none)."""
+    return COMPRESSED.get(os.path.splitext(path)[1], open)
 
 
 def open_text(path: str):
-    """UTF-8 text, gunzipped when the name ends in ``.gz``; a leading byte-order mark is dropped."""
+    """UTF-8 text, decompressed by the name's suffix (``_opener``); a leading byte-order mark is dropped."""
     return _opener(path)(path, "rt", encoding="utf-8-sig")
 
 

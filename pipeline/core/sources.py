@@ -30,10 +30,11 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 from loguru import logger
 
-from pipeline.core.config import ReadLimits, SourceConfig
+from pipeline.core.config import JSONL_FORMATS, ReadLimits, SourceConfig
 from pipeline.core.documents import DROPPED_FIELDS, INPUT_FIELDS, QUARANTINE_REASON, RESERVED_KEYS, DocWriter
 from pipeline.core.printable import printable
 from pipeline.core.records import BadRecord, OversizedRowGroup, jsonl_records, parquet_rows, read_text_file
+from pipeline.core.warc import warc_records
 
 # A quarantined record keeps at most this much of its raw content (its full size is recorded).
 MAX_QUARANTINE_BYTES = 1 << 20
@@ -145,10 +146,13 @@ class SourceReader(PipelineStep):
     def _read_file(self, src: dict, path: str, rel: str, file_index: int) -> Iterator[Document]:
         fmt, limits = src["format"], self.limits
         try:
-            if fmt in ("jsonl", "jsonl.gz"):
+            if fmt in JSONL_FORMATS:
                 rows = jsonl_records(path, limits.max_record_bytes, self._note)
-            elif fmt == "parquet":
+            elif fmt in ("parquet", "hf_parquet"):
                 rows = parquet_rows(path, max_row_group_bytes=limits.max_row_group_bytes, error=None)
+            elif fmt in ("warc", "wet"):
+                src = dict(src, text_field="text", id_field="id")  # the page and its WARC record id
+                rows = warc_records(path, fmt, limits.max_record_bytes, self._note)
             else:
                 yield self._read_text_file(src, path, rel, file_index)
                 return
