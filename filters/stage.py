@@ -68,7 +68,8 @@ class FilterStage(Stage):
             extraction = HtmlExtraction(html_sources, extract.extractor, extract.timeout_s, attributes)
         steps = [
             SourceReader(recipe.sources, layout.quarantine(self.name), file_offset=layers.file_offset if layers else 0,
-                         roots=layers.roots if layers else None, limits=recipe.filter.read),
+                         roots=layers.roots if layers else None, limits=recipe.filter.read,
+                         listed={name: listing.files for name, listing in listings.items()}),
             *([extraction] if html_sources else []),
             signals,
             ThresholdStep(per_source, languages, examples, recipe.filter.examples_per_reason),

@@ -27,11 +27,13 @@ def input_fingerprints(recipe: Recipe) -> dict:
     out = {}
     for s in recipe.sources:
         listing = s.listing()
-        stats = [(f, os.stat(f)) for f in listing.files]
+        # an object: its size and ETag from the one listing (no request per object); a file: size and mtime
+        entries = [[f, listing.remote[f]["size"], listing.remote[f]["etag"]] if f in listing.remote else
+                   [f, (st := os.stat(f)).st_size, st.st_mtime_ns] for f in listing.files]
         out[s.name] = {
             "files": len(listing.files),
-            "bytes": sum(st.st_size for _, st in stats),
-            "entries": [[f, st.st_size, st.st_mtime_ns] for f, st in stats],
+            "bytes": sum(e[1] for e in entries),
+            "entries": entries,
             "skipped_paths": listing.skipped_counts(),
         }
     return out

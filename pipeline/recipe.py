@@ -27,6 +27,7 @@ from mixtures.config import MixtureConfig
 from pipeline.core.assets import is_location, resolve_asset
 from pipeline.core.atomic import write_yaml
 from pipeline.core.config import ExecutorConfig, SourceConfig, Strict, TokenizerConfig
+from pipeline.core.storage import StorageInputError, is_url
 from train_entry.config import TrainConfig
 from train_entry.eval_tasks import TASKS as EVAL_TASKS
 
@@ -197,6 +198,8 @@ def parse_recipe(data: dict, path: str = "<recipe>", base_dir: str | None = None
     base = Path(base_dir or ".").resolve()
 
     def absolute(p: str) -> str:
+        if is_url(p):  # object storage: as given
+            return p
         p = os.path.expanduser(p)
         return p if os.path.isabs(p) else str(base / p)
 
@@ -223,8 +226,11 @@ def _input_problems(recipe: Recipe) -> list[str]:
     problems = []
     for i, s in enumerate(recipe.sources):
         for p in s.paths:
-            if not s.model_copy(update={"paths": [p]}).files():
-                problems.append(f"sources[{i}] ({s.name!r}).paths: no input file matches {p!r}")
+            try:
+                if not s.model_copy(update={"paths": [p]}).files():
+                    problems.append(f"sources[{i}] ({s.name!r}).paths: no input file matches {p!r}")
+            except StorageInputError as e:  # the URL, and what to do, named before any work
+                problems.append(f"sources[{i}] ({s.name!r}).paths: {e}")
     problems += [f"{where}: no such file {getattr(settings, key)}" for where, settings, key in recipe.filter.file_settings()
                  if not os.path.isfile(getattr(settings, key))]
     problems += recipe.decontam.input_problems()

@@ -34,6 +34,19 @@ JSONL_FORMATS = ("jsonl", "jsonl.gz", "jsonl.zst", "jsonl.bz2", "jsonl.xz")
 Format = Literal["jsonl", "jsonl.gz", "jsonl.zst", "jsonl.bz2", "jsonl.xz", "parquet", "hf_parquet", "warc", "wet", "text"]
 
 
+class ObjectStorage(Strict):
+    """How a source's URLs are reached (``pipeline/core/storage.py``). No secret belongs here: credentials come
+    from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), a shared profile or an instance role."""
+
+    endpoint_url: str | None = Field(None, description="an S3-compatible store's endpoint (MinIO, SeaweedFS, Ceph); "
+                                                       "default AWS")
+    region: str | None = None
+    profile: str | None = Field(None, description="a profile of ~/.aws/credentials")
+    anon: bool = Field(False, description="unsigned requests, for public buckets")
+    max_attempts: int = Field(10, ge=1, le=50, description="tries per request (botocore's adaptive retries: backoff on "
+                                                          "throttling and transient errors)")
+
+
 class SourceConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="unique name; becomes the token prefix")
     paths: list[str] = Field(min_length=1, description="files, folders or globs (relative to the recipe file)")
@@ -52,6 +65,8 @@ class SourceConfig(Strict):
         default_factory=list,
         description="input fields later stages read by name (e.g. a score computed upstream, for mixture buckets)",
     )
+    storage: ObjectStorage | None = Field(None, description="for paths that are URLs (s3://bucket/prefix/*.jsonl.zst): "
+                                                          "endpoint, region, profile")
     follow_symlinks: bool = Field(
         False, description="read files and folders that symbolic links inside the source's folders point to outside "
                            "them (off: such links are skipped and counted)")
@@ -67,7 +82,16 @@ class SourceConfig(Strict):
             from pipeline.core.hf_dataset import dataset_files
 
             paths = [f for folder in self.paths for f in dataset_files(folder, self.hf_config, self.split)]
-        return list_files(paths, (self.default_glob(),), require=False, follow_symlinks=self.follow_symlinks)
+        from pipeline.core.storage import is_url, list_url
+
+        urls = [p for p in paths if is_url(p)]
+        listing = list_files([p for p in paths if not is_url(p)], (self.default_glob(),), require=False,
+                             follow_symlinks=self.follow_symlinks)
+        options = self.storage.model_dump() if self.storage else None
+        for url in urls:
+            listing.remote.update(list_url(url, self.default_glob(), options))
+        listing.files = sorted(set(listing.files) | set(listing.remote))
+        return listing
 
     def files(self) -> list[str]:
         """Every input file of the source, sorted, so shards are assigned the same way on every run."""

@@ -34,6 +34,7 @@ NOT_REGULAR = "not_a_regular_file"
 class Listing:
     files: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # path as seen -> why it was not listed
+    remote: dict[str, dict] = field(default_factory=dict)  # object URL -> {size, etag}, from the one listing
 
     def skipped_counts(self) -> dict[str, int]:
         out: dict[str, int] = {}

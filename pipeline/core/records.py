@@ -22,6 +22,7 @@ import json
 import lzma
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
@@ -51,11 +52,17 @@ def _zstd_open(path: str, mode: str = "rb", encoding: str | None = None):
     ``readline(limit)`` reads blocks, not bytes."""
     import io
 
+    buffered = _zstd_reader(open(path, "rb"), closefd=True)
+    return io.TextIOWrapper(buffered, encoding=encoding) if "t" in mode else buffered
+
+
+def _zstd_reader(raw, closefd: bool = False):
+    import io
+
     import zstandard
 
-    raw = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), read_across_frames=True, closefd=True)
-    buffered = io.BufferedReader(raw, buffer_size=1 << 20)
-    return io.TextIOWrapper(buffered, encoding=encoding) if "t" in mode else buffered
+    reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=closefd)
+    return io.BufferedReader(reader, buffer_size=1 << 20)
 
 
 COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open, ".zst": _zstd_open, ".zstd": _zstd_open}
@@ -64,6 +71,28 @@ COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open, ".zst": _zst
 def _opener(path: str):
     """The file's opener by its last suffix (gzip, bzip2, xz, zstd, or none)."""
     return COMPRESSED.get(os.path.splitext(path)[1], open)
+
+
+@contextmanager
+def open_binary(path: str, storage: dict | None = None):
+    """A local file or an object (``pipeline/core/storage.py``), decompressed by the name's suffix."""
+    from pipeline.core.storage import open_input
+
+    with open_input(path, storage) as raw:
+        ext = os.path.splitext(path)[1]
+        if ext in (".zst", ".zstd"):
+            stream = _zstd_reader(raw)
+        elif ext == ".gz":
+            stream = gzip.GzipFile(fileobj=raw, mode="rb")
+        elif ext in (".bz2", ".xz"):
+            stream = (bz2.BZ2File if ext == ".bz2" else lzma.LZMAFile)(raw)
+        else:
+            stream = raw
+        try:
+            yield stream
+        finally:
+            if stream is not raw:
+                stream.close()
 
 
 def open_text(path: str):
@@ -143,10 +172,11 @@ def decode_json(line: str, notes: Notes | None = None) -> tuple[object | None, t
     return value, None
 
 
-def jsonl_records(path: str, max_record_bytes: int = MAX_RECORD_BYTES, notes: Notes | None = None
-                  ) -> Iterator[tuple[int, dict | BadRecord]]:
-    """(line number, record) for every non-blank line; a line that is not a JSON object is a BadRecord."""
-    with _opener(path)(path, "rb") as f:
+def jsonl_records(path: str, max_record_bytes: int = MAX_RECORD_BYTES, notes: Notes | None = None,
+                  storage: dict | None = None) -> Iterator[tuple[int, dict | BadRecord]]:
+    """(line number, record) for every non-blank line; a line that is not a JSON object is a BadRecord.
+    ``storage``: the source's object-storage options, when ``path`` is a URL."""
+    with open_binary(path, storage) as f:
         n = 0
         while True:
             raw = f.readline(max_record_bytes + 1)
@@ -192,11 +222,13 @@ def records(path: str, error: type[Exception] = ValueError, max_record_bytes: in
         yield f"{path}:{n}", rec
 
 
-def read_text_file(path: str, max_record_bytes: int = MAX_RECORD_BYTES, notes: Notes | None = None
-                   ) -> tuple[bytes, int | None]:
+def read_text_file(path: str, max_record_bytes: int = MAX_RECORD_BYTES, notes: Notes | None = None,
+                   storage: dict | None = None) -> tuple[bytes, int | None]:
     """(content, None), or (its first ``max_record_bytes`` bytes, the file's size) for a larger file; at most
     the bound (+1) is read. A leading byte-order mark is dropped."""
-    with open(path, "rb") as f:
+    from pipeline.core.storage import open_input
+
+    with open_input(path, storage) as f:
         raw = f.read(max_record_bytes + 1)
         if len(raw) > max_record_bytes:
             f.seek(0, 2)
@@ -234,16 +266,18 @@ class OversizedRowGroup(Exception):
 
 
 def parquet_rows(path: str, columns: list[str] | None = None, batch_size: int = PARQUET_BATCH_ROWS,
-                 max_row_group_bytes: int = MAX_ROW_GROUP_BYTES, error: type[Exception] | None = ValueError
-                 ) -> Iterator[tuple[int, dict | OversizedRowGroup]]:
+                 max_row_group_bytes: int = MAX_ROW_GROUP_BYTES, error: type[Exception] | None = ValueError,
+                 storage: dict | None = None) -> Iterator[tuple[int, dict | OversizedRowGroup]]:
     """(row number from 1, row) streamed by batches: memory follows the batch and the read buffer, not the file.
     A row group over ``max_row_group_bytes`` is not read: ``error`` is raised naming it, or with ``error=None``
     its rows are skipped as one ``OversizedRowGroup`` item (numbered by its first row) for the caller to
     quarantine."""
     import pyarrow.parquet as pq
 
+    from pipeline.core.storage import open_input
+
     row = 0
-    with pq.ParquetFile(path, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False) as pf:
+    with open_input(path, storage) as source, pq.ParquetFile(source, buffer_size=PARQUET_BUFFER_BYTES, pre_buffer=False) as pf:
         absent = [c for c in columns or () if c not in pf.schema_arrow.names]
         if absent:  # pyarrow would yield rows without them
             raise KeyError(f"{path}: no column {absent[0]!r} (columns: {pf.schema_arrow.names})")

@@ -34,6 +34,7 @@ from pipeline.core.config import JSONL_FORMATS, ReadLimits, SourceConfig
 from pipeline.core.documents import DROPPED_FIELDS, INPUT_FIELDS, QUARANTINE_REASON, RESERVED_KEYS, DocWriter
 from pipeline.core.printable import printable
 from pipeline.core.records import BadRecord, OversizedRowGroup, jsonl_records, parquet_rows, read_text_file
+from pipeline.core.storage import common_root, is_url, relative
 from pipeline.core.warc import warc_records
 
 # A quarantined record keeps at most this much of its raw content (its full size is recorded).
@@ -84,18 +85,31 @@ def _id_problem(rid, limits: ReadLimits) -> str | None:
 
 
 def source_root(files: list[str]) -> str:
-    """The folder a source's document ids are relative to: its files' common folder."""
+    """The folder a source's document ids are relative to: its files' common folder (or common prefix of its
+    objects: the same names, so the same ids, whether a corpus is read from disk or from a bucket)."""
+    if files and all(is_url(f) for f in files):
+        return common_root(files)
     return os.path.commonpath(files) if len(files) > 1 else os.path.dirname(files[0]) if files else ""
 
 
-def input_files(sources: list[SourceConfig], roots: dict[str, str] | None = None) -> list[tuple[SourceConfig, str, str]]:
+def _relative(path: str, root: str) -> str:
+    if is_url(path):
+        return relative(path, root if is_url(root) else "")
+    return os.path.relpath(path, root) if root else os.path.basename(path)
+
+
+def input_files(sources: list[SourceConfig], roots: dict[str, str] | None = None,
+                listed: dict[str, list[str]] | None = None) -> list[tuple[SourceConfig, str, str]]:
     """(source, file, name relative to the source's root) of every input file, in input order. ``roots``
-    overrides a source's root (an increment's files named as a run over all of the source's files would)."""
+    overrides a source's root (an increment's files named as a run over all of the source's files would);
+    ``listed``: each source's files as the stage listed them once (no listing per task: on object storage a
+    listing of thousands of objects is minutes of requests)."""
     out = []
     for s in sources:
-        files = s.files()
+        files = (listed or {}).get(s.name)
+        files = s.files() if files is None else files
         root = (roots or {}).get(s.name) or source_root(files)
-        out.extend((s, f, os.path.relpath(f, root) if root else os.path.basename(f)) for f in files)
+        out.extend((s, f, _relative(f, root)) for f in files)
     return out
 
 
@@ -107,7 +121,8 @@ class SourceReader(PipelineStep):
     type = "📖 - READER"
 
     def __init__(self, sources: list[SourceConfig], quarantine_folder: str, progress_every_s: float = 10.0,
-                 file_offset: int = 0, roots: dict[str, str] | None = None, limits: ReadLimits | None = None):
+                 file_offset: int = 0, roots: dict[str, str] | None = None, limits: ReadLimits | None = None,
+                 listed: dict[str, list[str]] | None = None):
         super().__init__()
         self.sources = [s.model_dump() for s in sources]
         self.quarantine_folder = quarantine_folder
@@ -116,9 +131,10 @@ class SourceReader(PipelineStep):
         self.progress_every_s = progress_every_s
         # an increment's files come after the earlier layers' in the input order
         self.file_offset, self.roots = file_offset, dict(roots or {})
+        self.listed = {name: list(files) for name, files in (listed or {}).items()}  # the stage's one listing
 
     def shard_files(self, rank: int, world_size: int) -> list[tuple[int, dict, str, str]]:
-        files = input_files([SourceConfig.model_validate(s) for s in self.sources], self.roots)
+        files = input_files([SourceConfig.model_validate(s) for s in self.sources], self.roots, self.listed)
         return [(self.file_offset + i, s.model_dump(), f, rel) for i, (s, f, rel) in enumerate(files)][rank::world_size]
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
@@ -146,13 +162,14 @@ class SourceReader(PipelineStep):
     def _read_file(self, src: dict, path: str, rel: str, file_index: int) -> Iterator[Document]:
         fmt, limits = src["format"], self.limits
         try:
+            storage = src.get("storage")
             if fmt in JSONL_FORMATS:
-                rows = jsonl_records(path, limits.max_record_bytes, self._note)
+                rows = jsonl_records(path, limits.max_record_bytes, self._note, storage)
             elif fmt in ("parquet", "hf_parquet"):
-                rows = parquet_rows(path, max_row_group_bytes=limits.max_row_group_bytes, error=None)
+                rows = parquet_rows(path, max_row_group_bytes=limits.max_row_group_bytes, error=None, storage=storage)
             elif fmt in ("warc", "wet"):
                 src = dict(src, text_field="text", id_field="id")  # the page and its WARC record id
-                rows = warc_records(path, fmt, limits.max_record_bytes, self._note)
+                rows = warc_records(path, fmt, limits.max_record_bytes, self._note, storage)
             else:
                 yield self._read_text_file(src, path, rel, file_index)
                 return
@@ -172,7 +189,7 @@ class SourceReader(PipelineStep):
             yield self._quarantined(src, f"{rel}:unreadable", path, None, "unreadable_file", f"{type(e).__name__}: {e}")
 
     def _read_text_file(self, src: dict, path: str, rel: str, file_index: int) -> Document:
-        raw, size = read_text_file(path, self.limits.max_record_bytes, self._note)
+        raw, size = read_text_file(path, self.limits.max_record_bytes, self._note, src.get("storage"))
         if size is not None:
             return self._quarantined(src, rel, path, None, "oversized_record", raw[:MAX_QUARANTINE_BYTES].decode("utf-8", "replace"), size)
         try:

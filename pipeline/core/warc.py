@@ -19,6 +19,7 @@ import re
 from typing import Iterator
 
 from pipeline.core.records import BAD_PREVIEW_BYTES, BadRecord, Notes
+from pipeline.core.storage import open_input
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.IGNORECASE)
@@ -88,15 +89,15 @@ def _check_complete(path: str, n: int, rec) -> None:
                             "length: the file is truncated")
 
 
-def warc_records(path: str, kind: str, max_record_bytes: int, notes: Notes | None = None
-                 ) -> Iterator[tuple[int, dict | BadRecord]]:
+def warc_records(path: str, kind: str, max_record_bytes: int, notes: Notes | None = None,
+                 storage: dict | None = None) -> Iterator[tuple[int, dict | BadRecord]]:
     """(WARC record number from 1, record) for every page (``kind`` warc: HTML responses; wet: conversions).
     A record is ``{"text", "id", "url", "date", "content_type"[, "charset", "charset_from"]}``."""
     from warcio.archiveiterator import ArchiveIterator
 
     note = notes or (lambda what: None)
     wanted = "response" if kind == "warc" else "conversion"
-    with open(path, "rb") as f:
+    with open_input(path, storage) as f:
         for n, rec in enumerate(ArchiveIterator(f, arc2warc=True), 1):
             if rec.rec_type != wanted:
                 _check_complete(path, n, rec)
