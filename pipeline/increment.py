@@ -50,7 +50,7 @@ def parse_added(items: list[str], recipe: Recipe) -> dict[str, list[str]]:
             raise RecipeError(f"ruyi2 add: {item!r} is not SOURCE=PATH")
         if name not in names:
             raise RecipeError(f"ruyi2 add: {item!r}: no source {name!r} in the recipe (sources: {', '.join(names)})")
-        files = names[name].model_copy(update={"paths": [os.path.abspath(path)]}).files()
+        files = names[name].model_copy(update={"paths": [os.path.abspath(path)], "paths_file": None}).files()
         if not files:
             raise RecipeError(f"ruyi2 add: {item!r}: no {names[name].format} file matches {os.path.abspath(path)}")
         added.setdefault(name, [])
@@ -109,7 +109,7 @@ def prepare_increment(recipe: Recipe, added: dict[str, list[str]], resume: bool)
                   "shards": [shard_offset, shard_offset + recipe.executor.tasks]}
         claim_run_dir(folder)  # an increment is a run directory of its own
         write_json(os.path.join(folder, INCREMENT_FILE), record, indent=1)
-    sources = [s.model_copy(update={"paths": added[s.name]}) for s in recipe.sources if s.name in added]
+    sources = [s.model_copy(update={"paths": added[s.name], "paths_file": None}) for s in recipe.sources if s.name in added]
     derived = recipe.model_copy(update={"run_dir": folder, "sources": sources})
     return derived, Layers(tuple(earlier), shard_offset, file_offset, roots)
 

@@ -206,6 +206,8 @@ def parse_recipe(data: dict, path: str = "<recipe>", base_dir: str | None = None
     recipe.run_dir = absolute(recipe.run_dir)
     for s in recipe.sources:
         s.paths = [absolute(p) for p in s.paths]
+        if s.paths_file:  # its lines are taken as written (absolute paths or URLs)
+            s.paths_file = absolute(s.paths_file)
     for _, settings, key in recipe.filter.file_settings():
         setattr(settings, key, absolute(getattr(settings, key)))
     recipe.decontam.resolve_paths(absolute)
@@ -225,9 +227,14 @@ def parse_recipe(data: dict, path: str = "<recipe>", base_dir: str | None = None
 def _input_problems(recipe: Recipe) -> list[str]:
     problems = []
     for i, s in enumerate(recipe.sources):
-        for p in s.paths:
+        try:
+            paths = s.all_paths()
+        except (OSError, StorageInputError) as e:
+            problems.append(f"sources[{i}] ({s.name!r}).paths_file: {e}")
+            continue
+        for p in paths:
             try:
-                if not s.model_copy(update={"paths": [p]}).files():
+                if not s.model_copy(update={"paths": [p], "paths_file": None}).files():
                     problems.append(f"sources[{i}] ({s.name!r}).paths: no input file matches {p!r}")
             except StorageInputError as e:  # the URL, and what to do, named before any work
                 problems.append(f"sources[{i}] ({s.name!r}).paths: {e}")

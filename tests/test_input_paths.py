@@ -36,3 +36,29 @@ def test_a_link_out_of_the_root_is_skipped_and_named(tmp_path):
 def test_inside_is_by_path_component_not_by_string_prefix():
     assert inside("/run/train", "/run/train") and inside("/run/train/checkpoint", "/run/train/")
     assert not inside("/run/training", "/run/train")
+
+
+def test_a_paths_file_names_the_inputs_and_a_missing_one_fails_validation(tmp_path):
+    """sources[].paths_file: one input per line (comments and blank lines ignored) after `paths`, read once; an
+    entry that matches nothing is named before any work."""
+    import pytest
+
+    from pipeline.recipe import RecipeError, parse_recipe
+
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.jsonl").write_text('{"text": "hello"}\n')
+    (tmp_path / "inputs.txt").write_text(f"# the shards to read\n{tmp_path / 'a.jsonl'}\n\n{tmp_path / 'c.jsonl'}\n")
+
+    def recipe(paths_file):
+        return {"run_dir": str(tmp_path / "run"), "mixture": {"stages": [{"name": "g", "tokens": 10, "weights": {"web": 1.0}}]},
+                "sources": [{"name": "web", "paths_file": str(paths_file), "format": "jsonl", "domain": "web"}]}
+
+    source = parse_recipe(recipe(tmp_path / "inputs.txt")).sources[0]
+    assert source.files() == [str(tmp_path / "a.jsonl"), str(tmp_path / "c.jsonl")]
+    (tmp_path / "inputs.txt").write_text(f"{tmp_path / 'a.jsonl'}\n{tmp_path / 'gone.jsonl'}\n")
+    with pytest.raises(RecipeError, match=r"sources\[0\] \('web'\).paths: no input file matches '.*gone.jsonl'"):
+        parse_recipe(recipe(tmp_path / "inputs.txt"))
+    with pytest.raises(RecipeError, match=r"sources\[0\] \('web'\).paths_file: .*no-such-list.txt"):
+        parse_recipe(recipe(tmp_path / "no-such-list.txt"))
+    with pytest.raises(RecipeError, match="give paths or paths_file"):
+        parse_recipe({**recipe(tmp_path / "inputs.txt"), "sources": [{"name": "web", "format": "jsonl", "domain": "web"}]})

@@ -127,4 +127,27 @@ def test_a_missing_bucket_or_an_unreachable_endpoint_is_named_before_any_work(co
         parse_recipe(recipe("s3://corpus/mail", {"endpoint_url": "http://127.0.0.1:9", "max_attempts": 1}))
     with pytest.raises(RecipeError, match=r"sources\[0\].storage.secret: unknown key"):  # no place for a secret
         parse_recipe(recipe("s3://corpus/mail", {"endpoint_url": ENDPOINT, "secret": "x"}))
+    # no credentials anywhere (environment, shared files, instance metadata): named, with the remedy
+    mp = pytest.MonkeyPatch()
+    for key in CREDENTIALS:
+        mp.delenv(key, raising=False)
+    mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    mp.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    try:
+        with pytest.raises(RecipeError, match=r"s3://corpus/mail: no credentials: set AWS_ACCESS_KEY_ID"):
+            parse_recipe(recipe("s3://corpus/mail", {"endpoint_url": ENDPOINT, "region": "eu-north-1", "max_attempts": 1}))
+    finally:
+        mp.undo()
     assert not os.path.exists(tmp_path / "run")
+
+
+def test_a_paths_file_in_the_bucket_names_the_objects(corpus, tmp_path, s3):
+    """Inputs too many to list: a file of object URLs, itself an object, read once."""
+    from pipeline.recipe import parse_recipe
+
+    s3.filesystem().pipe("corpus/lists/mail.txt", b"s3://corpus/mail/part-1.jsonl.zst\n")
+    recipe = parse_recipe({"run_dir": str(tmp_path / "run"), "mixture": {"stages": [{"name": "g", "tokens": 10, "weights": {"web": 1.0}}]},
+                           "sources": [{"name": "mail", "paths_file": "s3://corpus/lists/mail.txt", "format": "jsonl",
+                                        "domain": "web", "storage": STORAGE}]})
+    assert recipe.sources[0].files() == ["s3://corpus/mail/part-1.jsonl.zst"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeline.core.assets import QWEN3_TOKENIZER
 from pipeline.core.paths import Listing, list_files
@@ -49,7 +49,9 @@ class ObjectStorage(Strict):
 
 class SourceConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN, description="unique name; becomes the token prefix")
-    paths: list[str] = Field(min_length=1, description="files, folders or globs (relative to the recipe file)")
+    paths: list[str] = Field(default_factory=list, description="files, folders, globs (relative to the recipe file) or URLs")
+    paths_file: str | None = Field(None, description="a text file naming one input file or object per line (# comments): "
+                                                     "inputs too many to list, listed once by whoever made the file")
     format: Format = Field(description="jsonl (.zst/.gz/.bz2/.xz decompressed by suffix; the jsonl.* formats only "
                                        "change the folder glob), parquet, hf_parquet (a Hugging Face dataset folder: "
                                        "hf_config, split), warc (HTML responses, extracted by filter.extract), wet, text")
@@ -74,10 +76,26 @@ class SourceConfig(Strict):
     def default_glob(self) -> str:
         return self.file_glob or FORMAT_GLOBS[self.format]
 
+    @model_validator(mode="after")
+    def _some_paths(self):
+        if not self.paths and not self.paths_file:
+            raise ValueError("give paths or paths_file")
+        return self
+
+    def all_paths(self) -> list[str]:
+        """``paths`` and, after them, the lines of ``paths_file``."""
+        if not self.paths_file:
+            return list(self.paths)
+        from pipeline.core.storage import open_input
+
+        with open_input(self.paths_file, self.storage.model_dump() if self.storage else None) as f:
+            lines = [line.strip() for line in f.read().decode("utf-8").splitlines()]
+        return list(self.paths) + [line for line in lines if line and not line.startswith("#")]
+
     def listing(self) -> Listing:
         """The source's input files and the links skipped on the way (``pipeline/core/paths.py``); a Hugging
         Face dataset folder gives its split's files (``pipeline/core/hf_dataset.py``)."""
-        paths = self.paths
+        paths = self.all_paths()
         if self.format == "hf_parquet":
             from pipeline.core.hf_dataset import dataset_files
 
