@@ -151,3 +151,49 @@ def test_a_paths_file_in_the_bucket_names_the_objects(corpus, tmp_path, s3):
                            "sources": [{"name": "mail", "paths_file": "s3://corpus/lists/mail.txt", "format": "jsonl",
                                         "domain": "web", "storage": STORAGE}]})
     assert recipe.sources[0].files() == ["s3://corpus/mail/part-1.jsonl.zst"]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(s3):
+    """Two Ray nodes on 127.0.0.1, started after the credentials are in the environment: the nodes' workers get
+    them as a node gets its own (environment or instance role), never through the task's arguments."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0"
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1",
+                                                            "memory": 3 * 2**30, "include_dashboard": False})
+    cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", memory=3 * 2**30)
+    ray.init(address=cluster.address)
+    cluster.wait_for_nodes()
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def test_the_filter_stage_as_ray_tasks_reads_the_bucket_on_both_nodes(corpus, ray_cluster, tmp_path):
+    """The filter stage on two Ray nodes with its sources in the bucket (no input file on any local disk):
+    the same output bytes as the local executor over the same files on disk."""
+    import glob
+
+    import ray
+
+    from pipeline.recipe import parse_recipe
+    from pipeline.runner import run_stages
+
+    def recipe(root, storage, run_dir, executor):
+        return parse_recipe({"run_dir": str(run_dir), "sources": [s.model_dump(exclude_none=True) for s in _sources(root, storage)],
+                             "executor": executor, "filter": {"extract": {"extractor": "resiliparse"}},
+                             "mixture": {"stages": [{"name": "general", "tokens": 1000, "weights": {"web": 1.0}}]}})
+
+    run_stages(recipe(str(corpus), None, tmp_path / "local", {"tasks": 2, "workers": 2}), ["filter"], quiet=True)
+    ray_executor = {"kind": "ray", "tasks": 2, "ray": {"address": ray_cluster.address, "mem_per_cpu_gb": 0.5}}
+    run_stages(recipe("s3://corpus", STORAGE, tmp_path / "ray", ray_executor), ["filter"], quiet=True)
+    nodes = {node for path in glob.glob(str(tmp_path / "ray" / "filter" / "logs" / "**" / "ray_nodes.json"), recursive=True)
+             for node in json.load(open(path)).values()}
+    assert nodes == {n["NodeID"] for n in ray.nodes()}  # both nodes read from the bucket
+    for sub in ("output", "removed"):
+        local, remote = tmp_path / "local" / "filter" / sub, tmp_path / "ray" / "filter" / sub
+        assert sorted(os.listdir(local)) == sorted(os.listdir(remote))
+        for name in os.listdir(local):
+            assert (local / name).read_bytes() == (remote / name).read_bytes(), (sub, name)
