@@ -187,6 +187,28 @@ def test_a_truncated_warc_keeps_the_pages_before_the_cut_and_names_the_file(tmp_
     assert quarantined[0]["metadata"]["file"].endswith("cut.warc.gz")
 
 
+def test_what_a_hostile_warc_says_in_its_headers_does_not_become_a_stat_name(tmp_path):
+    """A record type or HTTP status made up by the file is counted as `other` / `invalid`: stat names (shown in
+    reports) come from a fixed set, not from the corpus."""
+    import io
+
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+
+    with open(tmp_path / "odd.warc.gz", "wb") as out:
+        writer = WARCWriter(out, gzip=True)
+        odd = writer.create_warc_record("https://x.example/", "\x1b[31mred" + "t" * 5000, payload=io.BytesIO(b"z"))
+        writer.write_record(odd)
+        http = StatusAndHeaders("9x9 \x1b[2J", [("Content-Type", "text/html")], protocol="HTTP/1.1")
+        writer.write_record(writer.create_warc_record("https://x.example/a", "response", payload=io.BytesIO(b"<p>a</p>"),
+                                                      http_headers=http))
+    src = SourceConfig(name="cc", paths=[str(tmp_path)], format="warc", domain="web")
+    docs, quarantined, stats = _read([src], tmp_path)
+    assert not docs and not quarantined
+    assert {k for k in stats if k.startswith(NOTE_STAT)} == {NOTE_STAT + "cc/warc_skipped_other",
+                                                             NOTE_STAT + "cc/warc_skipped_status_invalid"}
+
+
 def test_wet_conversions_are_read_as_text(tmp_path):
     write_wet(str(tmp_path / "crawl.warc.wet.gz"), [("https://a.example/", "Plain text of page a.\nSecond line."),
                                                      ("https://b.example/", "Texte de la page b, en français.")])

@@ -22,6 +22,16 @@ from pipeline.core.records import BAD_PREVIEW_BYTES, BadRecord, Notes
 from pipeline.core.storage import open_input
 
 HTML_TYPES = ("text/html", "application/xhtml+xml")
+# the WARC 1.1 record types; any other value a file holds is counted as "other" (a stat key is not file content)
+RECORD_TYPES = {"warcinfo", "response", "resource", "request", "metadata", "revisit", "conversion", "continuation"}
+
+
+def _kind(value) -> str:
+    return value if value in RECORD_TYPES else "other"
+
+
+def _status(value) -> str:
+    return value if isinstance(value, str) and len(value) == 3 and value.isdigit() else "invalid"
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.IGNORECASE)
 _HEADER_CHARSET = re.compile(r"charset\s*=\s*[\"']?\s*([A-Za-z0-9._:-]+)", re.IGNORECASE)
 DETECT_BYTES = 1 << 16  # what charset detection reads of a page
@@ -101,7 +111,7 @@ def warc_records(path: str, kind: str, max_record_bytes: int, notes: Notes | Non
         for n, rec in enumerate(ArchiveIterator(f, arc2warc=True), 1):
             if rec.rec_type != wanted:
                 _check_complete(path, n, rec)
-                note(f"warc_skipped_{rec.rec_type}")
+                note(f"warc_skipped_{_kind(rec.rec_type)}")
                 continue
             headers = rec.rec_headers
             meta = {"id": headers.get_header("WARC-Record-ID"), "url": headers.get_header("WARC-Target-URI"),
@@ -109,7 +119,7 @@ def warc_records(path: str, kind: str, max_record_bytes: int, notes: Notes | Non
             if kind == "warc":
                 status = rec.http_headers.get_statuscode() if rec.http_headers else None
                 content_type = rec.http_headers.get_header("Content-Type") or "" if rec.http_headers else ""
-                skipped = (f"status_{status or 'none'}" if status != "200" else
+                skipped = (f"status_{_status(status)}" if status != "200" else
                            "not_html" if content_type.split(";")[0].strip().lower() not in HTML_TYPES else None)
                 if skipped:
                     _check_complete(path, n, rec)
