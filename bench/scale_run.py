@@ -116,6 +116,7 @@ def main() -> None:
     import yaml
 
     from bench.scale_corpus import build_scaled_corpus
+    from pipeline.core.layout import claim_run_dir
     from tests.recipe_corpus import train_classifiers
 
     ap = argparse.ArgumentParser()
@@ -147,6 +148,7 @@ def main() -> None:
             else:  # the earlier stages' outputs are kept; the measured ones start from nothing
                 subprocess.run(["rm", "-rf", *(os.path.join(run_dir, s) for s in args.stages)], check=True)
                 os.makedirs(run_dir, exist_ok=True)
+            claim_run_dir(run_dir)  # ruyi2 refuses an unmarked folder holding files (the recipe and logs written here)
             path = os.path.join(run_dir, "recipe.yaml")
             with open(path, "w") as f:
                 yaml.safe_dump(apply_settings(recipe_for(corpus, models, run_dir, tasks, workers), args.set), f, sort_keys=False)

@@ -17,14 +17,14 @@ from filters.apply import StoredSignals, ThresholdStep
 from filters.config import tag_time_settings
 from filters.extract import REASON_PREFIX as EXTRACT_REASON
 from filters.extract import HtmlExtraction, StoredExtraction
-from filters.tagger import SignalTagger
+from filters.tagger import SECONDS_STAT, SignalTagger
 from pipeline.core.accounting import AccountingError, stage_accounting, write_stats
 from pipeline.core.atomic import write_json
 from pipeline.core.errors import StageError
-from pipeline.core.executors import run_steps, step_stats
+from pipeline.core.executors import STEP_SECONDS, run_steps, step_stats
 from pipeline.core.layers import LAYERS
 from pipeline.core.routing import StageRouter
-from pipeline.core.sources import NOTE_STAT, QUARANTINE_STAT, READ_STAT, SourceReader
+from pipeline.core.sources import NOTE_STAT, QUARANTINE_STAT, READ_SECONDS, READ_STAT, SourceReader
 from pipeline.core.stage import Stage, StageContext
 from pipeline.core.tokens import TokenCountTagger
 
@@ -94,7 +94,34 @@ class FilterStage(Stage):
         stats["examples"] = merge_examples(examples, recipe.filter.examples_per_reason)
         stats["reading"] = reading_notes(reader, listings)
         write_stats(layout.stats(self.name), stats)
+        # timings differ run to run: beside stats.json, which a rerun writes byte for byte
+        write_json(os.path.join(folder, PROFILE), filter_profile(stats_by_step, steps), indent=1, sort_keys=True)
         return stats
+
+
+PROFILE = "profile.json"
+
+
+def filter_profile(stats_by_step: dict, steps: list) -> dict:
+    """Seconds each part of the filter spent, summed over its tasks (each task is one process on one core, so
+    these are core-seconds): reading, extraction, the signals (and per source and family), thresholds, the
+    token count, writing; and each part's share."""
+    part_of = {SourceReader: "read", HtmlExtraction: "extract", StoredExtraction: "extract", SignalTagger: "signals",
+               StoredSignals: "signals", ThresholdStep: "thresholds", TokenCountTagger: "tokens", StageRouter: "write"}
+    seconds: dict[str, float] = {}
+    for step in steps:
+        values = step_stats(stats_by_step, step.name)
+        part = part_of[type(step)]
+        seconds[part] = seconds.get(part, 0.0) + float(values.get(READ_SECONDS if part == "read" else STEP_SECONDS, 0.0))
+    families: dict[str, dict[str, float]] = {}
+    for key, value in step_stats(stats_by_step, SignalTagger.name).items():
+        if key.startswith(SECONDS_STAT):
+            src, family = key[len(SECONDS_STAT):].rsplit("/", 1)
+            families.setdefault(src, {})[family] = round(float(value), 3)
+    total = sum(seconds.values()) or 1.0
+    return {"seconds": {k: round(v, 3) for k, v in seconds.items()},
+            "share": {k: round(v / total, 4) for k, v in seconds.items()},
+            "signals_by_source": families}
 
 
 def check_retune(manifest_path: str, now: dict) -> None:

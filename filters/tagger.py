@@ -15,6 +15,7 @@ import gzip
 import io
 import json
 import os
+import time
 
 from datatrove.data import DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
@@ -36,6 +37,7 @@ from pipeline.core.documents import REMOVED_REASON
 from pipeline.core.tokens import N_TOKENS
 
 SIGNALS = "signals"
+SECONDS_STAT = "seconds/"  # seconds/<source>/<family>: the signals' profile
 QUALITY_SCORE = "quality_score"
 
 
@@ -64,39 +66,78 @@ def heuristic_settings(rules: RuleSet, language: str) -> HeuristicSettings:
     )
 
 
-def tag_document(text: str, metadata: dict, rules: RuleSet, language: str, lid) -> dict:
-    """All signals of one document under one source's rules (``lid`` predicts (label, score))."""
+class FamilyClock:
+    """Seconds spent on each signal family (the filter's profile, ``stats.json`` ``profile``): ``lap(family)``
+    charges the time since the previous lap to ``family``. Two clock reads per family and document."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def start(self) -> None:
+        self._last = time.perf_counter()
+
+    def lap(self, family: str) -> None:
+        now = time.perf_counter()
+        self.seconds[family] = self.seconds.get(family, 0.0) + now - self._last
+        self._last = now
+
+
+class _NoClock:
+    def start(self) -> None:
+        pass
+
+    def lap(self, family: str) -> None:
+        pass
+
+
+def tag_document(text: str, metadata: dict, rules: RuleSet, language: str, lid, clock: FamilyClock | None = None) -> dict:
+    """All signals of one document under one source's rules (``lid`` predicts (label, score)); ``clock``
+    gets each family's time."""
+    clock = clock or _NoClock()
+    clock.start()
     sig: dict = {"sanity": sanity_signals(text, rules.sanity.max_chars)}
+    clock.lap("sanity")
     if rules.sanity.enabled and sanity_reason(sig["sanity"], rules.sanity):
         return sig
     if rules.url.enabled:
         sig["url"] = url_signals(metadata.get("url"), rules.url.soft_word_threshold, rules.url.extra_domains)
+        clock.lap("url")
     view = text
     if rules.boilerplate.enabled:
         sig["boilerplate"], view = boilerplate_signals(text, rules.boilerplate.min_template_repeats,
                                                        rules.boilerplate.max_template_line_chars)
+        clock.lap("boilerplate")
     if rules.code.enabled:
         sig["code"] = code_signals(text, code_language(metadata, language))
+        clock.lap("code")
     heuristic_view = view
     if rules.tex.enabled:
         sig["tex"] = tex_signals(view)
         if rules.tex.prose_view:
             heuristic_view = prose_view(view)
+        clock.lap("tex")
     # language of the words a reader sees: for TeX the prose view (formulas and commands are no language)
     language_view = heuristic_view if rules.tex.enabled and rules.tex.prose_view else text
     label, score = lid(language_view)
     sig["language"] = {"lid_language": label, "lid_score": round(score, 4), "cjk_share": cjk_share(language_view)}
+    clock.lap("language")
     if rules.bad_words.enabled:
         sig["bad_words"] = bad_word_signals(heuristic_view, rules.bad_words.words_file)
+        clock.lap("bad_words")
     if any(getattr(rules, f).enabled for f in HEURISTIC_FAMILIES):
         sig["heuristics"], _ = compute_signals(heuristic_view, heuristic_settings(rules, language))
+        clock.lap("heuristics")
     if rules.chinese.enabled:
         sig["chinese"] = chinese_signals(heuristic_view, [n for n, _ in rules.chinese.top_char_n_grams],
                                          [n for n, _ in rules.chinese.dup_char_n_grams])
+        clock.lap("chinese")
     if rules.classifier.enabled:
         sig["classifier"] = {"score": quality_score(rules.classifier.model, view)}
+        clock.lap("classifier")
     if rules.pii.enabled:
         sig["pii"] = pii_signals(view)
+        clock.lap("pii")
     return sig
 
 
@@ -133,15 +174,20 @@ class SignalTagger(PipelineStep):
         rules = {name: RuleSet.model_validate(r) for name, r in self.rules_per_source.items()}
         lid = FastTextLanguageTagger()
         os.makedirs(self.attributes_folder, exist_ok=True)
+        clocks: dict[str, FamilyClock] = {}
         with open_attributes(attribute_file(self.attributes_folder, rank)) as out:
             for doc in data:
                 src = doc.metadata["source"]
                 if REMOVED_REASON in doc.metadata:  # removed before the signals (a page with no extracted text)
                     sig = {}
                 else:
+                    clock = clocks.setdefault(src, FamilyClock())
                     with self.track_time():
-                        sig = tag_document(doc.text, doc.metadata, rules[src], self.languages[src], lid.predict)
+                        sig = tag_document(doc.text, doc.metadata, rules[src], self.languages[src], lid.predict, clock)
                 attach_signals(doc.metadata, sig)
                 out.write(json.dumps({"id": doc.id, SIGNALS: sig}, ensure_ascii=False, sort_keys=True) + "\n")
                 self.stat_update("tagged")
                 yield doc
+        for src, clock in sorted(clocks.items()):
+            for family, seconds in sorted(clock.seconds.items()):
+                self.stat_update(f"{SECONDS_STAT}{src}/{family}", value=seconds)

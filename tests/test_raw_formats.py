@@ -305,6 +305,13 @@ def test_the_filter_stage_extracts_a_crawl_and_retunes_without_extracting_again(
         c = stats["sources"][src]
         assert c["in"]["docs"] == n == c["kept"]["docs"] + c["removed"]["docs"] + c["quarantined"]["docs"]
     assert stats["reading"]["cc"]["notes"]["warc_skipped_request"] == 8
+    # where the stage's time went (beside stats.json, which reruns write byte for byte)
+    profile = json.load(open(os.path.join(layout.stage("filter"), "profile.json")))
+    assert set(profile["seconds"]) == {"read", "extract", "signals", "thresholds", "tokens", "write"}
+    assert profile["seconds"]["extract"] > profile["seconds"]["thresholds"] > 0
+    assert abs(sum(profile["share"].values()) - 1) < 1e-3
+    assert {"sanity", "url", "language"} <= set(profile["signals_by_source"]["cc"])
+    assert "profile" not in stats
 
     import filters.extract
 

@@ -108,6 +108,9 @@ def run_steps(
     return read_step_stats(logging_dir)
 
 
+STEP_SECONDS = "step_seconds"
+
+
 def step_stats(stats: dict[str, dict[str, float]], step_name: str) -> dict[str, float]:
     """The stats of the step called ``step_name`` (datatrove keys blocks as "<type>: <name>")."""
     for key, values in stats.items():
@@ -130,4 +133,6 @@ def read_step_stats(logging_dir: str) -> dict[str, dict[str, float]]:
                 agg = out.setdefault(step["name"], {})
                 for key, val in step["stats"].items():
                     agg[key] = agg.get(key, 0) + (val["total"] if isinstance(val, dict) else val)
+                # the step's own time (datatrove's track_time), summed over ranks
+                agg[STEP_SECONDS] = agg.get(STEP_SECONDS, 0) + (step.get("time_stats") or {}).get("total", 0)
     return out

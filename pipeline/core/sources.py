@@ -43,6 +43,7 @@ READ_STAT = "read/"
 QUARANTINE_STAT = "quarantined/"
 NOTE_STAT = "notes/"
 POSITION = "position"
+READ_SECONDS = "read_seconds"
 
 
 class _Bad(Exception):
@@ -142,6 +143,9 @@ class SourceReader(PipelineStep):
             yield from data
         files = self.shard_files(rank, world_size)
         last_log, n_docs = time.monotonic(), 0
+        # this step's own time: what passes between being asked for a document and handing it over (the
+        # steps after it run while it waits at the yield); datatrove's track_time cannot wrap a generator
+        own, since = 0.0, time.perf_counter()
         with DocWriter(self.quarantine_folder) as quarantine:
             for i, (file_index, src, path, rel) in enumerate(files):
                 self._note = lambda what, name=src["name"]: self.stat_update(f"{NOTE_STAT}{name}/{what}")
@@ -149,7 +153,9 @@ class SourceReader(PipelineStep):
                     self.stat_update(READ_STAT + src["name"])
                     if QUARANTINE_REASON not in item.metadata:
                         n_docs += 1
+                        own += time.perf_counter() - since
                         yield item
+                        since = time.perf_counter()
                     else:
                         self.stat_update(QUARANTINE_STAT + src["name"])
                         self.stat_update(f"{QUARANTINE_STAT}{src['name']}/{item.metadata[QUARANTINE_REASON]}")
@@ -157,6 +163,7 @@ class SourceReader(PipelineStep):
                     if time.monotonic() - last_log > self.progress_every_s:
                         last_log = time.monotonic()
                         logger.info(f"rank {rank}: file {i + 1}/{len(files)} ({printable(rel)}), {n_docs} documents read")
+        self.stat_update(READ_SECONDS, value=own + time.perf_counter() - since)
 
     # ------------------------------------------------------------------------------------------ formats
     def _read_file(self, src: dict, path: str, rel: str, file_index: int) -> Iterator[Document]:
