@@ -85,15 +85,21 @@ def test_sources_on_s3_list_once_and_read_like_the_same_files_on_disk(corpus, tm
 
 
 def test_the_filter_stage_on_s3_sources_writes_the_local_runs_bytes(corpus, tmp_path):
-    from pipeline.recipe import parse_recipe
-    from pipeline.runner import run_stages
+    """`ruyi2 filter` as a user runs it, the credentials in its environment (the worker processes inherit it)."""
+    import subprocess
+    import sys
+
+    import yaml
 
     def run(root, storage, run_dir):
         sources = [s.model_dump(exclude_none=True) for s in _sources(root, storage)]
-        recipe = parse_recipe({"run_dir": str(run_dir), "sources": sources, "executor": {"tasks": 2, "workers": 2},
-                               "filter": {"extract": {"extractor": "resiliparse"}},
-                               "mixture": {"stages": [{"name": "general", "tokens": 1000, "weights": {"web": 1.0}}]}})
-        run_stages(recipe, ["filter"], quiet=True)
+        path = tmp_path / f"{run_dir.name}.yaml"
+        path.write_text(yaml.safe_dump({"run_dir": str(run_dir), "sources": sources, "executor": {"tasks": 2, "workers": 2},
+                                        "filter": {"extract": {"extractor": "resiliparse"}},
+                                        "mixture": {"stages": [{"name": "general", "tokens": 1000, "weights": {"web": 1.0}}]}}))
+        done = subprocess.run([sys.executable, "-m", "pipeline.cli", "filter", str(path)], capture_output=True, text=True,
+                              timeout=600, env=dict(os.environ), cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        assert done.returncode == 0, done.stderr[-3000:]
         return run_dir / "filter"
 
     local, remote = run(str(corpus), None, tmp_path / "local"), run("s3://corpus", STORAGE, tmp_path / "s3")
@@ -112,6 +118,19 @@ def test_the_filter_stage_on_s3_sources_writes_the_local_runs_bytes(corpus, tmp_
         for f in files:
             data = open(os.path.join(dirpath, f), "rb").read()
             assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"].encode() not in data, f
+
+
+def test_a_store_failure_while_reading_fails_the_task_instead_of_quarantining_the_input(corpus, tmp_path):
+    """The store, not the input, failing (here: the endpoint gone after the listing) stops the task with the URL
+    named, so the executor retries it; quarantining the object as unreadable would silently lose the corpus on a
+    node without credentials or network."""
+    from pipeline.core.storage import StorageInputError
+
+    (source,) = _sources("s3://corpus", {"endpoint_url": "http://127.0.0.1:9", "max_attempts": 1})[:1]
+    reader = SourceReader([source], str(tmp_path / "q"), listed={"mail": ["s3://corpus/mail/part-0.jsonl.zst"]})
+    with pytest.raises(StorageInputError, match=r"s3://corpus/mail/part-0.jsonl.zst: the endpoint cannot be reached"):
+        list(reader.run(None, 0, 1))
+    assert not os.path.exists(tmp_path / "q")  # nothing quarantined
 
 
 def test_a_missing_bucket_or_an_unreachable_endpoint_is_named_before_any_work(corpus, tmp_path):
@@ -157,18 +176,10 @@ def test_a_paths_file_in_the_bucket_names_the_objects(corpus, tmp_path, s3):
 def ray_cluster(s3):
     """Two Ray nodes on 127.0.0.1, started after the credentials are in the environment: the nodes' workers get
     them as a node gets its own (environment or instance role), never through the task's arguments."""
-    import ray
-    from ray.cluster_utils import Cluster
+    from tests.ray_cluster import two_node_cluster
 
-    assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0"
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1",
-                                                            "memory": 3 * 2**30, "include_dashboard": False})
-    cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", memory=3 * 2**30)
-    ray.init(address=cluster.address)
-    cluster.wait_for_nodes()
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
+    with two_node_cluster() as cluster:
+        yield cluster
 
 
 def test_the_filter_stage_as_ray_tasks_reads_the_bucket_on_both_nodes(corpus, ray_cluster, tmp_path):

@@ -11,23 +11,10 @@ pytestmark = pytest.mark.slow  # starts Ray clusters
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    import os
+    from tests.ray_cluster import two_node_cluster
 
-    import ray
-    from ray.cluster_utils import Cluster
-
-    # conftest.py sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before ray is imported: the cluster stays on 127.0.0.1
-    assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == "0"
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1", "memory": 3 * 2**30, "include_dashboard": False},
-    )
-    cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", memory=3 * 2**30)
-    ray.init(address=cluster.address)
-    cluster.wait_for_nodes()
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
+    with two_node_cluster() as cluster:
+        yield cluster
 
 
 def test_the_data_stages_on_two_nodes_write_what_the_local_run_writes(demo_run, ray_cluster, tmp_path):

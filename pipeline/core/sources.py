@@ -34,7 +34,7 @@ from pipeline.core.config import JSONL_FORMATS, ReadLimits, SourceConfig
 from pipeline.core.documents import DROPPED_FIELDS, INPUT_FIELDS, QUARANTINE_REASON, RESERVED_KEYS, DocWriter
 from pipeline.core.printable import printable
 from pipeline.core.records import BadRecord, OversizedRowGroup, jsonl_records, parquet_rows, read_text_file
-from pipeline.core.storage import common_root, is_url, relative
+from pipeline.core.storage import common_root, explain, is_store_failure, is_url, relative
 from pipeline.core.warc import warc_records
 
 # A quarantined record keeps at most this much of its raw content (its full size is recorded).
@@ -192,6 +192,8 @@ class SourceReader(PipelineStep):
                 except _Bad as bad:
                     yield self._quarantined(src, f"{rel}:{n}", path, n, bad.reason, bad.raw, bad.raw_bytes)
         except Exception as e:  # noqa: BLE001 - whatever a decoder raises, the file is named, never the stage lost
+            if is_url(path) and is_store_failure(e):  # the store failed, not the input: the task fails (and is retried)
+                raise explain(path, e) from e
             # an unreadable or truncated file: what was read so far stays; the rest is recorded here
             yield self._quarantined(src, f"{rel}:unreadable", path, None, "unreadable_file", f"{type(e).__name__}: {e}")
 

@@ -56,6 +56,8 @@ def filesystem(url: str, options: dict | None):
 
 def explain(url: str, exc: BaseException) -> StorageInputError:
     """A storage failure as a message that names the URL and the remedy."""
+    if isinstance(exc, StorageInputError):
+        return exc
     name = type(exc).__name__
     text = str(exc)
     if name in ("NoCredentialsError", "PartialCredentialsError") or "Unable to locate credentials" in text:
@@ -70,6 +72,21 @@ def explain(url: str, exc: BaseException) -> StorageInputError:
     else:
         why = f"{name}: {text[:300]}"
     return StorageInputError(f"{url}: {why}")
+
+
+_STORE_FAILURES = {"NoCredentialsError", "PartialCredentialsError", "EndpointConnectionError", "ConnectTimeoutError",
+                   "ConnectionClosedError", "ClientConnectorError", "ReadTimeoutError", "ServerDisconnectedError"}
+
+
+def is_store_failure(exc: BaseException) -> bool:
+    """Whether reading an object failed because of the store (credentials, network, permissions, an object gone
+    since the listing), not because of what the object holds: the task must fail and be retried, not quarantine
+    the input as unreadable (a node without credentials would otherwise quarantine the whole corpus)."""
+    for e in (exc, exc.__cause__, exc.__context__):
+        if e is not None and (isinstance(e, (StorageInputError, PermissionError, FileNotFoundError, ConnectionError,
+                                             TimeoutError)) or type(e).__name__ in _STORE_FAILURES):
+            return True
+    return False
 
 
 def list_url(pattern: str, default_glob: str, options: dict | None) -> dict[str, dict]:
