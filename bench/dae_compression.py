@@ -29,7 +29,9 @@ RUYI2 = os.path.join(os.path.dirname(sys.executable), "ruyi2")
 
 def run_with(demo: str, root: str, train: dict) -> str:
     """A run directory holding the demo's mixture and a recipe whose ``train`` section is updated."""
-    os.makedirs(root, exist_ok=True)
+    from pipeline.core.layout import claim_run_dir
+
+    claim_run_dir(root)  # marked before files are copied in: ruyi2 refuses an unmarked folder that holds files
     shutil.copytree(os.path.join(demo, "mix"), os.path.join(root, "mix"), dirs_exist_ok=True)
     with open(os.path.join(demo, "recipe.yaml")) as f:
         recipe = yaml.safe_load(f)

@@ -64,7 +64,9 @@ def main() -> None:
         for st in data["mixture"]["stages"]:
             st["tokens"] = max(1000, round(st["tokens"] * tokens / 800e9))
         data["mixture"]["over_cap"] = "redistribute"
-        os.makedirs(run_dir, exist_ok=True)
+        from pipeline.core.layout import claim_run_dir
+
+        claim_run_dir(run_dir)  # marked before the recipe is written in: ruyi2 refuses an unmarked folder with files
         path = os.path.join(run_dir, "recipe.yaml")
         with open(path, "w") as f:
             yaml.safe_dump(data, f, sort_keys=False)

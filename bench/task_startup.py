@@ -37,7 +37,7 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=8)
     ap.add_argument("--full", action="store_true", help="the full demo corpus (default: the small one)")
     args = ap.parse_args()
-    from pipeline.core.layout import RunLayout
+    from pipeline.core.layout import RunLayout, claim_run_dir
     from pipeline.demo import prepare_demo
     from pipeline.recipe import dump_recipe, load_recipe
     from pipeline.runner import run_stages
@@ -56,10 +56,10 @@ def main() -> None:
                 recipe.run_dir = os.path.join(work, f"{name}-{tasks}-{workers}")
                 recipe.executor.tasks, recipe.executor.workers = tasks, workers
                 previous = STAGES[STAGES.index(name) - 1] if name != "filter" else None
+                claim_run_dir(recipe.run_dir)  # before anything is put in: ruyi2 refuses an unmarked folder with files
                 if previous:  # the stage's input, copied from the reference run
                     shutil.copytree(RunLayout(reference.run_dir).stage(previous), RunLayout(recipe.run_dir).stage(previous))
                 path = os.path.join(recipe.run_dir, "recipe.yaml")
-                os.makedirs(recipe.run_dir, exist_ok=True)
                 dump_recipe(recipe, path)
                 # the user's command in a fresh process: no model, tokenizer or import is warm from a previous run
                 t0, c0 = time.perf_counter(), _children_cpu()
