@@ -39,7 +39,7 @@ class StepShape:
         return out + ([("attention_mask", _DOCUMENT_IDS, (b, 1, 1, s))] if self.documents else [])
 
     def nbytes(self) -> int:
-        one = sum(torch.Size(shape).numel() * torch.empty(0, dtype=dt).element_size() for _, dt, shape in self.layout())
+        one = sum(torch.Size(shape).numel() * dt.itemsize for _, dt, shape in self.layout())
         return one * self.micro_batches
 
 
@@ -87,7 +87,7 @@ def step_loader(dataset: StepDataset, first: int, workers: int, prefetch: int, p
 def _parts(shape: StepShape):
     """(micro-batch, key, dtype, dims) in buffer order: wider types first, so every part starts at an offset its
     dtype can be viewed at."""
-    layout = sorted(shape.layout(), key=lambda k: -torch.empty(0, dtype=k[1]).element_size())
+    layout = sorted(shape.layout(), key=lambda k: -k[1].itemsize)
     return [(m, key, dtype, dims) for key, dtype, dims in layout for m in range(shape.micro_batches)]
 
 
@@ -106,7 +106,7 @@ def _unpack(buffer: torch.Tensor, shape: StepShape) -> list[dict]:
     out: list[dict] = [{} for _ in range(shape.micro_batches)]
     at = 0
     for m, key, dtype, dims in _parts(shape):
-        n = torch.Size(dims).numel() * torch.empty(0, dtype=dtype).element_size()
+        n = torch.Size(dims).numel() * dtype.itemsize
         out[m][key] = buffer[at:at + n].view(dtype).view(dims)
         at += n
     return out

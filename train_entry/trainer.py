@@ -256,13 +256,10 @@ class FamilialTrainer:
             dataset = StepDataset(train_ds, n_steps, shape, parallel_state.get_data_parallel_rank(), self.dp,
                                   self.document_eod)
             steps = iter(step_loader(dataset, first, self.s.data_workers, self.s.data_prefetch, torch.cuda.is_available()))
-        try:
-            for _ in range(first, n_steps):
-                t0 = time.perf_counter()
-                micro = broadcast_step(next(steps) if steps is not None else None, shape)
-                yield micro, time.perf_counter() - t0
-        finally:
-            del steps  # the workers stop with their iterator
+        for _ in range(first, n_steps):  # the loader's workers stop with its iterator, when this generator ends
+            t0 = time.perf_counter()
+            micro = broadcast_step(next(steps) if steps is not None else None, shape)
+            yield micro, time.perf_counter() - t0
 
     def _log_row(self, stage: str, rec: dict, seconds: float, data_seconds: float) -> dict:
         tokens = self.micro_batches * self.s.micro_batch_size * self.dp * self.s.seq_length

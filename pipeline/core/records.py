@@ -47,30 +47,15 @@ class BadRecord:
     raw_bytes: int | None = None  # the record's full size when ``raw`` is a prefix of it
 
 
-def _zstd_open(path: str, mode: str = "rb", encoding: str | None = None):
-    """A zstd stream (every frame: The Pile's and SlimPajama's files hold several), buffered so that
+def _zstd_reader(raw):
+    """Every frame of a zstd stream (The Pile's and SlimPajama's files hold several), buffered so that
     ``readline(limit)`` reads blocks, not bytes."""
-    import io
-
-    buffered = _zstd_reader(open(path, "rb"), closefd=True)
-    return io.TextIOWrapper(buffered, encoding=encoding) if "t" in mode else buffered
-
-
-def _zstd_reader(raw, closefd: bool = False):
     import io
 
     import zstandard
 
-    reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=closefd)
-    return io.BufferedReader(reader, buffer_size=1 << 20)
-
-
-COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open, ".zst": _zstd_open, ".zstd": _zstd_open}
-
-
-def _opener(path: str):
-    """The file's opener by its last suffix (gzip, bzip2, xz, zstd, or none)."""
-    return COMPRESSED.get(os.path.splitext(path)[1], open)
+    return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=False),
+                             buffer_size=1 << 20)
 
 
 @contextmanager
@@ -93,11 +78,6 @@ def open_binary(path: str, storage: dict | None = None):
         finally:
             if stream is not raw:
                 stream.close()
-
-
-def open_text(path: str):
-    """UTF-8 text, decompressed by the name's suffix (``_opener``); a leading byte-order mark is dropped."""
-    return _opener(path)(path, "rt", encoding="utf-8-sig")
 
 
 def _skip_rest_of_line(f, read: bytes) -> int:
