@@ -1,43 +1,28 @@
 """Chinese as a first-class target: jieba word segmentation and character-level repetition.
 
 Whitespace splitting sees a Chinese paragraph as one word, and Gopher's English word lengths and stop
-words mean nothing for it. jieba (the segmenter datatrove's Chinese tokenizer also uses) gives the word
-counts; repetition is measured on characters, with Gopher's n-gram rules over the character sequence
+words mean nothing for it. jieba (the segmenter datatrove's Chinese tokenizer also uses; ``segmenter.py``) gives
+the word counts; repetition is measured on characters, with Gopher's n-gram rules over the character sequence
 (top 2-4-grams, duplicated 5-10-grams), which needs no segmentation at all.
 """
 
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
 import numpy as np
 
 from filters.repetition import dup_ngram_chars_exact, top_ngram_chars
+from filters.segmenter import segmenter
 from filters.thresholds import Check, first_failure, first_ngram_failure
-from pipeline.core.cache import private_cache
 from pipeline.core.text import CJK_RANGES
 
 _CJK = re.compile(f"[{CJK_RANGES}]")
 _SPACE = re.compile(r"\s+")
 
 
-@lru_cache(maxsize=1)
-def _jieba():
-    """jieba, its dictionary cache in a private folder of the user's (its default, ``/tmp/jieba.cache``, is a
-    name any local user can plant a file under, and jieba loads it with ``marshal``)."""
-    import logging
-
-    import jieba
-
-    jieba.setLogLevel(logging.WARNING)
-    jieba.dt.tmp_dir = private_cache("jieba")
-    jieba.initialize()
-    return jieba
-
-
 def chinese_signals(text: str, top_n: list[int], dup_n: list[int]) -> dict:
-    words = [w for w in _jieba().lcut(text) if w.strip()]
+    words = [w for w in segmenter().lcut(text) if w.strip()]
     cjk_words = [w for w in words if _CJK.search(w)]
     chars = _SPACE.sub("", text)  # repetition over the characters, as Gopher's over words
     cps = np.frombuffer(chars.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)

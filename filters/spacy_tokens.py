@@ -31,14 +31,17 @@ def char_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def spacy_tokenizer(language: str):
     import spacy
 
-    # Chinese words as datatrove's Chinese tokenizer segments them (spaCy with jieba, whose shared instance is
-    # set up first with its cache in a private folder)
-    if language == "zh":
-        from filters.chinese import _jieba
+    if language != "zh":
+        return spacy.blank(language).tokenizer
+    # Chinese words as datatrove's Chinese tokenizer segments them (spaCy with jieba): jieba set up first, with
+    # its cache in a private folder, and the tokenizer given our segmenter, which cuts as jieba does and shares
+    # each document's words with the Chinese family
+    from filters.segmenter import segmenter
 
-        _jieba()
-    config = {"nlp": {"tokenizer": {"segmenter": "jieba"}}} if language == "zh" else None
-    return (spacy.blank(language, config=config) if config else spacy.blank(language)).tokenizer
+    seg = segmenter()  # before spaCy, which initialises jieba itself otherwise (with the cache in /tmp)
+    tokenizer = spacy.blank(language, config={"nlp": {"tokenizer": {"segmenter": "jieba"}}}).tokenizer
+    tokenizer.jieba_seg = seg
+    return tokenizer
 
 
 @lru_cache(maxsize=8)

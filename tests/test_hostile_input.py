@@ -289,7 +289,7 @@ def test_caches_loaded_as_code_live_in_a_folder_only_the_user_can_write(tmp_path
     os.chmod(path, 0o700)
     os.chown(path, 65534, 65534)  # another user's folder (the suite runs as root)
     assert private_cache("jieba") != path
-    out = subprocess.run([sys.executable, "-c", "from filters.chinese import _jieba; print(_jieba().dt.tmp_dir)"],
+    out = subprocess.run([sys.executable, "-c", "from filters.segmenter import jieba_module; print(jieba_module().dt.tmp_dir)"],
                          env={**os.environ, "RUYI2_CACHE": str(tmp_path / "other")}, capture_output=True, text=True,
                          check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert out.stdout.strip() == str(tmp_path / "other" / "jieba") and os.listdir(tmp_path / "other" / "jieba")
