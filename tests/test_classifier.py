@@ -48,6 +48,27 @@ def test_held_out_metrics_and_manifest(model):
     assert open(model / "b" / "model.bin", "rb").read() == open(model / "a" / "model.bin", "rb").read()
 
 
+def test_quantized_model_is_small_deterministic_and_reports_both_metrics(model, tmp_path, capsys):
+    """`--quantize` saves model.ftz (product-quantized, pruned to the cutoff), a hundred times smaller, with the
+    held-out metrics of the model before quantizing beside its own; the same inputs give the same bytes."""
+    args = ["classifier", "train", "--positive", _sa("easy-ham"), "--negative", _sa("spam"), "--email", "--epoch", "5",
+            "--quantize", "--quantize-cutoff", "50000"]
+    assert main(args + ["--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert main(args + ["--out", str(tmp_path / "b")]) == 0
+    m = json.load(open(tmp_path / "a" / "manifest.json"))
+    full = json.load(open(model / "a" / "manifest.json"))
+    assert m["model"] == "model.ftz" and not (tmp_path / "a" / "model.bin").exists()
+    quantized = tmp_path / "a" / "model.ftz"
+    assert os.path.getsize(quantized) * 50 < os.path.getsize(model / "a" / "model.bin")
+    assert open(quantized, "rb").read() == open(tmp_path / "b" / "model.ftz", "rb").read()
+    assert m["model_sha256"] == hashlib.sha256(quantized.read_bytes()).hexdigest()
+    assert m["metrics_unquantized"]["auc"] == full["metrics"]["auc"]  # the same training before quantizing
+    assert m["metrics"]["auc"] > 0.95 and m["metrics"]["held_out"] == full["metrics"]["held_out"]
+    assert "before quantizing: precision" in out and "model.ftz" in out
+    assert 0 <= quality_score(str(quantized), "Thanks, the patch works. See you at the meeting on Monday.") <= 1
+
+
 def test_scores_rank_ham_above_spam(model):
     from tests.corpora import spam_assassin
 

@@ -200,3 +200,21 @@ def test_c4_sentence_mode_through_tagger_and_edits(lid):
             assert theirs.filter(doc) is True
             assert apply_edits(d["text"], sig, by_sentence) == doc.text
     assert kept > 10
+
+
+def test_cjk_share_counts_what_the_script_patterns_match():
+    """cjk_share counts letters and CJK characters by code-point tables built from the two patterns; on real
+    Chinese and English text, fullwidth forms, kana, Hangul, lone surrogates, digits-that-are-not-decimal and
+    characters past the 20,000th it equals counting with the patterns themselves."""
+    from filters.language import _CJK, _LETTER, LID_MAX_CHARS
+
+    def by_pattern(text):
+        head = text[:LID_MAX_CHARS]
+        letters = len(_LETTER.findall(head))
+        return round(len(_CJK.findall(head)) / letters, 4) if letters else 0.0
+
+    texts = [d["text"] for d in need(chinese_manpages, 40) + need(spam_assassin, kinds=("spam",), limit=40)]
+    texts += ["", "123 ___", "ａｂｃ漢字かなカナ한글", "\ud800漢x", "²½ⅷ_9abc", "𠀀𠀁 ext-B", "x" * LID_MAX_CHARS + "漢" * 50]
+    shares = [cjk_share(t) for t in texts]
+    assert shares == [by_pattern(t) for t in texts]
+    assert 0 < max(shares[:40]) and shares[-1] == 0.0 and shares[-5] == round(8 / 11, 4)  # kana, Han and Hangul among 11 letters
