@@ -3,6 +3,8 @@ removed one, the same text after C4's line edit, on thousands of real documents.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from datatrove.data import Document
@@ -172,3 +174,16 @@ def test_sentence_cuts_are_datatrove_splits(real_docs):
         tok = Tokens(text, "en")
         cuts = [0] + sentence_cuts(tok, "en") + [len(text)]
         assert [text[a:b] for a, b in zip(cuts[:-1], cuts[1:])] == split_into_sentences(text, "en")
+
+
+def test_spacy_tokenization_does_not_import_torch():
+    """A filter worker tokenizes with spaCy without importing torch (thinc would, at ~180 MiB per worker), and
+    torch still imports afterwards in the same process."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from filters.spacy_tokens import Tokens; Tokens('Hello, world.', 'en'); Tokens('中文分词', 'zh');"
+            "print('torch' in sys.modules); import torch; print(torch.tensor([1]).item())")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
+    assert out.stdout.split() == ["False", "1"]
