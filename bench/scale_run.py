@@ -5,6 +5,7 @@ peak memory of the largest process, and one worker against two.
     .venv/bin/python bench/scale_run.py --mb 300 --workers 1 2
     .venv/bin/python bench/scale_run.py --mb 1000 --workers 2 --stages dedup    # one stage again, on the earlier run's input
     .venv/bin/python bench/scale_run.py --mb 100 --stages dedup --set dedup.minhash.partitions=256
+    .venv/bin/python bench/scale_run.py --mb 100 --stages filter --quantized-classifiers
 
 The corpus is ``bench/scale_corpus.py``'s (built once per size under ``--corpus-root`` and reused), laid out
 like the recipe's sources; the recipe is ``pipeline/recipes/ruyi2-800b.yaml`` with only where the data lives,
@@ -130,14 +131,17 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="recipe settings on top of the 800B recipe's")
     ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
                     help="run only these stages, on the run directory an earlier full run left (their outputs are redone)")
+    ap.add_argument("--quantized-classifiers", action="store_true",
+                    help="the two quality classifiers trained with `ruyi2 classifier train --quantize` (model.ftz)")
     args = ap.parse_args()
     print(f"{'MB':>6s} {'workers':>7s} {'stage':>9s} {'in MB':>8s} {'wall s':>8s} {'cpu s':>8s} {'MB/s/core':>9s} {'max RSS MiB':>11s}", flush=True)
     for mb in args.mb:
         corpus = build_scaled_corpus(os.path.join(args.corpus_root, f"{mb:g}MB"), mb)
-        models_dir = os.path.join(args.corpus_root, "models")
-        models = {"en": os.path.join(models_dir, "quality_en", "model.bin"), "zh": os.path.join(models_dir, "quality_zh", "model.bin")}
+        models_dir = os.path.join(args.corpus_root, "models-quantized" if args.quantized_classifiers else "models")
+        name = "model.ftz" if args.quantized_classifiers else "model.bin"
+        models = {"en": os.path.join(models_dir, "quality_en", name), "zh": os.path.join(models_dir, "quality_zh", name)}
         if not all(os.path.exists(m) for m in models.values()):
-            models = train_classifiers(models_dir, corpus["train_zh"])
+            models = train_classifiers(models_dir, corpus["train_zh"], quantize=args.quantized_classifiers)
         corpus_mb = sum(corpus["bytes"].values()) / 1e6
         tasks = sum(len(os.listdir(p)) for p in corpus["paths"].values()) if args.tasks == "files" else int(args.tasks)
         for workers in args.workers:

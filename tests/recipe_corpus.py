@@ -168,14 +168,15 @@ def build_corpus(folder: str, seed: int = 0) -> tuple[dict[str, str], list[dict]
     }, train_zh
 
 
-def train_classifiers(folder: str, train_zh: list[dict], seed: int = 0) -> dict[str, str]:
-    """language -> model.bin, trained on documents the corpus does not contain."""
+def train_classifiers(folder: str, train_zh: list[dict], seed: int = 0, quantize: bool = False) -> dict[str, str]:
+    """language -> model file (model.bin, or model.ftz quantized), trained on documents the corpus does not
+    contain."""
     rng = random.Random(seed)
-    settings = ClassifierSettings(epoch=10, test_fraction=0.2)
+    settings = ClassifierSettings(epoch=10, test_fraction=0.2, quantize=quantize)
     en = os.path.join(folder, "quality_en")
     ham, spam = _mails("easy-ham-1", 1200), _mails("spam-1", 500)
-    train_classifier([(d["id"], d["text"]) for d in ham], [(d["id"], d["text"]) for d in spam], en, settings, {})
+    m_en = train_classifier([(d["id"], d["text"]) for d in ham], [(d["id"], d["text"]) for d in spam], en, settings, {})
     zh = os.path.join(folder, "quality_zh")
     garbled = [(d["id"], _garble(d["text"], rng, 1.0)) for d in train_zh]
-    train_classifier([(d["id"], d["text"]) for d in train_zh], garbled, zh, settings, {})
-    return {"en": os.path.join(en, "model.bin"), "zh": os.path.join(zh, "model.bin")}
+    m_zh = train_classifier([(d["id"], d["text"]) for d in train_zh], garbled, zh, settings, {})
+    return {"en": os.path.join(en, m_en["model"]), "zh": os.path.join(zh, m_zh["model"])}
