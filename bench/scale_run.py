@@ -113,6 +113,25 @@ def metered(args: list[str], log: str) -> dict:
     return result
 
 
+def refresh_memory_table(rows: list[tuple[str, dict]], mb: float) -> None:
+    """Each pool's largest task peak (MiB) into the table Ray requests come from, never below what it held."""
+    import datetime
+
+    from pipeline.core.atomic import write_json
+    from pipeline.core.task_memory_requests import TABLE, table_name
+
+    with open(TABLE) as f:
+        table = json.load(f)
+    for stage, r in rows:
+        for pool, peak in r["task_rss_mib"].items():
+            name = table_name(stage, pool)
+            table["peak_mib"][name] = max(round(peak), table["peak_mib"].get(name, 0))
+    table["peak_mib"] = dict(sorted(table["peak_mib"].items()))
+    table["measured"].append(f"{datetime.date.today()}: bench/scale_run.py --mb {mb:g} --refresh-memory-table "
+                             f"({platform.machine()}, {os.cpu_count()} cpus)")
+    write_json(TABLE, table, indent=1)
+
+
 def main() -> None:
     import yaml
 
@@ -131,6 +150,9 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="recipe settings on top of the 800B recipe's")
     ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
                     help="run only these stages, on the run directory an earlier full run left (their outputs are redone)")
+    ap.add_argument("--refresh-memory-table", action="store_true",
+                    help="write each pool's largest task peak into pipeline/core/task_peaks.json (what Ray tasks request), "
+                         "keeping the larger of the table's and this run's figure")
     ap.add_argument("--quantized-classifiers", action="store_true",
                     help="the two quality classifiers trained with `ruyi2 classifier train --quantize` (model.ftz)")
     args = ap.parse_args()
@@ -178,6 +200,8 @@ def main() -> None:
             if args.stages == list(STAGES):
                 print(f"{mb:6g} {workers:7d} {'flow':>9s} {corpus_mb:8.1f} {total['wall']:8.1f} {total['cpu']:8.1f} {corpus_mb / total['cpu']:9.3f} "
                       f"{total['max_rss_mib']:11.1f}", flush=True)
+            if args.refresh_memory_table:
+                refresh_memory_table(rows, mb)
             if args.json:
                 with open(args.json, "a") as f:
                     f.write(json.dumps({"mb": mb, "corpus_mb": corpus_mb, "workers": workers, "tasks": tasks,

@@ -151,3 +151,33 @@ def test_a_rank_on_a_lost_node_finishes_on_the_remaining_one(ray_cluster, tmp_pa
     finally:
         ray_cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1", memory=3 * 2**30)  # back to two nodes
         ray_cluster.wait_for_nodes()
+
+
+def test_each_pool_asks_ray_for_its_measured_memory_and_an_oversized_request_fails_fast(ray_cluster, tmp_path):
+    """A stage's Ray tasks carry the memory request of their pool (the measured table, no recipe figure): the
+    running task sees it among its assigned resources. A request larger than every node (3 GiB here) fails
+    the stage at once, naming the setting, instead of waiting for ever as Ray would."""
+    import json
+    import os
+
+    from pipeline.core.config import ExecutorConfig
+    from pipeline.core.errors import StageError
+    from pipeline.core.executors import run_steps
+    from pipeline.core.task_memory_requests import task_memory_mib
+
+    def step(data, rank, world_size):
+        import ray
+
+        with open(os.path.join(str(tmp_path), f"resources-{rank}.json"), "w") as f:
+            json.dump(ray.get_runtime_context().get_assigned_resources(), f)
+        return iter(())
+
+    cfg = ExecutorConfig.model_validate({"kind": "ray", "tasks": 2, "workers": 2, "ray": {"address": ray_cluster.address}})
+    run_steps(cfg, [step], str(tmp_path / "logs"), 2, "decontam")
+    expected = task_memory_mib("decontam", {}, None, 1)
+    for rank in range(2):
+        assigned = json.load(open(tmp_path / f"resources-{rank}.json"))
+        assert assigned["memory"] == expected * 2**20 and assigned["CPU"] == 1
+    cfg.ray.task_memory_gb = {"filter": 4.0}
+    with pytest.raises(StageError, match="filter: each task asks Ray for 4,096 MiB"):
+        run_steps(cfg, [step], str(tmp_path / "logs_filter"), 2, "filter")

@@ -136,7 +136,22 @@ class RayConfig(Strict):
     address: str | None = Field(None, description="cluster address (e.g. 'auto' or 'ray://host:10001'); none starts a local one")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a locally started cluster")
     cpus_per_task: int = Field(1, ge=1)
-    mem_per_cpu_gb: float = Field(1.0, gt=0)
+    mem_per_cpu_gb: float | None = Field(None, gt=0, description="Ray memory per CPU of every task; unset: each pool "
+                                         "asks for what its tasks were measured to need (pipeline/core/task_peaks.json)")
+    task_memory_gb: dict[str, float] = Field({}, description="Ray memory per task of a stage or pool "
+                                             "(e.g. {filter: 3.5, dedup/minhash_signatures: 0.6}); wins over the others")
+
+    @model_validator(mode="after")
+    def _known_pools(self) -> "RayConfig":
+        from pipeline.core.task_memory_requests import known_pools
+
+        known = known_pools()
+        for key, gb in self.task_memory_gb.items():
+            if key not in known:
+                raise ValueError(f"task_memory_gb: no stage or pool is called {key!r} (known: {', '.join(sorted(known))})")
+            if not gb > 0:
+                raise ValueError(f"task_memory_gb.{key}: must be more than 0 (got {gb})")
+        return self
     max_retries: int = Field(3, ge=0, description="resubmissions of a rank whose worker or node was lost, or that ran past its limit")
     task_time_limit_s: float | None = Field(None, gt=0, description="a rank running longer is cancelled and resubmitted")
 

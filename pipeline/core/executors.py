@@ -16,6 +16,7 @@ from pipeline.core.errors import StageError
 from pipeline.core.progress import StageProgress
 from pipeline.core.ray_executor import RankFailed
 from pipeline.core.task_memory import TaskMemory
+from pipeline.core.task_memory_requests import task_memory_mib
 
 
 class StageFailed(StageError):
@@ -92,7 +93,8 @@ def run_steps(
             workers=workers,
             logging_dir=logging_dir,
             cpus_per_task=cfg.ray.cpus_per_task,
-            mem_per_cpu_gb=cfg.ray.mem_per_cpu_gb,
+            pool=name,
+            memory_mib=task_memory_mib(name, cfg.ray.task_memory_gb, cfg.ray.mem_per_cpu_gb, cfg.ray.cpus_per_task),
             max_retries=cfg.ray.max_retries,
             time_limit_s=cfg.ray.task_time_limit_s,
         )

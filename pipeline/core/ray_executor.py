@@ -38,11 +38,24 @@ def _run_rank(executor: RayPipelineExecutor, rank: int):
 class RayRankTasks(RayPipelineExecutor):
     """datatrove's Ray executor with its scheduling loop replaced (see the module's docstring)."""
 
-    def __init__(self, *args, max_retries: int = 3, time_limit_s: float | None = None, poll_s: float = 2.0, **kwargs):
+    def __init__(self, *args, pool: str = "tasks", memory_mib: int = 1024, max_retries: int = 3,
+                 time_limit_s: float | None = None, poll_s: float = 2.0, **kwargs):
         super().__init__(*args, **kwargs)
+        self.pool = pool  # the stage or pass these ranks are, as named in the recipe's task_memory_gb
+        self.memory_mib = memory_mib  # per task, whatever its CPUs (pipeline/core/task_memory_requests.py)
         self.max_retries = max_retries
         self.time_limit_s = time_limit_s
         self.poll_s = poll_s
+
+    def _check_memory_fits(self, nodes: list[dict]) -> None:
+        """Ray leaves a task no node can hold pending for ever (an "infeasible" warning in its logs): fail now,
+        naming the request, the largest node and the setting that changes the request."""
+        largest = max((n["Resources"].get("memory", 0) for n in nodes if n.get("Alive")), default=0)
+        if self.memory_mib * 2**20 > largest:
+            raise RankFailed(
+                f"{self.pool}: each task asks Ray for {self.memory_mib:,} MiB of memory, more than any node of the "
+                f"cluster has ({largest / 2**20:,.0f} MiB on the largest); give the nodes more memory, or set "
+                f"executor.ray.task_memory_gb.{self.pool} (or mem_per_cpu_gb) in the recipe")
 
     def run(self):
         import ray
@@ -53,11 +66,12 @@ class RayRankTasks(RayPipelineExecutor):
         if not pending:
             logger.info(f"all {self.world_size} ranks were completed earlier; nothing to run")
             return
+        self._check_memory_fits(ray.nodes())
         self.save_executor_as_json()
         executor_ref = ray.put(self)
         remote = ray.remote(_run_rank).options(
             num_cpus=self.cpus_per_task, num_gpus=self.gpus_per_task,
-            memory=int(self.mem_per_cpu_gb * self.cpus_per_task * 2**30),
+            memory=self.memory_mib * 2**20,
             # Ray itself resubmits a rank whose worker process or node died
             max_retries=self.max_retries, retry_exceptions=False,
         )
