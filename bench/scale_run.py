@@ -114,7 +114,8 @@ def metered(args: list[str], log: str) -> dict:
 
 
 def refresh_memory_table(rows: list[tuple[str, dict]], mb: float) -> None:
-    """Each pool's largest task peak (MiB) into the table Ray requests come from, never below what it held."""
+    """Each pool's largest task peak (MiB) in this run into the table Ray requests come from (pools this run did
+    not measure keep their figure)."""
     import datetime
 
     from pipeline.core.atomic import write_json
@@ -122,10 +123,12 @@ def refresh_memory_table(rows: list[tuple[str, dict]], mb: float) -> None:
 
     with open(TABLE) as f:
         table = json.load(f)
+    seen: dict[str, int] = {}
     for stage, r in rows:
         for pool, peak in r["task_rss_mib"].items():
             name = table_name(stage, pool)
-            table["peak_mib"][name] = max(round(peak), table["peak_mib"].get(name, 0))
+            table["peak_mib"][name] = max(round(peak), seen.get(name, 0))  # a pass's rounds: the largest
+            seen[name] = table["peak_mib"][name]
     table["peak_mib"] = dict(sorted(table["peak_mib"].items()))
     table["measured"].append(f"{datetime.date.today()}: bench/scale_run.py --mb {mb:g} --refresh-memory-table "
                              f"({platform.machine()}, {os.cpu_count()} cpus)")
@@ -151,8 +154,8 @@ def main() -> None:
     ap.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES),
                     help="run only these stages, on the run directory an earlier full run left (their outputs are redone)")
     ap.add_argument("--refresh-memory-table", action="store_true",
-                    help="write each pool's largest task peak into pipeline/core/task_peaks.json (what Ray tasks request), "
-                         "keeping the larger of the table's and this run's figure")
+                    help="write each pool's largest task peak of this run into pipeline/core/task_peaks.json "
+                         "(what Ray tasks request)")
     ap.add_argument("--quantized-classifiers", action="store_true",
                     help="the two quality classifiers trained with `ruyi2 classifier train --quantize` (model.ftz)")
     args = ap.parse_args()
