@@ -129,7 +129,10 @@ def _positive_probability(model, line: str) -> float:
     return float(dict(zip(labels, probs)).get(POSITIVE, 0.0))
 
 
-@lru_cache(maxsize=4)
+# one model resident per worker: a full quality model is ~500 MiB, and a worker that meets English and Chinese
+# files would otherwise hold both; a task's documents come file by file, so a switch (0.25 s to load) happens
+# at most once per file
+@lru_cache(maxsize=1)
 def _load(path: str):
     import fasttext
 

@@ -69,6 +69,19 @@ def test_quantized_model_is_small_deterministic_and_reports_both_metrics(model, 
     assert 0 <= quality_score(str(quantized), "Thanks, the patch works. See you at the meeting on Monday.") <= 1
 
 
+def test_a_worker_holds_one_quality_model_at_a_time(model):
+    """A full model is ~500 MiB: scoring with a second model (another language's) drops the first from the
+    worker; switching back loads it again and scores the same."""
+    from filters.classifier import _load
+
+    _load.cache_clear()
+    text = "Thanks, the patch works. See you at the meeting on Monday."
+    first = quality_score(str(model / "a" / "model.bin"), text)
+    quality_score(str(model / "b" / "model.bin"), text)
+    assert _load.cache_info().currsize == 1
+    assert quality_score(str(model / "a" / "model.bin"), text) == first and _load.cache_info().misses == 3
+
+
 def test_scores_rank_ham_above_spam(model):
     from tests.corpora import spam_assassin
 
