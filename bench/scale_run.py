@@ -130,8 +130,8 @@ def refresh_memory_table(rows: list[tuple[str, dict]], mb: float) -> None:
             table["peak_mib"][name] = max(round(peak), seen.get(name, 0))  # a pass's rounds: the largest
             seen[name] = table["peak_mib"][name]
     table["peak_mib"] = dict(sorted(table["peak_mib"].items()))
-    table["measured"].append(f"{datetime.date.today()}: bench/scale_run.py --mb {mb:g} --refresh-memory-table "
-                             f"({platform.machine()}, {os.cpu_count()} cpus)")
+    table["measured"].append(f"{datetime.date.today()}: bench/scale_run.py --mb {mb:g} --refresh-memory-table, stages "
+                             f"{' '.join(stage for stage, _ in rows)} ({platform.machine()}, {os.cpu_count()} cpus)")
     write_json(TABLE, table, indent=1)
 
 
