@@ -72,6 +72,62 @@ def sentencizer_punct_hashes(language: str) -> np.ndarray:
     return np.array(sorted(strings.add(c) for c in Sentencizer.default_punct_chars), dtype=np.uint64)
 
 
+_JOINER = " \n "  # between pieces of a batch: a whitespace token, which no special case contains
+
+
+class SpecialCaseEdges:
+    """Where a special case could run across chunks: spaCy matches each special case's affix tokens (``):``
+    is ``)`` ``:``) over the whole document, across single spaces too, and such a match can suppress a
+    special case inside a chunk (``file): ((x``: ``:(`` takes the ``:`` of ``):``). For every pattern and
+    every way a chunk boundary can cut a run of its tokens, the texts on both sides; two chunks one space
+    apart whose texts end and begin so (a pair of last and first characters filters them first) are checked
+    by tokenizing the chunks around them together, and a document where that differs from the chunks alone
+    is tokenized whole."""
+
+    def __init__(self, language: str):
+        nlp = import_spacy().blank(language)
+        specials = list(nlp.tokenizer.rules)
+        nlp.tokenizer.rules = {}  # affixes only: the token sequences spaCy's special-case matcher looks for
+        # left text -> (right text, the pattern's tokens, left is a whole chunk, right is a whole chunk): a part
+        # of the pattern that continues into a further chunk must be the whole of its chunk
+        cuts: dict[str, set[tuple[str, int, bool, bool]]] = {}
+        for special in specials:
+            parts = [t.text for t in nlp.tokenizer(special)]
+            for j in range(1, len(parts)):
+                for a in range(j):
+                    for b in range(j + 1, len(parts) + 1):
+                        cuts.setdefault("".join(parts[a:j]), set()).add(("".join(parts[j:b]), len(parts), a > 0, b < len(parts)))
+        self.cuts = {left: tuple(sorted(rights)) for left, rights in cuts.items()}
+        self.left_lengths = sorted({len(left) for left in cuts}, reverse=True)
+        self.char_pair_set = {(ord(left[-1]) << 21) | ord(r[0][0]) for left, rights in cuts.items() for r in rights}
+        self.char_pairs = np.array(sorted(self.char_pair_set), dtype=np.int64)
+
+    def candidates(self, pieces: list[str], cp: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                   word: np.ndarray) -> list[tuple[int, int]]:
+        """(i, the pattern's tokens) where pieces i and i + 1 (both words, one space apart) could hold a cut
+        pattern."""
+        adjacent = np.flatnonzero(word[:-1] & word[1:])
+        if not len(adjacent):
+            return []
+        pairs = (cp[ends[adjacent] - 1].astype(np.int64) << 21) | cp[starts[adjacent + 1]].astype(np.int64)
+        at = np.minimum(np.searchsorted(self.char_pairs, pairs), len(self.char_pairs) - 1)  # isin, without its sort
+        out = []
+        for i in adjacent[self.char_pairs[at] == pairs].tolist():
+            left, right = pieces[i], pieces[i + 1]
+            width = max((size for n in self.left_lengths if len(left) >= n
+                         for r, size, left_whole, right_whole in self.cuts.get(left[-n:], ())
+                         if (not left_whole or len(left) == n) and (right == r if right_whole else right.startswith(r))),
+                        default=0)
+            if width:
+                out.append((i, width))
+        return out
+
+
+@lru_cache(maxsize=8)
+def special_case_edges(language: str) -> SpecialCaseEdges:
+    return SpecialCaseEdges(language)
+
+
 # strings a Chinese tokenizer's vocabulary may hold before it is replaced by a fresh one (bounded worker memory)
 MAX_VOCAB_STRINGS = 1 << 17  # ~45 MiB of jieba words (bench/zh_vocab_memory.py); renewing costs no measurable CPU
 # memoised tokenizations of whitespace-free chunks; cleared when full, so worker memory stays bounded
@@ -98,22 +154,29 @@ class _ChunkMemo:
         self.memo: dict[str, tuple] = {}
 
     def _tokenize_new(self, pieces: list[str]) -> None:
-        """Tokenize chunks not seen before in one spaCy call, joined by single spaces (which make no
-        token); a special case matched across two chunks would cross a boundary: those go one by one."""
+        """Tokenize chunks not seen before in one spaCy call, each as if alone. They are joined by single
+        spaces, except where two neighbours could hold a special case cut in two (``SpecialCaseEdges``): spaCy's
+        special-case matcher reads token sequences across spaces, and ``:(`` across the joiner suppressed the
+        emoticon ``):`` of ``file):``. There the joiner holds a whitespace token (" \n "), which no special case
+        contains. Should a batch still not align with its pieces, they go one by one."""
         from spacy.attrs import IDX, IS_PUNCT, LENGTH, ORTH
 
-        joined = " ".join(pieces)
+        blocking = special_case_edges(self.language).char_pair_set
+        joiners = [_JOINER if (ord(a[-1]) << 21) | ord(b[0]) in blocking else " " for a, b in zip(pieces, pieces[1:])]
+        joined = "".join(p + j for p, j in zip(pieces, joiners)) + pieces[-1]
         arr = self.nlp.tokenizer(joined).to_array([ORTH, IS_PUNCT, IDX, LENGTH])
-        offsets = np.cumsum([0] + [len(p) + 1 for p in pieces])
-        lo = np.searchsorted(arr[:, 2], offsets[:-1])
-        hi = np.searchsorted(arr[:, 2], offsets[1:] - 1)
+        starts = np.cumsum([0] + [len(p) + len(j) for p, j in zip(pieces, joiners)])
+        stops = starts + np.array([len(p) for p in pieces])
+        lo = np.searchsorted(arr[:, 2], starts)
+        hi = np.searchsorted(arr[:, 2], stops)
         ends = arr[:, 2] + arr[:, 3]
         aligned = (
             len(arr) > 0
-            and np.array_equal(arr[lo, 2], offsets[:-1])
-            and np.array_equal(ends[hi - 1], offsets[1:] - 1)
             and bool((hi > lo).all())
-            and int((hi - lo).sum()) == len(arr)
+            and np.array_equal(arr[np.minimum(lo, len(arr) - 1), 2], starts)
+            and np.array_equal(ends[hi - 1], stops)
+            # the rest: one whitespace token in each blocking joiner
+            and int((hi - lo).sum()) + joiners.count(_JOINER) == len(arr)
         )
         if not aligned:
             for piece in pieces:
@@ -135,8 +198,14 @@ class _ChunkMemo:
         # a whitespace run after a chunk loses its first character if that is a plain space
         starts = starts + (sp[starts] & (starts > 0) & (cp[starts] == 32))
         keep = starts < ends
-        starts, ends = starts[keep].tolist(), ends[keep].tolist()
-        pieces = [text[a:b] for a, b in zip(starts, ends)]
+        starts, ends = starts[keep], ends[keep]
+        pieces = [text[a:b] for a, b in zip(starts.tolist(), ends.tolist())]
+        edges = special_case_edges(self.language)
+        for i, width in edges.candidates(pieces, cp, starts, ends, ~sp[starts]):
+            a, b = max(0, i - width + 1), min(len(pieces), i + width + 1)
+            if self._interact(text[starts[a]:ends[b - 1]], pieces[a:b]):
+                return self._whole(text)
+        starts = starts.tolist()
         memo = self.memo
         new = [p for p in dict.fromkeys(pieces) if p not in memo]
         if new:
@@ -160,6 +229,23 @@ class _ChunkMemo:
         first = np.cumsum(counts) - counts
         idx = np.repeat(np.array(starts, dtype=np.int64) - csum[first], counts) + csum
         return orth, punct, space, idx, length
+
+
+    def _interact(self, span: str, pieces: list[str]) -> bool:
+        """Whether spaCy tokenizes the chunks of ``span`` differently together than each alone."""
+        tokenizer = spacy_tokenizer(self.language)
+        together = [t.text for t in tokenizer(span) if not t.is_space]
+        return together != [t.text for p in pieces if not p.isspace() for t in tokenizer(p) if not t.is_space]
+
+    def _whole(self, text: str) -> tuple[np.ndarray, ...]:
+        """spaCy on the whole document (the rare one where chunks interact), in the memo's form."""
+        from spacy.attrs import IDX, IS_PUNCT, IS_SPACE, LENGTH, ORTH
+
+        # the shared tokenizer: the memo's own computes no is_space for new words
+        arr = spacy_tokenizer(self.language)(text).to_array([ORTH, IS_PUNCT, IS_SPACE, IDX, LENGTH])
+        space = arr[:, 2].astype(bool)
+        orth = np.where(space, np.uint64(0), arr[:, 0])  # the memo keeps no hash for whitespace
+        return orth, arr[:, 1].astype(bool), space, arr[:, 3].astype(np.int64), arr[:, 4].astype(np.int64)
 
 
 @lru_cache(maxsize=8)

@@ -99,6 +99,29 @@ def test_tokens_equal_spacy_on_real_documents(real_docs):
         assert list(ours.punct[~ours.space]) == [t.is_punct for t in doc if not t.is_space]
 
 
+def test_memoised_chunks_do_not_depend_on_their_batch_or_the_memos_history(real_docs, monkeypatch):
+    """spaCy's special-case matcher reads token sequences across single spaces: in a batch joined by spaces,
+    ``:(`` across the joiner would suppress the emoticon ``):`` of ``file):``. Chunks are tokenized as if alone,
+    and a document where two chunks could form a special case is tokenized whole, so the tokens are spaCy's on
+    the document whatever the memo held before (here reset every 500 chunks)."""
+    import spacy
+
+    from filters import spacy_tokens
+
+    nlp = spacy.blank("en")
+    memo = spacy_tokens._ChunkMemo("en")
+    memo._tokenize_new(["file):", "((Udhay", "x"])
+    assert [memo.nlp.vocab.strings[int(h)] for h in memo.memo["file):"][0]] == ["file", "):"]
+    monkeypatch.setattr(spacy_tokens, "MAX_MEMO_CHUNKS", 500)
+    spacy_tokens.chunk_memo.cache_clear()
+    crafted = ["see file): ((Udhay Shankar N))", "He said :( and left):", "Mr. Smith met Dr. Who at 5 p.m. today."]
+    for text in crafted + real_docs[:300] + crafted:
+        doc = nlp.tokenizer(text)
+        ours = Tokens(text, "en")
+        assert list(ours.idx) == [t.idx for t in doc] and list(ours.length) == [len(t) for t in doc], text[:80]
+    spacy_tokens.chunk_memo.cache_clear()
+
+
 def test_chinese_tokens_are_unchanged_when_the_vocabulary_is_renewed(monkeypatch):
     """The Chinese tokenizer is replaced once its vocabulary is full (a worker's memory would otherwise grow
     with every new word); the tokens it gives, orth hashes included, do not change."""
