@@ -15,12 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from typing import Iterable
 
 import numpy as np
 
-from pipeline.core.cache import private_cache
+from pipeline.core.cache import cache_root, private_cache
 
 FORMAT = 1
 
@@ -34,10 +35,15 @@ class DomainSet:
     the others stripped) plus ``extra``."""
 
     def __init__(self, list_file: str, extra: Iterable[str] = ()):
-        folder = self._build(list_file, sorted(set(extra)))
+        root = private_cache("domain_sets")
+        folder = self._build(root, list_file, sorted(set(extra)))
         self.hashes = np.load(os.path.join(folder, "hashes.npy"), mmap_mode="r")
         self.offsets = np.load(os.path.join(folder, "offsets.npy"), mmap_mode="r")
         self.blob = np.load(os.path.join(folder, "blob.npy"), mmap_mode="r")
+        cache = cache_root()
+        if cache is None or root != os.path.join(cache, "domain_sets"):
+            # caching is off: a temporary folder of this process's, removed now (the mapped pages stay valid)
+            shutil.rmtree(root, ignore_errors=True)
 
     def __len__(self) -> int:
         return len(self.hashes)
@@ -55,12 +61,11 @@ class DomainSet:
         return False
 
     @staticmethod
-    def _build(list_file: str, extra: list[str]) -> str:
+    def _build(root: str, list_file: str, extra: list[str]) -> str:
         """The arrays' folder for this list file (by path, size and modification time) and these extras, built
         first if the cache does not hold it yet (atomically: a folder renamed into place)."""
         st = os.stat(list_file)
         key = hashlib.sha256(json.dumps([FORMAT, os.path.abspath(list_file), st.st_size, st.st_mtime_ns, extra]).encode()).hexdigest()
-        root = private_cache("domain_sets")
         folder = os.path.join(root, key[:32])
         if os.path.exists(os.path.join(folder, "blob.npy")):
             return folder

@@ -79,3 +79,19 @@ def test_verdicts_equal_datatrove_urlfilter(lists):
         assert url_signals(url, 2, [])["verdict"] == expected, url
         verdicts.append(expected)
     assert {"domain", "subdomain", "url", "ok"} <= set(verdicts)
+
+
+def test_with_caching_off_the_arrays_leave_nothing_behind(tmp_path, monkeypatch):
+    """RUYI2_CACHE=off: each process builds the arrays in a temporary folder of its own, removed once they are
+    mapped (a worker must not leave ~185 MB in /tmp per process)."""
+    import glob
+    import tempfile
+
+    monkeypatch.setenv("RUYI2_CACHE", "off")
+    pattern = os.path.join(tempfile.gettempdir(), "ruyi2-domain_sets-*")
+    before = set(glob.glob(pattern))
+    path = tmp_path / "list"
+    path.write_text("a.example\nb.example\n")
+    small = DomainSet(str(path))
+    assert "a.example" in small and "c.example" not in small and len(small) == 2
+    assert set(glob.glob(pattern)) == before

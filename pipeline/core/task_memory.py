@@ -1,5 +1,5 @@
-"""Each task's peak resident memory, in its datatrove stats: what a user sizes ``mem_per_cpu_gb`` and the
-workers per node by, and what shows which step of a stage holds the most.
+"""Each task's peak resident memory, in its datatrove stats: what the Ray memory requests are measured from
+(``task_memory_requests.py``), and what shows which step of a stage holds the most.
 
 ``TaskMemory`` ends every pipeline that ``run_steps`` runs; at the task's start it also returns to the OS
 the memory earlier tasks of the same worker freed (``release_freed_memory``), so a worker's footprint is
