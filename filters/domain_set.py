@@ -20,6 +20,7 @@ import tempfile
 from typing import Iterable
 
 import numpy as np
+from datatrove.pipeline.filters.url_filter import parse_list
 
 from pipeline.core.cache import cache_root, private_cache
 
@@ -31,8 +32,8 @@ def _hash(value: bytes) -> int:
 
 
 class DomainSet:
-    """``x in domains`` for the strings of a list file (datatrove's parsing: lines starting with ``#`` skipped,
-    the others stripped) plus ``extra``."""
+    """``x in domains`` for the strings of a list file (read as datatrove reads it: lines starting with ``#``
+    skipped, the others stripped) plus ``extra``."""
 
     def __init__(self, list_file: str, extra: Iterable[str] = ()):
         root = private_cache("domain_sets")
@@ -70,7 +71,7 @@ class DomainSet:
         if os.path.exists(os.path.join(folder, "blob.npy")):
             return folder
         with open(list_file, encoding="utf-8") as f:
-            values = {line.strip() for line in f if line[0] != "#"} | set(extra)
+            values = parse_list(f, do_normalize=False) | set(extra)  # datatrove's own reading of its lists
         encoded = [v.encode("utf-8", "surrogatepass") for v in values]
         hashes = np.fromiter((_hash(b) for b in encoded), dtype=np.uint64, count=len(encoded))
         order = np.lexsort((np.arange(len(encoded)), hashes))  # by hash; the tie order does not matter
@@ -84,7 +85,5 @@ class DomainSet:
         try:
             os.rename(tmp, folder)
         except OSError:  # another worker published the same arrays first
-            for name in os.listdir(tmp):
-                os.remove(os.path.join(tmp, name))
-            os.rmdir(tmp)
+            shutil.rmtree(tmp)
         return folder

@@ -173,7 +173,7 @@ class _ChunkMemo:
         aligned = (
             len(arr) > 0
             and bool((hi > lo).all())
-            and np.array_equal(arr[np.minimum(lo, len(arr) - 1), 2], starts)
+            and np.array_equal(arr[lo, 2], starts)  # lo < hi <= len(arr) by the test before
             and np.array_equal(ends[hi - 1], stops)
             # the rest: one whitespace token in each blocking joiner
             and int((hi - lo).sum()) + joiners.count(_JOINER) == len(arr)
@@ -229,7 +229,6 @@ class _ChunkMemo:
         first = np.cumsum(counts) - counts
         idx = np.repeat(np.array(starts, dtype=np.int64) - csum[first], counts) + csum
         return orth, punct, space, idx, length
-
 
     def _interact(self, span: str, pieces: list[str]) -> bool:
         """Whether spaCy tokenizes the chunks of ``span`` differently together than each alone."""

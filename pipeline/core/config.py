@@ -140,6 +140,8 @@ class RayConfig(Strict):
                                          "asks for what its tasks were measured to need (pipeline/core/task_peaks.json)")
     task_memory_gb: dict[str, float] = Field({}, description="Ray memory per task of a stage or pool "
                                              "(e.g. {filter: 3.5, dedup/minhash_signatures: 0.6}); wins over the others")
+    max_retries: int = Field(3, ge=0, description="resubmissions of a rank whose worker or node was lost, or that ran past its limit")
+    task_time_limit_s: float | None = Field(None, gt=0, description="a rank running longer is cancelled and resubmitted")
 
     @model_validator(mode="after")
     def _known_pools(self) -> "RayConfig":
@@ -152,8 +154,6 @@ class RayConfig(Strict):
             if not gb > 0:
                 raise ValueError(f"task_memory_gb.{key}: must be more than 0 (got {gb})")
         return self
-    max_retries: int = Field(3, ge=0, description="resubmissions of a rank whose worker or node was lost, or that ran past its limit")
-    task_time_limit_s: float | None = Field(None, gt=0, description="a rank running longer is cancelled and resubmitted")
 
 
 class ExecutorConfig(Strict):

@@ -2,7 +2,7 @@
 
 Ray packs tasks onto a node by their ``memory`` request; a request below what a task holds lets Ray start more
 tasks than the node can hold, and Ray's memory monitor (or the kernel) then kills workers. One flat request for
-every stage is wrong both ways: the filter's tasks hold ~2.6 GiB (models, memos), decontam's ~0.5. So each
+every stage is wrong both ways: the filter's tasks hold ~1.5 GiB (models, memos), decontam's ~0.4. So each
 pool (a stage, or one pass of it: ``dedup/minhash_signatures``) asks for its largest task's peak RSS measured
 by ``bench/scale_run.py`` on the 800B recipe (``task_peaks.json`` beside this module, which the bench's
 ``--refresh-memory-table`` rewrites), plus ``HEADROOM``. A recipe overrides per pool or stage
