@@ -63,7 +63,8 @@ def planned_run_flops(recipe) -> float:
 
 
 def ablate(recipe, layout, resume: bool = False, restart: bool = False) -> dict:
-    """The mixture ablation of the run at ``layout``, holding its run lock (it writes RUN_DIR/ablate)."""
+    """The ablation of the run at ``layout`` (mixture weights, or pipeline variants), holding its run lock (it
+    writes RUN_DIR/ablate)."""
     from mixtures.ablation.ablate import AblationError, run_ablation
     from pipeline.core.run_lock import run_lock
     from pipeline.recipe import proxy_train
@@ -71,5 +72,10 @@ def ablate(recipe, layout, resume: bool = False, restart: bool = False) -> dict:
     if recipe.ablation is None:
         raise AblationError("the recipe has no ablation section (see README, 'Mixture ablation')")
     with run_lock(layout.root):
+        if recipe.ablation.kind == "pipeline":
+            from pipeline.ablate_pipeline import run_pipeline_ablation
+
+            return run_pipeline_ablation(recipe, layout, proxy_train(recipe).model_dump(mode="json"), train_proxy,
+                                         resume, restart)
         return run_ablation(recipe, layout, proxy_train(recipe).model_dump(mode="json"), train_proxy,
                             planned_run_flops(recipe), resume, restart)

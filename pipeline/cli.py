@@ -74,11 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "plans the blends again over every layer.")
     _add_common(p)
     p.add_argument("files", nargs="+", metavar="SOURCE=PATH", help="a recipe source and a file, folder or glob of its new data")
-    p = sub.add_parser("ablate", help="choose a curriculum stage's mixture with proxy runs, fitted curves and a validated proposal",
+    p = sub.add_parser("ablate", help="choose a curriculum stage's mixture, or compare pipeline variants, with proxy runs",
                        description="Mixture ablation (recipe section `ablation`): candidate mixtures and baselines trained as "
                                    "proxy runs on the run's token prefixes, spline and joint fits cross-validated, a proposal "
                                    "under the planner's constraints validated against the baselines over seeds; writes "
-                                   "RUN_DIR/ablate/ (results, fits, proposal.patch.yaml, report.html). Needs the tokenize stage.")
+                                   "RUN_DIR/ablate/ (results, fits, proposal.patch.yaml, report.html). With `ablation.kind: "
+                                   "pipeline`: raw, recipe, leave-one-family-out and the recipe's variants each run the data "
+                                   "stages and train the same proxy on equal tokens, scored on the recipe's held-out text; "
+                                   "writes summary.json, results.csv, best.patch.yaml. Needs the tokenize stage.")
     _add_common(p)
     p = sub.add_parser("validate", help="check a recipe (keys, types, input paths) and exit", description="Validate a recipe without running anything.")
     p.add_argument("recipe")
@@ -321,6 +324,11 @@ def _ablate(args) -> int:
 
     recipe = _recipe(args)
     summary = ablate(recipe, RunLayout(recipe.run_dir), args.resume, args.restart)
+    if summary.get("kind") == "pipeline":
+        from pipeline.ablate_pipeline import print_summary
+
+        print_summary(summary, os.path.join(recipe.run_dir, "ablate"))
+        return 0
     print(f"ablation of stage {summary['stage']!r} over {', '.join(summary['categories'])}: target {summary['target_exit']}")
     for name, stat in summary["mixtures"].items():
         v = summary["versus"].get(name)

@@ -103,6 +103,23 @@ def _ablation_problems(recipe: Recipe) -> list[str]:
         proxy_train(recipe)
     except ValueError as e:
         problems.append(str(e))
+    if ab.kind == "pipeline" and not problems:
+        problems += _arm_problems(recipe)
+    return problems
+
+
+def _arm_problems(recipe: Recipe) -> list[str]:
+    """Every arm of a pipeline ablation makes a valid recipe: a bad patch fails when the recipe loads."""
+    from pipeline.ablation_arms import ablation_arms, arm_recipe, leave_one_out_problems
+
+    problems = leave_one_out_problems(recipe.ablation.leave_one_out)
+    if problems:
+        return problems
+    for arm in ablation_arms(recipe):
+        try:
+            arm_recipe(recipe, arm, recipe.run_dir)
+        except RecipeError as e:
+            problems.append(str(e))
     return problems
 
 

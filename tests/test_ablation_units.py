@@ -98,6 +98,42 @@ def test_a_bad_ablation_section_fails_before_any_work_naming_the_key(tmp_path, a
         load_recipe(_recipe(tmp_path, ablation))
 
 
+@pytest.mark.parametrize("ablation, message", [
+    ({"variants": [{"name": "v", "patch": {}}]}, r"variants and leave_one_out are arms of a pipeline ablation: set kind: pipeline"),
+    ({"kind": "pipeline", "leave_one_out": ["c5"]}, r"ablation\.leave_one_out: 'c5' is not a filter family"),
+    ({"kind": "pipeline", "leave_one_out": ["c4"], "variants": [{"name": "no-c4", "patch": {}}]},
+     r"arm name\(s\) \['no-c4'\] used twice or reserved"),
+    ({"kind": "pipeline", "variants": [{"name": "raw", "patch": {}}]}, r"arm name\(s\) \['raw'\] used twice or reserved"),
+    ({"kind": "pipeline", "variants": [{"name": "v", "patch": {"sources": []}}]},
+     r"variant 'v': a patch may set filter, dedup, decontam, not \['sources'\]"),
+    ({"kind": "pipeline", "variants": [{"name": "strict", "patch": {"filter": {"rules": {"c4": {"min_sentencez": 3}}}}}]},
+     r"(?s)ablation arm 'strict' \(the recipe with its patch\): invalid recipe.*filter\.rules\.c4\.min_sentencez: unknown key"),
+    ({"kind": "pipeline", "variants": [{"name": "mh", "patch": {"dedup": {"minhash": {"min_similarity": 1.5}}}}]},
+     r"(?s)ablation arm 'mh' \(the recipe with its patch\): invalid recipe.*dedup\.minhash\.min_similarity: Input should be less than or equal to 1"),
+])
+def test_a_bad_pipeline_ablation_fails_when_the_recipe_loads_naming_the_arm_or_key(tmp_path, ablation, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(_recipe(tmp_path, ablation))
+
+
+def test_the_arms_of_a_pipeline_ablation_switch_families_off_for_every_source(tmp_path):
+    from pipeline.ablation_arms import ablation_arms, arm_recipe
+
+    recipe = load_recipe(_recipe(tmp_path, {"kind": "pipeline", "leave_one_out": ["classifier", "c4"], "variants": [
+        {"name": "strict-c4", "patch": {"filter": {"rules": {"c4": {"min_num_sentences": 9}}}}}]}))
+    arms = {a.name: arm_recipe(recipe, a, str(tmp_path / a.name)) for a in ablation_arms(recipe)}
+    assert list(arms) == ["raw", "recipe", "no-classifier", "no-c4", "strict-c4"]
+    for src in recipe.sources:
+        raw = arms["raw"].filter.rules_for(src)
+        assert raw.sanity.enabled and not any(getattr(raw, f).enabled for f in type(raw).model_fields if f != "sanity")
+        assert not arms["no-c4"].filter.rules_for(src).c4.enabled
+        assert arms["no-c4"].filter.rules_for(src).gopher_quality == recipe.filter.rules_for(src).gopher_quality
+        assert arms["strict-c4"].filter.rules_for(src).c4.min_num_sentences == 9
+    assert not arms["raw"].dedup.enabled and not arms["raw"].decontam.enabled and arms["no-c4"].dedup.enabled
+    assert arms["recipe"].filter == recipe.filter and arms["recipe"].ablation is None
+    assert {a.run_dir for a in arms.values()} == {str(tmp_path / n) for n in arms}
+
+
 def test_proxy_overrides_merge_into_the_train_section(tmp_path):
     recipe = load_recipe(_recipe(tmp_path, {"proxy": {"steps": 5, "model": {"num_layers": 2}, "init_from": {"path": "base"}}}))
     proxy = proxy_train(recipe)

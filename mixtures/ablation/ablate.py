@@ -29,11 +29,10 @@ from mixtures.ablation import candidates as cands
 from mixtures.ablation.candidates import Category, Mixture
 from mixtures.ablation.fits import fit_outcome
 from mixtures.ablation.proposer import caps, propose
-from mixtures.ablation.proxy_runs import run_all
+from mixtures.ablation.proxy_runs import proxy_spec, run_all
 from mixtures.config import MixtureConfig, MixtureStage
-from mixtures.plan import MixtureError, Unit, data_args, plan_mixture, units_from_tokenize
+from mixtures.plan import MixtureError, Unit, plan_mixture, units_from_tokenize
 from pipeline.core.accounting import read_stats
-from pipeline.core.atomic import write_text
 from pipeline.core.errors import StageError
 
 FOLDER = "ablate"
@@ -81,6 +80,28 @@ def planned_weights(plan: dict, units: list[Unit], kind: str, names: list[str]) 
     return {k: round(v, 10) for k, v in out.items()}
 
 
+def target_weights(sources, heldout: dict[str, str], given: dict[str, float]) -> tuple[dict[str, float], list[str]]:
+    """Held-out set ("domain/source") -> weight in the target loss (``given``: source or domain -> weight; empty:
+    every source with a held-out prefix equally), and the sources without one (which the target cannot score)."""
+    scored = [s for s in sources if s.name in heldout]
+    if not scored:
+        raise AblationError("no source has a held-out prefix (tokenizer.heldout_fraction is 0): nothing to score runs on")
+    unscored = [s.name for s in sources if s.name not in heldout]
+    if unscored:
+        logger.warning(f"ablate: source(s) {unscored} have no held-out prefix (too few documents for "
+                       f"tokenizer.heldout_fraction): the target cannot score them")
+    out = {}
+    for key, w in (given or {s.name: 1.0 for s in scored}).items():
+        members = [s for s in scored if key in (s.name, s.domain)]
+        if not members:
+            raise AblationError(f"ablation.target.weights.{key}: no source or domain with a held-out prefix "
+                                f"(have: {[s.name for s in scored]})")
+        for s in members:
+            out[f"{s.domain}/{s.name}"] = out.get(f"{s.domain}/{s.name}", 0.0) + w / len(members)
+    total = sum(out.values())
+    return {k: v / total for k, v in sorted(out.items())}, unscored
+
+
 # ---------------------------------------------------------------------------------------------- setup
 class Ablation:
     def __init__(self, recipe, layout, proxy_train: dict, train):
@@ -110,25 +131,8 @@ class Ablation:
         self.root = layout.stage(FOLDER)
 
     def _target_weights(self) -> dict[str, float]:
-        """Held-out set ("domain/source") -> weight in the target loss."""
-        sources = [s for s in self.recipe.sources if s.name in self.heldout]
-        if not sources:
-            raise AblationError("no source has a held-out prefix (tokenizer.heldout_fraction is 0): nothing to score runs on")
-        self.unscored = [s.name for s in self.recipe.sources if s.name not in self.heldout]
-        if self.unscored:
-            logger.warning(f"ablate: source(s) {self.unscored} have no held-out prefix (too few documents for "
-                           f"tokenizer.heldout_fraction): the target cannot score them")
-        given = self.cfg.target.weights or {s.name: 1.0 for s in sources}
-        out = {}
-        for key, w in given.items():
-            members = [s for s in sources if key in (s.name, s.domain)]
-            if not members:
-                raise AblationError(f"ablation.target.weights.{key}: no source or domain with a held-out prefix "
-                                    f"(have: {[s.name for s in sources]})")
-            for s in members:
-                out[f"{s.domain}/{s.name}"] = out.get(f"{s.domain}/{s.name}", 0.0) + w / len(members)
-        total = sum(out.values())
-        return {k: v / total for k, v in sorted(out.items())}
+        weights, self.unscored = target_weights(self.recipe.sources, self.heldout, self.cfg.target.weights)
+        return weights
 
     # ------------------------------------------------------------------------------------- mixtures
     def prior(self) -> dict[str, float]:
@@ -172,24 +176,15 @@ class Ablation:
         except MixtureError as e:
             raise AblationError(f"ablation.proxy: mixture {mixture.name} cannot supply the proxy's {self.proxy_tokens:,} "
                                 f"tokens ({e}); lower ablation.proxy.steps") from None
-        os.makedirs(out, exist_ok=True)
-        train_path = os.path.join(out, "data_args.txt")
-        write_text(train_path, data_args(plan["stages"][0]["prefixes"]) + "\n")
         valid = [{"prefix": self.heldout[s.name], "weight": w} for s in self.recipe.sources
                  if (w := self.target_weights.get(f"{s.domain}/{s.name}", 0.0)) > 0]
-        valid_path = os.path.join(out, "valid_data_args.txt")
-        write_text(valid_path, data_args(valid) + "\n")
-        train = self.train | {"seed": seed, "tensorboard": False, "save_interval": 0}
-        return {
-            "run_id": run_id, "mixture": mixture.name, "kind": mixture.kind, "seed": seed, "out_dir": out,
-            "weights": mixture.weights, "stage": "proxy", "tokens": self.proxy_tokens,
-            "data_args": train_path, "valid_data_args": valid_path,
-            "eval_sets": {f"{s.domain}/{s.name}": self.heldout[s.name] for s in self.recipe.sources if s.name in self.heldout},
-            "eval_seed": self.recipe.train.seed,
-            "train": train, "tokenizer": self.recipe.tokenizer.model_dump(mode="json"),
-            "keep_checkpoint": self.cfg.keep_checkpoints,
-            "benchmark": self.cfg.target.benchmark.model_dump() if self.cfg.target.benchmark else None,
-        }
+        return proxy_spec(
+            run_id, out, plan["stages"][0]["prefixes"], valid, self.train, seed,
+            mixture=mixture.name, kind=mixture.kind, weights=mixture.weights, tokens=self.proxy_tokens,
+            eval_sets={f"{s.domain}/{s.name}": self.heldout[s.name] for s in self.recipe.sources if s.name in self.heldout},
+            eval_seed=self.recipe.train.seed, tokenizer=self.recipe.tokenizer.model_dump(mode="json"),
+            keep_checkpoint=self.cfg.keep_checkpoints,
+            benchmark=self.cfg.target.benchmark.model_dump() if self.cfg.target.benchmark else None)
 
     def run(self, specs: list[dict], what: str) -> dict[str, dict]:
         try:
@@ -299,8 +294,14 @@ def compare(ab: Ablation, compared: list[Mixture], seeds: list[int], results: di
     for name, values in per.items():
         if name == "proposal":
             continue
-        diff = mean_ci([p - b for p, b in zip(per["proposal"], values)])
-        verdict = ("better" if diff["ci95"] is not None and diff["mean"] + diff["ci95"] < 0
-                   else "worse" if diff["ci95"] is not None and diff["mean"] - diff["ci95"] > 0 else "no significant difference")
-        out["versus"][name] = diff | {"verdict": verdict}
+        out["versus"][name] = paired_difference(per["proposal"], values)
     return out
+
+
+def paired_difference(a: list[float], b: list[float]) -> dict:
+    """Mean ± 95% CI of ``a - b`` paired by seed (lower is better): "better" only if the whole interval is below
+    zero, "worse" if above, otherwise "no significant difference"."""
+    diff = mean_ci([x - y for x, y in zip(a, b)])
+    verdict = ("better" if diff["ci95"] is not None and diff["mean"] + diff["ci95"] < 0
+               else "worse" if diff["ci95"] is not None and diff["mean"] - diff["ci95"] > 0 else "no significant difference")
+    return diff | {"verdict": verdict}

@@ -65,7 +65,38 @@ class Validation(Strict):
     seeds: int = Field(3, ge=2, description="seeds per mixture when the proposal is compared with the baselines")
 
 
+VARIANT_SECTIONS = ("filter", "dedup", "decontam")
+
+
+class Variant(Strict):
+    """One arm of a pipeline ablation: a recipe patch (filter, dedup, decontam settings; families on or off;
+    thresholds; the extractor), merged into the recipe as ``--patch`` merges one."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    patch: dict[str, Any] = Field(description="recipe sections, merged key by key (nested mappings), null unsets")
+
+    @model_validator(mode="after")
+    def _data_sections_only(self) -> "Variant":
+        # an arm differs from the others in how the data is made, never in what is read, counted or trained
+        other = sorted(set(self.patch) - set(VARIANT_SECTIONS))
+        if other:
+            raise ValueError(f"variant {self.name!r}: a patch may set {', '.join(VARIANT_SECTIONS)}, not {other} (every "
+                             "arm reads the same sources and trains the same proxy)")
+        return self
+
+
+RESERVED_ARMS = ("raw", "recipe")
+LEAVE_ONE_OUT_PREFIX = "no-"  # the arm name of a leave-one-family-out arm: no-c4, no-classifier, ...
+
+
 class AblationConfig(Strict):
+    kind: Literal["mixture", "pipeline"] = Field(
+        "mixture", description="mixture: choose a curriculum stage's weights; pipeline: compare recipe variants "
+                               "(filter, dedup, decontam settings) by the proxies their corpora train")
+    variants: list[Variant] = Field(default_factory=list, description="pipeline: named recipe patches, the arms besides "
+                                                                      "the built-in raw and recipe ones")
+    leave_one_out: list[str] = Field(default_factory=list, description="pipeline: filter families, each giving an arm "
+                                                                       "with that family off for every source (no-<family>)")
     stage: str | None = Field(None, description="the curriculum stage whose weights are ablated (default: the first)")
     categories: Literal["domains", "sources", "units"] = Field(
         "domains", description="what a mixture weighs: the sources' domains, the sources, or every token prefix (buckets)")
@@ -80,6 +111,21 @@ class AblationConfig(Strict):
     validation: Validation = Validation()
     workers: int = Field(1, ge=1, description="proxy runs at the same time on the local executor (Ray: the cluster decides)")
     keep_checkpoints: bool = Field(False, description="keep each proxy's final checkpoint (default: only its results)")
+
+    @model_validator(mode="after")
+    def _arms(self) -> "AblationConfig":
+        if self.kind == "mixture" and (self.variants or self.leave_one_out):
+            raise ValueError("variants and leave_one_out are arms of a pipeline ablation: set kind: pipeline")
+        names = [v.name for v in self.variants] + [LEAVE_ONE_OUT_PREFIX + f for f in self.leave_one_out]
+        taken = sorted({n for n in names if names.count(n) > 1 or n in RESERVED_ARMS})
+        if taken:
+            raise ValueError(f"variants: arm name(s) {taken} used twice or reserved (raw, recipe, no-<family> of "
+                             "leave_one_out)")
+        return self
+
+    @property
+    def arm_names(self) -> list[str]:
+        return [*RESERVED_ARMS, *(LEAVE_ONE_OUT_PREFIX + f for f in self.leave_one_out), *(v.name for v in self.variants)]
 
     def proxy_train_data(self, train: dict) -> dict:
         """The recipe's train section (as data) with ``proxy`` merged in: nested mappings key by key, ``null``

@@ -24,10 +24,27 @@ from multiprocessing import get_context
 import datatrove.utils.logging  # noqa: F401
 from loguru import logger
 
-from pipeline.core.atomic import write_json
+from pipeline.core.atomic import write_json, write_text
 from pipeline.core.progress import duration, time_left
 
 RESULT = "result.json"
+
+
+def proxy_spec(run_id: str, out_dir: str, train_blend: list[dict], valid_blend: list[dict], train: dict, seed: int,
+               **fields) -> dict:
+    """The spec of one proxy run, with its blends written beside it (Megatron data-args files): the run's
+    training prefixes and weights (the planner's rows), and the held-out prefixes its validation loss reads.
+    Shared by every kind of ablation; ``fields`` are the kind's own (mixture, weights, arm, eval sets, ...)."""
+    from mixtures.plan import data_args
+
+    os.makedirs(out_dir, exist_ok=True)
+    train_path = os.path.join(out_dir, "data_args.txt")
+    write_text(train_path, data_args(train_blend) + "\n")
+    valid_path = os.path.join(out_dir, "valid_data_args.txt")
+    write_text(valid_path, data_args(valid_blend) + "\n")
+    return {"run_id": run_id, "seed": seed, "out_dir": out_dir, "stage": "proxy", "data_args": train_path,
+            "valid_data_args": valid_path, "train": train | {"seed": seed, "tensorboard": False, "save_interval": 0},
+            **fields}
 
 
 def spec_hash(spec: dict) -> str:

@@ -1,0 +1,128 @@
+"""`ruyi2 ablate` with `ablation.kind: pipeline` on a copy of the small demo run: the raw, recipe, leave-one-out
+and variant arms each run their own data stages, train the same proxy on the same number of tokens, are scored on
+the recipe's held-out text, and get verdicts against recipe and raw; resumed without training or filtering again."""
+
+import json
+import os
+import shutil
+
+import polars as pl
+import pytest
+import yaml
+
+from pipeline.cli import main
+from pipeline.recipe import load_recipe
+
+pytestmark = pytest.mark.slow  # four arms' data stages and eight proxies
+
+ABLATION = {
+    "kind": "pipeline", "stage": "general", "leave_one_out": ["c4"],
+    "variants": [{"name": "dedup-off", "patch": {"dedup": {"enabled": False}}}],
+    "proxy": {"steps": 4, "micro_batch_size": 1, "global_batch_size": 2, "seq_length": 32, "eval_samples": 4,
+              "lr_schedule": "cosine", "threads": 1},
+    "workers": 2, "validation": {"seeds": 2},
+}
+ARMS = ["raw", "recipe", "no-c4", "dedup-off"]
+
+
+def _write_recipe(demo_run, run_dir: str, folder: str, ablation: dict) -> str:
+    data = demo_run["recipe"].model_dump(mode="json") | {"run_dir": run_dir, "ablation": ablation}
+    path = os.path.join(folder, "ablate.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(data, f, sort_keys=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ablation(demo_run, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("pipeline_ablation")
+    run_dir = str(folder / "run")
+    # the demo run's data stages are the recipe arm; a copy, so the mixture ablation's tests keep theirs
+    shutil.copytree(demo_run["layout"].root, run_dir, ignore=shutil.ignore_patterns("ablate", "train", "base_qwen3"))
+    os.symlink(os.path.join(demo_run["layout"].root, "base_qwen3"), os.path.join(run_dir, "base_qwen3"))
+    path = _write_recipe(demo_run, run_dir, str(folder), ABLATION)
+    assert main(["ablate", path]) == 0
+    root = os.path.join(run_dir, "ablate")
+    with open(os.path.join(root, "summary.json")) as f:
+        summary = json.load(f)
+    return {"path": path, "root": root, "run_dir": run_dir, "summary": summary}
+
+
+def _stats(run_dir: str, stage: str) -> dict:
+    with open(os.path.join(run_dir, stage, "stats.json")) as f:
+        return json.load(f)
+
+
+def _reasons(run_dir: str) -> set[str]:
+    return {r.split(":")[0] for c in _stats(run_dir, "filter")["sources"].values() for r in c["removed"]["reasons"]}
+
+
+def test_each_arm_runs_its_own_data_stages_with_its_patch(ablation):
+    s, root = ablation["summary"], ablation["root"]
+    assert s["arm_order"] == ARMS and all(a["feasible"] for a in s["arms"].values())
+    assert s["arms"]["recipe"]["run_dir"] == ablation["run_dir"]  # the run's own stages, not run again
+    raw, no_c4 = os.path.join(root, "arms", "raw"), os.path.join(root, "arms", "no-c4")
+    # raw: the sanity rule alone removes nothing from the demo corpus, dedup and decontam are off
+    assert _reasons(raw) == set() and _stats(raw, "dedup")["totals"]["removed"]["docs"] == 0
+    assert _stats(raw, "filter")["totals"]["kept"]["docs"] > _stats(ablation["run_dir"], "filter")["totals"]["kept"]["docs"]
+    # leave one out: the recipe's C4 removals are gone and only they
+    assert "c4" in _reasons(ablation["run_dir"]) and "c4" not in _reasons(no_c4)
+    arm = load_recipe(os.path.join(no_c4, "recipe.yaml"), check_inputs=False)
+    assert not any(arm.filter.rules_for(src).c4.enabled for src in arm.sources)
+    assert all(arm.filter.rules_for(src).gopher_quality.enabled == r.gopher_quality.enabled
+               for src in arm.sources for r in [load_recipe(ablation["path"], check_inputs=False).filter.rules_for(src)])
+    dedup_off = os.path.join(root, "arms", "dedup-off")
+    assert _stats(dedup_off, "dedup")["totals"]["removed"]["docs"] == 0 < _stats(ablation["run_dir"], "dedup")["totals"]["removed"]["docs"]
+    assert s["arms"]["raw"]["funnel"]["tokenize"]["tokens"] > s["arms"]["recipe"]["funnel"]["tokenize"]["tokens"]
+
+
+def test_every_arm_trains_the_same_tokens_and_is_scored_on_the_recipes_held_out_text(ablation):
+    root, seeds = ablation["root"], ablation["summary"]["seeds"]
+    specs, results = [], []
+    for arm in ARMS:
+        for seed in seeds:
+            with open(os.path.join(root, "runs", f"{arm}-s{seed}", "result.json")) as f:
+                results.append(json.load(f))
+            with open(os.path.join(root, "runs", f"{arm}-s{seed}", "valid_data_args.txt")) as f:
+                specs.append(f.read())
+    assert len({r["tokens"] for r in results}) == 1 and results[0]["tokens"] == ablation["summary"]["proxy_tokens"]
+    heldout = [c["heldout_prefix"] for c in _stats(ablation["run_dir"], "tokenize")["sources"].values() if c["heldout_prefix"]]
+    assert len(set(specs)) == 1 and heldout and all(p in specs[0] for p in heldout)
+    assert len({tuple(sorted(r["eval"])) for r in results}) == 1
+
+
+def test_outcomes_verdicts_results_and_the_best_patch(ablation):
+    s, root = ablation["summary"], ablation["root"]
+    e = s["target_exit"]
+    assert e == s["exits"][-1] and set(s["outcomes"][e]) == set(ARMS)
+    for arm in ARMS:
+        o = s["outcomes"][e][arm]
+        assert o["n"] == 2 and o["mean"] == pytest.approx(sum(o["values"]) / 2)
+        refs = s["versus"][e][arm]
+        assert set(refs) == {"recipe", "raw"} - {arm}
+        for ref, d in refs.items():
+            mine, theirs = s["outcomes"][e][arm]["values"], s["outcomes"][e][ref]["values"]
+            assert d["mean"] == pytest.approx(sum(a - b for a, b in zip(mine, theirs)) / 2)
+            assert d["verdict"] in ("better", "worse", "no significant difference")
+    rows = pl.read_csv(os.path.join(root, "results.csv"))
+    assert rows.height == len(ARMS) * 2 * len(s["exits"]) and set(rows["arm"]) == set(ARMS)
+    assert s["best"] == min(ARMS, key=lambda a: s["outcomes"][e][a]["mean"])
+    with open(os.path.join(root, "best.patch.yaml")) as f:
+        assert (yaml.safe_load(f) or {}) == s["arms"][s["best"]]["patch"]
+    assert main(["validate", ablation["path"], "--patch", os.path.join(root, "best.patch.yaml")]) == 0
+
+
+def test_a_resumed_ablation_trains_and_filters_nothing_again_and_a_fresh_one_refuses_to_delete(ablation, capsys):
+    root = ablation["root"]
+    marks = {p: os.stat(p).st_mtime_ns for p in
+             [os.path.join(root, "runs", f"{a}-s1234", "result.json") for a in ARMS]
+             + [os.path.join(root, "arms", a, "tokenize", "stats.json") for a in ("raw", "no-c4", "dedup-off")]}
+    with open(os.path.join(root, "summary.json"), "rb") as f:
+        before = f.read()
+    assert main(["ablate", ablation["path"], "--resume"]) == 0
+    assert {p: os.stat(p).st_mtime_ns for p in marks} == marks
+    with open(os.path.join(root, "summary.json"), "rb") as f:
+        assert f.read() == before
+    capsys.readouterr()
+    assert main(["ablate", ablation["path"]]) != 0
+    assert "--resume" in capsys.readouterr().err
