@@ -13,7 +13,7 @@
 4. Per exit: mean ± 95% CI of the target over seeds, and each arm's paired difference (same seed) from
    ``recipe`` and from ``raw``, with a verdict.
 5. Outputs under ``RUN_DIR/ablate/``: summary.json, results.csv (one row per run and exit), best.patch.yaml (the
-   best arm's patch, for ``--patch``), timing.json (the arms' data stages and the proxies, wall seconds).
+   best arm's patch, for ``--patch``), report.html (``ablate_pipeline_report.py``), timing.json (the arms' data stages and the proxies, wall seconds).
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ def run_pipeline_ablation(recipe, layout: RunLayout, proxy_train: dict, train, r
     # wall times apart: every other output is byte-identical when the ablation is rerun
     write_json(os.path.join(root, "timing.json"), {"arms": timing, "proxy_runs_s": {
         s["run_id"]: results[s["run_id"]]["seconds"] for s in specs}}, indent=1, sort_keys=True)
-    return write_pipeline_outputs(root, cfg, arms, specs, results, weights, seeds, unscored, proxy_tokens)
+    return write_pipeline_outputs(root, cfg, arms, specs, results, weights, seeds, unscored, proxy_tokens, layout)
 
 
 def outcome(cfg, result: dict, weights: dict[str, float], exit_name: str) -> float:
@@ -140,7 +140,9 @@ def outcome(cfg, result: dict, weights: dict[str, float], exit_name: str) -> flo
 
 
 def write_pipeline_outputs(root: str, cfg, arms: dict, specs: list[dict], results: dict, weights: dict, seeds: list[int],
-                           unscored: list[str], proxy_tokens: int) -> dict:
+                           unscored: list[str], proxy_tokens: int, recipe_layout: RunLayout) -> dict:
+    from pipeline.ablate_pipeline_report import write_pipeline_report
+
     trained = [a for a, info in arms.items() if info["feasible"]]
     exits = list(results[specs[0]["run_id"]]["eval"][next(iter(weights))]) if specs else []
     target_exit = (exits[-1] if cfg.target.exit is None else f"exit{cfg.target.exit}") if exits else None
@@ -170,6 +172,7 @@ def write_pipeline_outputs(root: str, cfg, arms: dict, specs: list[dict], result
         write_text(os.path.join(root, "best.patch.yaml"),
                    f"# the best arm of the pipeline ablation: {best} (use with --patch)\n"
                    + yaml.safe_dump(arms[best]["patch"] or {}, sort_keys=True))
+        write_pipeline_report(summary, recipe_layout, os.path.join(root, "report.html"))
     return summary
 
 

@@ -25,8 +25,8 @@ ABLATION = {
 ARMS = ["raw", "recipe", "no-c4", "dedup-off"]
 
 
-def _write_recipe(demo_run, run_dir: str, folder: str, ablation: dict) -> str:
-    data = demo_run["recipe"].model_dump(mode="json") | {"run_dir": run_dir, "ablation": ablation}
+def _write_recipe(demo_run, run_dir: str, folder: str, ablation: dict, **changes) -> str:
+    data = demo_run["recipe"].model_dump(mode="json") | {"run_dir": run_dir, "ablation": ablation} | changes
     path = os.path.join(folder, "ablate.yaml")
     with open(path, "w") as f:
         yaml.safe_dump(data, f, sort_keys=False)
@@ -112,6 +112,21 @@ def test_outcomes_verdicts_results_and_the_best_patch(ablation):
     assert main(["validate", ablation["path"], "--patch", os.path.join(root, "best.patch.yaml")]) == 0
 
 
+def test_the_report_renders_in_headless_chromium_with_the_documents_the_arms_disagree_on(ablation):
+    from tests.browser import drawn_figures, render
+
+    dom = render(os.path.join(ablation["root"], "report.html"), "pipeline_ablation_report")
+    assert dom.count("<figure>") == 2 and drawn_figures(dom) == 2  # loss bars per exit, the trade-off scatter
+    assert "Verdicts" in dom and all(f"<td class=\"l\">{a}</td>" in dom for a in ARMS)
+    # the first document (by source and id) that raw keeps and the recipe removed is shown, with the recipe's reason
+    final = pl.scan_parquet(os.path.join(ablation["root"], "arms", "raw", "decontam", "output", "*.parquet"))
+    removed = pl.scan_parquet(os.path.join(ablation["run_dir"], "filter", "removed", "*.parquet"))
+    src = pl.col("metadata").str.json_path_match("$.source")
+    first = (final.select("id", source=src).join(removed.select("id", source=src, reason=pl.col("metadata").str.json_path_match(
+        "$.removed_reason")), on=["source", "id"]).sort("source", "id").head(1).collect().row(0, named=True))
+    assert f">{first['id']}<" in dom and f"filter: {first['reason']}" in dom
+
+
 def test_a_resumed_ablation_trains_and_filters_nothing_again_and_a_fresh_one_refuses_to_delete(ablation, capsys):
     root = ablation["root"]
     marks = {p: os.stat(p).st_mtime_ns for p in
@@ -126,3 +141,31 @@ def test_a_resumed_ablation_trains_and_filters_nothing_again_and_a_fresh_one_ref
     capsys.readouterr()
     assert main(["ablate", ablation["path"]]) != 0
     assert "--resume" in capsys.readouterr().err
+
+
+def test_a_lost_arm_and_lost_runs_are_redone_on_a_two_node_ray_cluster_with_the_same_bytes(ablation, demo_run):
+    """One arm's data stages and three proxy runs are lost; `ablate --resume` on a two-node Ray cluster (the arm's
+    data stages as Ray tasks, the proxies too) redoes only those and writes what the local ablation wrote."""
+    import ray
+
+    from tests.ray_cluster import two_node_cluster
+
+    root = ablation["root"]
+    outputs = {n: open(os.path.join(root, n), "rb").read() for n in ("summary.json", "results.csv", "best.patch.yaml", "report.html")}
+    arm_stats = open(os.path.join(root, "arms", "no-c4", "tokenize", "stats.json"), "rb").read()
+    lost = ["no-c4-s1234", "no-c4-s1235", "raw-s1235"]
+    kept = {p: os.stat(p).st_mtime_ns for a in ARMS for s in (1234, 1235)
+            if f"{a}-s{s}" not in lost for p in [os.path.join(root, "runs", f"{a}-s{s}", "result.json")]}
+    shutil.rmtree(os.path.join(root, "arms", "no-c4"))
+    for rid in lost:
+        os.remove(os.path.join(root, "runs", rid, "result.json"))
+    with two_node_cluster() as cluster:
+        executor = {"kind": "ray", "tasks": 2, "workers": 2, "ray": {"address": cluster.address}}
+        path = _write_recipe(demo_run, ablation["run_dir"], os.path.dirname(ablation["path"]), ABLATION, executor=executor)
+        assert main(["ablate", path, "--resume"]) == 0
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+    with open(os.path.join(root, "arms", "no-c4", "recipe.yaml")) as f:
+        assert yaml.safe_load(f)["executor"]["kind"] == "ray"  # the arm's stages ran on the cluster
+    assert open(os.path.join(root, "arms", "no-c4", "tokenize", "stats.json"), "rb").read() == arm_stats
+    assert {p: os.stat(p).st_mtime_ns for p in kept} == kept
+    assert {n: open(os.path.join(root, n), "rb").read() for n in outputs} == outputs
