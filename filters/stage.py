@@ -47,13 +47,7 @@ class FilterStage(Stage):
         per_source = {name: r.model_dump() for name, r in rules.items()}
         languages = {s.name: s.language for s in recipe.sources}
         listings = {s.name: s.listing() for s in recipe.sources}
-        tagging = {
-            "tasks": recipe.executor.tasks,
-            "sources": {s.name: tag_time_settings(rules[s.name]) for s in recipe.sources},
-            "files": {name: listing.files for name, listing in listings.items()},
-            "read": recipe.filter.read.model_dump(),  # what is read (and quarantined) depends on the bounds
-            "extract": recipe.filter.extract.model_dump(),  # the pages' text depends on the extractor
-        }
+        tagging = tagging_settings(recipe, rules, listings)
         html_sources = [s.name for s in recipe.sources if s.format == "warc"]
         if retune:
             check_retune(os.path.join(attributes, "manifest.json"), tagging)
@@ -100,6 +94,28 @@ class FilterStage(Stage):
 
 
 PROFILE = "profile.json"
+
+
+def tagging_settings(recipe, rules: dict | None = None, listings: dict | None = None) -> dict:
+    """What the stored signals depend on (the attributes' manifest): a retune is possible while these are equal."""
+    rules = rules or {s.name: recipe.filter.rules_for(s) for s in recipe.sources}
+    listings = listings or {s.name: s.listing() for s in recipe.sources}
+    return {
+        "tasks": recipe.executor.tasks,
+        "sources": {s.name: tag_time_settings(rules[s.name]) for s in recipe.sources},
+        "files": {name: listing.files for name, listing in listings.items()},
+        "read": recipe.filter.read.model_dump(),  # what is read (and quarantined) depends on the bounds
+        "extract": recipe.filter.extract.model_dump(),  # the pages' text depends on the extractor
+    }
+
+
+def retune_problem(attributes: str, recipe) -> str | None:
+    """Why ``recipe``'s filter cannot re-apply thresholds to the signals stored in ``attributes`` (None: it can)."""
+    try:
+        check_retune(os.path.join(attributes, "manifest.json"), tagging_settings(recipe))
+    except RetuneError as e:
+        return str(e)
+    return None
 
 
 def filter_profile(stats_by_step: dict, steps: list) -> dict:

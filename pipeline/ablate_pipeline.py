@@ -33,30 +33,48 @@ from mixtures.plan import MixtureError, plan_mixture, units_from_tokenize
 from pipeline.ablation_arms import Arm, ablation_arms, arm_recipe
 from pipeline.core.accounting import read_stats
 from pipeline.core.atomic import write_json, write_text
-from pipeline.core.layout import RunLayout
+from pipeline.core.layout import RunLayout, claim_run_dir
 
 ARMS = "arms"
 DATA_STAGES = ["filter", "dedup", "decontam", "tokenize"]
 COST = "cost.json"
 
 
-def run_arm_stages(recipe, arm: Arm, root: str) -> RunLayout:
-    """The arm's data stages (resumed where an earlier ablation left them); their wall time is recorded beside
-    them when they complete. (Their CPU time is not: the local executor's workers are children of a fork server,
-    whose usage never reaches this process, and Ray's run elsewhere.)"""
+def run_arm_stages(recipe, arm: Arm, root: str, recipe_layout: RunLayout) -> tuple[RunLayout, bool]:
+    """The arm's data stages (resumed where an earlier ablation left them), and whether its filter re-applied
+    thresholds to the recipe's stored signals: an arm whose filter differs from the recipe's only in thresholds
+    and in families whose switch is not a tag-time setting tags nothing again (Dolma's tag once, filter many),
+    the recipe's ``filter/attributes`` linked into the arm's filter folder and read by the retune path, which
+    gives what tagging again would. Their wall time is recorded beside them when they complete (their CPU time
+    is not: the local executor's workers are children of a fork server, whose usage never reaches this process,
+    and Ray's run elsewhere)."""
+    from filters.stage import retune_problem
     from pipeline.runner import run_stages
 
     run_dir = os.path.join(root, ARMS, arm.name)
     cost_path = os.path.join(run_dir, COST)
-    if os.path.exists(cost_path):
-        return RunLayout(run_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    t0 = time.perf_counter()
-    logger.info(f"ablate: arm {arm.name}: data stages {DATA_STAGES[0]} to {DATA_STAGES[-1]} in {run_dir}")
+    attributes = os.path.join(recipe_layout.stage("filter"), "attributes")
     arm_cfg = arm_recipe(recipe, arm, run_dir)
-    run_stages(arm_cfg, DATA_STAGES, resume=os.path.exists(os.path.join(run_dir, "recipe.yaml")), quiet=True)
-    write_json(cost_path, {"data_stages_wall_s": round(time.perf_counter() - t0, 3)}, indent=1)  # written last: the arm's stages are complete
-    return RunLayout(run_dir)
+    if os.path.exists(cost_path):
+        return RunLayout(run_dir), read_stats(cost_path)["signals_reused"]
+    reuse = retune_problem(attributes, arm_cfg) is None
+    claim_run_dir(run_dir)  # a run directory of ruyi2's, before anything is written there
+    t0 = time.perf_counter()
+    resume = os.path.exists(os.path.join(run_dir, "recipe.yaml"))
+    logger.info(f"ablate: arm {arm.name}: data stages in {run_dir}"
+                + (" (filter thresholds re-applied to the recipe's stored signals)" if reuse else ""))
+    if reuse:
+        link = os.path.join(run_dir, "filter", "attributes")
+        os.makedirs(os.path.dirname(link), exist_ok=True)
+        if not os.path.islink(link):
+            os.symlink(attributes, link)
+        run_stages(arm_cfg, DATA_STAGES[:1], retune=True, quiet=True)
+        run_stages(arm_cfg, DATA_STAGES[1:], resume=resume, quiet=True)
+    else:
+        run_stages(arm_cfg, DATA_STAGES, resume=resume, quiet=True)
+    # written last: the arm's stages are complete
+    write_json(cost_path, {"data_stages_wall_s": round(time.perf_counter() - t0, 3), "signals_reused": reuse}, indent=1)
+    return RunLayout(run_dir), reuse
 
 
 def _funnel(layout: RunLayout) -> dict:
@@ -102,11 +120,12 @@ def run_pipeline_ablation(recipe, layout: RunLayout, proxy_train: dict, train, r
 
     arms, specs, timing = {}, [], {}
     for arm in ablation_arms(recipe):
-        arm_layout = layout if arm.kind == "recipe" else run_arm_stages(recipe, arm, root)
+        arm_layout, reused = (layout, False) if arm.kind == "recipe" else run_arm_stages(recipe, arm, root, layout)
         units = units_from_tokenize(recipe.mixture, recipe.sources, read_stats(arm_layout.stats("tokenize"))["sources"])
-        info = {"kind": arm.kind, "patch": arm.patch, "funnel": _funnel(arm_layout), "run_dir": arm_layout.root}
+        info = {"kind": arm.kind, "patch": arm.patch, "funnel": _funnel(arm_layout), "run_dir": arm_layout.root,
+                "signals": "the recipe's, thresholds re-applied" if reused else "tagged"}
         if arm.kind != "recipe":
-            timing[arm.name] = read_stats(os.path.join(arm_layout.root, COST))
+            timing[arm.name] = read_stats(os.path.join(arm_layout.root, COST))["data_stages_wall_s"]
         plan_cfg = recipe.mixture.model_copy(update={"over_cap": "fail", "stages": [
             MixtureStage(name="proxy", tokens=proxy_tokens, weights=stage.weights)]})
         try:

@@ -73,6 +73,17 @@ def test_each_arm_runs_its_own_data_stages_with_its_patch(ablation):
                for src in arm.sources for r in [load_recipe(ablation["path"], check_inputs=False).filter.rules_for(src)])
     dedup_off = os.path.join(root, "arms", "dedup-off")
     assert _stats(dedup_off, "dedup")["totals"]["removed"]["docs"] == 0 < _stats(ablation["run_dir"], "dedup")["totals"]["removed"]["docs"]
+    # dedup-off filters as the recipe does: the recipe's stored signals are read, nothing is tagged again, and the
+    # filter writes what the recipe's tagging run wrote; no-c4 switches off a family whose edit changes the text
+    # the others read, so it tags its corpus itself
+    assert {a: i["signals"] for a, i in s["arms"].items()} == {
+        "raw": "tagged", "recipe": "tagged", "no-c4": "tagged", "dedup-off": "the recipe's, thresholds re-applied"}
+    assert _stats(dedup_off, "filter")["retune"] and os.path.islink(os.path.join(dedup_off, "filter", "attributes"))
+    for part in ("output", "removed"):
+        files = sorted(os.listdir(os.path.join(ablation["run_dir"], "filter", part)))
+        assert files and files == sorted(os.listdir(os.path.join(dedup_off, "filter", part)))
+        assert all(open(os.path.join(ablation["run_dir"], "filter", part, f), "rb").read()
+                   == open(os.path.join(dedup_off, "filter", part, f), "rb").read() for f in files)
     assert s["arms"]["raw"]["funnel"]["tokenize"]["tokens"] > s["arms"]["recipe"]["funnel"]["tokenize"]["tokens"]
 
 
