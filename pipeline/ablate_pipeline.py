@@ -93,6 +93,26 @@ def _stats_digest(layout: RunLayout) -> str:
         return hashlib.sha256(f.read()).hexdigest()[:16]
 
 
+def scoring_sets(recipe, layout: RunLayout, root: str) -> tuple[dict[str, float], list[str], dict[str, str], str]:
+    """(label -> weight in the target, sources the target cannot score, label -> token prefix, what the prefixes
+    hold): the user's evaluation sets ("eval/<name>", weighed by name in target.weights), or by default the
+    recipe's held-out prefixes ("<domain>/<source>")."""
+    from pipeline.ablation_eval_sets import eval_set_digest, eval_set_prefixes
+
+    cfg = recipe.ablation
+    if cfg.eval_sets:
+        prefixes = eval_set_prefixes(recipe, root)
+        given = cfg.target.weights or dict.fromkeys(prefixes, 1.0)
+        total = sum(given.values())
+        return ({f"eval/{n}": given.get(n, 0.0) / total for n in prefixes}, [],
+                {f"eval/{n}": p for n, p in prefixes.items()}, eval_set_digest(root))
+    tok = read_stats(layout.stats("tokenize"))["sources"]
+    heldout = {s.name: tok[s.name]["heldout_prefix"] for s in recipe.sources if tok[s.name]["heldout_prefix"]}
+    weights, unscored = target_weights(recipe.sources, heldout, cfg.target.weights)
+    return (weights, unscored, {f"{s.domain}/{s.name}": heldout[s.name] for s in recipe.sources if s.name in heldout},
+            _stats_digest(layout))
+
+
 def run_pipeline_ablation(recipe, layout: RunLayout, proxy_train: dict, train, resume: bool = False,
                           restart: bool = False) -> dict:
     cfg = recipe.ablation
@@ -110,12 +130,8 @@ def run_pipeline_ablation(recipe, layout: RunLayout, proxy_train: dict, train, r
     stage = recipe.mixture.stages[names.index(cfg.stage) if cfg.stage else 0]
     gbs = proxy_train["global_batch_size"] or proxy_train["micro_batch_size"]
     proxy_tokens = proxy_train["steps"] * gbs * proxy_train["seq_length"]
-    tok = read_stats(layout.stats("tokenize"))["sources"]
-    heldout = {s.name: tok[s.name]["heldout_prefix"] for s in recipe.sources if tok[s.name]["heldout_prefix"]}
-    weights, unscored = target_weights(recipe.sources, heldout, cfg.target.weights)
-    valid = [{"prefix": heldout[s.name], "weight": w} for s in recipe.sources
-             if (w := weights.get(f"{s.domain}/{s.name}", 0.0)) > 0]
-    eval_sets = {f"{s.domain}/{s.name}": heldout[s.name] for s in recipe.sources if s.name in heldout}
+    weights, unscored, eval_sets, scored_on = scoring_sets(recipe, layout, root)
+    valid = [{"prefix": eval_sets[label], "weight": w} for label, w in weights.items() if w > 0]
     seeds = [recipe.train.seed + i for i in range(cfg.validation.seeds)]
 
     arms, specs, timing = {}, [], {}
@@ -141,7 +157,7 @@ def run_pipeline_ablation(recipe, layout: RunLayout, proxy_train: dict, train, r
             run_id = f"{arm.name}-s{seed}"
             specs.append(proxy_spec(
                 run_id, os.path.join(root, "runs", run_id), rows, valid, proxy_train, seed,
-                arm=arm.name, data=_stats_digest(arm_layout), tokens=proxy_tokens, eval_sets=eval_sets,
+                arm=arm.name, data=_stats_digest(arm_layout), tokens=proxy_tokens, eval_sets=eval_sets, scored_on=scored_on,
                 eval_seed=recipe.train.seed, tokenizer=recipe.tokenizer.model_dump(mode="json"),
                 keep_checkpoint=cfg.keep_checkpoints,
                 benchmark=cfg.target.benchmark.model_dump() if cfg.target.benchmark else None))
@@ -149,7 +165,8 @@ def run_pipeline_ablation(recipe, layout: RunLayout, proxy_train: dict, train, r
     # wall times apart: every other output is byte-identical when the ablation is rerun
     write_json(os.path.join(root, "timing.json"), {"arms": timing, "proxy_runs_s": {
         s["run_id"]: results[s["run_id"]]["seconds"] for s in specs}}, indent=1, sort_keys=True)
-    return write_pipeline_outputs(root, cfg, arms, specs, results, weights, seeds, unscored, proxy_tokens, layout)
+    return write_pipeline_outputs(root, cfg, arms, specs, results, weights, seeds, unscored, proxy_tokens, layout,
+                                  eval_sets)
 
 
 def outcome(cfg, result: dict, weights: dict[str, float], exit_name: str) -> float:
@@ -159,7 +176,7 @@ def outcome(cfg, result: dict, weights: dict[str, float], exit_name: str) -> flo
 
 
 def write_pipeline_outputs(root: str, cfg, arms: dict, specs: list[dict], results: dict, weights: dict, seeds: list[int],
-                           unscored: list[str], proxy_tokens: int, recipe_layout: RunLayout) -> dict:
+                           unscored: list[str], proxy_tokens: int, recipe_layout: RunLayout, eval_sets: dict) -> dict:
     from pipeline.ablate_pipeline_report import write_pipeline_report
 
     trained = [a for a, info in arms.items() if info["feasible"]]
@@ -180,7 +197,8 @@ def write_pipeline_outputs(root: str, cfg, arms: dict, specs: list[dict], result
                              **{f"loss {label}": r["eval"][label][e] for label in r["eval"]}})
     best = min(trained, key=lambda a: per_exit[target_exit][a]["mean"]) if target_exit else None
     summary = {"kind": "pipeline", "seeds": seeds, "proxy_tokens": proxy_tokens, "exits": exits,
-               "target_exit": target_exit, "target_weights": weights, "unscored_sources": unscored, "arms": arms,
+               "target_exit": target_exit, "target_weights": weights, "eval_sets": eval_sets,
+               "unscored_sources": unscored, "arms": arms,
                "arm_order": list(arms),
                "outcomes": per_exit, "versus": versus, "best": best,
                "verdicts": _verdicts(versus.get(target_exit, {}), len(seeds))}

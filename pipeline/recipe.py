@@ -91,7 +91,11 @@ def _ablation_problems(recipe: Recipe) -> list[str]:
         problems.append(f"ablation.stage: no curriculum stage {ab.stage!r} (mixture.stages: {stages})")
     known = {s.name for s in recipe.sources} | {s.domain for s in recipe.sources}
     unknown = sorted(set(ab.target.weights) - known)
-    if unknown:
+    if ab.eval_sets:
+        unknown = sorted(set(ab.target.weights) - {e.name for e in ab.eval_sets})
+        if unknown:
+            problems.append(f"ablation.target.weights: {unknown} is not one of ablation.eval_sets")
+    elif unknown:
         problems.append(f"ablation.target.weights: {unknown} is neither a source nor a domain of a source")
     if ab.target.benchmark and ab.fit.model == "dml_per_set":
         problems.append("ablation.fit.model: dml_per_set fits one law per held-out set; a benchmark target "
@@ -229,6 +233,8 @@ def parse_recipe(data: dict, path: str = "<recipe>", base_dir: str | None = None
         setattr(settings, key, absolute(getattr(settings, key)))
     recipe.decontam.resolve_paths(absolute)
     recipe.train.resolve_paths(absolute)
+    for eval_set in recipe.ablation.eval_sets if recipe.ablation else []:
+        eval_set.paths = [absolute(p) for p in eval_set.paths]
     proxy_init = recipe.ablation.proxy.get("init_from") if recipe.ablation else None
     if isinstance(proxy_init, dict) and isinstance(proxy_init.get("path"), str):
         proxy_init["path"] = absolute(proxy_init["path"])
@@ -258,6 +264,9 @@ def _input_problems(recipe: Recipe) -> list[str]:
     problems += [f"{where}: no such file {getattr(settings, key)}" for where, settings, key in recipe.filter.file_settings()
                  if not os.path.isfile(getattr(settings, key))]
     problems += recipe.decontam.input_problems()
+    for i, e in enumerate(recipe.ablation.eval_sets if recipe.ablation else []):
+        problems += [f"ablation.eval_sets[{i}] ({e.name!r}).paths: no input file matches {p!r}" for p in e.paths
+                     if not e.as_source().model_copy(update={"paths": [p]}).files()]
     try:
         resolve_asset(recipe.tokenizer.path)
     except FileNotFoundError as e:

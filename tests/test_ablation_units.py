@@ -1,6 +1,8 @@
 """The mixture ablation's parts on their own: candidates, baselines, fits, the proposer, the recipe section
 and the recipe patch its proposal is handed off with."""
 
+import os
+
 import numpy as np
 import pytest
 import yaml
@@ -99,7 +101,7 @@ def test_a_bad_ablation_section_fails_before_any_work_naming_the_key(tmp_path, a
 
 
 @pytest.mark.parametrize("ablation, message", [
-    ({"variants": [{"name": "v", "patch": {}}]}, r"variants and leave_one_out are arms of a pipeline ablation: set kind: pipeline"),
+    ({"variants": [{"name": "v", "patch": {}}]}, r"variants, leave_one_out and eval_sets belong to a pipeline ablation: set kind: pipeline"),
     ({"kind": "pipeline", "leave_one_out": ["c5"]}, r"ablation\.leave_one_out: 'c5' is not a filter family"),
     ({"kind": "pipeline", "leave_one_out": ["c4"], "variants": [{"name": "no-c4", "patch": {}}]},
      r"arm name\(s\) \['no-c4'\] used twice or reserved"),
@@ -203,3 +205,50 @@ def test_the_log_linear_law_fits_real_ablation_runs_and_the_per_set_laws_fit_the
     assert dml["cv"]["spearman"] > 0.9 and set(dml["params"]["sets"]) == {"book/shakespeare", "web/web"}
     law = dml["params"]["sets"]["book/shakespeare"]
     assert 0 <= law["c"] < per_set[:, 0].min() and law["t"]["book"] < 0  # more Shakespeare, lower book loss
+
+
+def test_evaluation_sets_are_read_like_sources_and_tokenized_once_into_prefixes(tmp_path):
+    """ablation.eval_sets: every record read, a bad one quarantined and counted, each document one sequence of its
+    tokens plus EOS; the target weighs the sets by name; a second call reuses the prefixes, a changed set redoes them."""
+    import json
+
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    from pipeline.ablate_pipeline import scoring_sets
+    from pipeline.ablation_eval_sets import eval_set_prefixes
+    from pipeline.core.layout import RunLayout
+    from pipeline.core.tokens import load_tokenizer, token_id
+
+    texts = ["A curated paragraph about tides and the moon.", "Another clean document, kept apart from training."]
+    (tmp_path / "curated.jsonl").write_text("".join(json.dumps({"id": f"c{i}", "text": t}) + "\n" for i, t in enumerate(texts))
+                                            + '{"id": "bad", "text": 7}\n')
+    (tmp_path / "wiki.jsonl").write_text(json.dumps({"id": "w0", "text": "Wikipedia passage."}) + "\n")
+    sets = [{"name": "curated", "paths": ["curated.jsonl"]}, {"name": "wiki", "paths": ["wiki.jsonl"]}]
+    recipe = load_recipe(_recipe(tmp_path, {"kind": "pipeline", "eval_sets": sets, "target": {"weights": {"curated": 3, "wiki": 1}}}))
+    root = str(tmp_path / "ablate")
+    prefixes = eval_set_prefixes(recipe, root)
+    tok, eos = load_tokenizer(recipe.tokenizer.path), token_id(recipe.tokenizer.path, recipe.tokenizer.eos_token)
+    ds = IndexedDataset(prefixes["curated"])
+    assert [list(ds[i]) for i in range(len(ds))] == [tok.encode(t, add_special_tokens=False).ids + [eos] for t in texts]
+    with open(os.path.join(root, "eval_sets", "stats.json")) as f:
+        counts = json.load(f)["sets"]
+    assert counts["curated"] == {"read": 3, "quarantined": 1, "docs": 2, "tokens": sum(len(x) for x in ds)}
+    weights, unscored, labels, _ = scoring_sets(recipe, RunLayout(str(tmp_path / "run")), root)
+    assert weights == {"eval/curated": 0.75, "eval/wiki": 0.25} and unscored == [] and labels["eval/wiki"] == prefixes["wiki"]
+    before = os.stat(prefixes["curated"] + ".bin").st_mtime_ns
+    assert eval_set_prefixes(recipe, root) == prefixes and os.stat(prefixes["curated"] + ".bin").st_mtime_ns == before
+    (tmp_path / "wiki.jsonl").write_text(json.dumps({"id": "w0", "text": "A longer Wikipedia passage."}) + "\n")
+    sets[1]["paths"] = [str(tmp_path / "wiki.jsonl"), str(tmp_path / "curated.jsonl")]
+    changed = load_recipe(_recipe(tmp_path, {"kind": "pipeline", "eval_sets": sets}))
+    eval_set_prefixes(changed, root)
+    assert len(IndexedDataset(prefixes["wiki"])) == 3
+
+
+def test_a_bad_evaluation_set_fails_when_the_recipe_loads(tmp_path):
+    with pytest.raises(RecipeError, match=r"ablation\.eval_sets\[0\] \('gone'\)\.paths: no input file matches"):
+        load_recipe(_recipe(tmp_path, {"kind": "pipeline", "eval_sets": [{"name": "gone", "paths": ["nowhere/*.jsonl"]}]}))
+    with pytest.raises(RecipeError, match=r"ablation\.target\.weights: \['web'\] is not one of ablation\.eval_sets"):
+        load_recipe(_recipe(tmp_path, {"kind": "pipeline", "eval_sets": [{"name": "c", "paths": ["in.jsonl"]}],
+                                       "target": {"weights": {"web": 1.0}}}))
+    with pytest.raises(RecipeError, match=r"eval_sets belong to a pipeline ablation"):
+        load_recipe(_recipe(tmp_path, {"eval_sets": [{"name": "c", "paths": ["in.jsonl"]}]}))

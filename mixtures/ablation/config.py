@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from pipeline.core.config import Strict
+from pipeline.core.config import Format, SourceConfig, Strict
 
 BASELINES = ("token_proportional", "uniform", "unimax", "recipe")
 
@@ -85,6 +85,22 @@ class Variant(Strict):
         return self
 
 
+class EvalSet(Strict):
+    """Clean text every arm is scored on, kept apart from every arm's training data (curated documents, a
+    benchmark's passages): read like a source, tokenized once into ``RUN_DIR/ablate/eval_sets/``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    paths: list[str] = Field(min_length=1, description="files, folders or globs (relative to the recipe file)")
+    format: Format = "jsonl"
+    text_field: str = "text"
+    id_field: str | None = "id"
+
+    def as_source(self) -> SourceConfig:
+        # the domain is only stamped into the documents' metadata; nothing filters or routes them
+        return SourceConfig(name=self.name, paths=self.paths, format=self.format, text_field=self.text_field,
+                            id_field=self.id_field, domain="web")
+
+
 RESERVED_ARMS = ("raw", "recipe")
 LEAVE_ONE_OUT_PREFIX = "no-"  # the arm name of a leave-one-family-out arm: no-c4, no-classifier, ...
 
@@ -97,6 +113,9 @@ class AblationConfig(Strict):
                                                                       "the built-in raw and recipe ones")
     leave_one_out: list[str] = Field(default_factory=list, description="pipeline: filter families, each giving an arm "
                                                                        "with that family off for every source (no-<family>)")
+    eval_sets: list[EvalSet] = Field(default_factory=list, description="pipeline: the text every arm is scored on (default: "
+                                                                       "the recipe's held-out prefixes); target.weights "
+                                                                       "then weighs these by name")
     stage: str | None = Field(None, description="the curriculum stage whose weights are ablated (default: the first)")
     categories: Literal["domains", "sources", "units"] = Field(
         "domains", description="what a mixture weighs: the sources' domains, the sources, or every token prefix (buckets)")
@@ -114,8 +133,11 @@ class AblationConfig(Strict):
 
     @model_validator(mode="after")
     def _arms(self) -> "AblationConfig":
-        if self.kind == "mixture" and (self.variants or self.leave_one_out):
-            raise ValueError("variants and leave_one_out are arms of a pipeline ablation: set kind: pipeline")
+        if self.kind == "mixture" and (self.variants or self.leave_one_out or self.eval_sets):
+            raise ValueError("variants, leave_one_out and eval_sets belong to a pipeline ablation: set kind: pipeline")
+        sets = [e.name for e in self.eval_sets]
+        if len(set(sets)) != len(sets):
+            raise ValueError(f"eval_sets: names {sets} repeat")
         names = [v.name for v in self.variants] + [LEAVE_ONE_OUT_PREFIX + f for f in self.leave_one_out]
         taken = sorted({n for n in names if names.count(n) > 1 or n in RESERVED_ARMS})
         if taken:
