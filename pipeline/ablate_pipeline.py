@@ -5,7 +5,8 @@
    stages (filter through tokenize) run once, in ``RUN_DIR/ablate/arms/<arm>/`` (the recipe arm is the run's
    own directory), and are reused by all its seeds; a resumed ablation resumes them.
 2. Equal tokens: every arm trains the same proxy (``train`` + ``ablation.proxy``) for the same number of tokens,
-   drawn from its own tokenized corpus by the ablated curriculum stage's weights through the planner, repeats
+   drawn from its own tokenized corpus by the ablated curriculum stage's weights (summed per source on the
+   recipe's units: how a source splits into quality buckets is each arm's own) through the planner, repeats
    allowed up to ``mixture.max_epochs``; an arm whose corpus cannot supply them within that cap is reported as
    infeasible (a strict filter costs unique tokens: that is part of the answer). The epochs it needed are kept.
 3. Every arm is scored on the same text: the recipe arm's held-out prefixes (held-out documents are chosen by a
@@ -29,7 +30,7 @@ from loguru import logger
 from mixtures.ablation.ablate import FOLDER, AblationError, mean_ci, paired_difference, target_weights
 from mixtures.ablation.proxy_runs import proxy_spec, run_all
 from mixtures.config import MixtureStage
-from mixtures.plan import MixtureError, plan_mixture, units_from_tokenize
+from mixtures.plan import MixtureError, plan_mixture, unit_weights, units_from_tokenize
 from pipeline.ablation_arms import Arm, ablation_arms, arm_recipe
 from pipeline.core.accounting import read_stats
 from pipeline.core.atomic import write_json, write_text
@@ -134,6 +135,15 @@ def run_pipeline_ablation(recipe, layout: RunLayout, proxy_train: dict, train, r
     valid = [{"prefix": eval_sets[label], "weight": w} for label, w in weights.items() if w > 0]
     seeds = [recipe.train.seed + i for i in range(cfg.validation.seeds)]
 
+    # the stage's weights resolved on the recipe's own units and summed per source: every arm draws each source's
+    # share of the proxy's tokens; how a source splits into quality buckets is the arm's (an arm without the
+    # classifier has no quality buckets to draw from)
+    recipe_units = units_from_tokenize(recipe.mixture, recipe.sources, read_stats(layout.stats("tokenize"))["sources"])
+    per_source: dict[str, float] = {}
+    by_unit = {u.name: u for u in recipe_units}
+    for unit, w in unit_weights(stage.weights, recipe_units).items():
+        per_source[by_unit[unit].source] = per_source.get(by_unit[unit].source, 0.0) + w
+    per_source = {src: round(w / sum(per_source.values()), 12) for src, w in per_source.items() if w > 0}
     arms, specs, timing = {}, [], {}
     for arm in ablation_arms(recipe):
         arm_layout, reused = (layout, False) if arm.kind == "recipe" else run_arm_stages(recipe, arm, root, layout)
@@ -143,7 +153,7 @@ def run_pipeline_ablation(recipe, layout: RunLayout, proxy_train: dict, train, r
         if arm.kind != "recipe":
             timing[arm.name] = read_stats(os.path.join(arm_layout.root, COST))["data_stages_wall_s"]
         plan_cfg = recipe.mixture.model_copy(update={"over_cap": "fail", "stages": [
-            MixtureStage(name="proxy", tokens=proxy_tokens, weights=stage.weights)]})
+            MixtureStage(name="proxy", tokens=proxy_tokens, weights=per_source)]})
         try:
             rows = plan_mixture(plan_cfg, units)["stages"][0]["prefixes"]
         except MixtureError as e:
@@ -166,7 +176,7 @@ def run_pipeline_ablation(recipe, layout: RunLayout, proxy_train: dict, train, r
     write_json(os.path.join(root, "timing.json"), {"arms": timing, "proxy_runs_s": {
         s["run_id"]: results[s["run_id"]]["seconds"] for s in specs}}, indent=1, sort_keys=True)
     return write_pipeline_outputs(root, cfg, arms, specs, results, weights, seeds, unscored, proxy_tokens, layout,
-                                  eval_sets)
+                                  eval_sets, per_source)
 
 
 def outcome(cfg, result: dict, weights: dict[str, float], exit_name: str) -> float:
@@ -176,7 +186,8 @@ def outcome(cfg, result: dict, weights: dict[str, float], exit_name: str) -> flo
 
 
 def write_pipeline_outputs(root: str, cfg, arms: dict, specs: list[dict], results: dict, weights: dict, seeds: list[int],
-                           unscored: list[str], proxy_tokens: int, recipe_layout: RunLayout, eval_sets: dict) -> dict:
+                           unscored: list[str], proxy_tokens: int, recipe_layout: RunLayout, eval_sets: dict,
+                           source_weights: dict[str, float]) -> dict:
     from pipeline.ablate_pipeline_report import write_pipeline_report
 
     trained = [a for a, info in arms.items() if info["feasible"]]
@@ -197,6 +208,7 @@ def write_pipeline_outputs(root: str, cfg, arms: dict, specs: list[dict], result
                              **{f"loss {label}": r["eval"][label][e] for label in r["eval"]}})
     best = min(trained, key=lambda a: per_exit[target_exit][a]["mean"]) if target_exit else None
     summary = {"kind": "pipeline", "seeds": seeds, "proxy_tokens": proxy_tokens, "exits": exits,
+               "source_weights": source_weights,
                "target_exit": target_exit, "target_weights": weights, "eval_sets": eval_sets,
                "unscored_sources": unscored, "arms": arms,
                "arm_order": list(arms),
