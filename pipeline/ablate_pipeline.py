@@ -31,7 +31,7 @@ from mixtures.ablation.ablate import FOLDER, AblationError, mean_ci, paired_diff
 from mixtures.ablation.proxy_runs import proxy_spec, run_all
 from mixtures.config import MixtureStage
 from mixtures.plan import MixtureError, plan_mixture, unit_weights, units_from_tokenize
-from pipeline.ablation_arms import Arm, ablation_arms, arm_recipe
+from pipeline.ablation_arms import Arm, ablation_arms, fit_to_arm
 from pipeline.core.accounting import read_stats
 from pipeline.core.atomic import write_json, write_text
 from pipeline.core.layout import RunLayout, claim_run_dir
@@ -41,7 +41,7 @@ DATA_STAGES = ["filter", "dedup", "decontam", "tokenize"]
 COST = "cost.json"
 
 
-def run_arm_stages(recipe, arm: Arm, root: str, recipe_layout: RunLayout) -> tuple[RunLayout, bool]:
+def run_arm_stages(arm_cfg, arm: Arm, root: str, recipe_layout: RunLayout) -> tuple[RunLayout, bool]:
     """The arm's data stages (resumed where an earlier ablation left them), and whether its filter re-applied
     thresholds to the recipe's stored signals: an arm whose filter differs from the recipe's only in thresholds
     and in families whose switch is not a tag-time setting tags nothing again (Dolma's tag once, filter many),
@@ -55,7 +55,6 @@ def run_arm_stages(recipe, arm: Arm, root: str, recipe_layout: RunLayout) -> tup
     run_dir = os.path.join(root, ARMS, arm.name)
     cost_path = os.path.join(run_dir, COST)
     attributes = os.path.join(recipe_layout.stage("filter"), "attributes")
-    arm_cfg = arm_recipe(recipe, arm, run_dir)
     if os.path.exists(cost_path):
         return RunLayout(run_dir), read_stats(cost_path)["signals_reused"]
     reuse = retune_problem(attributes, arm_cfg) is None
@@ -146,10 +145,11 @@ def run_pipeline_ablation(recipe, layout: RunLayout, proxy_train: dict, train, r
     per_source = {src: round(w / sum(per_source.values()), 12) for src, w in per_source.items() if w > 0}
     arms, specs, timing = {}, [], {}
     for arm in ablation_arms(recipe):
-        arm_layout, reused = (layout, False) if arm.kind == "recipe" else run_arm_stages(recipe, arm, root, layout)
-        units = units_from_tokenize(recipe.mixture, recipe.sources, read_stats(arm_layout.stats("tokenize"))["sources"])
+        arm_cfg, notes = (recipe, []) if arm.kind == "recipe" else fit_to_arm(recipe, arm, os.path.join(root, ARMS, arm.name))
+        arm_layout, reused = (layout, False) if arm.kind == "recipe" else run_arm_stages(arm_cfg, arm, root, layout)
+        units = units_from_tokenize(arm_cfg.mixture, arm_cfg.sources, read_stats(arm_layout.stats("tokenize"))["sources"])
         info = {"kind": arm.kind, "patch": arm.patch, "funnel": _funnel(arm_layout), "run_dir": arm_layout.root,
-                "signals": "the recipe's, thresholds re-applied" if reused else "tagged"}
+                "signals": "the recipe's, thresholds re-applied" if reused else "tagged", "adjusted": notes}
         if arm.kind != "recipe":
             timing[arm.name] = read_stats(os.path.join(arm_layout.root, COST))["data_stages_wall_s"]
         plan_cfg = recipe.mixture.model_copy(update={"over_cap": "fail", "stages": [

@@ -252,3 +252,31 @@ def test_a_bad_evaluation_set_fails_when_the_recipe_loads(tmp_path):
                                        "target": {"weights": {"web": 1.0}}}))
     with pytest.raises(RecipeError, match=r"eval_sets belong to a pipeline ablation"):
         load_recipe(_recipe(tmp_path, {"eval_sets": [{"name": "c", "paths": ["in.jsonl"]}]}))
+
+
+def test_an_arm_without_the_classifier_loses_the_quality_buckets_and_keeper_and_says_so(tmp_path):
+    """The 800B recipe splits web by quality_score and keeps the better-scored duplicate: its no-classifier arm
+    writes no score, so those are dropped (a curriculum weight on a bucket goes to its source) and noted."""
+    import os
+
+    from pipeline.ablation_arms import ablation_arms, fit_to_arm
+    from pipeline.recipe import parse_recipe
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pipeline", "recipes", "ruyi2-800b.yaml")
+    with open(path) as f:
+        data = yaml.safe_load(f)
+    data["run_dir"] = str(tmp_path / "run")
+    data["ablation"] = {"kind": "pipeline", "leave_one_out": ["classifier", "c4"]}
+    recipe = parse_recipe(data, path, check_inputs=False)
+    arms = {a.name: fit_to_arm(recipe, a, str(tmp_path / a.name)) for a in ablation_arms(recipe)}
+    for name in ("raw", "no-classifier"):
+        arm, notes = arms[name]
+        assert notes == ["dedup.quality_key 'quality_score' unset: no source writes it",
+                         "mixture.buckets.web dropped: 'quality_score' is not written"]
+        assert arm.mixture.buckets == {} and arm.dedup.quality_key is None
+        for before, after in zip(recipe.mixture.stages, arm.mixture.stages):
+            assert sum(after.weights.values()) == pytest.approx(sum(before.weights.values()))
+            assert after.weights["web_en"] == before.weights["web_en.high"] and "web_en.high" not in after.weights
+    for name in ("recipe", "no-c4"):
+        arm, notes = arms[name]
+        assert notes == [] and arm.mixture == recipe.mixture and arm.dedup.quality_key == "quality_score"
