@@ -50,6 +50,17 @@ def dist():
         yield ctx
 
 
+def write_demo_recipe(demo_run, folder: str, **sections) -> str:
+    """The demo's recipe with ``sections`` replaced, written to ``folder/ablate.yaml``; returns its path."""
+    import yaml
+
+    data = demo_run["recipe"].model_dump(mode="json") | sections
+    path = os.path.join(folder, "ablate.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(data, f, sort_keys=False)
+    return path
+
+
 def read_docs(folder: str) -> list[dict]:
     """Every document of a stage folder as {id, text, metadata(dict)}."""
     import glob

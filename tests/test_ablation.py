@@ -19,6 +19,7 @@ import yaml
 from pipeline.cli import main
 from pipeline.core.layout import claim_run_dir
 from tests.browser import drawn_figures, render
+from tests.conftest import write_demo_recipe
 
 pytestmark = pytest.mark.slow  # trains a few dozen proxies
 
@@ -34,14 +35,7 @@ OUTPUTS = ("results.parquet", "results.csv", "fits.json", "summary.json", "propo
 
 
 def _recipe(demo_run, folder, **changes) -> str:
-    data = demo_run["recipe"].model_dump(mode="json")
-    data["ablation"] = ABLATION
-    for key, value in changes.items():
-        data[key] = value
-    path = os.path.join(folder, "ablate.yaml")
-    with open(path, "w") as f:
-        yaml.safe_dump(data, f, sort_keys=False)
-    return path
+    return write_demo_recipe(demo_run, folder, **({"ablation": ABLATION} | changes))
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import yaml
 
 from pipeline.cli import main
 from pipeline.recipe import load_recipe
+from tests.conftest import write_demo_recipe
 
 pytestmark = pytest.mark.slow  # four arms' data stages and eight proxies
 
@@ -25,14 +26,6 @@ ABLATION = {
 ARMS = ["raw", "recipe", "no-c4", "dedup-off"]
 
 
-def _write_recipe(demo_run, run_dir: str, folder: str, ablation: dict, **changes) -> str:
-    data = demo_run["recipe"].model_dump(mode="json") | {"run_dir": run_dir, "ablation": ablation} | changes
-    path = os.path.join(folder, "ablate.yaml")
-    with open(path, "w") as f:
-        yaml.safe_dump(data, f, sort_keys=False)
-    return path
-
-
 @pytest.fixture(scope="module")
 def ablation(demo_run, tmp_path_factory):
     folder = tmp_path_factory.mktemp("pipeline_ablation")
@@ -40,7 +33,7 @@ def ablation(demo_run, tmp_path_factory):
     # the demo run's data stages are the recipe arm; a copy, so the mixture ablation's tests keep theirs
     shutil.copytree(demo_run["layout"].root, run_dir, ignore=shutil.ignore_patterns("ablate", "train", "base_qwen3"))
     os.symlink(os.path.join(demo_run["layout"].root, "base_qwen3"), os.path.join(run_dir, "base_qwen3"))
-    path = _write_recipe(demo_run, run_dir, str(folder), ABLATION)
+    path = write_demo_recipe(demo_run, str(folder), run_dir=run_dir, ablation=ABLATION)
     assert main(["ablate", path]) == 0
     root = os.path.join(run_dir, "ablate")
     with open(os.path.join(root, "summary.json")) as f:
@@ -172,7 +165,8 @@ def test_a_lost_arm_and_lost_runs_are_redone_on_a_two_node_ray_cluster_with_the_
         os.remove(os.path.join(root, "runs", rid, "result.json"))
     with two_node_cluster() as cluster:
         executor = {"kind": "ray", "tasks": 2, "workers": 2, "ray": {"address": cluster.address}}
-        path = _write_recipe(demo_run, ablation["run_dir"], os.path.dirname(ablation["path"]), ABLATION, executor=executor)
+        path = write_demo_recipe(demo_run, os.path.dirname(ablation["path"]), run_dir=ablation["run_dir"], ablation=ABLATION,
+                                 executor=executor)
         assert main(["ablate", path, "--resume"]) == 0
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
     with open(os.path.join(root, "arms", "no-c4", "recipe.yaml")) as f:
