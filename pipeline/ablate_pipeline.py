@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import time
 
 import polars as pl
@@ -42,7 +43,8 @@ COST = "cost.json"
 
 
 def run_arm_stages(arm_cfg, arm: Arm, root: str, recipe_layout: RunLayout) -> tuple[RunLayout, bool]:
-    """The arm's data stages (resumed where an earlier ablation left them), and whether its filter re-applied
+    """The arm's data stages (resumed where an earlier ablation left them, run again if the arm's recipe changed
+    since), and whether its filter re-applied
     thresholds to the recipe's stored signals: an arm whose filter differs from the recipe's only in thresholds
     and in families whose switch is not a tag-time setting tags nothing again (Dolma's tag once, filter many),
     the recipe's ``filter/attributes`` linked into the arm's filter folder and read by the retune path, which
@@ -56,7 +58,13 @@ def run_arm_stages(arm_cfg, arm: Arm, root: str, recipe_layout: RunLayout) -> tu
     cost_path = os.path.join(run_dir, COST)
     attributes = os.path.join(recipe_layout.stage("filter"), "attributes")
     if os.path.exists(cost_path):
-        return RunLayout(run_dir), read_stats(cost_path)["signals_reused"]
+        done = read_stats(cost_path)
+        if done.get("recipe") == _data_fingerprint(arm_cfg):
+            return RunLayout(run_dir), done["signals_reused"]
+        # the arm's patch (or the recipe under it) changed since its stages ran: they are stale, and the folder is
+        # the ablation's own (RUN_DIR/ablate/arms/<arm>)
+        logger.info(f"ablate: arm {arm.name}: its recipe changed since its data stages ran; running them again")
+        shutil.rmtree(run_dir)
     reuse = retune_problem(attributes, arm_cfg) is None
     claim_run_dir(run_dir)  # a run directory of ruyi2's, before anything is written there
     t0 = time.perf_counter()
@@ -73,8 +81,17 @@ def run_arm_stages(arm_cfg, arm: Arm, root: str, recipe_layout: RunLayout) -> tu
     else:
         run_stages(arm_cfg, DATA_STAGES, resume=resume, quiet=True)
     # written last: the arm's stages are complete
-    write_json(cost_path, {"data_stages_wall_s": round(time.perf_counter() - t0, 3), "signals_reused": reuse}, indent=1)
+    write_json(cost_path, {"data_stages_wall_s": round(time.perf_counter() - t0, 3), "signals_reused": reuse,
+                           "recipe": _data_fingerprint(arm_cfg)}, indent=1)
     return RunLayout(run_dir), reuse
+
+
+def _data_fingerprint(arm_cfg) -> str:
+    """What the arm's data depends on: its recipe but the executor (local and Ray write the same outputs)."""
+    import json
+
+    data = arm_cfg.model_dump(mode="json", exclude={"executor"})
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 def _funnel(layout: RunLayout) -> dict:

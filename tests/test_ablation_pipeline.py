@@ -174,3 +174,18 @@ def test_a_lost_arm_and_lost_runs_are_redone_on_a_two_node_ray_cluster_with_the_
     assert open(os.path.join(root, "arms", "no-c4", "tokenize", "stats.json"), "rb").read() == arm_stats
     assert {p: os.stat(p).st_mtime_ns for p in kept} == kept
     assert {n: open(os.path.join(root, n), "rb").read() for n in outputs} == outputs
+
+
+def test_an_arm_whose_patch_changed_runs_its_data_stages_again_and_retrains_only_if_its_data_changed(ablation, demo_run):
+    """--resume after editing a variant: the arm's stale stages are run again (its new patch in its recipe); its
+    proxies are kept when the data comes out the same, as here (dedup is off either way)."""
+    root = ablation["root"]
+    arm = os.path.join(root, "arms", "dedup-off")
+    cost = os.stat(os.path.join(arm, "cost.json")).st_mtime_ns
+    results = {p: os.stat(p).st_mtime_ns for p in [os.path.join(root, "runs", f"dedup-off-s{s}", "result.json") for s in (1234, 1235)]}
+    changed = dict(ABLATION, variants=[{"name": "dedup-off", "patch": {"dedup": {"enabled": False, "exact": {"enabled": False}}}}])
+    path = write_demo_recipe(demo_run, os.path.dirname(ablation["path"]), run_dir=ablation["run_dir"], ablation=changed)
+    assert main(["ablate", path, "--resume"]) == 0
+    assert os.stat(os.path.join(arm, "cost.json")).st_mtime_ns != cost
+    assert not load_recipe(os.path.join(arm, "recipe.yaml"), check_inputs=False).dedup.exact.enabled
+    assert {p: os.stat(p).st_mtime_ns for p in results} == results
