@@ -112,7 +112,7 @@ def main() -> None:
     for a in s["arm_order"]:
         info = s["arms"][a]
         if not info["feasible"]:
-            print(f"| {a} | {info['funnel']['tokenize']['tokens']:,} | infeasible | " + " | " * (len(s["exits"]) + 1))
+            print(f"| {a} | {info['funnel']['tokenize']['tokens']:,} | infeasible |" + " |" * (len(s["exits"]) + 2))
             continue
         cells = [f"{s['outcomes'][x][a]['mean']:.4f} ± {s['outcomes'][x][a]['ci95']:.4f}" for x in s["exits"]]
         vs = [f"{d['mean']:+.4f} ± {d['ci95']:.4f} {d['verdict']}" if (d := s["versus"][e][a].get(ref)) else "" for ref in ("recipe", "raw")]

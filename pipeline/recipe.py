@@ -337,7 +337,7 @@ def dump_recipe(recipe: Recipe, path: str | os.PathLike) -> None:
 
 
 # recipe keys a resumed run may change: where and how it runs, not what it computes
-RESUME_MAY_CHANGE = ("run_dir", "executor")
+RESUME_MAY_CHANGE = ("run_dir", "executor", "ablation")  # the ablation section changes no stage's output
 
 
 def changed_keys(before, after, prefix: str = "") -> list[str]:

@@ -147,6 +147,39 @@ def test_a_resumed_ablation_trains_and_filters_nothing_again_and_a_fresh_one_ref
     assert "--resume" in capsys.readouterr().err
 
 
+def test_an_ablation_killed_mid_way_resumes_with_what_is_missing_and_gives_the_same_bytes(ablation):
+    """An arm's data stages and three proxy runs lost; `ablate --resume` is killed (SIGKILL to its process group,
+    workers included) once the arm is rebuilt and one lost run is retrained; the next --resume trains only what is
+    still missing and writes what the uninterrupted ablation wrote."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = ablation["root"]
+    names = ("summary.json", "results.csv", "best.patch.yaml", "report.html")
+    outputs = {n: open(os.path.join(root, n), "rb").read() for n in names}
+    lost = ["no-c4-s1234", "no-c4-s1235", "recipe-s1235"]
+    kept = {p: os.stat(p).st_mtime_ns for a in ARMS for s in (1234, 1235)
+            if f"{a}-s{s}" not in lost for p in [os.path.join(root, "runs", f"{a}-s{s}", "result.json")]}
+    shutil.rmtree(os.path.join(root, "arms", "no-c4"))
+    for rid in lost:
+        os.remove(os.path.join(root, "runs", rid, "result.json"))
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "ablate", ablation["path"], "--resume"],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while not any(os.path.exists(os.path.join(root, "runs", rid, "result.json")) for rid in lost):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert os.path.exists(os.path.join(root, "arms", "no-c4", "cost.json"))  # the arm was rebuilt before the kill
+    assert not all(os.path.exists(os.path.join(root, "runs", rid, "result.json")) for rid in lost)  # killed mid-way
+    assert main(["ablate", ablation["path"], "--resume"]) == 0
+    assert {p: os.stat(p).st_mtime_ns for p in kept} == kept
+    assert {n: open(os.path.join(root, n), "rb").read() for n in names} == outputs
+
+
 def test_a_lost_arm_and_lost_runs_are_redone_on_a_two_node_ray_cluster_with_the_same_bytes(ablation, demo_run):
     """One arm's data stages and three proxy runs are lost; `ablate --resume` on a two-node Ray cluster (the arm's
     data stages as Ray tasks, the proxies too) redoes only those and writes what the local ablation wrote."""
