@@ -34,8 +34,12 @@ class TokenizeStage(Stage):
 
     def run(self, ctx: StageContext) -> dict:
         recipe, layout = ctx.recipe, ctx.layout
-        self.start(ctx)
         parts = os.path.join(layout.stage(self.name), "parts")
+        if ctx.resume and os.path.exists(layout.stats(self.name)) and not os.path.isdir(parts):
+            # finished earlier (stats.json is written last, then the parts are removed): its prefixes are merged,
+            # and merging again from no parts would write them empty
+            return read_stats(layout.stats(self.name))
+        self.start(ctx)
         tk, mx = recipe.tokenizer, recipe.mixture
         buckets = {s.name: q for s in recipe.sources if mx and (q := mx.buckets_for(s))}
         steps = [
@@ -55,11 +59,11 @@ class TokenizeStage(Stage):
             row = self._source_row(layout, parts, source.name, units, counts, dtype, mx.upsample.get(source.name, 1.0) if mx else 1.0)
             problems += _balance_problems(source.name, row, decontam[source.name]["kept"])
             per_source[source.name] = row
-        shutil.rmtree(parts, ignore_errors=True)
         if problems:
             raise AccountingError("tokenize: " + "; ".join(problems))
         stats = {"stage": self.name, "dtype": dtype.__name__, "tokenizer": tk.path, "sources": per_source}
         write_stats(layout.stats(self.name), stats)
+        shutil.rmtree(parts, ignore_errors=True)  # after the stats: a kill in between leaves the parts to merge again
         return stats
 
     @staticmethod

@@ -1,6 +1,7 @@
 """Determinism and resume: a second run of the demo recipe, killed with SIGKILL (driver and workers) in the
 middle of the dedup stage and resumed with `--resume`, writes the same bytes as the first, uninterrupted run
-(the stages after the kill run afresh, so this also checks that a rerun is byte-identical).
+(the stages after the kill run afresh, so this also checks that a rerun is byte-identical); resumed once more when
+finished, it rewrites nothing.
 bench/kill_resume.py does the same at many moments (BENCHMARKS.md)."""
 
 import os
@@ -33,5 +34,11 @@ def test_a_run_killed_mid_stage_and_resumed_equals_the_uninterrupted_run(demo_ru
     assert not os.path.exists(os.path.join(run_dir, "tokenize"))
     resumed = subprocess.run(cli + ["--resume"], capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    diff = diff_runs(demo_run["layout"].root, run_dir)
+    assert diff.identical, diff
+    # the finished run resumed once more: every stage is complete and nothing is rewritten (tokenize once merged
+    # its parts again after removing them, writing every token file empty)
+    again = subprocess.run(cli + ["--resume"], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
     diff = diff_runs(demo_run["layout"].root, run_dir)
     assert diff.identical, diff
