@@ -9,7 +9,7 @@ manpages), the classifiers are trained as in the recipe's test, on text the corp
 is scored on two evaluation sets kept apart from every arm's training data: CPython's standard-library
 docstrings (the corpus has none) and SpamAssassin ham e-mails that neither the corpus nor the classifier uses.
 
-Arms: raw, recipe, datatrove's FineWeb-style chain (on the web sources, the Gopher, C4 and FineWeb families
+Arms: raw, recipe, datatrove's FineWeb-style chain (on the English web source, the Gopher, C4 and FineWeb families
 only, after the sanity rule; the other sources as the recipe filters them), dedup off, decontam off, and leave-one-out for the quality classifier, C4 and Gopher quality. The proxy is
 the familial model's tiny preset (three exits) trained from scratch on the same number of tokens per arm.
 Wall and CPU seconds of both commands come from the meter of ``bench/scale_run.py`` (every descendant reaped).
@@ -50,8 +50,8 @@ def eval_sets(folder: str) -> list[dict]:
 def ablation_section(web_sources: list[str], steps: int, seeds: int, sets: list[dict]) -> dict:
     from filters.config import RULE_ORDER
 
-    # FineWeb's chain is a web-page filter: the web sources get it alone (after the sanity rule), the other
-    # sources keep the recipe's rules (the chain on code or TeX leaves almost nothing of them)
+    # FineWeb's chain is an English web-page filter: those sources get it alone (after the sanity rule), the
+    # others keep the recipe's rules (the chain on code, TeX or Chinese leaves almost nothing of them)
     off = [f for f in RULE_ORDER if f != "sanity" and f not in FINEWEB_CHAIN]
     chain = {"filter": {"per_source": {s: {f: {"enabled": False} for f in off} | {f: {"enabled": True} for f in FINEWEB_CHAIN}
                                        for s in web_sources}}}
@@ -93,7 +93,9 @@ def main() -> None:
     run_dir = os.path.join(args.work, "run")
     claim_run_dir(run_dir)
     data = recipe_for(corpus, models, run_dir, tasks=2, workers=2)
-    data["ablation"] = ablation_section([s["name"] for s in data["sources"] if s["domain"] == "web"], args.steps, args.seeds,
+    # FineWeb's chain is for English web pages (FineWeb-2 has other rules per language)
+    data["ablation"] = ablation_section([s["name"] for s in data["sources"] if s["domain"] == "web" and s["language"] == "en"],
+                                        args.steps, args.seeds,
                                         eval_sets(os.path.join(args.work, "eval")))
     path = os.path.join(args.work, "recipe.yaml")
     with open(path, "w") as f:
