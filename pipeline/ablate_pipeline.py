@@ -44,9 +44,9 @@ COST = "cost.json"
 
 def run_arm_stages(arm_cfg, arm: Arm, root: str, recipe_layout: RunLayout) -> tuple[RunLayout, bool]:
     """The arm's data stages (resumed where an earlier ablation left them, run again if the arm's recipe changed
-    since), and whether its filter re-applied
-    thresholds to the recipe's stored signals: an arm whose filter differs from the recipe's only in thresholds
-    and in families whose switch is not a tag-time setting tags nothing again (Dolma's tag once, filter many),
+    since), and whether its filter re-applied thresholds to the recipe's stored signals: an arm whose filter
+    differs from the recipe's only in thresholds and in families whose switch is not a tag-time setting tags
+    nothing again (Dolma's tag once, filter many),
     the recipe's ``filter/attributes`` linked into the arm's filter folder and read by the retune path, which
     gives what tagging again would. Their wall time is recorded beside them when they complete (their CPU time
     is not: the local executor's workers are children of a fork server, whose usage never reaches this process,
