@@ -95,14 +95,19 @@ def _data_fingerprint(arm_cfg) -> str:
 
 
 def _funnel(layout: RunLayout) -> dict:
-    """Documents and tokens each data stage kept, and the unique tokens tokenize wrote (training part)."""
-    out = {}
+    """Documents and tokens each data stage kept, and the tokens tokenize wrote (training part), in all and per
+    source."""
+    out, per_source = {}, {}
     for stage in DATA_STAGES[:-1]:
-        kept = read_stats(layout.stats(stage))["totals"]["kept"]
-        out[stage] = {"docs": kept["docs"], "tokens": kept["tokens"]}
+        stats = read_stats(layout.stats(stage))
+        out[stage] = {"docs": stats["totals"]["kept"]["docs"], "tokens": stats["totals"]["kept"]["tokens"]}
+        for src, c in stats["sources"].items():
+            per_source.setdefault(src, {})[stage] = {"docs": c["kept"]["docs"], "tokens": c["kept"]["tokens"]}
     tok = read_stats(layout.stats("tokenize"))["sources"]
     out["tokenize"] = {"tokens": sum(c["tokens"] for c in tok.values())}
-    return out
+    for src, c in tok.items():
+        per_source.setdefault(src, {})["tokenize"] = {"tokens": c["tokens"]}
+    return out | {"sources": per_source}
 
 
 def _stats_digest(layout: RunLayout) -> str:
@@ -212,10 +217,12 @@ def write_pipeline_outputs(root: str, cfg, arms: dict, specs: list[dict], result
     target_exit = (exits[-1] if cfg.target.exit is None else f"exit{cfg.target.exit}") if exits else None
     if exits and target_exit not in exits:
         raise AblationError(f"ablation.target.exit: {cfg.target.exit} is not an exit of the proxy model ({exits})")
-    per_exit, versus, rows = {}, {}, []
+    per_exit, per_set, versus, rows = {}, {}, {}, []
     for e in exits:
         values = {a: [outcome(cfg, results[f"{a}-s{s}"], weights, e) for s in seeds] for a in trained}
         per_exit[e] = {a: mean_ci(v) | {"values": v} for a, v in values.items()}
+        per_set[e] = {a: {label: mean_ci([results[f"{a}-s{s}"]["eval"][label][e] for s in seeds]) for label in weights}
+                      for a in trained}
         versus[e] = {a: {ref: paired_difference(values[a], values[ref]) for ref in ("recipe", "raw")
                          if ref in values and ref != a} for a in trained}
         for a in trained:
@@ -229,7 +236,7 @@ def write_pipeline_outputs(root: str, cfg, arms: dict, specs: list[dict], result
                "target_exit": target_exit, "target_weights": weights, "eval_sets": eval_sets,
                "unscored_sources": unscored, "arms": arms,
                "arm_order": list(arms),
-               "outcomes": per_exit, "versus": versus, "best": best,
+               "outcomes": per_exit, "per_set": per_set, "versus": versus, "best": best,
                "verdicts": _verdicts(versus.get(target_exit, {}), len(seeds))}
     write_json(os.path.join(root, "summary.json"), summary, indent=1, sort_keys=True)
     if rows:

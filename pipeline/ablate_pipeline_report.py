@@ -126,6 +126,15 @@ def write_pipeline_report(summary: dict, recipe_layout: RunLayout, path: str) ->
                         "epochs (most repeated prefix)"], funnel),
                  figure(trade_off(summary), "Tokens kept against the loss reached: a stricter pipeline keeps fewer "
                                             "tokens; it pays off only if its loss is lower."))
+    sources = sorted({src for a in arms for src in summary["arms"][a]["funnel"]["sources"]})
+    by_source = [[a, src, *[f"{f[s]['tokens']:,}" for s in (*STAGES, "tokenize")]]
+                 for a in arms for src in sources if (f := summary["arms"][a]["funnel"]["sources"].get(src))]
+    page.section("Tokens kept per source",
+                 table(["arm", "source", *[f"after {s}" for s in STAGES], "tokenized"], by_source, left=2))
+    labels = list(summary["target_weights"])
+    page.section(f"Loss per evaluation set at {e}",
+                 table(["arm", *labels], [[a, *[interval(summary["per_set"][e][a][label]) for label in labels]]
+                                          for a in feasible]))
     examples = []
     for a in arms:
         if a == "recipe":
