@@ -83,15 +83,18 @@ def _removals(layout: RunLayout) -> pl.LazyFrame:
 
 def kept_by_one(keeper: RunLayout, dropper: RunLayout, n: int = EXAMPLES) -> list[list[str]]:
     """Up to ``n`` documents in ``keeper``'s final corpus that ``dropper``'s lacks, with where ``dropper`` removed
-    them. Over SAMPLE_IDS documents both sides are cut to the same fixed hash sample of ids first, so the join's
-    memory stays bounded whatever the corpus size."""
-    a, b = _final(keeper), _final(dropper).select("id", "source")
+    them. The join reads ids only, and over SAMPLE_IDS documents both sides are cut to the same fixed hash sample
+    of ids first, so its memory stays bounded whatever the corpus size; only the chosen documents' texts are read."""
+    a, b = _final(keeper).select("source", "id"), _final(dropper).select("source", "id")
     total = a.select(pl.len()).collect().item()
     if total > SAMPLE_IDS:
         keep = pl.col("id").hash(seed=0) % (total // SAMPLE_IDS + 1) == 0
         a, b = a.filter(keep), b.filter(keep)
-    rows = (a.join(b, on=["source", "id"], how="anti").sort("source", "id").head(n)
-            .join(_removals(dropper), on=["source", "id"], how="left").sort("source", "id").collect())
+    # ids first (the texts of the n chosen documents only are read afterwards)
+    chosen = a.join(b, on=["source", "id"], how="anti").sort("source", "id").head(n).collect()
+    reasons = _removals(dropper).join(chosen.lazy(), on=["source", "id"], how="semi")  # streamed past the chosen ids
+    rows = (_final(keeper).join(chosen.lazy(), on=["source", "id"], how="semi")
+            .join(reasons, on=["source", "id"], how="left").sort("source", "id").collect())
     return [[r["source"], r["id"], r["reason"] or "quarantined (not removed)", r["text"][:PREFIX_CHARS]]
             for r in rows.iter_rows(named=True)]
 
