@@ -61,6 +61,28 @@ def write_demo_recipe(demo_run, folder: str, **sections) -> str:
     return path
 
 
+def kill_ablate_once_a_lost_run_is_back(recipe: str, root: str, lost: list[str]) -> None:
+    """Runs `ruyi2 ablate RECIPE --resume` in its own process group and SIGKILLs the group (workers included) as
+    soon as one of the ``lost`` proxy runs has its result again; asserts that the kill came before all were."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def back(rid: str) -> bool:
+        return os.path.exists(os.path.join(root, "runs", rid, "result.json"))
+
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "ablate", recipe, "--resume"],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while not any(back(rid) for rid in lost):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not all(back(rid) for rid in lost)  # killed mid-way
+
+
 def read_docs(folder: str) -> list[dict]:
     """Every document of a stage folder as {id, text, metadata(dict)}."""
     import glob

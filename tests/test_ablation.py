@@ -6,10 +6,6 @@ import glob
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import polars as pl
@@ -19,7 +15,7 @@ import yaml
 from pipeline.cli import main
 from pipeline.core.layout import claim_run_dir
 from tests.browser import drawn_figures, render
-from tests.conftest import write_demo_recipe
+from tests.conftest import kill_ablate_once_a_lost_run_is_back, write_demo_recipe
 
 pytestmark = pytest.mark.slow  # trains a few dozen proxies
 
@@ -123,15 +119,7 @@ def test_an_ablation_killed_mid_way_resumes_with_what_is_missing_and_gives_the_s
     results = {os.path.basename(os.path.dirname(p)): p for p in glob.glob(os.path.join(root, "runs", "*", "result.json"))}
     kept = {rid: os.stat(p).st_mtime_ns for rid, p in results.items() if rid not in lost}
     _forget(root, lost)
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "ablate", ablation["recipe"], "--resume"],
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 600
-    while not any(os.path.exists(os.path.join(root, "runs", rid, "result.json")) for rid in lost):
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not all(os.path.exists(os.path.join(root, "runs", rid, "result.json")) for rid in lost)  # killed mid-way
+    kill_ablate_once_a_lost_run_is_back(ablation["recipe"], root, lost)
     assert main(["ablate", ablation["recipe"], "--resume"]) == 0
     assert {rid: os.stat(results[rid]).st_mtime_ns for rid in kept} == kept  # finished runs were not retrained
     assert _outputs(root) == ablation["bytes"]

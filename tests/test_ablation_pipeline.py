@@ -12,7 +12,7 @@ import yaml
 
 from pipeline.cli import main
 from pipeline.recipe import load_recipe
-from tests.conftest import write_demo_recipe
+from tests.conftest import kill_ablate_once_a_lost_run_is_back, write_demo_recipe
 
 pytestmark = pytest.mark.slow  # four arms' data stages and eight proxies
 
@@ -39,6 +39,25 @@ def ablation(demo_run, tmp_path_factory):
     with open(os.path.join(root, "summary.json")) as f:
         summary = json.load(f)
     return {"path": path, "root": root, "run_dir": run_dir, "summary": summary}
+
+
+OUTPUTS = ("summary.json", "results.csv", "best.patch.yaml", "report.html")
+
+
+def _outputs(root: str) -> dict[str, bytes]:
+    return {n: open(os.path.join(root, n), "rb").read() for n in OUTPUTS}
+
+
+def _lose(root: str, arm: str, runs: list[str]) -> tuple[dict[str, bytes], dict[str, int]]:
+    """Delete one arm's data stages and some proxy results; returns the outputs before, and the modification
+    times of the results that stay."""
+    outputs = _outputs(root)
+    kept = {p: os.stat(p).st_mtime_ns for a in ARMS for s in (1234, 1235)
+            if f"{a}-s{s}" not in runs for p in [os.path.join(root, "runs", f"{a}-s{s}", "result.json")]}
+    shutil.rmtree(os.path.join(root, "arms", arm))
+    for rid in runs:
+        os.remove(os.path.join(root, "runs", rid, "result.json"))
+    return outputs, kept
 
 
 def _stats(run_dir: str, stage: str) -> dict:
@@ -151,33 +170,14 @@ def test_an_ablation_killed_mid_way_resumes_with_what_is_missing_and_gives_the_s
     """An arm's data stages and three proxy runs lost; `ablate --resume` is killed (SIGKILL to its process group,
     workers included) once the arm is rebuilt and one lost run is retrained; the next --resume trains only what is
     still missing and writes what the uninterrupted ablation wrote."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
     root = ablation["root"]
-    names = ("summary.json", "results.csv", "best.patch.yaml", "report.html")
-    outputs = {n: open(os.path.join(root, n), "rb").read() for n in names}
     lost = ["no-c4-s1234", "no-c4-s1235", "recipe-s1235"]
-    kept = {p: os.stat(p).st_mtime_ns for a in ARMS for s in (1234, 1235)
-            if f"{a}-s{s}" not in lost for p in [os.path.join(root, "runs", f"{a}-s{s}", "result.json")]}
-    shutil.rmtree(os.path.join(root, "arms", "no-c4"))
-    for rid in lost:
-        os.remove(os.path.join(root, "runs", rid, "result.json"))
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "ablate", ablation["path"], "--resume"],
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 600
-    while not any(os.path.exists(os.path.join(root, "runs", rid, "result.json")) for rid in lost):
-        assert proc.poll() is None and time.monotonic() < deadline
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    outputs, kept = _lose(root, "no-c4", lost)
+    kill_ablate_once_a_lost_run_is_back(ablation["path"], root, lost)
     assert os.path.exists(os.path.join(root, "arms", "no-c4", "cost.json"))  # the arm was rebuilt before the kill
-    assert not all(os.path.exists(os.path.join(root, "runs", rid, "result.json")) for rid in lost)  # killed mid-way
     assert main(["ablate", ablation["path"], "--resume"]) == 0
     assert {p: os.stat(p).st_mtime_ns for p in kept} == kept
-    assert {n: open(os.path.join(root, n), "rb").read() for n in names} == outputs
+    assert _outputs(root) == outputs
 
 
 def test_a_lost_arm_and_lost_runs_are_redone_on_a_two_node_ray_cluster_with_the_same_bytes(ablation, demo_run):
@@ -188,14 +188,8 @@ def test_a_lost_arm_and_lost_runs_are_redone_on_a_two_node_ray_cluster_with_the_
     from tests.ray_cluster import two_node_cluster
 
     root = ablation["root"]
-    outputs = {n: open(os.path.join(root, n), "rb").read() for n in ("summary.json", "results.csv", "best.patch.yaml", "report.html")}
     arm_stats = open(os.path.join(root, "arms", "no-c4", "tokenize", "stats.json"), "rb").read()
-    lost = ["no-c4-s1234", "no-c4-s1235", "raw-s1235"]
-    kept = {p: os.stat(p).st_mtime_ns for a in ARMS for s in (1234, 1235)
-            if f"{a}-s{s}" not in lost for p in [os.path.join(root, "runs", f"{a}-s{s}", "result.json")]}
-    shutil.rmtree(os.path.join(root, "arms", "no-c4"))
-    for rid in lost:
-        os.remove(os.path.join(root, "runs", rid, "result.json"))
+    outputs, kept = _lose(root, "no-c4", ["no-c4-s1234", "no-c4-s1235", "raw-s1235"])
     with two_node_cluster() as cluster:
         executor = {"kind": "ray", "tasks": 2, "workers": 2, "ray": {"address": cluster.address}}
         path = write_demo_recipe(demo_run, os.path.dirname(ablation["path"]), run_dir=ablation["run_dir"], ablation=ABLATION,
@@ -206,7 +200,7 @@ def test_a_lost_arm_and_lost_runs_are_redone_on_a_two_node_ray_cluster_with_the_
         assert yaml.safe_load(f)["executor"]["kind"] == "ray"  # the arm's stages ran on the cluster
     assert open(os.path.join(root, "arms", "no-c4", "tokenize", "stats.json"), "rb").read() == arm_stats
     assert {p: os.stat(p).st_mtime_ns for p in kept} == kept
-    assert {n: open(os.path.join(root, n), "rb").read() for n in outputs} == outputs
+    assert _outputs(root) == outputs
 
 
 def test_an_arm_whose_patch_changed_runs_its_data_stages_again_and_retrains_only_if_its_data_changed(ablation, demo_run):
