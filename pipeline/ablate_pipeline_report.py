@@ -36,17 +36,34 @@ def loss_bars(summary: dict):
     exits = summary["exits"]
     fig, axes = plt.subplots(1, len(exits), figsize=(3.6 * len(exits), 0.6 + 0.42 * len(arms)), squeeze=False)
     for ax, e in zip(axes[0], exits):
-        stats = [summary["outcomes"][e][a] for a in arms]
-        colours = ["#0969da" if a == "recipe" else "#8c959f" if a == "raw" else "#bf8700" for a in arms]
-        ax.barh(arms, [s["mean"] for s in stats], xerr=[s["ci95"] or 0 for s in stats], color=colours, capsize=3)
-        lo = min(s["mean"] - (s["ci95"] or 0) for s in stats)
-        hi = max(s["mean"] + (s["ci95"] or 0) for s in stats)
-        ax.set_xlim(lo - 0.15 * (hi - lo + 1e-9), hi + 0.15 * (hi - lo + 1e-9))
-        ax.invert_yaxis()
+        _bars(ax, arms, [summary["outcomes"][e][a] for a in arms])
         ax.set_title(e, fontsize=9)
-        ax.set_xlabel("held-out loss (mean, 95% CI)", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def set_bars(summary: dict):
+    plt = _plt()
+    e = summary["target_exit"]
+    arms = [a for a in summary["arm_order"] if summary["arms"][a]["feasible"]]
+    labels = list(summary["target_weights"])
+    fig, axes = plt.subplots(1, len(labels), figsize=(3.6 * len(labels), 0.6 + 0.42 * len(arms)), squeeze=False)
+    for ax, label in zip(axes[0], labels):
+        stats = [summary["per_set"][e][a][label] for a in arms]
+        _bars(ax, arms, stats)
+        ax.set_title(label, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _bars(ax, arms: list[str], stats: list[dict]) -> None:
+    colours = ["#0969da" if a == "recipe" else "#8c959f" if a == "raw" else "#bf8700" for a in arms]
+    ax.barh(arms, [s["mean"] for s in stats], xerr=[s["ci95"] or 0 for s in stats], color=colours, capsize=3)
+    lo = min(s["mean"] - (s["ci95"] or 0) for s in stats)
+    hi = max(s["mean"] + (s["ci95"] or 0) for s in stats)
+    ax.set_xlim(lo - 0.15 * (hi - lo + 1e-9), hi + 0.15 * (hi - lo + 1e-9))
+    ax.invert_yaxis()
+    ax.set_xlabel("held-out loss (mean, 95% CI)", fontsize=8)
 
 
 def trade_off(summary: dict):
@@ -130,14 +147,16 @@ def write_pipeline_report(summary: dict, recipe_layout: RunLayout, path: str) ->
                  figure(trade_off(summary), "Tokens kept against the loss reached: a stricter pipeline keeps fewer "
                                             "tokens; it pays off only if its loss is lower."))
     sources = sorted({src for a in arms for src in summary["arms"][a]["funnel"]["sources"]})
-    by_source = [[a, src, *[f"{f[s]['tokens']:,}" for s in (*STAGES, "tokenize")]]
+    by_source = [[a, src, *[f"{f[s]['docs']:,}" for s in STAGES], *[f"{f[s]['tokens']:,}" for s in (*STAGES, "tokenize")]]
                  for a in arms for src in sources if (f := summary["arms"][a]["funnel"]["sources"].get(src))]
-    page.section("Tokens kept per source",
-                 table(["arm", "source", *[f"after {s}" for s in STAGES], "tokenized"], by_source, left=2))
+    page.section("Documents and tokens kept per source",
+                 table(["arm", "source", *[f"{s} docs" for s in STAGES], *[f"{s} tokens" for s in STAGES], "tokenized"],
+                       by_source, left=2))
     labels = list(summary["target_weights"])
     page.section(f"Loss per evaluation set at {e}",
                  table(["arm", *labels], [[a, *[interval(summary["per_set"][e][a][label]) for label in labels]]
-                                          for a in feasible]))
+                                          for a in feasible]),
+                 figure(set_bars(summary), "Held-out loss per evaluation set at the target exit (mean, 95% CI)."))
     examples = []
     for a in arms:
         if a == "recipe":
