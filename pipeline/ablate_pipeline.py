@@ -88,10 +88,9 @@ def run_arm_stages(arm_cfg, arm: Arm, root: str, recipe_layout: RunLayout) -> tu
 
 def _data_fingerprint(arm_cfg) -> str:
     """What the arm's data depends on: its recipe but the executor (local and Ray write the same outputs)."""
-    import json
+    from pipeline.core.config import ExecutorConfig
 
-    data = arm_cfg.model_dump(mode="json", exclude={"executor"})
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    return arm_cfg.model_copy(update={"executor": ExecutorConfig()}).fingerprint()
 
 
 def _funnel(layout: RunLayout) -> dict:
@@ -111,7 +110,12 @@ def _funnel(layout: RunLayout) -> dict:
 
 
 def _stats_digest(layout: RunLayout) -> str:
-    with open(layout.stats("tokenize"), "rb") as f:
+    return file_digest(layout.stats("tokenize"))
+
+
+def file_digest(path: str) -> str:
+    """A file's bytes in short: a proxy whose data or evaluation text changed has another spec, so it retrains."""
+    with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()[:16]
 
 
@@ -119,7 +123,8 @@ def scoring_sets(recipe, layout: RunLayout, root: str) -> tuple[dict[str, float]
     """(label -> weight in the target, sources the target cannot score, label -> token prefix, what the prefixes
     hold): the user's evaluation sets ("eval/<name>", weighed by name in target.weights), or by default the
     recipe's held-out prefixes ("<domain>/<source>")."""
-    from pipeline.ablation_eval_sets import eval_set_digest, eval_set_prefixes
+    from pipeline.ablation_eval_sets import FOLDER as EVAL_SETS
+    from pipeline.ablation_eval_sets import eval_set_prefixes
 
     cfg = recipe.ablation
     if cfg.eval_sets:
@@ -127,7 +132,7 @@ def scoring_sets(recipe, layout: RunLayout, root: str) -> tuple[dict[str, float]
         given = cfg.target.weights or dict.fromkeys(prefixes, 1.0)
         total = sum(given.values())
         return ({f"eval/{n}": given.get(n, 0.0) / total for n in prefixes}, [],
-                {f"eval/{n}": p for n, p in prefixes.items()}, eval_set_digest(root))
+                {f"eval/{n}": p for n, p in prefixes.items()}, file_digest(os.path.join(root, EVAL_SETS, "stats.json")))
     tok = read_stats(layout.stats("tokenize"))["sources"]
     heldout = {s.name: tok[s.name]["heldout_prefix"] for s in recipe.sources if tok[s.name]["heldout_prefix"]}
     weights, unscored = target_weights(recipe.sources, heldout, cfg.target.weights)

@@ -55,10 +55,3 @@ def eval_set_prefixes(recipe, root: str) -> dict[str, str]:
     write_json(done, {"made_from": made_from, "sets": counts}, indent=1, sort_keys=True)
     return prefixes
 
-
-def eval_set_digest(root: str) -> str:
-    """What the sets' prefixes hold (their stats file): a proxy scored on other text is trained again."""
-    import hashlib
-
-    with open(os.path.join(root, FOLDER, "stats.json"), "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()[:16]
