@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from pipeline.core.config import NAME_PATTERN, SourceConfig, Strict
+from pipeline.core.config import NAME_PATTERN, ObjectStorage, SourceConfig, Strict
 
 
 class MixtureStage(Strict):
@@ -55,6 +55,29 @@ class QualityBuckets(Strict):
         return self.names or [f"q{i}" for i in range(len(self.edges) + 1)]
 
 
+class PublishTarget(Strict):
+    """Where the mix stage publishes the token files its blends name, for a training cluster that does not see
+    the run directory (``mixtures/publish.py``)."""
+
+    url: str = Field(description="an object-storage prefix (s3://bucket/prefix) that no other run published to")
+    storage: ObjectStorage = Field(default_factory=ObjectStorage, description="endpoint, region, profile; credentials "
+                                                                            "from the environment, never here")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?", v):
+            raise ValueError(f"{v!r}: an s3:// URL with a valid bucket name (megatron-core reads training data from "
+                             "s3:// prefixes)")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _signed(self) -> "PublishTarget":
+        if self.storage.anon:
+            raise ValueError("storage.anon: publishing writes objects, which needs credentials")
+        return self
+
+
 class MixtureConfig(Strict):
     stages: list[MixtureStage] = Field(min_length=1)
     max_epochs: float = Field(4.0, gt=0, description="largest number of passes over the unique tokens of any prefix in any stage")
@@ -67,6 +90,8 @@ class MixtureConfig(Strict):
         default_factory=dict,
         description="source -> physical repeat factor (>= 1, fractional allowed) applied to the documents before tokenizing",
     )
+    publish: PublishTarget | None = Field(None, description="also publish the blends' token files to object storage, "
+                                                            "with blends that name them there")
 
     @field_validator("upsample")
     @classmethod

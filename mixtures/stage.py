@@ -18,12 +18,16 @@ from mixtures.buckets import QualityBucketer
 from mixtures.heldout import HELDOUT, HeldoutTagger
 from mixtures.megatron_writer import MegatronPartWriter, merge_parts, token_dtype
 from mixtures.plan import PLAN_PLOT, merge_layers, plan_mixture, units_from_tokenize, write_plan
+from mixtures.publish import PUBLISH_ACTIVITY, publish_handoff
 from mixtures.upsample import PhysicalUpsampler
 from pipeline.core.accounting import AccountingError, read_stats, write_stats
+from pipeline.core.atomic import write_json
 from pipeline.core.documents import stage_reader
+from pipeline.core.errors import StageError
 from pipeline.core.executors import run_steps, step_stats
 from pipeline.core.layers import increment_folders
 from pipeline.core.layout import RunLayout
+from pipeline.core.publish import Publisher
 from pipeline.core.stage import Stage, StageContext
 
 
@@ -118,6 +122,17 @@ class MixStage(Stage):
     help = "plan the curriculum mixture and write Megatron blend files"
     section = "mixture"
 
+    def preflight(self, recipe) -> list[str]:
+        """``mixture.publish``: the store answers and the prefix is new or this run's, before any stage runs."""
+        target = recipe.mixture.publish
+        if target is None:
+            return []
+        try:
+            Publisher(target.url, target.storage.model_dump(), owner=os.path.realpath(recipe.run_dir), attempts=1).check()
+        except StageError as e:
+            return [f"mixture.publish.url: {e}"]
+        return []
+
     def run(self, ctx: StageContext) -> dict:
         recipe, layout = ctx.recipe, ctx.layout
         self.start(ctx)
@@ -133,5 +148,10 @@ class MixStage(Stage):
             logger.warning(f"mix: {note}")
         stats = {"stage": self.name, "plan": plan, "data_args": paths, "plot": os.path.join(layout.stage(self.name), PLAN_PLOT),
                  "increments": increments}
+        if recipe.mixture.publish:
+            stats["published"], activity = publish_handoff(plan, layout.root, layout.stage(self.name), recipe.mixture.publish)
+            write_json(os.path.join(layout.stage(self.name), PUBLISH_ACTIVITY), activity, indent=2)
+            logger.info(f"mix: published {stats['published']['objects']} objects to {stats['published']['url']} "
+                        f"({activity['uploaded']} uploaded, {activity['skipped']} already there, {activity['retries']} retries)")
         write_stats(layout.stats(self.name), stats)
         return stats

@@ -41,6 +41,24 @@ def demo_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A real S3-compatible server on 127.0.0.1:8333 for one test module (tests/s3_server.py), with the test
+    credentials in the environment, the standard place a user sets them."""
+    from tests.s3_server import CREDENTIALS, S3Server
+
+    server = S3Server(str(tmp_path_factory.mktemp("weed")))
+    mp = pytest.MonkeyPatch()
+    for key, value in CREDENTIALS.items():
+        mp.setenv(key, value)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        mp.undo()
+
+
+@pytest.fixture(scope="module")
 def dist():
     """torch.distributed (gloo, world size 1) and megatron-core's parallel state, for one test module.
     Module scope: the data stages fork workers, which must not inherit a live process group."""
@@ -50,12 +68,12 @@ def dist():
         yield ctx
 
 
-def write_demo_recipe(demo_run, folder: str, **sections) -> str:
-    """The demo's recipe with ``sections`` replaced, written to ``folder/ablate.yaml``; returns its path."""
+def write_demo_recipe(demo_run, folder: str, name: str = "ablate.yaml", **sections) -> str:
+    """The demo's recipe with ``sections`` replaced, written to ``folder/name``; returns its path."""
     import yaml
 
     data = demo_run["recipe"].model_dump(mode="json") | sections
-    path = os.path.join(folder, "ablate.yaml")
+    path = os.path.join(folder, name)
     with open(path, "w") as f:
         yaml.safe_dump(data, f, sort_keys=False)
     return path

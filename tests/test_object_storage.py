@@ -14,26 +14,12 @@ import zstandard
 from pipeline.core.config import SourceConfig
 from pipeline.core.sources import SourceReader
 from tests.corpora import python_doc_pages, spam_assassin
-from tests.s3_server import CREDENTIALS, ENDPOINT, S3Server
+from tests.s3_server import CREDENTIALS, ENDPOINT
 from tests.warc_files import write_warc
 
 pytestmark = pytest.mark.slow  # a server process per module
 
 STORAGE = {"endpoint_url": ENDPOINT}
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    server = S3Server(str(tmp_path_factory.mktemp("weed")))
-    mp = pytest.MonkeyPatch()
-    for key, value in CREDENTIALS.items():  # the standard place: the environment, as a user would set it
-        mp.setenv(key, value)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        mp.undo()
 
 
 @pytest.fixture(scope="module")

@@ -112,6 +112,10 @@ class TrainConfig(Strict):
     data_workers: int = Field(2, ge=0, description="DataLoader worker processes building the next steps' micro-batches "
                                                    "while the current step trains (0: built in the training process)")
     data_prefetch: int = Field(2, ge=1, description="steps each data worker builds ahead")
+    data_from: Literal["run_dir", "published"] = Field(
+        "run_dir", description="run_dir: the token files in the run directory; published: the copies mixture.publish put on "
+                               "object storage, read by megatron-core (.idx cached in train/dataset_cache, .bin by ranged GETs)"
+    )
     tensorboard: bool = Field(True, description="TensorBoard event files in train/tensorboard beside metrics.jsonl")
     seed: int = 1234
     exit_weights: list[ExitWeightSchedule] | None = Field(

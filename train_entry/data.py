@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
+
+OBJECT_INDEX = "object_index"  # under the dataset cache: the .idx files of prefixes on object storage
 
 
 def read_blend(data_args_path: str) -> tuple[list[str], list[float]]:
@@ -49,6 +52,7 @@ def _dataset_config(blend_per_split: list, seq_length: int, tokenizer: DatasetTo
     from megatron.core.datasets.gpt_dataset import GPTDatasetConfig
 
     return GPTDatasetConfig(
+        object_storage_cache_path=os.path.join(cache_dir, OBJECT_INDEX) if cache_dir else None,
         random_seed=seed,
         sequence_length=seq_length,
         blend_per_split=blend_per_split,
@@ -77,12 +81,11 @@ def build_datasets(
     --train-data-path / --valid-data-path). A held-out set that is a separate prefix cannot come out empty
     for a small source, which a percentage ``split`` can (megatron-core then loops forever)."""
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
-    from megatron.core.datasets.gpt_dataset import GPTDataset
 
     valid_blend = read_blend(valid_data_args_path) if valid_data_args_path and eval_samples else None
     config = _dataset_config([read_blend(data_args_path), valid_blend, None], seq_length, tokenizer, seed, cache_dir, document_masks)
     sizes = [train_samples, eval_samples if valid_blend else 0, 0]
-    train, valid, _ = BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, config).build()
+    train, valid, _ = BlendedMegatronDatasetBuilder(gpt_dataset_class(), sizes, lambda: True, config).build()
     return train, valid
 
 
@@ -90,11 +93,16 @@ def build_eval_dataset(prefix: str, seq_length: int, samples: int, tokenizer: Da
                        cache_dir: str | None, document_masks: bool = False):
     """``samples`` sequences from one held-out prefix (one domain's evaluation set)."""
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
-    from megatron.core.datasets.gpt_dataset import GPTDataset
 
     config = _dataset_config([None, ([prefix], None), None], seq_length, tokenizer, seed, cache_dir, document_masks)
-    _, valid, _ = BlendedMegatronDatasetBuilder(GPTDataset, [0, samples, 0], lambda: True, config).build()
+    _, valid, _ = BlendedMegatronDatasetBuilder(gpt_dataset_class(), [0, samples, 0], lambda: True, config).build()
     return valid
+
+
+def gpt_dataset_class():
+    from train_entry.store_dataset import StoreReadingGPTDataset
+
+    return StoreReadingGPTDataset
 
 
 def collate(samples: list[dict], document_eod: int | None = None) -> dict:

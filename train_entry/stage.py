@@ -18,6 +18,7 @@ from pipeline.core.accounting import read_stats, write_stats
 from pipeline.core.executors import StageFailed
 from pipeline.core.layout import RunLayout
 from pipeline.core.paths import inside
+from pipeline.core.publish import boto3_environment
 from pipeline.core.stage import Stage, StageContext
 from pipeline.core.tokens import token_id
 from train_entry import stop_signals
@@ -59,6 +60,8 @@ class TrainStage(Stage):
                 problems.append(f"train.lr_anneal_stage: only the wsd schedule anneals in a stage (lr_schedule: {train.lr_schedule})")
             elif train.lr_anneal_stage not in stage_names:
                 problems.append(f"train.lr_anneal_stage: no curriculum stage {train.lr_anneal_stage!r} (mixture.stages: {stage_names})")
+        if train.data_from == "published" and not (recipe.mixture and recipe.mixture.publish):
+            problems.append("train.data_from: published needs mixture.publish (where the mix stage publishes the token files)")
         if train.dae.enabled and train.recompute == "full":
             # the frozen trunk's recomputed chunks take no part in the backward, so the branch inside one
             # would get no gradient
@@ -120,13 +123,19 @@ def curriculum(recipe, layout: RunLayout) -> list:
 
     mix = read_stats(layout.stats("mix"))
     eval_label = {os.path.basename(layout.token_prefix(s.name, heldout=True)): f"{s.domain}/{s.name}" for s in recipe.sources}
+    data_args, where = mix["data_args"], {}
+    if recipe.train.data_from == "published":
+        if "published" not in mix:
+            raise StageFailed("train.data_from: published, but the mix stage published nothing (mixture.publish was not set "
+                              "when it ran): rerun `ruyi2 mix`")
+        data_args, where = mix["published"]["data_args"], mix["published"]["prefixes"]
     return [
         CurriculumStage(
             st["name"],
-            mix["data_args"][st["name"]]["train"],
+            data_args[st["name"]]["train"],
             st["tokens"],
-            mix["data_args"][st["name"]]["valid"],
-            eval_sets={eval_label[os.path.basename(r["prefix"])]: r["prefix"] for r in st["valid"]},
+            data_args[st["name"]]["valid"],
+            eval_sets={eval_label[os.path.basename(r["prefix"])]: where.get(r["prefix"], r["prefix"]) for r in st["valid"]},
         )
         for st in mix["plan"]["stages"]
     ]
@@ -227,6 +236,8 @@ def train_in_process(recipe, layout: RunLayout, resume: bool = False, prepared: 
             torch.distributed.barrier()
 
     out_dir = out_dir or layout.stage("train")
+    if recipe.train.data_from == "published":  # megatron-core's boto3 client finds the store where boto3 looks
+        os.environ.update(boto3_environment(recipe.mixture.publish.storage.model_dump()))
     return train_curriculum(recipe.train, recipe.tokenizer, lambda: curriculum(recipe, layout), out_dir, resume,
                             before_training)
 
