@@ -29,6 +29,7 @@ from pipeline.core.layers import INCREMENT_FILE, INCREMENTS, LAYERS, Layers, inc
 from pipeline.core.layout import RunLayout, claim_run_dir
 from pipeline.core.run_lock import run_lock
 from pipeline.core.sources import source_root
+from pipeline.core.storage import is_url
 from pipeline.recipe import Recipe, RecipeError
 from pipeline.runner import run_stages
 
@@ -50,9 +51,10 @@ def parse_added(items: list[str], recipe: Recipe) -> dict[str, list[str]]:
             raise RecipeError(f"ruyi2 add: {item!r} is not SOURCE=PATH")
         if name not in names:
             raise RecipeError(f"ruyi2 add: {item!r}: no source {name!r} in the recipe (sources: {', '.join(names)})")
-        files = names[name].model_copy(update={"paths": [os.path.abspath(path)], "paths_file": None}).files()
+        where = path if is_url(path) else os.path.abspath(path)  # a URL is listed with the source's storage options
+        files = names[name].model_copy(update={"paths": [where], "paths_file": None}).files()
         if not files:
-            raise RecipeError(f"ruyi2 add: {item!r}: no {names[name].format} file matches {os.path.abspath(path)}")
+            raise RecipeError(f"ruyi2 add: {item!r}: no {names[name].format} file matches {where}")
         added.setdefault(name, [])
         added[name] += [f for f in files if f not in added[name]]
     return added
@@ -103,6 +105,11 @@ def prepare_increment(recipe: Recipe, added: dict[str, list[str]], resume: bool)
         raise IncrementError(f"ruyi2 add: {again[0]} was already read by this run ({len(again)} file(s) in all); only new files can be added")
     file_offset = sum(len(files) for layer in read for files in layer.values())
     shard_offset = max(_dedup_shards(layer)[1] for layer in earlier)
+    for src, files in added.items():  # ids are names relative to one root: a source lives on disk or in a store
+        every = sorted({f for layer in read for f in layer.get(src, [])} | set(files))
+        if len({is_url(f) for f in every}) > 1:
+            raise IncrementError(f"ruyi2 add: source {src!r} would mix local files and objects ({every[0]}, {every[-1]}): "
+                                 "add files where the run read the source's others")
     roots = {src: source_root(sorted({f for layer in read for f in layer.get(src, [])} | set(files))) for src, files in added.items()}
     if record is None:
         record = {"base": base.root, "added": added, "files": [file_offset, file_offset + sum(map(len, added.values())) ],

@@ -70,6 +70,43 @@ def test_sources_on_s3_list_once_and_read_like_the_same_files_on_disk(corpus, tm
     assert read["s3"] == read["local"]  # the same ids (names relative to the source's root), texts and metadata
 
 
+def test_a_hugging_face_dataset_folder_in_a_bucket_is_read_like_the_same_folder_on_disk(s3, tmp_path):
+    """The card's configs and the hub's conventions over the store's listing: the same split's files and the
+    same documents (ids relative to the folder) as the folder on disk; a folder that is not there is named."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline.core.hf_dataset import DatasetFolderError, dataset_files
+
+    ds = tmp_path / "ds"
+    for rel, rows in (("data/train-00000-of-00002.parquet", [{"id": "a", "text": "first shard"}]),
+                      ("data/train-00001-of-00002.parquet", [{"id": "b", "text": "second shard"}]),
+                      ("data/test-00000-of-00001.parquet", [{"id": "t", "text": "held out"}]),
+                      ("zh/part-0.parquet", [{"id": "z", "text": "中文"}])):
+        (ds / rel).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows), ds / rel)
+    fs = s3.filesystem()
+    fs.mkdir("hub")
+    fs.put(str(ds) + "/", "hub/plain/", recursive=True)  # no card: the hub's conventions
+    (ds / "README.md").write_text("---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*\n"
+                                  "- config_name: zh\n  data_files: zh/*.parquet\n---\n# A dataset card\n")
+    fs.put(str(ds) + "/", "hub/carded/", recursive=True)
+    assert dataset_files("s3://hub/plain", split="test", options=STORAGE) == ["s3://hub/plain/data/test-00000-of-00001.parquet"]
+    for folder, config in (("plain", "default"), ("carded", "default"), ("carded", "zh")):
+        remote = SourceConfig(name="hf", paths=[f"s3://hub/{folder}"], format="hf_parquet", domain="web", hf_config=config,
+                              storage=STORAGE)
+        local = SourceConfig(name="hf", paths=[str(ds)], format="hf_parquet", domain="web", hf_config=config)
+        listed = remote.listing().files
+        assert [f.rsplit(f"hub/{folder}/", 1)[1] for f in listed] == [os.path.relpath(f, ds) for f in local.files()]
+        docs = {}
+        for where, src in (("local", local), ("s3", remote)):
+            reader = SourceReader([src], str(tmp_path / f"{folder}-{config}-{where}"), listed={"hf": listed} if where == "s3" else None)
+            docs[where] = [(d.id, d.text) for d in reader.run(None, 0, 1)]
+        assert docs["s3"] == docs["local"] and docs["local"]
+    with pytest.raises(DatasetFolderError, match="s3://hub/missing: not a folder"):
+        dataset_files("s3://hub/missing", options=STORAGE)
+
+
 def test_the_filter_stage_on_s3_sources_writes_the_local_runs_bytes(corpus, tmp_path):
     """`ruyi2 filter` as a user runs it, the credentials in its environment (the worker processes inherit it)."""
     import subprocess
@@ -104,6 +141,52 @@ def test_the_filter_stage_on_s3_sources_writes_the_local_runs_bytes(corpus, tmp_
         for f in files:
             data = open(os.path.join(dirpath, f), "rb").read()
             assert CREDENTIALS["AWS_SECRET_ACCESS_KEY"].encode() not in data, f
+
+
+def _cli(*args: str):
+    """`ruyi2 ARGS` in its own process, as a user runs it: the credentials in its environment reach its workers (a
+    worker pool this test process started earlier would not have them)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ), cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_ruyi2_add_takes_objects_and_gives_the_increment_the_local_add_gives(corpus, tmp_path):
+    """A run over the bucket's first mail file, then `ruyi2 add RECIPE mail=s3://...part-1`: the increment reads the
+    object and writes what the same add of the file on disk writes; adding a local file to it is refused."""
+    import yaml
+
+    def run(root, storage, name):
+        source = {"name": "mail", "paths": [f"{root}/mail/part-0.jsonl.zst"], "format": "jsonl", "domain": "web"}
+        recipe = tmp_path / f"{name}.yaml"
+        recipe.write_text(yaml.safe_dump({
+            "run_dir": str(tmp_path / name), "sources": [source | ({"storage": storage} if storage else {})],
+            "executor": {"tasks": 1, "workers": 1}, "decontam": {"benchmarks": ["mmlu"]},
+            "mixture": {"stages": [{"name": "general", "tokens": 1000, "weights": {"web": 1.0}}]}}))
+        for args in (["run", str(recipe), "--to", "mix"], ["add", str(recipe), f"mail={root}/mail/part-1.jsonl.zst"]):
+            done = _cli(*args)
+            assert done.returncode == 0, done.stderr[-3000:]
+        return recipe, tmp_path / name / "increments" / "001"
+
+    _, local = run(str(corpus), None, "local")
+    recipe, remote = run("s3://corpus", STORAGE, "s3")
+    with open(remote / "increment.json") as f:
+        assert json.load(f)["added"] == {"mail": ["s3://corpus/mail/part-1.jsonl.zst"]}
+    for stage in ("filter", "dedup", "decontam"):
+        for sub in ("output", "removed"):
+            names = sorted(os.listdir(local / stage / sub)) if (local / stage / sub).is_dir() else []
+            assert names == (sorted(os.listdir(remote / stage / sub)) if (remote / stage / sub).is_dir() else [])
+            for n in names:
+                assert (local / stage / sub / n).read_bytes() == (remote / stage / sub / n).read_bytes(), (stage, sub, n)
+    with open(local / "filter" / "stats.json") as f, open(remote / "filter" / "stats.json") as g:
+        local_stats = json.load(f)["sources"]
+        assert local_stats == json.load(g)["sources"]
+    assert local_stats["mail"]["in"]["docs"] == 60 and local_stats["mail"]["kept"]["docs"] > 0
+    assert (local / "tokenize" / "mail_text_document.bin").read_bytes() == (remote / "tokenize" / "mail_text_document.bin").read_bytes()
+    mixed = _cli("add", str(recipe), f"mail={corpus}/mail/part-1.jsonl.zst")
+    assert mixed.returncode != 0 and "would mix local files and objects" in mixed.stderr
 
 
 def test_a_store_failure_while_reading_fails_the_task_instead_of_quarantining_the_input(corpus, tmp_path):

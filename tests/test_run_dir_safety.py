@@ -257,9 +257,13 @@ def test_a_stats_file_killed_mid_write_is_whole_or_absent(tmp_path):
     """SIGKILL at arbitrary moments of a loop rewriting a 4 MB stats.json: every time, the file left is whole."""
     path = tmp_path / "stats.json"
     seen = set()
-    for delay in (0.3, 0.35, 0.42, 0.5, 0.61, 0.7):
+    for delay in (0.0, 0.01, 0.023, 0.05, 0.071, 0.1):
+        before = json.loads(path.read_text())["n"] if path.exists() else None
         proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], cwd=ROOT)
-        time.sleep(delay)
+        deadline = time.monotonic() + 60  # the writer's first write (start-up takes longer on a loaded machine)
+        while (not path.exists() or json.loads(path.read_text())["n"] == before) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(delay)  # then somewhere in a later write
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if path.exists():

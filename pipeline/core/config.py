@@ -99,7 +99,8 @@ class SourceConfig(Strict):
         if self.format == "hf_parquet":
             from pipeline.core.hf_dataset import dataset_files
 
-            paths = [f for folder in self.paths for f in dataset_files(folder, self.hf_config, self.split)]
+            options = self.storage.model_dump() if self.storage else None
+            paths = [f for folder in self.paths for f in dataset_files(folder, self.hf_config, self.split, options)]
         from pipeline.core.storage import is_url, list_url
 
         urls = [p for p in paths if is_url(p)]

@@ -5,12 +5,14 @@ found the way the hub finds them: the dataset card's ``configs`` (``README.md`` 
 
 Written here because the ``datasets`` library resolves the same rules only inside its own loader (which would
 download, cache and convert the data); the pipeline reads the files itself, streamed like any Parquet source.
+A folder may be a URL (``s3://bucket/datasets/fineweb-edu``): the same rules over the store's listing (fsspec).
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import posixpath
 
 import yaml
 
@@ -22,13 +24,57 @@ class DatasetFolderError(ValueError):
     """A dataset folder whose card or files do not give the asked split; the message names the folder."""
 
 
-def dataset_card(folder: str) -> dict:
+class _Folder:
+    """A local folder, or a "folder" (prefix) on object storage through fsspec."""
+
+    def __init__(self, folder: str, options: dict | None):
+        from pipeline.core.storage import filesystem, is_url
+
+        self.path = folder.rstrip("/") if is_url(folder) else folder
+        self.fs = filesystem(folder, options) if is_url(folder) else None
+
+    def join(self, name: str) -> str:
+        return posixpath.join(self.path, name) if self.fs else os.path.join(self.path, name)
+
+    def isdir(self) -> bool:
+        return self._store(self.fs.isdir, self.path) if self.fs else os.path.isdir(self.path)
+
+    def _store(self, fn, *args, **kwargs):
+        """A store call whose failure is named with the folder's URL and the remedy (``storage.explain``)."""
+        from pipeline.core.storage import explain
+
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - whatever the store answers is named with the URL
+            raise explain(self.path, e) from None
+
+    def read_head(self, name: str, limit: int) -> str | None:
+        path = self.join(name)
+        if self.fs is None:
+            if not os.path.exists(path):
+                return None
+            with open(path, encoding="utf-8", errors="replace") as f:
+                return f.read(limit)
+        if not self._store(self.fs.exists, path):
+            return None
+        return self._store(self.fs.cat_file, path, start=0, end=limit).decode("utf-8", errors="replace")
+
+    def matches(self, patterns: list[str]) -> list[str]:
+        if self.fs is None:
+            return sorted({f for p in patterns for f in glob.glob(self.join(p), recursive=True) if os.path.isfile(f)})
+        scheme = self.path.split("://", 1)[0] + "://"
+        found = {k for p in patterns for k, info in self._store(self.fs.glob, self.join(p), detail=True).items()
+                 if info.get("type") == "file"}
+        return sorted(k if k.startswith(scheme) else scheme + k for k in found)
+
+
+def dataset_card(folder: str, options: dict | None = None) -> dict:
     """The YAML header of ``README.md`` (empty without one)."""
-    path = os.path.join(folder, "README.md")
-    if not os.path.exists(path):
+    where = _Folder(folder, options)
+    path = where.join("README.md")
+    text = where.read_head("README.md", 1 << 20)
+    if text is None:
         return {}
-    with open(path, encoding="utf-8", errors="replace") as f:
-        text = f.read(1 << 20)
     if not text.startswith("---"):
         return {}
     end = text.find("\n---", 3)
@@ -56,15 +102,13 @@ def _patterns(data_files, split: str) -> list[str] | None:
     return None
 
 
-def _matches(folder: str, patterns: list[str]) -> list[str]:
-    return sorted({f for p in patterns for f in glob.glob(os.path.join(folder, p), recursive=True) if os.path.isfile(f)})
-
-
-def dataset_files(folder: str, config: str = "default", split: str = "train") -> list[str]:
-    """The sorted Parquet files of ``split`` of ``config``; raises naming the folder when there are none."""
-    if not os.path.isdir(folder):
+def dataset_files(folder: str, config: str = "default", split: str = "train", options: dict | None = None) -> list[str]:
+    """The sorted Parquet files of ``split`` of ``config``; raises naming the folder when there are none.
+    ``options``: the source's storage options, for a folder on object storage."""
+    where = _Folder(folder, options)
+    if not where.isdir():
         raise DatasetFolderError(f"{folder}: not a folder (format hf_parquet reads a Hugging Face dataset folder)")
-    configs = dataset_card(folder).get("configs")
+    configs = dataset_card(folder, options).get("configs")
     if isinstance(configs, list) and configs:
         names = [c.get("config_name", "default") for c in configs if isinstance(c, dict)]
         chosen = next((c for c in configs if isinstance(c, dict) and c.get("config_name", "default") == config), None)
@@ -75,8 +119,8 @@ def dataset_files(folder: str, config: str = "default", split: str = "train") ->
             raise DatasetFolderError(f"{folder}/README.md: config {config!r} has no split {split!r}; set split")
     else:  # the first convention that matches, as the hub resolves them
         conventions = [p.format(split=split, config=config) for p in CONVENTIONS]
-        patterns = next(([p] for p in conventions if _matches(folder, [p])), conventions)
-    files = _matches(folder, patterns)
+        patterns = next(([p] for p in conventions if where.matches([p])), conventions)
+    files = where.matches(patterns)
     other = [f for f in files if not f.endswith(".parquet")]
     if other:
         raise DatasetFolderError(f"{folder}: split {split!r} of config {config!r} includes {other[0]}, which is not Parquet")
