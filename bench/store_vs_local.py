@@ -1,6 +1,6 @@
 """The filter stage of the shipped 800B recipe reading its sources from object storage against the same files on
-local disk: the scale corpus (``bench/scale_corpus.py``) with every JSONL source as ``.jsonl.zst`` (Parquet
-sources as they are), once on disk and once in a bucket of a local S3-compatible server (SeaweedFS's ``weed
+local disk: the scale corpus (``bench/scale_corpus.py``) with every source as ``.jsonl.zst`` (its JSONL and its
+Parquet files rewritten, every column a key, rows in order), once on disk and once in a bucket of a local S3-compatible server (SeaweedFS's ``weed
 mini`` on 127.0.0.1, tests/s3_server.py). The same recipe, executor, tasks and workers; only the sources' paths
 (and ``storage``) differ. Each run is ``ruyi2 filter RECIPE`` metered like ``bench/scale_run.py`` (every
 process's CPU seconds); the server's own CPU seconds are read from /proc apart. The two runs' filter outputs
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import filecmp
 import gzip
+import json
 import os
 import platform
 import subprocess
@@ -28,20 +29,26 @@ sys.path.insert(0, ROOT)
 
 
 def zst_copy(corpus: dict, folder: str) -> dict[str, str]:
-    """Each source's folder with its .jsonl.gz files as .jsonl.zst (level 3), Parquet files linked."""
+    """Each source's folder with its files as .jsonl.zst (level 3): JSONL recompressed, Parquet rows as JSON lines."""
+    import pyarrow.parquet as pq
+
     out = {}
     for name, src in corpus["paths"].items():
         dst = os.path.join(folder, name)
         os.makedirs(dst, exist_ok=True)
         for f in sorted(os.listdir(src)):
-            if f.endswith(".jsonl.gz"):
-                target = os.path.join(dst, f.replace(".jsonl.gz", ".jsonl.zst"))
-                if not os.path.exists(target):
-                    with gzip.open(os.path.join(src, f), "rb") as r, open(target + ".tmp", "wb") as w:
-                        zstandard.ZstdCompressor(level=3).copy_stream(r, w)
-                    os.replace(target + ".tmp", target)
-            elif not os.path.exists(os.path.join(dst, f)):
-                os.link(os.path.join(src, f), os.path.join(dst, f))
+            stem = f.removesuffix(".jsonl.gz").removesuffix(".parquet")
+            target = os.path.join(dst, stem + ".jsonl.zst")
+            if os.path.exists(target):
+                continue
+            with open(target + ".tmp", "wb") as w, zstandard.ZstdCompressor(level=3).stream_writer(w) as z:
+                if f.endswith(".jsonl.gz"):
+                    with gzip.open(os.path.join(src, f), "rb") as r:
+                        z.write(r.read())
+                else:
+                    for batch in pq.ParquetFile(os.path.join(src, f)).iter_batches():
+                        z.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in batch.to_pylist()).encode())
+            os.replace(target + ".tmp", target)
         out[name] = dst
     return out
 
@@ -92,8 +99,7 @@ def main() -> None:
             claim_run_dir(run_dir)
             data = recipe_for({"paths": local}, models, run_dir, args.tasks, args.workers)
             for s in data["sources"]:
-                if s["format"] == "jsonl":
-                    s["format"] = "jsonl.zst"
+                s["format"] = "jsonl.zst"
                 if where == "s3":
                     s["paths"] = [f"s3://corpus/{s['name']}"]
                     s["storage"] = {"endpoint_url": ENDPOINT}

@@ -1,4 +1,5 @@
 import os
+import re
 
 import pytest
 import yaml
@@ -265,3 +266,20 @@ def test_a_second_run_on_the_same_run_dir_is_refused(tmp_path, capsys):
         holder.wait()
     with run_lock(run_dir):  # the OS released the dead holder's lock
         pass
+
+
+def test_a_publish_target_that_cannot_work_is_refused_before_any_work(tmp_path, capsys):
+    """mixture.publish: not an s3:// URL, an invalid bucket name, anonymous access (publishing writes), and
+    train.data_from: published without a publish target: each named, nothing run."""
+    data = _base()
+    for publish, message in (({"url": "https://bucket/prefix"}, "mixture.publish.url: 'https://bucket/prefix': an s3:// URL"),
+                             ({"url": "s3://Bad_Bucket/x"}, "mixture.publish.url: 's3://Bad_Bucket/x': an s3:// URL"),
+                             ({"url": "s3://bucket/x", "storage": {"anon": True}}, "storage.anon: publishing writes objects")):
+        data["mixture"]["publish"] = publish
+        with pytest.raises(RecipeError, match=re.escape(message)):
+            load_recipe(_write(tmp_path, data))
+    del data["mixture"]["publish"]
+    data["train"] = {"data_from": "published"}
+    assert main(["run", _write(tmp_path, data)]) == 2
+    assert "train.data_from: published needs mixture.publish" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "run")
