@@ -24,7 +24,7 @@ from pipeline.core.errors import StageError
 from pipeline.core.executors import STEP_SECONDS, run_steps, step_stats
 from pipeline.core.layers import LAYERS
 from pipeline.core.routing import StageRouter
-from pipeline.core.sources import NOTE_STAT, QUARANTINE_STAT, READ_SECONDS, READ_STAT, SourceReader
+from pipeline.core.sources import NOTE_STAT, QUARANTINE_STAT, READ_SECONDS, READ_STAT, STORE_RETRIES, SourceReader
 from pipeline.core.stage import Stage, StageContext
 from pipeline.core.tokens import TokenCountTagger
 
@@ -121,7 +121,7 @@ def retune_problem(attributes: str, recipe) -> str | None:
 def filter_profile(stats_by_step: dict, steps: list) -> dict:
     """Seconds each part of the filter spent, summed over its tasks (each task is one process on one core, so
     these are core-seconds): reading, extraction, the signals (and per source and family), thresholds, the
-    token count, writing; and each part's share."""
+    token count, writing; and each part's share. And the requests to object storage retried while reading."""
     part_of = {SourceReader: "read", HtmlExtraction: "extract", StoredExtraction: "extract", SignalTagger: "signals",
                StoredSignals: "signals", ThresholdStep: "thresholds", TokenCountTagger: "tokens", StageRouter: "write"}
     seconds: dict[str, float] = {}
@@ -137,7 +137,9 @@ def filter_profile(stats_by_step: dict, steps: list) -> dict:
     total = sum(seconds.values()) or 1.0
     return {"seconds": {k: round(v, 3) for k, v in seconds.items()},
             "share": {k: round(v / total, 4) for k, v in seconds.items()},
-            "signals_by_source": families}
+            "signals_by_source": families,
+            # like the seconds, how this run went (not what it computed): here, not in stats.json
+            "store_retries": int(step_stats(stats_by_step, SourceReader.name).get(STORE_RETRIES, 0))}
 
 
 def check_retune(manifest_path: str, now: dict) -> None:

@@ -135,6 +135,8 @@ def test_the_filter_stage_on_s3_sources_writes_the_local_runs_bytes(corpus, tmp_
         assert names == files(remote / sub)
         for name in names:
             assert (local / sub / name).read_bytes() == (remote / sub / name).read_bytes(), (sub, name)
+    profile = json.loads((remote / "profile.json").read_text())
+    assert profile["store_retries"] == 0  # counted (none here: the store stayed up)
     manifest = json.loads((tmp_path / "s3" / "manifest.json").read_text())
     assert manifest["inputs"]["mail"]["entries"][0][0] == "s3://corpus/mail/part-0.jsonl.zst"
     for dirpath, _, files in os.walk(tmp_path / "s3"):  # the secret is in the environment only
@@ -187,6 +189,34 @@ def test_ruyi2_add_takes_objects_and_gives_the_increment_the_local_add_gives(cor
     assert (local / "tokenize" / "mail_text_document.bin").read_bytes() == (remote / "tokenize" / "mail_text_document.bin").read_bytes()
     mixed = _cli("add", str(recipe), f"mail={corpus}/mail/part-1.jsonl.zst")
     assert mixed.returncode != 0 and "would mix local files and objects" in mixed.stderr
+
+
+def test_a_store_restarting_mid_read_is_waited_out_and_the_retries_are_counted(s3, tmp_path):
+    """The source reader paused between two ranged GETs of a 3-block object while the server is down for 3 s:
+    botocore's adaptive retries wait it out, every record is read, and the reader's stats count the retries."""
+    import base64
+    import random
+    import threading
+    import time
+
+    from pipeline.core.sources import STORE_RETRIES
+
+    rng = random.Random(0)
+    lines = [json.dumps({"id": f"r{i}", "text": base64.b64encode(rng.randbytes(1500)).decode()}) + "\n" for i in range(16000)]
+    blob = zstandard.ZstdCompressor().compress("".join(lines).encode())
+    assert len(blob) > 2 * (8 << 20)  # several 8 MiB blocks: the reader has more to fetch after the first
+    fs = s3.filesystem()
+    fs.mkdir("restart")
+    fs.pipe_file("restart/big.jsonl.zst", blob)
+    src = SourceConfig(name="big", paths=["s3://restart/big.jsonl.zst"], format="jsonl", domain="web", storage=STORAGE)
+    reader = SourceReader([src], str(tmp_path / "q"), listed={"big": src.files()})
+    docs = reader.run(None, 0, 1)
+    first = [next(docs) for _ in range(100)]  # the first block is in memory, the next GET is still to come
+    s3.stop()
+    threading.Thread(target=lambda: (time.sleep(3), s3.start())).start()
+    rest = list(docs)
+    assert [d.id for d in first + rest] == [f"big/r{i}" for i in range(16000)]
+    assert reader.stats[STORE_RETRIES].total >= 1
 
 
 def test_a_store_failure_while_reading_fails_the_task_instead_of_quarantining_the_input(corpus, tmp_path):

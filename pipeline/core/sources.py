@@ -34,7 +34,7 @@ from pipeline.core.config import JSONL_FORMATS, ReadLimits, SourceConfig
 from pipeline.core.documents import DROPPED_FIELDS, INPUT_FIELDS, QUARANTINE_REASON, RESERVED_KEYS, DocWriter
 from pipeline.core.printable import printable
 from pipeline.core.records import BadRecord, OversizedRowGroup, jsonl_records, parquet_rows, read_text_file
-from pipeline.core.storage import common_root, explain, is_store_failure, is_url, relative
+from pipeline.core.storage import common_root, explain, is_store_failure, is_url, relative, store_retries
 from pipeline.core.warc import warc_records
 
 # A quarantined record keeps at most this much of its raw content (its full size is recorded).
@@ -44,6 +44,7 @@ QUARANTINE_STAT = "quarantined/"
 NOTE_STAT = "notes/"
 POSITION = "position"
 READ_SECONDS = "read_seconds"
+STORE_RETRIES = "store_retries"  # requests to object storage that botocore tried again while this step read
 
 
 class _Bad(Exception):
@@ -147,6 +148,7 @@ class SourceReader(PipelineStep):
         # steps after it run while it waits at the yield); datatrove's track_time cannot wrap a generator
         own, since = 0.0, time.perf_counter()
         with DocWriter(self.quarantine_folder) as quarantine:
+            retries = store_retries()
             for i, (file_index, src, path, rel) in enumerate(files):
                 self._note = lambda what, name=src["name"]: self.stat_update(f"{NOTE_STAT}{name}/{what}")
                 for item in self._read_file(src, path, rel, file_index):
@@ -164,6 +166,8 @@ class SourceReader(PipelineStep):
                         last_log = time.monotonic()
                         logger.info(f"rank {rank}: file {i + 1}/{len(files)} ({printable(rel)}), {n_docs} documents read")
         self.stat_update(READ_SECONDS, value=own + time.perf_counter() - since)
+        if store_retries() > retries:
+            self.stat_update(STORE_RETRIES, value=store_retries() - retries)
 
     # ------------------------------------------------------------------------------------------ formats
     def _read_file(self, src: dict, path: str, rel: str, file_index: int) -> Iterator[Document]:

@@ -18,6 +18,8 @@ from pipeline.core.errors import StageError
 
 GLOB_CHARS = "*?["
 READ_BLOCK_BYTES = 8 << 20  # ranged GETs of this size: few requests per object, bounded memory
+_RETRIES = [0]  # requests botocore tried again in this process (each S3 call's ResponseMetadata.RetryAttempts)
+_COUNTED: set[int] = set()  # the clients whose calls are counted (s3fs makes a new one after a fork)
 
 
 class StorageInputError(StageError):
@@ -48,10 +50,36 @@ def filesystem(url: str, options: dict | None):
         if opts.get("profile"):
             kwargs["profile"] = opts["profile"]
     try:
-        return fsspec.filesystem(protocol(url), **kwargs)
+        fs = fsspec.filesystem(protocol(url), **kwargs)
     except (ImportError, ValueError) as e:
         raise StorageInputError(f"{url}: no filesystem for {protocol(url)!r} ({e}); s3:// is supported (s3fs is installed "
                                 "with the project), other stores need their fsspec package (gcsfs, adlfs)") from None
+    if kwargs:
+        _count_retries_of(fs)
+    return fs
+
+
+def _count_retries_of(fs) -> None:
+    """Count the retries of every call ``fs``'s botocore client makes (``store_retries``): the adaptive mode
+    retries throttled and failed requests by itself, and says how often in each response's metadata."""
+    try:
+        client = fs.connect()  # s3fs: its aiobotocore client (made at most once per process)
+    except Exception:  # noqa: BLE001 - no client yet (no credentials, say): the first request names the failure
+        return
+    if id(client) not in _COUNTED:
+        _COUNTED.add(id(client))
+        client.meta.events.register("after-call.s3", _after_call)
+
+
+def _after_call(parsed=None, **_kwargs) -> None:
+    if isinstance(parsed, dict):
+        _RETRIES[0] += int((parsed.get("ResponseMetadata") or {}).get("RetryAttempts") or 0)
+
+
+def store_retries() -> int:
+    """Requests to object storage retried in this process so far (throttling, a store restarting, dropped
+    connections), each a backoff botocore waited out; a reader's stats report the difference over its work."""
+    return _RETRIES[0]
 
 
 def explain(url: str, exc: BaseException) -> StorageInputError:
