@@ -337,7 +337,13 @@ def dump_recipe(recipe: Recipe, path: str | os.PathLike) -> None:
 
 
 # recipe keys a resumed run may change: where and how it runs, not what it computes
-RESUME_MAY_CHANGE = ("run_dir", "executor", "ablation")  # the ablation section changes no stage's output
+# keys (and everything under them) that change no stage's output: where it runs, the ablation section, where the
+# training data are published to and read from (the same bytes)
+RESUME_MAY_CHANGE = ("run_dir", "executor", "ablation", "mixture.publish", "train.data_from")
+
+
+def _may_change(key: str) -> bool:
+    return any(key == k or key.startswith((k + ".", k + "[")) for k in RESUME_MAY_CHANGE)
 
 
 def changed_keys(before, after, prefix: str = "") -> list[str]:
@@ -360,7 +366,7 @@ def resume_problems(recipe: Recipe, stored_path: str) -> list[str]:
     with open(stored_path, encoding="utf-8") as f:
         before = yaml.safe_load(f)
     after = recipe.model_dump(mode="json")
-    changed = [k for k in changed_keys(before, after) if k.split(".")[0].split("[")[0] not in RESUME_MAY_CHANGE]
+    changed = [k for k in changed_keys(before, after) if not _may_change(k)]
     if not changed:
         return []
     shown = ", ".join(changed[:10]) + (f" and {len(changed) - 10} more" if len(changed) > 10 else "")

@@ -18,7 +18,7 @@ import yaml
 from pipeline.cli import main
 from pipeline.core.accounting import write_stats
 from pipeline.core.atomic import atomic_open, write_json
-from pipeline.core.layout import RUN_MARKER, RunLayout, claim_run_dir
+from pipeline.core.layout import RUN_MARKER, RunDirError, RunLayout, claim_run_dir
 from pipeline.recipe import RecipeError, dump_recipe, load_recipe
 from pipeline.runner import check_start
 from train_entry.metrics import MetricsLog, read_metrics
@@ -174,9 +174,16 @@ def test_resume_with_a_changed_recipe_names_the_keys_and_runs_nothing(tmp_path, 
     err = capsys.readouterr().err
     assert "filter.rules.c4.enabled" in err and "executor" not in err.split("in ", 1)[1].split(";")[0]
     assert not os.path.exists(os.path.join(run, "filter"))
-    # the executor may change on resume, and the ablation section, which changes no stage's output
-    same = _recipe(tmp_path, run, name="same.yaml", executor={"workers": 1}, ablation={"kind": "pipeline", "leave_one_out": ["c4"]})
+    # the executor may change on resume, and what changes no stage's output: the ablation section, where the
+    # training data are published and read from; the rest of the mixture and train sections may not
+    mixture = {"stages": [{"name": "general", "tokens": 1000, "weights": {"web": 1.0}}], "publish": {"url": "s3://bucket/run"}}
+    same = _recipe(tmp_path, run, name="same.yaml", executor={"workers": 1}, ablation={"kind": "pipeline", "leave_one_out": ["c4"]},
+                   mixture=mixture, train={"data_from": "published"})
     check_start(load_recipe(same), ["filter"], RunLayout(run), resume=True, restart=False)
+    mixture["stages"][0]["tokens"] = 2000
+    other = _recipe(tmp_path, run, name="other.yaml", mixture=mixture, train={"data_from": "published", "steps": 3})
+    with pytest.raises(RunDirError, match=r"in mixture\.stages\[0\]\.tokens, train\.steps;"):
+        check_start(load_recipe(other), ["filter"], RunLayout(run), resume=True, restart=False)
 
 
 HOLD = "import sys, time; from pipeline.core.run_lock import run_lock\nwith run_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(120)"
