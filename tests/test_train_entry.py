@@ -363,9 +363,11 @@ def test_the_distributed_optimizer_steps_like_the_plain_one(dist, tmp_path):
         for seed in (1, 2, 3):
             a, b = plain.train_step(_micro_batch(seed)), sharded.train_step(_micro_batch(seed))
             assert a["losses"] == b["losses"] and a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-6)
-        # Adam over one flat shard vs per tensor: the last bit of a weight may differ (lr 1e-3 moves them ~1e-3)
+        # Adam over one flat shard vs per tensor: the last bits of a weight may differ (lr 1e-3 moves them ~1e-3): by
+        # 1e-7 at most, or one fp32 unit in the last place where that is more (2^-23 at the norm gains' 1.0)
         for (name, p), q in zip(plain.model.named_parameters(), sharded.model.parameters()):
-            assert (p.float() - q.float()).abs().max().item() < 1e-7, name
+            bound = torch.clamp(p.float().abs() * torch.finfo(torch.float32).eps, min=1e-7)
+            assert bool(((p.float() - q.float()).abs() <= bound).all()), name
 
 
 def test_a_checkpoint_of_the_other_optimizer_is_refused_by_name(dist, tmp_path):
