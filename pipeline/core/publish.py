@@ -28,6 +28,9 @@ from pipeline.core.storage import StorageInputError, explain, filesystem
 CLAIM = ".ruyi2-publish"
 MANIFEST = "PUBLISHED.json"
 HASH_BLOCK = 8 << 20
+# parts of a multipart upload in flight at once (s3fs reads each part, >= 50 MiB, into memory; it sizes the parts
+# so that no object needs more than S3's 10,000): one stream is ~100 MB/s, and a run publishes terabytes
+PUT_CONCURRENCY = 4
 
 
 class PublishError(StorageInputError):
@@ -119,7 +122,7 @@ class Publisher:
         if self._same_object(target, size, digest):
             self.stats.skipped += 1
         else:
-            self._call(target, self.fs.put_file, local, target, Metadata={"sha256": digest})
+            self._call(target, self.fs.put_file, local, target, Metadata={"sha256": digest}, max_concurrency=PUT_CONCURRENCY)
             self.stats.uploaded += 1
             self.stats.bytes_uploaded += size
         return {"size": size, "sha256": digest}
