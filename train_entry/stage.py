@@ -129,13 +129,16 @@ def curriculum(recipe, layout: RunLayout) -> list:
             raise StageFailed("train.data_from: published, but the mix stage published nothing (mixture.publish was not set "
                               "when it ran): rerun `ruyi2 mix`")
         data_args, where = mix["published"]["data_args"], mix["published"]["prefixes"]
+        # megatron-core's reader is a plain boto3 client: it finds the store where boto3 looks (this process's
+        # environment; DataLoader workers inherit it)
+        os.environ.update(boto3_environment(recipe.mixture.publish.storage.model_dump()))
     return [
         CurriculumStage(
             st["name"],
             data_args[st["name"]]["train"],
             st["tokens"],
             data_args[st["name"]]["valid"],
-            eval_sets={eval_label[os.path.basename(r["prefix"])]: where.get(r["prefix"], r["prefix"]) for r in st["valid"]},
+            eval_sets={eval_label[os.path.basename(r["prefix"])]: where[r["prefix"]] if where else r["prefix"] for r in st["valid"]},
         )
         for st in mix["plan"]["stages"]
     ]
@@ -236,8 +239,6 @@ def train_in_process(recipe, layout: RunLayout, resume: bool = False, prepared: 
             torch.distributed.barrier()
 
     out_dir = out_dir or layout.stage("train")
-    if recipe.train.data_from == "published":  # megatron-core's boto3 client finds the store where boto3 looks
-        os.environ.update(boto3_environment(recipe.mixture.publish.storage.model_dump()))
     return train_curriculum(recipe.train, recipe.tokenizer, lambda: curriculum(recipe, layout), out_dir, resume,
                             before_training)
 
