@@ -6,7 +6,7 @@ On the store, under ``url``:
     .ruyi2-publish                      the claim: which run directory publishes here
     tokenize/<unit>_text_document.{bin,idx}   (increments/NNN/tokenize/... for `ruyi2 add` layers)
     mix/<stage>.data_args.txt, mix/<stage>.valid_data_args.txt   blends naming s3:// prefixes
-    PUBLISHED.json                      objects with size and SHA-256, the blends, the plan's stages; written last
+    PUBLISHED.json                      objects with size and SHA-256, and the blends; written last
 
 The same blends are written next to the local ones (``mix/<stage>.published.data_args.txt``) for a Megatron-LM
 launch (``--data-args-path`` reads a local file) and for ``train.data_from: published``.
@@ -45,13 +45,13 @@ def publish_handoff(plan: dict, root: str, folder: str, target, publisher: Publi
     started = time.monotonic()
     pub = publisher or Publisher(target.url, target.storage.model_dump(), owner=os.path.realpath(root))
     prefixes = sorted({p for st in plan["stages"] for rows in (st["prefixes"], st["valid"]) for _, p in blend_entries(rows)})
-    names = {p: f"{pub.url}/{_relative(p, root)}" for p in prefixes}
+    keys = {p: _relative(p, root) for p in prefixes}
+    names = {p: f"{pub.url}/{key}" for p, key in keys.items()}
     pub.claim()
     objects = {}
-    for prefix in prefixes:
-        rel = _relative(prefix, root)
+    for prefix, key in keys.items():
         for ext in (".bin", ".idx"):  # the index after the data it indexes
-            objects[rel + ext] = pub.upload(prefix + ext, rel + ext)
+            objects[key + ext] = pub.upload(prefix + ext, key + ext)
     blends, data_args = {}, {}
     for st in plan["stages"]:
         local = {}

@@ -21,9 +21,9 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from pipeline.core.storage import StorageInputError, explain, filesystem
+from pipeline.core.storage import StorageInputError, explain, filesystem, is_transient
 
 CLAIM = ".ruyi2-publish"
 MANIFEST = "PUBLISHED.json"
@@ -53,7 +53,6 @@ class PublishStats:
     bytes_uploaded: int = 0
     retries: int = 0  # object uploads tried again after botocore's own attempts failed
     seconds: float = 0.0
-    manifest: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("objects", "uploaded", "skipped", "bytes_uploaded", "retries", "seconds")}
@@ -79,7 +78,7 @@ class Publisher:
             try:
                 return fn(*args, **kwargs)
             except Exception as e:  # noqa: BLE001 - store failures are retried, the rest named
-                if not _transient(e):
+                if not is_transient(e):
                     raise explain(what, e) from None
                 if attempt == self.attempts:
                     raise PublishError(f"{explain(what, e)} (gave up after {attempt} tries)") from None
@@ -138,33 +137,6 @@ class Publisher:
         target = self.key(MANIFEST)
         self._call(target, self.fs.pipe_file, target, json.dumps(manifest, indent=2, sort_keys=True).encode())
         self.fs.invalidate_cache()
-
-
-_TRANSIENT_TYPES = {"EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError", "ClientConnectorError",
-                    "ReadTimeoutError", "ServerDisconnectedError", "ClientOSError"}
-_TRANSIENT_TEXT = ("SlowDown", "ServiceUnavailable", "503", "InternalError", "RequestTimeout", "Could not connect")
-
-
-def _transient(exc: BaseException) -> bool:
-    """A throttled, overloaded or briefly unreachable store (worth another try), as botocore or s3fs raise it;
-    not a missing credential or a denied request, which no retry mends."""
-    for e in (exc, exc.__cause__, exc.__context__):
-        if e is not None and (isinstance(e, (ConnectionError, TimeoutError)) or type(e).__name__ in _TRANSIENT_TYPES
-                              or any(s in str(e) for s in _TRANSIENT_TEXT)):
-            return True
-    return False
-
-
-def read_manifest(url: str, options: dict | None) -> dict:
-    """The manifest of a completed publish at ``url``, or an error naming it (an unfinished publish has none)."""
-    target = f"{url.rstrip('/')}/{MANIFEST}"
-    fs = filesystem(target, options)
-    try:
-        return json.loads(fs.cat_file(target))
-    except FileNotFoundError:
-        raise PublishError(f"{target}: not there: the publish to {url} has not completed (rerun the mix stage)") from None
-    except Exception as e:  # noqa: BLE001
-        raise explain(target, e) from None
 
 
 def boto3_environment(options: dict) -> dict[str, str]:

@@ -102,8 +102,21 @@ def explain(url: str, exc: BaseException) -> StorageInputError:
     return StorageInputError(f"{url}: {why}")
 
 
-_STORE_FAILURES = {"NoCredentialsError", "PartialCredentialsError", "EndpointConnectionError", "ConnectTimeoutError",
-                   "ConnectionClosedError", "ClientConnectorError", "ReadTimeoutError", "ServerDisconnectedError"}
+# a throttled, overloaded or briefly unreachable store, as botocore, aiohttp or s3fs raise it: worth another try
+_TRANSIENT_FAILURES = {"EndpointConnectionError", "ConnectTimeoutError", "ConnectionClosedError", "ClientConnectorError",
+                       "ReadTimeoutError", "ServerDisconnectedError", "ClientOSError"}
+_TRANSIENT_TEXT = ("SlowDown", "ServiceUnavailable", "503", "InternalError", "RequestTimeout", "Could not connect")
+_STORE_FAILURES = _TRANSIENT_FAILURES | {"NoCredentialsError", "PartialCredentialsError"}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a store failure may pass by itself (throttling, a restart, a dropped connection), unlike a missing
+    credential or a denied request, which no retry mends."""
+    for e in (exc, exc.__cause__, exc.__context__):
+        if e is not None and (isinstance(e, (ConnectionError, TimeoutError)) or type(e).__name__ in _TRANSIENT_FAILURES
+                              or any(s in str(e) for s in _TRANSIENT_TEXT)):
+            return True
+    return False
 
 
 def is_store_failure(exc: BaseException) -> bool:
