@@ -302,6 +302,10 @@ class FilterConfig(Strict):
     per_source: dict[str, RuleSetPatch] = {}
     examples_per_reason: int = Field(3, ge=0, description="real examples kept per source and removal reason in the stats")
     read: ReadLimits = Field(ReadLimits(), description="bounds on one input record, applied as the sources are read")
+    count_removed_tokens: bool = Field(
+        True, description="tokenize removed documents too, for the funnel's raw tokens; false: removed documents are "
+                          "reported in documents and bytes, their tokens as not counted (on web text, where most bytes "
+                          "are removed, most of the token counter's time)")
 
     def rules_for(self, source) -> RuleSet:
         """rules < built-in domain < built-in language < per_domain < per_language < per_source (later wins)."""

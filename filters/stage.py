@@ -70,7 +70,8 @@ class FilterStage(Stage):
             # after the thresholds: edits change the text, and the funnel counts what leaves the stage; a document
             # over filter.sanity.max_chars is not tokenized (every other one is bounded by that limit)
             TokenCountTagger(recipe.tokenizer.path, recipe.tokenizer.batch_size,
-                             skip_reasons=("sanity:too_large", EXTRACT_REASON)),  # a page without text: its HTML
+                             skip_reasons=("sanity:too_large", EXTRACT_REASON),  # a page without text: its HTML
+                             count_removed=recipe.filter.count_removed_tokens),
             StageRouter(layout.output(self.name), layout.removed(self.name), self.name),
         ]
         stats_by_step = run_steps(recipe.executor, steps, layout.logs(self.name), recipe.executor.tasks, self.name)
@@ -84,6 +85,8 @@ class FilterStage(Stage):
             said = int(reader.get(QUARANTINE_STAT + src, 0))
             if said != c["quarantined"]["docs"]:
                 raise AccountingError(f"filter: {src}: reader quarantined {said}, quarantine/ holds {c['quarantined']['docs']}")
+        if not recipe.filter.count_removed_tokens:
+            removed_tokens_not_counted(stats)
         stats["retune"] = retune
         stats["examples"] = merge_examples(examples, recipe.filter.examples_per_reason)
         stats["reading"] = reading_notes(reader, listings)
@@ -94,6 +97,16 @@ class FilterStage(Stage):
 
 
 PROFILE = "profile.json"
+
+
+def removed_tokens_not_counted(stats: dict) -> None:
+    """``filter.count_removed_tokens: false``: the removed documents were not tokenized, so their tokens, and
+    the tokens entering the stage, are unknown (None, "not counted" in the reports), not a sum that reads low."""
+    for counts in [*stats["sources"].values(), stats["totals"]]:
+        for part in ("removed", "in"):
+            if part in counts:
+                counts[part]["tokens"] = None
+    stats["removed_tokens_counted"] = False
 
 
 def tagging_settings(recipe, rules: dict | None = None, listings: dict | None = None) -> dict:

@@ -21,6 +21,8 @@ console = Console(stderr=False, width=160)
 
 
 def _fmt(n) -> str:
+    if n is None:  # e.g. the filter's removed tokens under filter.count_removed_tokens: false
+        return "not counted"
     return f"{n:,}" if isinstance(n, int) else str(n)
 
 

@@ -41,13 +41,17 @@ def funnel_section(page: Page, rows: list[dict]) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for r in rows:
         for ax, measure in zip(axes, ("docs", "tokens")):
-            ax.plot(stages, [r.get(f"{s}_{measure}", 0) for s in stages], marker="o", label=r["source"])
+            # a count that was not made (None: the filter's raw tokens under count_removed_tokens: false) is a gap
+            ax.plot(stages, [float("nan") if (v := r.get(f"{s}_{measure}", 0)) is None else v for s in stages],
+                    marker="o", label=r["source"])
     for ax, measure in zip(axes, ("documents", "tokens")):
         ax.set_ylabel(f"{measure} kept")
         ax.set_yscale("log")
     axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
-    body = [[r["source"], *[_n(r.get(f"{s}_docs")) for s in stages], *[_n(r.get(f"{s}_tokens")) for s in stages]] for r in rows]
+    body = [[r["source"], *[_n(r.get(f"{s}_docs")) for s in stages],
+             *[("not counted" if f"{s}_tokens" in r and r[f"{s}_tokens"] is None else _n(r.get(f"{s}_tokens"))) for s in stages]]
+            for r in rows]
     header = ["source", *[f"{s} docs" for s in stages], *[f"{s} tokens" for s in stages]]
     mix_cols = sorted({k for r in rows for k in r if k.startswith("mix_")})
     parts = [figure(fig, "Documents and tokens kept per source after each stage (log scale)."), table(header, body)]

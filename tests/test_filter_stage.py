@@ -127,3 +127,27 @@ def test_retune_refuses_tag_time_changes_and_changed_sharding(corpus, tagged):
         run_stages(_recipe(corpus, root, tasks=3), ["filter"], quiet=True, retune=True)
     with pytest.raises(RetuneError, match="no stored signals"):
         run_stages(_recipe(corpus, os.path.join(root, "elsewhere")), ["filter"], quiet=True, retune=True)
+
+
+def test_removed_tokens_not_counted_changes_no_kept_document(corpus, tagged, tmp_path):
+    """filter.count_removed_tokens: false tokenizes only what the filter keeps: kept documents, their token
+    counts and every decision are the counting run's; removed documents carry no n_tokens, and the stats and
+    the funnel say "not counted" instead of a sum that reads low."""
+    from pipeline.report import _fmt, funnel
+
+    layout = RunLayout(str(tmp_path / "kept_only"))
+    stats = run_stages(_recipe(corpus, tmp_path / "kept_only", filter_cfg={"count_removed_tokens": False}),
+                       ["filter"], quiet=True)["filter"]
+    tokens = {d["id"]: (d["text"], d["metadata"]["n_tokens"]) for d in read_docs(layout.output("filter"))}
+    assert tokens == {d["id"]: (d["text"], d["metadata"]["n_tokens"]) for d in read_docs(tagged["layout"].output("filter"))}
+    assert _outcome(layout)[1] == _outcome(tagged["layout"])[1]
+    removed = read_docs(layout.removed("filter"))
+    assert len(removed) > 10 and not any("n_tokens" in d["metadata"] for d in removed)
+    mail, counted = stats["sources"]["mail"], tagged["stats"]["sources"]["mail"]
+    assert mail["kept"] == counted["kept"] and counted["removed"]["tokens"] > 0
+    assert mail["removed"]["tokens"] is None and mail["in"]["tokens"] is None and stats["totals"]["in"]["tokens"] is None
+    assert mail["removed"]["docs"] == counted["removed"]["docs"] and mail["in"]["bytes"] == counted["in"]["bytes"]
+    assert stats["removed_tokens_counted"] is False and "removed_tokens_counted" not in tagged["stats"]
+    row = funnel(layout)[0]
+    assert row["raw_tokens"] is None and _fmt(row["raw_tokens"]) == "not counted"
+    assert row["filter_tokens"] == counted["kept"]["tokens"]

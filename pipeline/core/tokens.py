@@ -42,18 +42,26 @@ class TokenCountTagger(PipelineStep):
     ``skip_reasons``: documents removed for a reason starting with one of these are not tokenized (their
     ``n_tokens`` is 0, their bytes still counted; stat ``not_tokenized``). The filter skips the documents over
     its size limit: the tokenizer's time and memory grow faster than a text's length (a 50 MB document: 34 s),
-    and such a document was removed, not kept."""
+    and such a document was removed, not kept.
+
+    ``count_removed=False``: no document removed before this step is tokenized; it gets no ``n_tokens`` at all
+    (not a 0 that would read as a count; stat ``removed_not_counted``), and its stage reports its tokens as not
+    counted. On web text most bytes are removed, so this is most of the counter's time."""
 
     name = "🔢 Token count"
     type = "🏷️ - TAGGER"
 
-    def __init__(self, tokenizer_path: str, batch_size: int = 256, skip_reasons: tuple[str, ...] = ()):
+    def __init__(self, tokenizer_path: str, batch_size: int = 256, skip_reasons: tuple[str, ...] = (),
+                 count_removed: bool = True):
         super().__init__()
         self.tokenizer_path = tokenizer_path
         self.batch_size = batch_size
         self.skip_reasons = tuple(skip_reasons)
+        self.count_removed = count_removed
 
     def _skipped(self, doc) -> bool:
+        if not self.count_removed and doc.metadata.get(REMOVED_REASON):
+            return True
         return bool(self.skip_reasons) and str(doc.metadata.get(REMOVED_REASON) or "").startswith(self.skip_reasons)
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
@@ -67,7 +75,9 @@ class TokenCountTagger(PipelineStep):
                 doc.metadata[N_TOKENS] = len(enc)
                 self.stat_update("tokens", value=len(enc))
             for doc, skip in zip(batch, skipped):
-                if skip:
+                if skip and not self.count_removed:
+                    self.stat_update("removed_not_counted")
+                elif skip:
                     doc.metadata[N_TOKENS] = 0
                     self.stat_update("not_tokenized")
                 yield doc
