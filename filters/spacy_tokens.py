@@ -131,7 +131,35 @@ def special_case_edges(language: str) -> SpecialCaseEdges:
 # strings a Chinese tokenizer's vocabulary may hold before it is replaced by a fresh one (bounded worker memory)
 MAX_VOCAB_STRINGS = 1 << 17  # ~45 MiB of jieba words (bench/zh_vocab_memory.py); renewing costs no measurable CPU
 # memoised tokenizations of whitespace-free chunks; cleared when full, so worker memory stays bounded
-MAX_MEMO_CHUNKS = 1 << 18  # ~850 bytes each with its arrays and lexeme (measured): ~220 MiB per worker and language
+MAX_MEMO_CHUNKS = 1 << 18  # ~640 bytes each, mostly spaCy's lexeme (measured): ~160 MiB per worker and language
+
+
+class _TokenTable:
+    """The memo's tokens in flat arrays (orth hash, is_punct, length, is_space), appended chunk by chunk:
+    a chunk is a row range, so a document's tokens are one gather instead of one small array per chunk
+    (per-chunk arrays cost ~850 bytes each and a concatenation of hundreds of them per document)."""
+
+    def __init__(self, capacity: int = 1 << 16):
+        self.size = 0
+        self.orth = np.zeros(capacity, np.uint64)
+        self.punct = np.zeros(capacity, bool)
+        self.length = np.zeros(capacity, np.int64)
+        self.space = np.zeros(capacity, bool)
+
+    def append(self, orth: np.ndarray, punct: np.ndarray, length: np.ndarray, space: np.ndarray) -> int:
+        """Append rows; returns the first row's index."""
+        first, n = self.size, len(orth)
+        if first + n > len(self.orth):
+            grown = max(2 * len(self.orth), first + n)
+            for name in ("orth", "punct", "length", "space"):
+                column = getattr(self, name)
+                bigger = np.zeros(grown, column.dtype)
+                bigger[:first] = column[:first]
+                setattr(self, name, bigger)
+        self.orth[first:first + n], self.punct[first:first + n] = orth, punct
+        self.length[first:first + n], self.space[first:first + n] = length, space
+        self.size = first + n
+        return first
 
 
 class _ChunkMemo:
@@ -151,7 +179,28 @@ class _ChunkMemo:
         # tokenizing never reads lexeme attributes: compute only is_punct for a new word
         getters = self.nlp.vocab.lex_attr_getters
         self.nlp.vocab.lex_attr_getters = {IS_PUNCT: getters[IS_PUNCT]}
-        self.memo: dict[str, tuple] = {}
+        self.ids: dict[str, int] = {}  # chunk -> its number; its tokens are rows start[id]:start[id] + count[id]
+        self.start = np.zeros(1 << 12, np.int64)
+        self.count = np.zeros(1 << 12, np.int64)
+        self.table = _TokenTable()
+
+    def _remember(self, pieces: list[str], counts: np.ndarray, orth: np.ndarray, punct: np.ndarray,
+                  length: np.ndarray, space: np.ndarray) -> None:
+        """Chunks whose tokens, in order, are the given rows (``counts`` tokens each)."""
+        first = self.table.append(orth, punct, length, space)
+        n, k = len(self.ids), len(pieces)
+        if n + k > len(self.start):
+            grown = max(2 * len(self.start), n + k)
+            self.start = np.concatenate((self.start, np.zeros(grown - len(self.start), np.int64)))
+            self.count = np.concatenate((self.count, np.zeros(grown - len(self.count), np.int64)))
+        self.start[n:n + k] = first + np.cumsum(counts) - counts
+        self.count[n:n + k] = counts
+        self.ids.update(zip(pieces, range(n, n + k)))
+
+    def chunk_orth(self, piece: str) -> np.ndarray:
+        """The orth hashes of a memoised chunk's tokens."""
+        i = self.ids[piece]
+        return self.table.orth[self.start[i]:self.start[i] + self.count[i]]
 
     def _tokenize_new(self, pieces: list[str]) -> None:
         """Tokenize chunks not seen before in one spaCy call, each as if alone. They are joined by single
@@ -181,12 +230,14 @@ class _ChunkMemo:
         if not aligned:
             for piece in pieces:
                 a = self.nlp.tokenizer(piece).to_array([ORTH, IS_PUNCT, LENGTH])
-                self.memo[piece] = (a[:, 0].copy(), np.stack([a[:, 1], a[:, 2], np.zeros(len(a), np.uint64)], 1).astype(np.int64))
+                self._remember([piece], np.array([len(a)]), a[:, 0], a[:, 1].astype(bool), a[:, 2].astype(np.int64),
+                               np.zeros(len(a), bool))
             return
-        attrs = np.stack([arr[:, 1], arr[:, 3], np.zeros(len(arr), np.uint64)], 1).astype(np.int64)
-        orth = arr[:, 0].copy()
-        for piece, a, b in zip(pieces, lo.tolist(), hi.tolist()):
-            self.memo[piece] = (orth[a:b], attrs[a:b])
+        counts = hi - lo  # the pieces' tokens, without the whitespace tokens of blocking joiners
+        first = np.cumsum(counts) - counts
+        rows = np.arange(int(counts.sum())) + np.repeat(lo - first, counts)
+        self._remember(pieces, counts, arr[rows, 0], arr[rows, 1].astype(bool), arr[rows, 3].astype(np.int64),
+                       np.zeros(len(rows), bool))
 
     def tokens(self, text: str, cp: np.ndarray) -> tuple[np.ndarray, ...]:
         if not len(cp):
@@ -205,29 +256,31 @@ class _ChunkMemo:
             a, b = max(0, i - width + 1), min(len(pieces), i + width + 1)
             if self._interact(text[starts[a]:ends[b - 1]], pieces[a:b]):
                 return self._whole(text)
-        starts = starts.tolist()
-        memo = self.memo
-        new = [p for p in dict.fromkeys(pieces) if p not in memo]
-        if new:
+        get = self.ids.get
+        ids = [get(p, -1) for p in pieces]
+        if -1 in ids:
+            new = list(dict.fromkeys(p for p, i in zip(pieces, ids) if i < 0))
             words = [p for p in new if not p.isspace()]
             if words:
                 self._tokenize_new(words)
-            for p in new:
-                if p.isspace():
-                    memo[p] = (np.zeros(1, np.uint64), np.array([[0, len(p), 1]], dtype=np.int64))
-        entries = [memo[p] for p in pieces]
-        if len(memo) > MAX_MEMO_CHUNKS:
+            blanks = [p for p in new if p.isspace()]
+            if blanks:  # a whitespace run is one token, no hash kept
+                self._remember(blanks, np.ones(len(blanks), np.int64), np.zeros(len(blanks), np.uint64),
+                               np.zeros(len(blanks), bool), np.array([len(p) for p in blanks], np.int64),
+                               np.ones(len(blanks), bool))
+            ids = [get(p) for p in pieces]
+        chunk = np.array(ids, dtype=np.int64)
+        counts = self.count[chunk]
+        first = np.cumsum(counts) - counts  # each chunk's first token in the document
+        rows = np.arange(int(first[-1] + counts[-1])) + np.repeat(self.start[chunk] - first, counts)
+        t = self.table
+        orth, punct, length, space = t.orth[rows], t.punct[rows], t.length[rows], t.space[rows]
+        if len(self.ids) > MAX_MEMO_CHUNKS:
             # bounded worker memory: forget the chunks and spaCy's vocabulary (new lexemes stay in it)
-            memo.clear()
             self.__init__(self.language)
-        orth = np.concatenate([e[0] for e in entries])
-        attrs = np.concatenate([e[1] for e in entries])
-        punct, length, space = attrs[:, 0].astype(bool), attrs[:, 1], attrs[:, 2].astype(bool)
-        counts = np.fromiter(map(len, (e[0] for e in entries)), dtype=np.int64, count=len(entries))
         # a chunk's tokens are contiguous: offset = chunk start + lengths of the tokens before it in the chunk
         csum = np.cumsum(length) - length
-        first = np.cumsum(counts) - counts
-        idx = np.repeat(np.array(starts, dtype=np.int64) - csum[first], counts) + csum
+        idx = np.repeat(starts.astype(np.int64) - csum[first], counts) + csum
         return orth, punct, space, idx, length
 
     def _interact(self, span: str, pieces: list[str]) -> bool:

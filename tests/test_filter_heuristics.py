@@ -111,7 +111,7 @@ def test_memoised_chunks_do_not_depend_on_their_batch_or_the_memos_history(real_
     nlp = spacy.blank("en")
     memo = spacy_tokens._ChunkMemo("en")
     memo._tokenize_new(["file):", "((Udhay", "x"])
-    assert [memo.nlp.vocab.strings[int(h)] for h in memo.memo["file):"][0]] == ["file", "):"]
+    assert [memo.nlp.vocab.strings[int(h)] for h in memo.chunk_orth("file):")] == ["file", "):"]
     monkeypatch.setattr(spacy_tokens, "MAX_MEMO_CHUNKS", 500)
     spacy_tokens.chunk_memo.cache_clear()
     crafted = ["see file): ((Udhay Shankar N))", "He said :( and left):", "Mr. Smith met Dr. Who at 5 p.m. today."]
