@@ -34,10 +34,11 @@ def find_duplicates(items: list[str]) -> tuple[int, int]:
 
 
 def _window_keys(ids: np.ndarray, n: int) -> np.ndarray:
-    windows = np.lib.stride_tricks.sliding_window_view(ids, n)
-    key = np.zeros(len(windows), dtype=np.uint64)
-    for k in range(n):
-        key = key * _MIX + windows[:, k]
+    # shifted slices, not sliding_window_view: its set-up costs more than the arithmetic on a page's words
+    m = len(ids) - n + 1
+    key = ids[:m].astype(np.uint64)
+    for k in range(1, n):
+        key = key * _MIX + ids[k:k + m]
     return key
 
 
@@ -84,9 +85,10 @@ def top_ngram_chars_all(ids: np.ndarray, lengths: np.ndarray, ns, separator: int
         a, b = order[:-1][same], order[1:][same]
         width = max(todo)
         padded = np.concatenate((ids, np.zeros(width, dtype=ids.dtype)))
-        win = np.lib.stride_tricks.sliding_window_view(padded, width)
-        cols = np.arange(width)[None, :] >= nn[a][:, None]
-        if not ((nn[a] == nn[b]) & ((win[pos[a]] == win[pos[b]]) | cols).all(axis=1)).all():
+        offsets = np.arange(width)
+        cols = offsets[None, :] >= nn[a][:, None]
+        equal = padded[pos[a][:, None] + offsets] == padded[pos[b][:, None] + offsets]
+        if not ((nn[a] == nn[b]) & (equal | cols).all(axis=1)).all():
             # a key collision between different n-grams: exact grouping, one n at a time
             return out | {n: top_ngram_chars(ids, lengths, n, separator) for n in todo}
     group_starts = np.concatenate(([0], np.flatnonzero(~same) + 1))
