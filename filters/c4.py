@@ -11,6 +11,7 @@ character spans in sentence mode, since a sentence cut needs the tokenizer to fi
 from __future__ import annotations
 
 from collections import Counter
+from itertools import accumulate
 
 import numpy as np
 from datatrove.pipeline.filters.c4_filters import CITATION_REGEX, ELLIPSIS, END_PUNCTUATION, POLICY_SUBSTRINGS
@@ -45,7 +46,7 @@ def c4_signals(text: str, tok: Tokens, lines: list[str], s, sig: dict, stats: Co
     by_line = s.c4_split_paragraph
     if by_line:
         units = lines
-        starts = np.concatenate(([0], np.cumsum([len(x) for x in text.splitlines(keepends=True)])))
+        starts = [0, *accumulate(len(x) for x in text.splitlines(keepends=True))]  # Python ints: used one by one
     else:
         starts = np.array([0] + sentence_cuts(tok, s.language) + [len(text)], dtype=np.int64)
         units = [text[a:b] for a, b in zip(starts[:-1].tolist(), starts[1:].tolist())]
@@ -117,8 +118,10 @@ def _kept_line_counts(kept_text: list[str], bounds: list[tuple], retokenize: lis
         b = np.array(bounds, dtype=np.int64)
         lo = np.searchsorted(tok.idx, b[:, 1])
         hi = np.searchsorted(tok.idx, b[:, 2])
-        sel = np.concatenate([np.arange(x, y) for x, y in zip(lo, hi)]) if len(b) else np.zeros(0, np.int64)
-        group = np.repeat(np.arange(len(b)), hi - lo)
+        counts = hi - lo
+        first = np.cumsum(counts) - counts
+        sel = np.arange(int(counts.sum())) + np.repeat(lo - first, counts)  # the tokens of every kept line, in order
+        group = np.repeat(np.arange(len(b)), counts)
         n_words += int((~tok.space[sel]).sum())
         n_sentences += len(sentence_openers(tok.sentence_codes(language)[sel], group))
     for j in retokenize:

@@ -12,7 +12,7 @@ import re
 import numpy as np
 
 from filters.repetition import dup_ngram_chars_all, find_duplicates, prefix_hash, top_ngram_chars_all
-from filters.spacy_tokens import Tokens, char_tables, stop_word_hashes
+from filters.spacy_tokens import Tokens, char_tables, in_sorted, stop_word_hashes
 from filters.thresholds import Check, first_failure, first_ngram_failure
 
 _PARAGRAPHS = re.compile(r"\n{2,}")
@@ -68,7 +68,7 @@ def quality_signals(text: str, cp: np.ndarray, tok: Tokens, split_lines: list[st
     else:
         sig["bullet_lines_ratio"] = sig["end_ellipsis_lines_ratio"] = None
     sig["alpha_words_ratio"] = int(((alpha[ends] - alpha[w_idx]) > 0).sum()) / n_words if n_words else None
-    hits = np.flatnonzero(np.isin(w_orth, stop_word_hashes(language, stop_words)))
+    hits = np.flatnonzero(in_sorted(w_orth, stop_word_hashes(language, stop_words)))
     sig["stop_words"] = len({text[w_idx[i] : w_idx[i] + w_len[i]] for i in hits.tolist()} & set(stop_words))
     return sig
 

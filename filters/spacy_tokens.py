@@ -110,9 +110,8 @@ class SpecialCaseEdges:
         if not len(adjacent):
             return []
         pairs = (cp[ends[adjacent] - 1].astype(np.int64) << 21) | cp[starts[adjacent + 1]].astype(np.int64)
-        at = np.minimum(np.searchsorted(self.char_pairs, pairs), len(self.char_pairs) - 1)  # isin, without its sort
         out = []
-        for i in adjacent[self.char_pairs[at] == pairs].tolist():
+        for i in adjacent[in_sorted(pairs, self.char_pairs)].tolist():
             left, right = pieces[i], pieces[i + 1]
             width = max((size for n in self.left_lengths if len(left) >= n
                          for r, size, left_whole, right_whole in self.cuts.get(left[-n:], ())
@@ -335,8 +334,17 @@ class Tokens:
     def sentence_codes(self, language: str) -> np.ndarray:
         """spaCy's Sentencizer reads each token as: 1 a sentence-final mark, 2 a token that may open a
         sentence after one (neither punctuation nor a mark), 0 other punctuation."""
-        final = np.isin(self.orth, sentencizer_punct_hashes(language)) & ~self.space
+        final = in_sorted(self.orth, sentencizer_punct_hashes(language)) & ~self.space
         return np.where(final, 1, np.where(~self.punct, 2, 0)).astype(np.int8)
+
+
+def in_sorted(values: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """np.isin(values, table) for a sorted ``table``: one binary search per value, without the sort of both
+    arrays that isin does on every call (a page's tokens against a few dozen hashes)."""
+    if not len(table):
+        return np.zeros(len(values), bool)
+    at = np.minimum(np.searchsorted(table, values), len(table) - 1)
+    return table[at] == values
 
 
 def sentence_openers(codes: np.ndarray, group: np.ndarray | None = None) -> np.ndarray:
