@@ -16,6 +16,11 @@ _NAV_PHRASE = re.compile(
     re.I,
 )
 _DIGITS = re.compile(r"\d+")
+# a literal both notices need, under the same case rules (re.I also folds e.g. the Kelvin sign into "k"): one
+# cheap scan per line decides whether the two slower patterns can match at all
+_NOTICE_WORD = re.compile(r"cookie|javascript", re.I)
+_MENU_SEPARATOR = re.compile(r"\s*[|»›•·]\s*")
+_MENU_CHARS = frozenset("|»›•·")
 
 
 def _is_navigation(line: str) -> bool:
@@ -24,7 +29,9 @@ def _is_navigation(line: str) -> bool:
         return False
     if len(s) <= 80 and _NAV_PHRASE.search(s):
         return True
-    parts = [p for p in re.split(r"\s*[|»›•·]\s*", s) if p]
+    if _MENU_CHARS.isdisjoint(s):  # no separator: one part, not a menu
+        return False
+    parts = [p for p in _MENU_SEPARATOR.split(s) if p]
     # a menu: several short items between separators, no sentence punctuation
     return len(parts) >= 4 and all(len(p.split()) <= 3 for p in parts) and not s.endswith((".", "?", "!"))
 
@@ -32,31 +39,31 @@ def _is_navigation(line: str) -> bool:
 def boilerplate_signals(text: str, min_repeats: int, max_template_chars: int) -> tuple[dict, str]:
     """(signals, cleaned text). Lines keep their own endings, so the edit is exact."""
     lines = text.splitlines(keepends=True)
+    stripped = [line.strip() for line in lines]
+    line_shapes = [_DIGITS.sub("0", s.lower()) if s and len(s) <= max_template_chars else None for s in stripped]
     shapes: dict[str, int] = {}
-    for line in lines:
-        s = line.strip()
-        if s and len(s) <= max_template_chars:
-            shape = _DIGITS.sub("0", s.lower())
+    for shape in line_shapes:
+        if shape is not None:
             shapes[shape] = shapes.get(shape, 0) + 1
     counts = {"cookie": 0, "javascript": 0, "navigation": 0, "template": 0}
     kept = []
-    for i, line in enumerate(lines):
-        s = line.strip()
+    for i, s in enumerate(stripped):
         kind = None
         if s:
-            if _COOKIE.search(s) and len(s) <= 400:
+            notice = len(s) <= 400 and _NOTICE_WORD.search(s) is not None
+            if notice and _COOKIE.search(s):
                 kind = "cookie"
-            elif _JAVASCRIPT.search(s) and len(s) <= 400:
+            elif notice and _JAVASCRIPT.search(s):
                 kind = "javascript"
             elif _is_navigation(s):
                 kind = "navigation"
-            elif len(s) <= max_template_chars and shapes.get(_DIGITS.sub("0", s.lower()), 0) >= min_repeats:
+            elif line_shapes[i] is not None and shapes[line_shapes[i]] >= min_repeats:
                 kind = "template"
         if kind:
             counts[kind] += 1
         else:
             kept.append(i)
-    nonblank = sum(1 for line in lines if line.strip())
+    nonblank = sum(1 for s in stripped if s)
     removed = sum(counts.values())
     sig = {**counts, "removed_fraction": round(removed / nonblank, 4) if nonblank else 0.0, "kept": index_runs(kept)}
     return sig, "".join(lines[i] for i in kept) if removed else text

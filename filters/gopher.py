@@ -69,7 +69,8 @@ def quality_signals(text: str, cp: np.ndarray, tok: Tokens, split_lines: list[st
         sig["bullet_lines_ratio"] = sig["end_ellipsis_lines_ratio"] = None
     sig["alpha_words_ratio"] = int(((alpha[ends] - alpha[w_idx]) > 0).sum()) / n_words if n_words else None
     hits = np.flatnonzero(in_sorted(w_orth, stop_word_hashes(language, stop_words)))
-    sig["stop_words"] = len({text[w_idx[i] : w_idx[i] + w_len[i]] for i in hits.tolist()} & set(stop_words))
+    spans = zip(w_idx[hits].tolist(), (w_idx[hits] + w_len[hits]).tolist())  # Python ints: no numpy scalar per word
+    sig["stop_words"] = len({text[a:b] for a, b in spans} & set(stop_words))
     return sig
 
 
