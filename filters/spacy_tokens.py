@@ -178,6 +178,12 @@ class _ChunkMemo:
         # tokenizing never reads lexeme attributes: compute only is_punct for a new word
         getters = self.nlp.vocab.lex_attr_getters
         self.nlp.vocab.lex_attr_getters = {IS_PUNCT: getters[IS_PUNCT]}
+        # English: a chunk of ASCII letters that is not a special case ("cannot", "gonna", ...) is one token, as
+        # no prefix, suffix, infix or URL rule of spaCy's English tokenizer matches letters alone (checked against
+        # spaCy on every such word of the test corpora, tests/test_filter_heuristics.py); other languages' rules
+        # are not assumed
+        self.plain_words = language == "en"
+        self.special_cases = frozenset(self.nlp.tokenizer.rules)
         self.ids: dict[str, int] = {}  # chunk -> its number; its tokens are rows start[id]:start[id] + count[id]
         self.start = np.zeros(1 << 12, np.int64)
         self.count = np.zeros(1 << 12, np.int64)
@@ -260,6 +266,14 @@ class _ChunkMemo:
         if -1 in ids:
             new = list(dict.fromkeys(p for p, i in zip(pieces, ids) if i < 0))
             words = [p for p in new if not p.isspace()]
+            if self.plain_words and words:
+                plain = [p for p in words if p.isascii() and p.isalpha() and p not in self.special_cases]
+                if plain:  # one token each, spaCy's hash of the word: no tokenizer call, no lexeme
+                    add = self.nlp.vocab.strings.add
+                    self._remember(plain, np.ones(len(plain), np.int64), np.fromiter(map(add, plain), np.uint64, len(plain)),
+                                   np.zeros(len(plain), bool), np.array([len(p) for p in plain], np.int64),
+                                   np.zeros(len(plain), bool))
+                    words = [p for p in words if p not in self.ids]
             if words:
                 self._tokenize_new(words)
             blanks = [p for p in new if p.isspace()]

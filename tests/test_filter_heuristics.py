@@ -99,6 +99,30 @@ def test_tokens_equal_spacy_on_real_documents(real_docs):
         assert list(ours.punct[~ours.space]) == [t.is_punct for t in doc if not t.is_space]
 
 
+def test_plain_english_words_are_one_token_as_spacy_makes_them(real_docs):
+    """The memo's shortcut for English (an ASCII-letter chunk that is no special case is one token, hashed
+    without a tokenizer call) gives spaCy's tokens for every such word of the corpus, for the special cases
+    made of letters ("cannot", "gonna", which the shortcut must leave to spaCy), and across their cases."""
+    import spacy
+
+    from filters import spacy_tokens
+
+    tokenizer = spacy.blank("en").tokenizer
+    specials = [w for w in tokenizer.rules if w.isascii() and w.isalpha()]
+    words = sorted({w for text in real_docs for w in text.split() if w.isascii() and w.isalpha()})
+    words += [v for w in specials for v in (w, w.upper(), w.capitalize())] + ["cannot", "Cannot", "gonna", "Im"]
+    assert len(words) > 10_000 and len(specials) > 100
+    memo = spacy_tokens._ChunkMemo("en")
+    for start in range(0, len(words), 500):  # chunks met for the first time, as in a document
+        batch = words[start:start + 500]
+        orth, punct, space, idx, length = memo.tokens(" ".join(batch), np.frombuffer(" ".join(batch).encode("utf-32-le"), np.uint32))
+        doc = tokenizer(" ".join(batch))
+        assert list(orth) == [t.orth for t in doc] and list(length) == [len(t) for t in doc]
+        assert not punct.any() and not space.any()
+    assert [memo.nlp.vocab.strings[int(h)] for h in memo.chunk_orth("cannot")] == ["can", "not"]
+    assert memo.plain_words and len(memo.chunk_orth("Hello")) == 1
+
+
 def test_memoised_chunks_do_not_depend_on_their_batch_or_the_memos_history(real_docs, monkeypatch):
     """spaCy's special-case matcher reads token sequences across single spaces: in a batch joined by spaces,
     ``:(`` across the joiner would suppress the emoticon ``):`` of ``file):``. Chunks are tokenized as if alone,
