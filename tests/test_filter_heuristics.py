@@ -111,6 +111,7 @@ def test_plain_english_words_are_one_token_as_spacy_makes_them(real_docs):
     specials = [w for w in tokenizer.rules if w.isascii() and w.isalpha()]
     words = sorted({w for text in real_docs for w in text.split() if w.isascii() and w.isalpha()})
     words += [v for w in specials for v in (w, w.upper(), w.capitalize())] + ["cannot", "Cannot", "gonna", "Im"]
+    words += ["NOUN", "PERSON", "ORTH", "nsubj", "DATE"]  # spaCy's symbol names: their orth is the symbol's id
     assert len(words) > 10_000 and len(specials) > 100
     memo = spacy_tokens._ChunkMemo("en")
     for start in range(0, len(words), 500):  # chunks met for the first time, as in a document
@@ -146,27 +147,31 @@ def test_memoised_chunks_do_not_depend_on_their_batch_or_the_memos_history(real_
     spacy_tokens.chunk_memo.cache_clear()
 
 
-def test_chinese_tokens_are_unchanged_when_the_vocabulary_is_renewed(monkeypatch):
-    """The Chinese tokenizer is replaced once its vocabulary is full (a worker's memory would otherwise grow
-    with every new word); the tokens it gives, orth hashes included, do not change."""
+def test_chinese_tokens_are_spacys_chinese_tokenizer():
+    """Chinese tokens are built from the segmenter's words without spaCy's Doc: the same tokens, offsets,
+    lengths, orth ids (symbol names such as "NOUN" get spaCy's symbol id, not a hash), is_punct and is_space
+    as spaCy's Chinese tokenizer gives, on real Chinese pages and on whitespace and punctuation edge cases;
+    and no vocabulary grows with the words met."""
+    from spacy.attrs import IDX, IS_PUNCT, IS_SPACE, LENGTH, ORTH
+
     from filters import spacy_tokens
     from tests.corpora import chinese_manpages
 
-    texts = [d["text"] for d in need(chinese_manpages, 60)]
-    spacy_tokens.spacy_tokenizer.cache_clear()
-    unbounded = [Tokens(t, "zh") for t in texts]
-    monkeypatch.setattr(spacy_tokens, "MAX_VOCAB_STRINGS", 400)
-    spacy_tokens.spacy_tokenizer.cache_clear()
-    sizes, bounded = [], []
-    for t in texts:
-        bounded.append(Tokens(t, "zh"))
-        sizes.append(len(spacy_tokens.spacy_tokenizer("zh").vocab.strings))
-    assert max(sizes) <= 400 and len(unbounded[0].orth) > 0
-    assert sizes != sorted(sizes)  # renewed along the way
-    for a, b in zip(unbounded, bounded):
-        for field in ("orth", "punct", "space", "idx", "length"):
-            assert np.array_equal(getattr(a, field), getattr(b, field))
-    spacy_tokens.spacy_tokenizer.cache_clear()
+    crafted = ["", " ", "  \n\t ", " 开头有空格", "结尾有空格 ", "中文  两个空格\n\n换行\t制表", "NOUN 和 PERSON，ORTH。",
+               "标点……！？——“引号”（括号）", "混合 English words, 123.45 和 e-mail a@b.cn", "\u3000全角空格\u3000", "a\r\nb"]
+    texts = crafted + [d["text"] for d in need(chinese_manpages, 200)]
+    tokenizer = spacy_tokens.spacy_tokenizer("zh")
+    strings_before = len(tokenizer.vocab.strings)
+    ours = [Tokens(t, "zh") for t in texts]
+    assert len(tokenizer.vocab.strings) == strings_before  # built without spaCy's vocabulary
+    for text, tok in zip(texts, ours):
+        doc = tokenizer(text)
+        arr = doc.to_array([ORTH, IS_PUNCT, IS_SPACE, IDX, LENGTH]) if len(doc) else np.zeros((0, 5), np.uint64)
+        assert tok.orth.tolist() == arr[:, 0].tolist(), text[:60]
+        assert tok.punct.tolist() == arr[:, 1].astype(bool).tolist(), text[:60]
+        assert tok.space.tolist() == arr[:, 2].astype(bool).tolist(), text[:60]
+        assert tok.idx.tolist() == arr[:, 3].tolist() and tok.length.tolist() == arr[:, 4].tolist(), text[:60]
+    assert sum(len(t.orth) for t in ours) > 50_000 and ours[6].orth[0] == 92  # spaCy's symbol id of NOUN
 
 
 def test_c4_lorem_and_curly_order_and_citations():
