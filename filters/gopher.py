@@ -38,7 +38,7 @@ def repetition_signals(text: str, cp: np.ndarray, w_orth: np.ndarray, w_len: np.
         joined = joined_cp.tobytes().decode("utf-32-le", "surrogatepass")
         starts = np.concatenate(([0], np.cumsum(w_len)))
         prefix, inv_pow = prefix_hash(joined_cp)
-        dups = dup_ngram_chars_all(joined, starts, prefix, inv_pow, dup_n)
+        dups = dup_ngram_chars_all(joined, joined_cp, starts, prefix, inv_pow, dup_n)
         for n in dup_n:
             sig[f"dup_{n}_gram_frac"] = dups[n] / len(text)
     return sig
