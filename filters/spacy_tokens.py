@@ -182,7 +182,6 @@ class _ChunkMemo:
         # are not assumed
         self.plain_words = language == "en"
         self.special_cases = frozenset(self.nlp.tokenizer.rules)
-        self.trailing_marks = frozenset(",;:!?") - self.special_cases
         self.ids: dict[str, int] = {}  # chunk -> its number; its tokens are rows start[id]:start[id] + count[id]
         self.start = np.zeros(1 << 12, np.int64)
         self.count = np.zeros(1 << 12, np.int64)
@@ -200,27 +199,6 @@ class _ChunkMemo:
         self.start[n:n + k] = first + np.cumsum(counts) - counts
         self.count[n:n + k] = counts
         self.ids.update(zip(pieces, range(n, n + k)))
-
-    def _remember_plain(self, words: list[str]) -> list[str]:
-        """English chunks spaCy's rules leave whole or split once, without a tokenizer call; returns the rest.
-        ASCII letters that are no special case: one token. The same followed by one of , ; : ! ? (none a
-        special case, nor the whole chunk): the word and the mark, as spaCy's suffix rule (the mark is in its
-        punctuation suffixes; no prefix, infix or URL rule matches letters) splits it. Orth is spaCy's id of
-        the text (a hash, or a symbol's id)."""
-        from spacy.strings import get_string_id
-
-        special, marks = self.special_cases, self.trailing_marks
-        one = [w for w in words if w.isascii() and w.isalpha() and w not in special]
-        two = [w for w in words if len(w) > 1 and w[-1] in marks and w[:-1].isascii() and w[:-1].isalpha()
-               and w not in special and w[:-1] not in special]
-        texts = one + [t for w in two for t in (w[:-1], w[-1])]
-        if not texts:
-            return words
-        counts = np.array([1] * len(one) + [2] * len(two), np.int64)
-        punct = np.array([False] * len(one) + [False, True] * len(two))
-        self._remember(one + two, counts, np.fromiter(map(get_string_id, texts), np.uint64, len(texts)), punct,
-                       np.fromiter(map(len, texts), np.int64, len(texts)), np.zeros(len(texts), bool))
-        return [w for w in words if w not in self.ids]
 
     def chunk_orth(self, piece: str) -> np.ndarray:
         """The orth hashes of a memoised chunk's tokens."""
@@ -287,7 +265,14 @@ class _ChunkMemo:
             new = list(dict.fromkeys(p for p, i in zip(pieces, ids) if i < 0))
             words = [p for p in new if not p.isspace()]
             if self.plain_words and words:
-                words = self._remember_plain(words)
+                plain = [p for p in words if p.isascii() and p.isalpha() and p not in self.special_cases]
+                if plain:  # one token each, spaCy's id of the word (a hash, or a symbol's id): no tokenizer call
+                    from spacy.strings import get_string_id
+
+                    self._remember(plain, np.ones(len(plain), np.int64), np.fromiter(map(get_string_id, plain), np.uint64, len(plain)),
+                                   np.zeros(len(plain), bool), np.array([len(p) for p in plain], np.int64),
+                                   np.zeros(len(plain), bool))
+                    words = [p for p in words if p not in self.ids]
             if words:
                 self._tokenize_new(words)
             blanks = [p for p in new if p.isspace()]

@@ -100,10 +100,9 @@ def test_tokens_equal_spacy_on_real_documents(real_docs):
 
 
 def test_plain_english_words_are_one_token_as_spacy_makes_them(real_docs):
-    """The memo's shortcut for English (an ASCII-letter chunk that is no special case is one token, and with
-    one trailing , ; : ! ? two, without a tokenizer call) gives spaCy's tokens for every such word of the
-    corpus, for the special cases made of letters ("cannot", "gonna", which the shortcut must leave to spaCy),
-    across their cases, and with each mark."""
+    """The memo's shortcut for English (an ASCII-letter chunk that is no special case is one token, hashed
+    without a tokenizer call) gives spaCy's tokens for every such word of the corpus, for the special cases
+    made of letters ("cannot", "gonna", which the shortcut must leave to spaCy), and across their cases."""
     import spacy
 
     from filters import spacy_tokens
@@ -113,8 +112,6 @@ def test_plain_english_words_are_one_token_as_spacy_makes_them(real_docs):
     words = sorted({w for text in real_docs for w in text.split() if w.isascii() and w.isalpha()})
     words += [v for w in specials for v in (w, w.upper(), w.capitalize())] + ["cannot", "Cannot", "gonna", "Im"]
     words += ["NOUN", "PERSON", "ORTH", "nsubj", "DATE"]  # spaCy's symbol names: their orth is the symbol's id
-    # a word and one trailing mark (split by spaCy's suffix rule), also where the word is a special case
-    words += [w + m for w in words[::7] + specials for m in ",;:!?"]
     assert len(words) > 10_000 and len(specials) > 100
     memo = spacy_tokens._ChunkMemo("en")
     for start in range(0, len(words), 500):  # chunks met for the first time, as in a document
@@ -122,10 +119,8 @@ def test_plain_english_words_are_one_token_as_spacy_makes_them(real_docs):
         orth, punct, space, idx, length = memo.tokens(" ".join(batch), np.frombuffer(" ".join(batch).encode("utf-32-le"), np.uint32))
         doc = tokenizer(" ".join(batch))
         assert list(orth) == [t.orth for t in doc] and list(length) == [len(t) for t in doc]
-        assert list(punct) == [t.is_punct for t in doc] and not space.any()
+        assert not punct.any() and not space.any()
     assert [memo.nlp.vocab.strings[int(h)] for h in memo.chunk_orth("cannot")] == ["can", "not"]
-    assert [memo.nlp.vocab.strings[int(h)] for h in memo.chunk_orth("cannot,")] == ["can", "not", ","]
-    assert len(memo.chunk_orth(words[0] + ",")) == 2  # the shortcut took it: one word, one mark
     assert memo.plain_words and len(memo.chunk_orth("Hello")) == 1
 
 
