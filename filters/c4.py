@@ -17,7 +17,7 @@ import numpy as np
 from datatrove.pipeline.filters.c4_filters import CITATION_REGEX, ELLIPSIS, END_PUNCTUATION, POLICY_SUBSTRINGS
 
 from filters.spacy_tokens import Tokens, sentence_cuts, sentence_openers
-from pipeline.core.ranges import expand_runs, index_runs
+from pipeline.core.ranges import expand_runs, index_runs, range_rows
 
 
 def c4_edit(text: str, sig: dict, remove_citations: bool) -> str:
@@ -118,10 +118,8 @@ def _kept_line_counts(kept_text: list[str], bounds: list[tuple], retokenize: lis
         b = np.array(bounds, dtype=np.int64)
         lo = np.searchsorted(tok.idx, b[:, 1])
         hi = np.searchsorted(tok.idx, b[:, 2])
-        counts = hi - lo
-        first = np.cumsum(counts) - counts
-        sel = np.arange(int(counts.sum())) + np.repeat(lo - first, counts)  # the tokens of every kept line, in order
-        group = np.repeat(np.arange(len(b)), counts)
+        sel = range_rows(lo, hi - lo)  # the tokens of every kept line, in order
+        group = np.repeat(np.arange(len(b)), hi - lo)
         n_words += int((~tok.space[sel]).sum())
         n_sentences += len(sentence_openers(tok.sentence_codes(language)[sel], group))
     for j in retokenize:

@@ -16,6 +16,8 @@ from functools import lru_cache
 import numpy as np
 from datatrove.utils.text import PUNCTUATION_SET
 
+from pipeline.core.ranges import range_rows
+
 
 def import_spacy():
     """spaCy, imported without torch: thinc (spaCy's ML layer) imports torch whenever it is installed, which
@@ -131,6 +133,15 @@ def special_case_edges(language: str) -> SpecialCaseEdges:
 MAX_MEMO_CHUNKS = 1 << 18  # ~640 bytes each, mostly spaCy's lexeme (measured): ~160 MiB per worker and language
 
 
+def _grown(column: np.ndarray, size: int) -> np.ndarray:
+    """``column`` with room for at least ``size`` rows (doubling, so appends cost amortised constant time)."""
+    if size <= len(column):
+        return column
+    bigger = np.zeros(max(2 * len(column), size), column.dtype)
+    bigger[:len(column)] = column
+    return bigger
+
+
 class _TokenTable:
     """The memo's tokens in flat arrays (orth hash, is_punct, length, is_space), appended chunk by chunk:
     a chunk is a row range, so a document's tokens are one gather instead of one small array per chunk
@@ -146,13 +157,8 @@ class _TokenTable:
     def append(self, orth: np.ndarray, punct: np.ndarray, length: np.ndarray, space: np.ndarray) -> int:
         """Append rows; returns the first row's index."""
         first, n = self.size, len(orth)
-        if first + n > len(self.orth):
-            grown = max(2 * len(self.orth), first + n)
-            for name in ("orth", "punct", "length", "space"):
-                column = getattr(self, name)
-                bigger = np.zeros(grown, column.dtype)
-                bigger[:first] = column[:first]
-                setattr(self, name, bigger)
+        for name in ("orth", "punct", "length", "space"):
+            setattr(self, name, _grown(getattr(self, name), first + n))
         self.orth[first:first + n], self.punct[first:first + n] = orth, punct
         self.length[first:first + n], self.space[first:first + n] = length, space
         self.size = first + n
@@ -192,10 +198,7 @@ class _ChunkMemo:
         """Chunks whose tokens, in order, are the given rows (``counts`` tokens each)."""
         first = self.table.append(orth, punct, length, space)
         n, k = len(self.ids), len(pieces)
-        if n + k > len(self.start):
-            grown = max(2 * len(self.start), n + k)
-            self.start = np.concatenate((self.start, np.zeros(grown - len(self.start), np.int64)))
-            self.count = np.concatenate((self.count, np.zeros(grown - len(self.count), np.int64)))
+        self.start, self.count = _grown(self.start, n + k), _grown(self.count, n + k)
         self.start[n:n + k] = first + np.cumsum(counts) - counts
         self.count[n:n + k] = counts
         self.ids.update(zip(pieces, range(n, n + k)))
@@ -236,9 +239,8 @@ class _ChunkMemo:
                 self._remember([piece], np.array([len(a)]), a[:, 0], a[:, 1].astype(bool), a[:, 2].astype(np.int64),
                                np.zeros(len(a), bool))
             return
-        counts = hi - lo  # the pieces' tokens, without the whitespace tokens of blocking joiners
-        first = np.cumsum(counts) - counts
-        rows = np.arange(int(counts.sum())) + np.repeat(lo - first, counts)
+        counts = hi - lo
+        rows = range_rows(lo, counts)  # the pieces' tokens, without the whitespace tokens of blocking joiners
         self._remember(pieces, counts, arr[rows, 0], arr[rows, 1].astype(bool), arr[rows, 3].astype(np.int64),
                        np.zeros(len(rows), bool))
 
@@ -284,7 +286,7 @@ class _ChunkMemo:
         chunk = np.array(ids, dtype=np.int64)
         counts = self.count[chunk]
         first = np.cumsum(counts) - counts  # each chunk's first token in the document
-        rows = np.arange(int(first[-1] + counts[-1])) + np.repeat(self.start[chunk] - first, counts)
+        rows = range_rows(self.start[chunk], counts)
         t = self.table
         orth, punct, length, space = t.orth[rows], t.punct[rows], t.length[rows], t.space[rows]
         if len(self.ids) > MAX_MEMO_CHUNKS:
